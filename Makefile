@@ -1,0 +1,40 @@
+# Set-up and the two commands of the README. `make example` and `make test` each install what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: example test setup examples record clean
+
+setup: $(STAMP)
+
+# torch is pinned to the CPU wheel (a bare `torch` pulls a multi-GB CUDA build).
+# fairseq-fixed (fairseq for Python >= 3.11) and fastBPE are source builds: they compile against
+# the torch/Cython already in the venv, hence --no-build-isolation, and fairseq's runtime needs come
+# from our `original` extra (--no-deps keeps its torchaudio requirement out: it does not load with torch 2.13).
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q torch==2.13.0 cython "numpy<3"
+	$(BIN)/pip install -q --no-build-isolation --no-deps fairseq-fixed==0.12.3.1 fastBPE==0.1.0
+	$(BIN)/pip install -q -e '.[original,peers,test]'
+	touch $(STAMP)
+
+# The main job on the shipped example model.
+example: $(STAMP)
+	$(BIN)/porting example
+
+# The whole test suite.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Rebuild the shipped example models from the Debian corpus (about 30 min on 2 cores), then re-record.
+examples: $(STAMP)
+	$(BIN)/python reference_runs/tools/build.py
+	$(MAKE) record
+
+record: $(STAMP)
+	$(BIN)/porting record --force
+
+clean:
+	rm -rf $(VENV) .build
