@@ -2,3 +2,5 @@
 
 Nothing here imports fairseq: checkpoints are read as untrusted data.
 """
+
+__version__ = "0.1.0"

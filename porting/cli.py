@@ -10,6 +10,8 @@ import sys
 COMMANDS = {
     "example": ("parity.example", "translate a few lines of the shipped test set with fairseq"),
     "record": ("parity.record", "record fairseq's reference runs on the shipped example models"),
+    "convert": ("converters.command_convert", "convert checkpoints into a clean safetensors model directory"),
+    "inspect": ("converters.command_inspect", "list the tensors of a .pt/.bin/.safetensors file or model directory"),
 }
 
 

@@ -41,7 +41,7 @@ BIN = Path(sys.executable).parent  # fairseq-* console scripts live beside this 
 
 COMMON_TRAIN = [
     "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0",
-    "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "1000",
+    "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "400",
     "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
     "--dropout", "0.1", "--weight-decay", "0.0001", "--max-tokens", "4096",
     "--encoder-embed-dim", "128", "--decoder-embed-dim", "128",
@@ -49,14 +49,15 @@ COMMON_TRAIN = [
     "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
     "--cpu", "--num-workers", "0", "--no-progress-bar", "--log-interval", "100",
     "--save-interval", "1", "--no-last-checkpoints", "--seed", "1",
+    "--source-lang", SRC, "--target-lang", TGT,  # recorded in the checkpoint, as wmt19's are
 ]
 # Model A: the wmt19 en-ru layout (separate dictionaries, tied decoder input/output embeddings).
 TRAIN_A = ["--arch", "transformer", "--encoder-layers", "3", "--decoder-layers", "3",
-           "--share-decoder-input-output-embed", "--max-epoch", "16"]
-ENSEMBLE_EPOCHS_A = (12, 16)  # model1.pt, model2.pt: two checkpoints of one run, as wmt19 shipped four
+           "--share-decoder-input-output-embed", "--max-epoch", "11"]
+ENSEMBLE_EPOCHS_A = (8, 11)  # model1.pt, model2.pt: two checkpoints of one run, as wmt19 shipped four
 # Model B: the wmt19 en-de layout (joined dictionary, all embeddings shared), deep encoder, shallow decoder.
 TRAIN_B = ["--arch", "transformer", "--encoder-layers", "4", "--decoder-layers", "2",
-           "--share-all-embeddings", "--max-epoch", "10"]
+           "--share-all-embeddings", "--max-epoch", "7"]
 
 
 def fairseq_env() -> dict:

@@ -1,0 +1,60 @@
+"""Reading PyTorch pickles (fairseq checkpoints, pytorch_model.bin) as untrusted data.
+
+A checkpoint is a pickle: unpickling it normally can run any code its author chose. We read with
+torch's restricted unpickler (``weights_only=True``), widened by an explicit allowlist of the few
+plain-data classes fairseq pickles. Anything else is refused before it is constructed.
+"""
+from __future__ import annotations
+
+import argparse
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+
+# Classes fairseq puts into its checkpoints besides tensors and builtin containers:
+#   argparse.Namespace -- `args` (old checkpoints) and `cfg["model"]` (fairseq >= 0.10)
+# numpy scalars are not included: fairseq's model state never needs them.
+ALLOWED_GLOBALS = [argparse.Namespace]
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be read safely or is not what it claims to be."""
+
+
+class UnsafeCheckpoint(CheckpointError):
+    pass
+
+
+def is_zip_checkpoint(path: Path) -> bool:
+    """torch >= 1.6 writes a zip archive; older files are the legacy tar/pickle stream."""
+    return zipfile.is_zipfile(path)
+
+
+def load_untrusted(path: str | Path) -> dict:
+    """Load a torch pickle without executing code from it.
+
+    Zip-format files are memory-mapped: tensors that are never touched (an optimizer state of twice
+    the model's size) are never read into memory.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    mmap = is_zip_checkpoint(path)
+    try:
+        with torch.serialization.safe_globals(ALLOWED_GLOBALS):
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        blocked = re.search(r"(?:Unsupported global|GLOBAL): ?(?:GLOBAL )?([\w.]+)", str(e))
+        what = f" ({blocked.group(1)})" if blocked else ""
+        raise UnsafeCheckpoint(
+            f"{path}: refused: the pickle asks to construct an object outside the allowlist{what}. "
+            "Checkpoints are untrusted data; only tensors, containers and argparse.Namespace are accepted. "
+            "If you trust this file, convert it with the tool that wrote it instead.") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict at the top level, found {type(obj).__name__}")
+    return obj

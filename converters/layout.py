@@ -1,0 +1,71 @@
+"""The converted model's tensor layout, declared once and derived from the architecture.
+
+Names are fairseq's module paths under a ``model.`` prefix, which is also transformers' FSMT
+naming: a fairseq key maps to ours by prefixing, with no per-key table to drift. The native port
+names its parameters the same way, so loading is the identity.
+"""
+from __future__ import annotations
+
+from converters.fairseq_arch import Architecture
+
+PREFIX = "model."
+_ATTN = ("q_proj", "k_proj", "v_proj", "out_proj")
+
+
+def _linear(name: str, out_dim: int, in_dim: int) -> dict[str, tuple[int, ...]]:
+    return {f"{name}.weight": (out_dim, in_dim), f"{name}.bias": (out_dim,)}
+
+
+def _norm(name: str, dim: int) -> dict[str, tuple[int, ...]]:
+    return {f"{name}.weight": (dim,), f"{name}.bias": (dim,)}
+
+
+def expected_shapes(arch: Architecture, src_vocab: int, tgt_vocab: int, padding_idx: int = 1) -> dict[str, tuple[int, ...]]:
+    """Every tensor the model needs, in fairseq's names (no prefix), with its shape.
+
+    Tied tensors appear under every name that uses them; ``ties`` says which are aliases.
+    """
+    d = arch.embed_dim
+    shapes: dict[str, tuple[int, ...]] = {
+        "encoder.embed_tokens.weight": (src_vocab, d),
+        "decoder.embed_tokens.weight": (tgt_vocab, d),
+        "decoder.output_projection.weight": (tgt_vocab, d),
+    }
+    for side, max_pos in (("encoder", arch.max_source_positions), ("decoder", arch.max_target_positions)):
+        if getattr(arch, f"{side}_learned_pos"):
+            # fairseq's LearnedPositionalEmbedding reserves padding_idx + 1 rows before position 1
+            shapes[f"{side}.embed_positions.weight"] = (max_pos + padding_idx + 1, d)
+        if arch.layernorm_embedding:
+            shapes.update(_norm(f"{side}.layernorm_embedding", d))
+    for i in range(arch.encoder_layers):
+        p = f"encoder.layers.{i}"
+        for proj in _ATTN:
+            shapes.update(_linear(f"{p}.self_attn.{proj}", d, d))
+        shapes.update(_norm(f"{p}.self_attn_layer_norm", d))
+        shapes.update(_linear(f"{p}.fc1", arch.encoder_ffn_embed_dim, d))
+        shapes.update(_linear(f"{p}.fc2", d, arch.encoder_ffn_embed_dim))
+        shapes.update(_norm(f"{p}.final_layer_norm", d))
+    for i in range(arch.decoder_layers):
+        p = f"decoder.layers.{i}"
+        for attn in ("self_attn", "encoder_attn"):
+            for proj in _ATTN:
+                shapes.update(_linear(f"{p}.{attn}.{proj}", d, d))
+            shapes.update(_norm(f"{p}.{attn}_layer_norm", d))
+        shapes.update(_linear(f"{p}.fc1", arch.decoder_ffn_embed_dim, d))
+        shapes.update(_linear(f"{p}.fc2", d, arch.decoder_ffn_embed_dim))
+        shapes.update(_norm(f"{p}.final_layer_norm", d))
+    if arch.encoder_normalize_before:
+        shapes.update(_norm("encoder.layer_norm", d))
+    if arch.decoder_final_norm:
+        shapes.update(_norm("decoder.layer_norm", d))
+    return shapes
+
+
+def ties(arch: Architecture) -> dict[str, str]:
+    """alias -> the stored tensor it shares (fairseq names)."""
+    out = {}
+    if arch.share_decoder_input_output_embed:
+        out["decoder.output_projection.weight"] = "decoder.embed_tokens.weight"
+    if arch.share_all_embeddings:
+        out["encoder.embed_tokens.weight"] = "decoder.embed_tokens.weight"
+    return out

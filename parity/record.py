@@ -1,0 +1,257 @@
+"""Record what fairseq does with the shipped example models: the golden files the port is checked
+against where fairseq is absent.
+
+    porting record [--out reference_runs/runs] [--runs ende-sep,...] [--force]
+
+Per run (a model directory and one or several checkpoints) it writes:
+  inputs.json                 source and reference lines; fairseq's Moses tokens, BPE pieces, source ids
+  teacher_forced.safetensors  for a handful of sentences, teacher-forced on the reference: embeddings,
+  teacher_forced.json         every encoder/decoder layer's output, final layer norms, logits, log-probs
+  generation/<setting>.json   per line, every hypothesis: token ids, BPE string, detokenized text,
+                              score and positional scores (floats written exactly)
+and one manifest.json for all runs: versions, settings, chunking, thread count, sha256 of every file.
+
+Generation runs over the test set in fixed chunks of consecutive lines (one ``hub.generate`` call
+each), so a replay of any chunk reproduces fairseq's batching, and with it its numbers, exactly.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from tqdm import tqdm
+
+from parity import shipped
+from parity.settings import ENSEMBLE_SETTINGS, SETTINGS
+
+CHUNK_SIZE = 50          # lines per hub.generate call
+TEACHER_FORCED = 8       # sentences recorded layer by layer (the first N of the test set)
+THREADS = 1              # intra-op threads while recording: float reductions can depend on it
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    model: str                       # entry of reference_runs/models/catalog.json
+    checkpoints: tuple[str, ...]     # several = an ensemble
+    settings: tuple[str, ...] = tuple(SETTINGS)
+    teacher_forced: bool = True
+
+
+RUNS = (
+    Run("ende-sep", "ende-sep", ("model2.pt",)),
+    Run("ende-sep-ensemble", "ende-sep", ("model1.pt", "model2.pt"), ENSEMBLE_SETTINGS, teacher_forced=False),
+    Run("ende-joined", "ende-joined", ("model.pt",)),
+)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--out", type=Path, default=shipped.RUNS, help="where the runs go (default: %(default)s)")
+    p.add_argument("--runs", default=",".join(r.name for r in RUNS),
+                   help="comma-separated subset of: %(default)s")
+    p.add_argument("--limit", type=int, default=None, help="record only the first N test lines")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+
+
+# ---------------------------------------------------------------- pieces a replay also uses
+
+def open_run(run: Run):
+    from parity.fairseq_hub import load_hub
+
+    m = shipped.catalog()[run.model]
+    return load_hub(m.path, run.checkpoints, m.source_lang, m.target_lang), m
+
+
+def hypothesis_record(hub, hypo) -> dict:
+    tokens = hypo["tokens"].tolist()
+    bpe = hub.string(hypo["tokens"])
+    return {
+        "tokens": tokens,
+        "bpe": bpe,
+        "text": hub.detokenize(hub.remove_bpe(bpe)),
+        # float32 values become Python floats exactly; JSON keeps every digit.
+        "score": float(hypo["score"]),
+        "positional_scores": hypo["positional_scores"].tolist(),
+    }
+
+
+def generate_chunk(hub, lines: list[str], options: dict) -> list[list[dict]]:
+    """fairseq's hypotheses for one chunk of source lines (one ``hub.generate`` call)."""
+    options = dict(options)
+    beam = options.pop("beam", 5)
+    tokenized = [hub.encode(line) for line in lines]
+    return [[hypothesis_record(hub, h) for h in hypos]
+            for hypos in hub.generate(tokenized, beam=beam, **options)]
+
+
+def teacher_forced(hub, source: str, reference: str, target_lang: str) -> tuple[dict, list[str]]:
+    """Named tensors, in forward order, of each model's forward pass on (source, reference).
+
+    Shapes: token tensors [T]; states [T, C] (batch of one, batch dimension dropped); logits and
+    log-probs [T_tgt, V]. The decoder input is fairseq's: </s> followed by the target without its
+    final </s>.
+    """
+    import torch
+    from fairseq.data.encoders.moses_tokenizer import MosesTokenizer, MosesTokenizerConfig
+
+    # hub.tokenize uses source-language rules; the reference needs the target language's.
+    tgt_moses = MosesTokenizer(MosesTokenizerConfig(source_lang=target_lang, target_lang=target_lang))
+    src = hub.encode(source).unsqueeze(0)                                    # [1, S]
+    tgt = hub.tgt_dict.encode_line(hub.apply_bpe(tgt_moses.encode(reference)),
+                                   add_if_not_exist=False).long().unsqueeze(0)  # [1, T]
+    prev = torch.cat([tgt.new_full((1, 1), hub.tgt_dict.eos()), tgt[:, :-1]], dim=1)
+    tensors: dict[str, torch.Tensor] = {"src_tokens": src[0], "target": tgt[0], "prev_output_tokens": prev[0]}
+    order = list(tensors)
+    model = hub.models[0]
+    captured: list[tuple[str, torch.Tensor]] = []
+
+    def keep(name, time_major=True):
+        def hook(_module, _inputs, output):
+            x = output[0] if isinstance(output, tuple) else output
+            captured.append((name, x[:, 0] if time_major else x[0]))    # [T, B, C] -> [T, C]
+        return hook
+
+    def keep_input(name):
+        def hook(_module, inputs):
+            captured.append((name, inputs[0][:, 0]))                      # [T, B, C] -> [T, C]
+        return hook
+
+    handles = []
+    for side in (model.encoder, model.decoder):
+        prefix = "encoder" if side is model.encoder else "decoder"
+        handles.append(side.layers[0].register_forward_pre_hook(keep_input(f"{prefix}.embed")))
+        for i, layer in enumerate(side.layers):
+            handles.append(layer.register_forward_hook(keep(f"{prefix}.layers.{i}")))
+        if getattr(side, "layer_norm", None) is not None:
+            # the decoder's final norm runs on [T, B, C] too, before its transpose to batch-first
+            handles.append(side.layer_norm.register_forward_hook(keep(f"{prefix}.layer_norm")))
+    try:
+        with torch.no_grad():
+            encoder_out = model.encoder(src, src_lengths=torch.tensor([src.shape[1]]))
+            logits, extra = model.decoder(prev, encoder_out=encoder_out)          # [1, T, V]
+            lprobs = model.get_normalized_probs((logits, extra), log_probs=True)  # [1, T, V]
+    finally:
+        for h in handles:
+            h.remove()
+    for name, x in captured:
+        tensors[name] = x.detach().clone().contiguous()
+        order.append(name)
+    tensors["decoder.logits"] = logits[0].contiguous()
+    tensors["decoder.lprobs"] = lprobs[0].float().contiguous()
+    order += ["decoder.logits", "decoder.lprobs"]
+    return tensors, order
+
+
+# ---------------------------------------------------------------- recording
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, ensure_ascii=False, indent=None, separators=(",", ":")) + "\n",
+                    encoding="utf-8")
+
+
+def record_run(run: Run, out: Path, source: list[str], reference: list[str]) -> None:
+    from safetensors.torch import save_file
+
+    hub, m = open_run(run)
+    moses = [hub.tokenize(line) for line in source]
+    bpe = [hub.apply_bpe(t) for t in moses]
+    write_json(out / "inputs.json", {
+        "source": source, "reference": reference,
+        "moses": [t.split() for t in moses], "bpe": [b.split() for b in bpe],
+        "ids": [hub.binarize(b).tolist() for b in bpe]})
+
+    if run.teacher_forced:
+        n = min(TEACHER_FORCED, len(source))
+        all_tensors, orders = {}, []
+        for i in range(n):
+            tensors, order = teacher_forced(hub, source[i], reference[i], m.target_lang)
+            all_tensors.update({f"s{i}/{k}": v for k, v in tensors.items()})
+            orders.append(order)
+        save_file(all_tensors, str(out / "teacher_forced.safetensors"))
+        write_json(out / "teacher_forced.json", {
+            "sentences": list(range(n)), "forward_order": orders[0],
+            "key_format": "s<sentence>/<tensor>",
+            "layout": "token tensors [T]; states [T, C] for a batch of one; logits and lprobs [T_tgt, V]"})
+
+    for name in run.settings:
+        options = SETTINGS[name]
+        hyps = []
+        chunks = range(0, len(source), CHUNK_SIZE)
+        for start in tqdm(chunks, desc=f"{run.name} {name}", unit="chunk", leave=False):
+            hyps += generate_chunk(hub, source[start:start + CHUNK_SIZE], options)
+        write_json(out / "generation" / f"{name}.json", {"setting": name, "options": options, "hypotheses": hyps})
+
+
+def versions() -> dict:
+    names = ["torch", "fairseq-fixed", "sacremoses", "fastBPE", "sacrebleu", "numpy"]
+    found = {}
+    for n in names:
+        try:
+            found[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            found[n] = None
+    return {"python": platform.python_version(), "platform": platform.platform(), **found}
+
+
+def run(args) -> int:
+    import torch
+
+    wanted = [r for r in RUNS if r.name in args.runs.split(",")]
+    unknown = set(args.runs.split(",")) - {r.name for r in RUNS}
+    if unknown:
+        print(f"error: unknown runs: {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    if args.out.exists() and not args.force:
+        print(f"error: {args.out} exists; pass --force to replace it", file=sys.stderr)
+        return 2
+    torch.set_num_threads(THREADS)
+    source, reference = shipped.test_set()
+    if args.limit:
+        source, reference = source[:args.limit], reference[:args.limit]
+
+    # Written into a temporary sibling, then swapped in: a failure leaves the old runs untouched.
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".record-", dir=args.out.parent))
+    try:
+        catalog = shipped.catalog()
+        for r in wanted:
+            print(f"recording {r.name} ({'+'.join(r.checkpoints)}) on {len(source)} lines", flush=True)
+            record_run(r, tmp / r.name, source, reference)
+        manifest = {
+            "versions": versions(), "threads": THREADS, "chunk_size": CHUNK_SIZE,
+            "test_set": {"source": "reference_runs/data/test.en", "reference": "reference_runs/data/test.de",
+                         "lines": len(source),
+                         "sha256": {p.name: sha256(p) for p in (shipped.DATA / "test.en", shipped.DATA / "test.de")}},
+            "settings": SETTINGS,
+            "runs": {r.name: {"model": r.model, "checkpoints": list(r.checkpoints), "settings": list(r.settings),
+                              "teacher_forced": r.teacher_forced,
+                              "source_lang": catalog[r.model].source_lang, "target_lang": catalog[r.model].target_lang,
+                              "model_files": {p.name: sha256(p) for p in sorted(catalog[r.model].path.iterdir())}}
+                     for r in wanted},
+            "files": {str(p.relative_to(tmp)): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+        if args.out.exists():
+            shutil.rmtree(args.out)
+        tmp.rename(args.out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"recorded {len(wanted)} runs into {args.out}")
+    return 0

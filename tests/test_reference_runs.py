@@ -1,0 +1,191 @@
+"""The recorded reference runs are complete and self-consistent, and fairseq reproduces them exactly."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from parity import shipped
+from parity.record import CHUNK_SIZE, RUNS, THREADS
+from parity.settings import SETTINGS
+from tests.conftest import requires_fairseq
+
+RUN_DIR = shipped.RUNS
+MANIFEST = json.loads((RUN_DIR / "manifest.json").read_text())
+EOS, UNK = 2, 3  # fairseq Dictionary's fixed specials, checked against the dict files below
+
+
+def load(run: str, name: str):
+    return json.loads((RUN_DIR / run / name).read_text(encoding="utf-8"))
+
+
+def generation_files():
+    return [(r, s) for r, spec in MANIFEST["runs"].items() for s in spec["settings"]]
+
+
+def test_manifest_covers_every_run_and_file():
+    assert set(MANIFEST["runs"]) == {r.name for r in RUNS}
+    on_disk = {str(p.relative_to(RUN_DIR)) for p in RUN_DIR.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert set(MANIFEST["files"]) == on_disk
+    for rel, digest in MANIFEST["files"].items():
+        assert hashlib.sha256((RUN_DIR / rel).read_bytes()).hexdigest() == digest, rel
+    assert MANIFEST["settings"] == SETTINGS
+    assert MANIFEST["versions"]["fairseq-fixed"] and MANIFEST["versions"]["torch"]
+
+
+def test_manifest_matches_shipped_models_and_data():
+    cat = shipped.catalog()
+    for run, spec in MANIFEST["runs"].items():
+        model_dir = cat[spec["model"]].path
+        for name, digest in spec["model_files"].items():
+            assert hashlib.sha256((model_dir / name).read_bytes()).hexdigest() == digest, (run, name)
+    for name, digest in MANIFEST["test_set"]["sha256"].items():
+        assert hashlib.sha256((shipped.DATA / name).read_bytes()).hexdigest() == digest
+
+
+def test_specials_are_fairseqs_fixed_ids():
+    # Dictionary ids are not line numbers: <s>=0 <pad>=1 </s>=2 <unk>=3 come before the file's entries.
+    for m in shipped.catalog().values():
+        first = (m.path / f"dict.{m.target_lang}.txt").read_text(encoding="utf-8").split("\n", 1)[0]
+        assert first.split()[0] not in {"<s>", "<pad>", "</s>", "<unk>"}
+
+
+@pytest.mark.parametrize("run", list(MANIFEST["runs"]))
+def test_inputs_are_consistent(run):
+    inputs = load(run, "inputs.json")
+    n = MANIFEST["test_set"]["lines"]
+    assert all(len(inputs[k]) == n for k in ("source", "reference", "moses", "bpe", "ids"))
+    for moses, bpe, ids in zip(inputs["moses"], inputs["bpe"], inputs["ids"]):
+        assert " ".join(bpe).replace("@@ ", "").split() == moses  # BPE only splits Moses tokens
+        assert len(ids) == len(bpe) + 1 and ids[-1] == EOS        # the source gets </s> appended
+        assert EOS not in ids[:-1]
+
+
+@pytest.mark.parametrize("run,setting", generation_files())
+def test_generation_is_complete_and_consistent(run, setting):
+    rec = load(run, f"generation/{setting}.json")
+    options = rec["options"]
+    assert options == SETTINGS[setting]
+    n_src = load(run, "inputs.json")["ids"]
+    assert len(rec["hypotheses"]) == MANIFEST["test_set"]["lines"]
+    nbest, lenpen = options.get("nbest", 1), options.get("lenpen", 1.0)
+    for src_ids, hyps in zip(n_src, rec["hypotheses"]):
+        assert len(hyps) == nbest
+        scores = [h["score"] for h in hyps]
+        assert scores == sorted(scores, reverse=True)
+        for h in hyps:
+            toks, pos = h["tokens"], h["positional_scores"]
+            assert len(pos) == len(toks) and toks[-1] == EOS and EOS not in toks[:-1]
+            assert all(p <= 0 for p in pos)
+            # fairseq's score is the cumulative log-prob (incl. </s>) over length ** lenpen; the
+            # cumulative sum is float32 in fairseq, hence the relative tolerance.
+            assert h["score"] == pytest.approx(sum(pos) / len(toks) ** lenpen, rel=1e-5, abs=1e-5)
+            if "min_len" in options:
+                assert len(toks) > options["min_len"]  # </s> is masked while step < min_len
+            if options.get("no_repeat_ngram_size"):
+                k = options["no_repeat_ngram_size"]
+                grams = [tuple(toks[i:i + k]) for i in range(len(toks) - k + 1)]
+                assert len(grams) == len(set(grams))
+            if "max_len_b" in options:
+                # fairseq sizes max_len from the *batch's* padded source length, so the bound per
+                # sentence is the longest source in the test set (an upper bound of every batch's)
+                longest = max(len(s) for s in n_src)
+                assert len(toks) <= options.get("max_len_a", 0) * longest + options["max_len_b"] + 1
+
+
+def test_settings_change_outputs():
+    """Each recorded setting must exercise its code path: it has to change some hypotheses."""
+    for run, spec in MANIFEST["runs"].items():
+        base = [h[0]["tokens"] for h in load(run, "generation/beam5_nbest5.json")["hypotheses"]]
+        for setting in spec["settings"]:
+            if setting == "beam5_nbest5":
+                continue
+            top = [h[0]["tokens"] for h in load(run, f"generation/{setting}.json")["hypotheses"]]
+            changed = sum(a != b for a, b in zip(base, top))
+            assert changed > 0, f"{run}/{setting} changes nothing against beam 5"
+    unk = load("ende-sep", "generation/unkpen.json")["hypotheses"]
+    assert any(UNK in h[0]["tokens"] for h in unk)
+
+
+@pytest.mark.parametrize("run", [r for r, s in MANIFEST["runs"].items() if s["teacher_forced"]])
+def test_teacher_forced_tensors(run):
+    meta = load(run, "teacher_forced.json")
+    tensors = load_file(str(RUN_DIR / run / "teacher_forced.safetensors"))
+    inputs = load(run, "inputs.json")
+    greedy = load(run, "generation/greedy.json")["hypotheses"]
+    order = meta["forward_order"]
+    assert order[:3] == ["src_tokens", "target", "prev_output_tokens"]
+    assert order[-2:] == ["decoder.logits", "decoder.lprobs"]
+    assert "encoder.embed" in order and "decoder.embed" in order
+    for i in meta["sentences"]:
+        t = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith(f"s{i}/")}
+        assert list(t) and set(t) == set(order)
+        assert t["src_tokens"].tolist() == inputs["ids"][i]
+        S, T = len(t["src_tokens"]), len(t["target"])
+        assert t["prev_output_tokens"][0] == EOS and t["target"][-1] == EOS
+        assert torch.equal(t["prev_output_tokens"][1:], t["target"][:-1])
+        C = t["encoder.embed"].shape[1]
+        for name in order[3:-2]:
+            assert t[name].shape == ((S if name.startswith("encoder") else T), C), name
+        lprobs = t["decoder.lprobs"]
+        assert lprobs.shape == t["decoder.logits"].shape and lprobs.shape[0] == T
+        assert torch.allclose(torch.logsumexp(lprobs.double(), -1), torch.zeros(T, dtype=torch.float64), atol=1e-5)
+        # The first decoding step sees only </s>, so greedy's first token is the argmax of the
+        # teacher-forced step 0 (</s> excluded: min_len=1 masks it), with the same log-prob.
+        step0 = lprobs[0].clone()
+        step0[EOS] = -math.inf
+        first = greedy[i][0]["tokens"][0]
+        assert first == int(step0.argmax())
+        assert greedy[i][0]["positional_scores"][0] == pytest.approx(float(lprobs[0, first]), abs=1e-5)
+
+
+# ---------------------------------------------------------------- live fairseq reproduces the record
+
+@pytest.fixture(scope="module")
+def hubs():
+    from parity.record import open_run
+
+    torch.set_num_threads(THREADS)
+    return {r.name: open_run(r)[0] for r in RUNS}
+
+
+@requires_fairseq
+@pytest.mark.parametrize("run", list(MANIFEST["runs"]))
+def test_fairseq_reproduces_inputs(hubs, run):
+    hub, inputs = hubs[run], load(run, "inputs.json")
+    for i, line in enumerate(inputs["source"]):
+        moses = hub.tokenize(line)
+        bpe = hub.apply_bpe(moses)
+        assert (moses.split(), bpe.split(), hub.binarize(bpe).tolist()) == \
+            (inputs["moses"][i], inputs["bpe"][i], inputs["ids"][i]), line
+
+
+@requires_fairseq
+@pytest.mark.parametrize("run,setting", generation_files())
+def test_fairseq_reproduces_generation_exactly(hubs, run, setting):
+    """The first chunk again, batched exactly as recorded: tokens, strings and every float identical."""
+    from parity.record import generate_chunk
+
+    rec = load(run, f"generation/{setting}.json")
+    source = load(run, "inputs.json")["source"][:CHUNK_SIZE]
+    assert generate_chunk(hubs[run], source, rec["options"]) == rec["hypotheses"][:CHUNK_SIZE]
+
+
+@requires_fairseq
+@pytest.mark.parametrize("run", [r for r, s in MANIFEST["runs"].items() if s["teacher_forced"]])
+def test_fairseq_reproduces_teacher_forced_exactly(hubs, run):
+    from parity.record import teacher_forced
+
+    inputs = load(run, "inputs.json")
+    recorded = load_file(str(RUN_DIR / run / "teacher_forced.safetensors"))
+    target_lang = MANIFEST["runs"][run]["target_lang"]
+    for i in (0, 1):
+        tensors, order = teacher_forced(hubs[run], inputs["source"][i], inputs["reference"][i], target_lang)
+        assert order == load(run, "teacher_forced.json")["forward_order"]
+        for name, value in tensors.items():
+            assert torch.equal(value, recorded[f"s{i}/{name}"]), name
