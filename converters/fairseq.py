@@ -231,7 +231,9 @@ def convert(checkpoints: list[Path], data_dir: Path, out: Path, source_lang: str
         log.warning(w)
 
     cast = DTYPES[dtype]
+    derived = layout.derived_tensors(members[0].arch)
     for m in members:
+        m.tensors.update(derived)
         m.tensors = {k: (v.to(cast) if v.is_floating_point() else v) for k, v in m.tensors.items()}
     return _write(members, dicts, vocabs, merges, data_dir, out, source_lang, target_lang, dtype, force, warnings)
 
@@ -247,6 +249,9 @@ def _write(members, dicts, vocabs, merges, data_dir, out, source_lang, target_la
         "format_version": FORMAT_VERSION,
         "architecture": arch.to_dict(),
         "ties": members[0].tied,
+        "derived": {k: "fairseq's sinusoidal table, not trained; stored so that transformers' FSMT loads "
+                       "with nothing missing; the native port regenerates and checks it"
+                    for k in layout.derived_tensors(arch)},
         "ensemble": files,
         "transformers_compatible": not incompatible,
         "transformers_incompatibilities": incompatible,

@@ -6,7 +6,10 @@ names its parameters the same way, so loading is the identity.
 """
 from __future__ import annotations
 
+import torch
+
 from converters.fairseq_arch import Architecture
+from porting.positions import sinusoidal_table
 
 PREFIX = "model."
 _ATTN = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -68,4 +71,14 @@ def ties(arch: Architecture) -> dict[str, str]:
         out["decoder.output_projection.weight"] = "decoder.embed_tokens.weight"
     if arch.share_all_embeddings:
         out["encoder.embed_tokens.weight"] = "decoder.embed_tokens.weight"
+    return out
+
+
+def derived_tensors(arch: Architecture, padding_idx: int = 1) -> dict[str, torch.Tensor]:
+    """Tensors that are not in the checkpoint but transformers' FSMT loads: the sinusoidal position
+    tables (fairseq keeps them out of its state dict and regenerates them), in our names."""
+    out = {}
+    for side, max_pos in (("encoder", arch.max_source_positions), ("decoder", arch.max_target_positions)):
+        if not getattr(arch, f"{side}_learned_pos"):
+            out[f"{PREFIX}{side}.embed_positions.weight"] = sinusoidal_table(max_pos + padding_idx + 1, arch.embed_dim, padding_idx)
     return out

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -29,6 +30,9 @@ def atomic_dir(out: str | Path, force: bool = False):
         raise OutputExists(problem)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should look like any new directory
     try:
         yield tmp
         if out.exists():
@@ -52,7 +56,6 @@ def write_file_atomic(path: str | Path, write, force: bool = False) -> None:
         raise OutputExists(problem)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    import os
     os.close(fd)
     try:
         write(Path(tmp))
