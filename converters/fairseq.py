@@ -146,7 +146,10 @@ def read_member(path: Path, problems: list[str]) -> Member | None:
 
 def convert(checkpoints: list[Path], data_dir: Path, out: Path, source_lang: str | None = None,
             target_lang: str | None = None, dtype: str = "float32", force: bool = False) -> dict:
-    """Convert, or raise ConversionError listing every problem. Returns the provenance record."""
+    """Convert, or raise ConversionError listing every problem. Returns the provenance record.
+
+    Each check runs as soon as what it needs is available, whatever else has failed, so that one
+    run reports everything that is wrong."""
     problems: list[str] = []
     warnings: list[str] = []
     if dtype not in DTYPES:
@@ -162,23 +165,24 @@ def convert(checkpoints: list[Path], data_dir: Path, out: Path, source_lang: str
         problems.append(f"checkpoints must have distinct file names, got {names}")
 
     members = [m for c in checkpoints if (m := read_member(c, problems))]
-    if members and not problems:
+    members_ok = len(members) == len(checkpoints) and members
+    if members:
         langs = {m.langs for m in members}
         if len(langs) > 1:
-            problems.append(f"ensemble members disagree on languages: {sorted(langs)}")
-        src_ckpt, tgt_ckpt = members[0].langs
-        source_lang = source_lang or src_ckpt
-        target_lang = target_lang or tgt_ckpt
-        if not source_lang or not target_lang:
-            problems.append("languages not recorded in the checkpoint: pass --source-lang and --target-lang")
+            problems.append(f"ensemble members disagree on languages: {sorted(langs, key=str)}")
+        source_lang = source_lang or members[0].langs[0]
+        target_lang = target_lang or members[0].langs[1]
         for m in members[1:]:
             if m.arch != members[0].arch:
                 diff = {k: (v, getattr(m.arch, k)) for k, v in members[0].arch.to_dict().items()
                         if getattr(m.arch, k) != v}
                 problems.append(f"{m.path}: architecture differs from {members[0].path}: {diff}")
+    if members_ok and (not source_lang or not target_lang):
+        problems.append("languages not recorded in the checkpoint: pass --source-lang and --target-lang")
 
     dicts: dict[str, Dictionary] = {}
-    if not problems:
+    merges: list[tuple[str, str]] | None = None
+    if data_dir.is_dir() and source_lang and target_lang:
         for side, lang in (("src", source_lang), ("tgt", target_lang)):
             path = data_dir / f"dict.{lang}.txt"
             try:
@@ -187,8 +191,8 @@ def convert(checkpoints: list[Path], data_dir: Path, out: Path, source_lang: str
                 problems.append(f"{path}: missing (the {side} dictionary)")
             except DictionaryError as e:
                 problems.append(str(e))
+    if data_dir.is_dir():
         codes = data_dir / "bpecodes"
-        merges = []
         if not codes.is_file():
             problems.append(f"{codes}: missing (the BPE codes)")
         else:
@@ -197,33 +201,36 @@ def convert(checkpoints: list[Path], data_dir: Path, out: Path, source_lang: str
             except ValueError as e:
                 problems.append(str(e))
 
-    if not problems:
-        arch = members[0].arch
-        src_n, tgt_n = len(dicts["src"]), len(dicts["tgt"])
-        if arch.share_all_embeddings and dicts["src"].symbols != dicts["tgt"].symbols:
-            problems.append("share_all_embeddings needs one joined dictionary, but the two dict files differ")
-        for m in members:
-            emb = {k: m.tensors[k].shape[0] for k in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
-                   if k in m.tensors}
-            for k, n, side in (("encoder.embed_tokens.weight", src_n, "src"), ("decoder.embed_tokens.weight", tgt_n, "tgt")):
-                if k in emb and emb[k] != n:
-                    problems.append(f"{m.path}: {k} has {emb[k]} rows but dict.{source_lang if side == 'src' else target_lang}.txt "
-                                    f"gives {n} symbols (4 specials + entries): wrong dictionary for this checkpoint?")
-            if problems:
-                continue
-            m.tensors, dropped, m.tied = map_state(m.tensors, arch, src_n, tgt_n, problems, str(m.path))
-            m.dropped.update(dropped)
-        for side, lang in (("src", source_lang), ("tgt", target_lang)):
-            fit = bpe_check.producible_share(dicts[side], merges)
-            if fit.share < bpe_check.MIN_PRODUCIBLE_SHARE:
-                warnings.append(
-                    f"bpecodes fit dict.{lang}.txt poorly: only {fit.share:.1%} of its {fit.checked} pieces can be "
-                    f"produced by these codes (e.g. {', '.join(fit.examples)}). The codes may belong to another "
-                    "model (one wmt19 en-ru archive shipped the en-de codes).")
+    vocabs = {}
+    if len(dicts) == 2:
         try:
             vocabs = {side: to_fsmt_vocab(d) for side, d in dicts.items()}
         except DictionaryError as e:
             problems.append(str(e))
+        if merges is not None:
+            for side, lang in (("src", source_lang), ("tgt", target_lang)):
+                fit = bpe_check.producible_share(dicts[side], merges)
+                if fit.share < bpe_check.MIN_PRODUCIBLE_SHARE:
+                    warnings.append(
+                        f"bpecodes fit dict.{lang}.txt poorly: only {fit.share:.1%} of its {fit.checked} pieces can be "
+                        f"produced by these codes (e.g. {', '.join(fit.examples)}). The codes may belong to another "
+                        "model (one wmt19 en-ru archive shipped the en-de codes).")
+    if members and len(dicts) == 2:
+        arch = members[0].arch
+        sizes = {"src": len(dicts["src"]), "tgt": len(dicts["tgt"])}
+        if arch.share_all_embeddings and dicts["src"].symbols != dicts["tgt"].symbols:
+            problems.append("share_all_embeddings needs one joined dictionary, but the two dict files differ")
+        for m in members:
+            rows_ok = True
+            for key, side, lang in (("encoder.embed_tokens.weight", "src", source_lang),
+                                    ("decoder.embed_tokens.weight", "tgt", target_lang)):
+                if key in m.tensors and m.tensors[key].shape[0] != sizes[side]:
+                    rows_ok = False
+                    problems.append(f"{m.path}: {key} has {m.tensors[key].shape[0]} rows but dict.{lang}.txt gives "
+                                    f"{sizes[side]} symbols (4 specials + entries): wrong dictionary for this checkpoint?")
+            if rows_ok:
+                m.tensors, dropped, m.tied = map_state(m.tensors, arch, sizes["src"], sizes["tgt"], problems, str(m.path))
+                m.dropped.update(dropped)
 
     if problems:
         raise ConversionError(problems)

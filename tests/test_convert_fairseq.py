@@ -1,0 +1,120 @@
+"""`porting convert fairseq` on real checkpoints that fairseq wrote here."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from converters.fairseq_dict import read_dictionary, to_fsmt_vocab
+from tests.helpers import convert_cli, model_dir, trusted_load
+
+SEP, JOINED = model_dir("ende-sep"), model_dir("ende-joined")
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """The shipped models converted once: single, ensemble and the raw training checkpoint."""
+    root = tmp_path_factory.mktemp("converted")
+    assert convert_cli("--checkpoint", SEP / "model2.pt", "--data-dir", SEP, "--out", root / "sep") == 0
+    assert convert_cli("--checkpoint", SEP / "model2.pt", "--checkpoint", SEP / "model1.pt",
+                       "--data-dir", SEP, "--out", root / "ensemble") == 0
+    assert convert_cli("--checkpoint", JOINED / "model.pt", "--data-dir", JOINED, "--out", root / "joined") == 0
+    return root
+
+
+def stored(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def test_separate_dictionaries_layout(converted):
+    out = converted / "sep"
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        "model.safetensors", "config.json", "vocab-src.json", "vocab-tgt.json", "merges.txt",
+        "tokenizer_config.json", "generation_config.json", "provenance.json", "README.md"])
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["langs"] == ["en", "de"]  # read from the checkpoint: none were given
+    assert cfg["porting"]["ties"] == {"model.decoder.output_projection.weight": "model.decoder.embed_tokens.weight"}
+    tensors = stored(out / "model.safetensors")
+    assert "model.decoder.output_projection.weight" not in tensors  # a tied tensor is stored once
+    original = trusted_load(SEP / "model2.pt")["model"]
+    for key, value in original.items():
+        ours = tensors.get("model." + key)
+        if ours is not None:
+            assert torch.equal(ours, value), key
+    dropped = json.loads((out / "provenance.json").read_text())["members"]["model.safetensors"]["dropped"]
+    assert set(original) - {k.removeprefix("model.") for k in tensors} == set(dropped) & set(original)
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert json.loads(f.metadata()["porting.ties"]) == cfg["porting"]["ties"]
+
+
+def test_vocab_ids_are_fairseqs(converted):
+    cfg = json.loads((converted / "sep" / "config.json").read_text())
+    for side, lang in (("src", "en"), ("tgt", "de")):
+        vocab = json.loads((converted / "sep" / f"vocab-{side}.json").read_text())
+        d = read_dictionary(SEP / f"dict.{lang}.txt")
+        assert vocab == to_fsmt_vocab(d)
+        assert len(vocab) == cfg[f"{side}_vocab_size"]
+        assert [vocab[s] for s in ("<s>", "<pad>", "</s>", "<unk>")] == [0, 1, 2, 3]
+
+
+def test_vocab_matches_fairseq_dictionary_class():
+    fairseq_dictionary = pytest.importorskip("fairseq.data.dictionary")
+    for lang in ("en", "de"):
+        theirs = fairseq_dictionary.Dictionary.load(str(SEP / f"dict.{lang}.txt"))
+        ours = read_dictionary(SEP / f"dict.{lang}.txt")
+        assert ours.symbols == theirs.symbols and ours.indices == theirs.indices
+
+
+def test_optimizer_state_dropped_and_all_embeddings_shared(converted):
+    raw = trusted_load(JOINED / "model.pt")
+    assert raw["last_optimizer_state"] is not None  # shipped as fairseq-train wrote it
+    out = converted / "joined"
+    prov = json.loads((out / "provenance.json").read_text())["members"]["model.safetensors"]
+    assert "last_optimizer_state" in prov["dropped"]
+    tensors = stored(out / "model.safetensors")
+    assert "model.encoder.embed_tokens.weight" not in tensors
+    assert "model.decoder.output_projection.weight" not in tensors
+    params = sum(v.numel() for k, v in raw["model"].items() if "embed_tokens" not in k and "output_projection" not in k
+                 and not k.endswith("version"))
+    params += raw["model"]["decoder.embed_tokens.weight"].numel()
+    derived = sum(v.numel() for k, v in tensors.items() if "embed_positions" in k)
+    assert sum(v.numel() for v in tensors.values()) == params + derived
+    size = (out / "model.safetensors").stat().st_size
+    assert size < (JOINED / "model.pt").stat().st_size / 2
+
+
+def test_ensemble_layout(converted):
+    out = converted / "ensemble"
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["porting"]["ensemble"] == ["model.safetensors", "ensemble/model1.safetensors"]
+    first, second = stored(out / "model.safetensors"), stored(out / "ensemble" / "model1.safetensors")
+    assert first.keys() == second.keys()
+    m1 = trusted_load(SEP / "model1.pt")["model"]
+    assert torch.equal(second["model.encoder.layers.0.fc1.weight"], m1["encoder.layers.0.fc1.weight"])
+    assert not torch.equal(first["model.encoder.layers.0.fc1.weight"], second["model.encoder.layers.0.fc1.weight"])
+
+
+def test_generation_defaults_are_fairseqs(converted):
+    gen = json.loads((converted / "sep" / "generation_config.json").read_text())
+    assert gen["fairseq"] == {"beam": 5, "nbest": 1, "lenpen": 1.0, "unkpen": 0.0, "min_len": 1, "max_len_a": 0.0,
+                              "max_len_b": 200, "no_repeat_ngram_size": 0, "early_stopping": "fairseq"}
+    assert gen["decoder_start_token_id"] == 2 and gen["early_stopping"] is True
+
+
+def test_model_card(converted):
+    card = (converted / "sep" / "README.md").read_text()
+    assert "en→de" in card and "FSMTForConditionalGeneration" in card
+    prov = json.loads((converted / "sep" / "provenance.json").read_text())
+    for digest in prov["sources"].values():
+        assert digest in card
+
+
+def test_dtype(tmp_path):
+    assert convert_cli("--checkpoint", SEP / "model2.pt", "--data-dir", SEP, "--out", tmp_path / "bf16",
+                       "--dtype", "bfloat16") == 0
+    with safe_open(str(tmp_path / "bf16" / "model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
