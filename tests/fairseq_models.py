@@ -27,7 +27,7 @@ COMMON = ["--arch", "transformer", "--encoder-embed-dim", "32", "--decoder-embed
           "--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "fixed", "--max-update", "30",
           "--max-tokens", "1024", "--criterion", "cross_entropy", "--dropout", "0.1", "--seed", "3",
           "--cpu", "--num-workers", "0", "--no-progress-bar", "--no-epoch-checkpoints",
-          "--no-last-checkpoints", "--disable-validation", "--source-lang", "en", "--target-lang", "de"]
+          "--disable-validation", "--source-lang", "en", "--target-lang", "de"]
 
 # name -> extra fairseq-train options. Each turns on options that change the math.
 VARIANTS = {
@@ -85,7 +85,7 @@ def build(name: str) -> Path:
     tmp = CACHE / f".{name}-{key}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    shutil.copy(save / "checkpoint_best.pt", tmp / "model.pt")
+    shutil.copy(save / "checkpoint_last.pt", tmp / "model.pt")
     for f in ("dict.en.txt", "dict.de.txt", "bpecodes"):
         shutil.copy(model.path / f, tmp / f)
     tmp.rename(out)
