@@ -91,6 +91,15 @@ def generate_chunk(hub, lines: list[str], options: dict) -> list[list[dict]]:
             for hypos in hub.generate(tokenized, beam=beam, **options)]
 
 
+def chunk_batches(hub, lines: list[str]) -> list[list[int]]:
+    """The batches fairseq's hub forms from one chunk (indices into the chunk, in batch order).
+
+    fairseq sorts by length and packs up to ``max_tokens``; since ``max_len_a`` applies to a batch's
+    padded width, a replay must use the same batches to reproduce the same length limits."""
+    tokenized = [hub.encode(line) for line in lines]
+    return [batch["id"].tolist() for batch in hub._build_batches(tokenized, False)]
+
+
 def teacher_forced(hub, source: str, reference: str, target_lang: str) -> tuple[dict, list[str]]:
     """Named tensors, in forward order, of each model's forward pass on (source, reference).
 
@@ -191,11 +200,14 @@ def record_run(run: Run, out: Path, source: list[str], reference: list[str]) -> 
 
     for name in run.settings:
         options = SETTINGS[name]
-        hyps = []
+        hyps, batches = [], []
         chunks = range(0, len(source), CHUNK_SIZE)
         for start in tqdm(chunks, desc=f"{run.name} {name}", unit="chunk", leave=False):
-            hyps += generate_chunk(hub, source[start:start + CHUNK_SIZE], options)
-        write_json(out / "generation" / f"{name}.json", {"setting": name, "options": options, "hypotheses": hyps})
+            lines = source[start:start + CHUNK_SIZE]
+            hyps += generate_chunk(hub, lines, options)
+            batches += [[start + i for i in b] for b in chunk_batches(hub, lines)]
+        write_json(out / "generation" / f"{name}.json",
+                   {"setting": name, "options": options, "batches": batches, "hypotheses": hyps})
 
 
 def versions() -> dict:

@@ -73,20 +73,33 @@ class Attention(nn.Module):
         return x.contiguous().view(-1, bsz * self.heads, self.head_dim).transpose(0, 1)  # [T,B,C] -> [B*H,T,D]
 
     def manual(self, query: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
-        """fairseq's manual path on [B*H, S, D] keys/values: [T, B, C] -> [T, B, C]."""
+        """fairseq's manual path: [T, N, C] queries on [K*H, S, D] keys/values -> [T, N, C].
+
+        K < N happens in beam search: encoder keys/values are kept once per sentence (K sentences,
+        N = K * beam rows) and fairseq then uses einsum instead of bmm; we do the same."""
         tgt_len, bsz, dim = query.shape
+        kv_bsz, src_len = k.size(0) // self.heads, k.size(1)
         q = self.q_proj(query)
         q *= self.scaling
-        q = self.split(q, bsz)                                              # [B*H, T, D]
-        weights = torch.bmm(q, k.transpose(1, 2))                           # [B*H, T, S]
+        q = self.split(q, bsz)                                              # [N*H, T, D]
+        if kv_bsz != bsz:
+            weights = torch.einsum("bxhtd,bhsd->bxhts", q.view((kv_bsz, -1, self.heads) + q.size()[1:]),
+                                   k.view((kv_bsz, self.heads) + k.size()[1:]))  # [K, beam, H, T, S]
+            weights = weights.reshape((-1,) + weights.size()[-2:])           # [N*H, T, S]
+        else:
+            weights = torch.bmm(q, k.transpose(1, 2))                       # [N*H, T, S]
         if key_padding_mask is not None:
-            src_len = k.size(1)
-            weights = weights.view(bsz, self.heads, tgt_len, src_len).masked_fill(
-                key_padding_mask.unsqueeze(1).unsqueeze(2).to(torch.bool), float("-inf"))
+            weights = weights.view(kv_bsz, -1, self.heads, tgt_len, src_len).masked_fill(
+                key_padding_mask.unsqueeze(1).unsqueeze(2).unsqueeze(3).to(torch.bool), float("-inf"))
             weights = weights.view(bsz * self.heads, tgt_len, src_len)
         probs = F.softmax(weights.float(), dim=-1).type_as(weights)
-        out = torch.bmm(probs, v)                                           # [B*H, T, D]
-        out = out.transpose(0, 1).contiguous().view(tgt_len, bsz, dim)      # [T, B, C]
+        if kv_bsz != bsz:
+            out = torch.einsum("bxhts,bhsd->bxhtd", probs.view((kv_bsz, -1, self.heads) + probs.size()[1:]),
+                               v.view((kv_bsz, self.heads) + v.size()[1:]))
+            out = out.reshape((-1,) + out.size()[-2:])                       # [N*H, T, D]
+        else:
+            out = torch.bmm(probs, v)                                       # [N*H, T, D]
+        out = out.transpose(0, 1).contiguous().view(tgt_len, bsz, dim)      # [T, N, C]
         return self.out_proj(out)
 
 
@@ -137,7 +150,7 @@ class DecoderLayer(nn.Module):
         x = residual + fn(x)
         return x if self.pre else norm(x)
 
-    def forward(self, x: Tensor, enc: "EncoderOut", self_mask: Tensor, cache: dict | None = None) -> Tensor:
+    def forward(self, x: Tensor, enc: "EncoderOut", self_mask: Tensor, cache: dict | None = None, beam: int = 1) -> Tensor:
         """Full sequence when ``cache`` is None ([T, B, C]); one step with it ([1, B, C])."""
         if cache is None:
             x = self._block(x, self.self_attn_layer_norm, lambda h: self.self_attn.full(h, h, None, self_mask))
@@ -153,15 +166,19 @@ class DecoderLayer(nn.Module):
 
         def cross(h):
             if cache is not None and "enc_k" in cache:
-                k, v = cache["enc_k"], cache["enc_v"]
+                k, v, mask = cache["enc_k"], cache["enc_v"], cache["enc_mask"]
             else:
-                bsz = enc.out.size(1)
-                k = self.encoder_attn.split(self.encoder_attn.k_proj(enc.out), bsz)
-                v = self.encoder_attn.split(self.encoder_attn.v_proj(enc.out), bsz)
+                key, mask = enc.out, enc.pad_mask
+                if beam > 1:
+                    # rows are sentence-major copies per beam: keep one copy per sentence, as fairseq does
+                    key = key.view(key.size(0), -1, beam, key.size(2))[:, :, 0, :]    # [S, N, C] -> [S, K, C]
+                    mask = None if mask is None else mask.view(-1, beam, mask.size(1))[:, 0, :]
+                k = self.encoder_attn.split(self.encoder_attn.k_proj(key), key.size(1))
+                v = self.encoder_attn.split(self.encoder_attn.v_proj(key), key.size(1))
                 if cache is not None:
-                    cache["enc_k"], cache["enc_v"] = k, v
+                    cache["enc_k"], cache["enc_v"], cache["enc_mask"] = k, v, mask
             # fairseq computes encoder attention by hand (static keys), teacher-forced or not
-            return self.encoder_attn.manual(h, k, v, enc.pad_mask)
+            return self.encoder_attn.manual(h, k, v, mask)
         x = self._block(x, self.encoder_attn_layer_norm, cross)
         return self._block(x, self.final_layer_norm, lambda h: self.fc2(self.act(self.fc1(h))))
 
@@ -247,14 +264,14 @@ class Decoder(Embeddings):
             _emit(hooks, "decoder.layer_norm", x)
         return self.output_projection(x.transpose(0, 1))
 
-    def step(self, prev: Tensor, enc: EncoderOut, caches: list[dict]) -> Tensor:
+    def step(self, prev: Tensor, enc: EncoderOut, caches: list[dict], beam: int = 1) -> Tensor:
         """One incremental step: prev [B, t] (all tokens so far) -> logits [B, V] for the last one."""
         t = prev.size(1)
         # during generation there is no padding in `prev`: the position is padding_idx + t for everyone
         positions = torch.full((prev.size(0), 1), PAD + t, dtype=torch.long)
         x = super().forward(prev[:, -1:], positions).transpose(0, 1)       # [1, B, C]
         for layer, cache in zip(self.layers, caches):
-            x = layer(x, enc, None, cache)
+            x = layer(x, enc, None, cache, beam)
         if self.layer_norm is not None:
             x = self.layer_norm(x)
         return self.output_projection(x[0])                                # [B, V]

@@ -87,10 +87,6 @@ def test_generation_is_complete_and_consistent(run, setting):
             assert h["score"] == pytest.approx(sum(pos) / len(toks) ** lenpen, rel=1e-5, abs=1e-5)
             if "min_len" in options:
                 assert len(toks) > options["min_len"]  # </s> is masked while step < min_len
-            if options.get("no_repeat_ngram_size"):
-                k = options["no_repeat_ngram_size"]
-                grams = [tuple(toks[i:i + k]) for i in range(len(toks) - k + 1)]
-                assert len(grams) == len(set(grams))
             if "max_len_b" in options:
                 # fairseq sizes max_len from the *batch's* padded source length, so the bound per
                 # sentence is the longest source in the test set (an upper bound of every batch's)
@@ -103,7 +99,7 @@ def test_settings_change_outputs():
     for run, spec in MANIFEST["runs"].items():
         base = [h[0]["tokens"] for h in load(run, "generation/beam5_nbest5.json")["hypotheses"]]
         for setting in spec["settings"]:
-            if setting == "beam5_nbest5":
+            if setting in ("beam5_nbest5", "no_repeat_ngram"):
                 continue
             top = [h[0]["tokens"] for h in load(run, f"generation/{setting}.json")["hypotheses"]]
             changed = sum(a != b for a, b in zip(base, top))
@@ -189,3 +185,25 @@ def test_fairseq_reproduces_teacher_forced_exactly(hubs, run):
         assert order == load(run, "teacher_forced.json")["forward_order"]
         for name, value in tensors.items():
             assert torch.equal(value, recorded[f"s{i}/{name}"]), name
+
+
+def test_fairseqs_ngram_blocker_is_inert_on_cpu():
+    """A known fairseq bug, recorded as a fact: since fairseq commit 8ca4813 the CPU n-gram blocker
+    compares the last n-1 entries of the whole (padded) token buffer, i.e. padding, and never bans
+    anything (fairseq issues #4709, #5206). fairseq-fixed has it, so its no_repeat_ngram output is
+    plain beam search. The port blocks correctly by default (porting/NOTES.md)."""
+    for run, spec in MANIFEST["runs"].items():
+        if "no_repeat_ngram" not in spec["settings"]:
+            continue
+        base = [h[0] for h in load(run, "generation/beam5_nbest5.json")["hypotheses"]]
+        blocked = [h[0] for h in load(run, "generation/no_repeat_ngram.json")["hypotheses"]]
+        assert blocked == base
+
+
+@pytest.mark.parametrize("run,setting", generation_files())
+def test_batches_cover_every_line_once(run, setting):
+    rec = load(run, f"generation/{setting}.json")
+    flat = sorted(i for b in rec["batches"] for i in b)
+    assert flat == list(range(MANIFEST["test_set"]["lines"]))
+    for b in rec["batches"]:
+        assert len({i // CHUNK_SIZE for i in b}) == 1  # a batch never crosses a chunk

@@ -1,0 +1,258 @@
+"""Beam search and greedy decoding as fairseq's ``SequenceGenerator`` does them, step by step.
+
+Exact agreement with fairseq is possible only by reproducing its rules, not by re-deriving them:
+  * 2 x beam candidates per sentence from one top-k over (beam x vocab) cumulative scores
+    (at step 0 only the first beam row, since all rows are equal);
+  * a candidate ending in </s> is finalised only if it ranks in the top `beam` candidates;
+  * a sentence is done once `beam` hypotheses are finalised (not the best `beam`: the first), or at
+    max_len, where everything but </s> is masked;
+  * finalised scores are cumulative log-probs (</s> included) / (length incl. </s>) ** lenpen;
+  * max_len = min(int(max_len_a * padded batch width + max_len_b), max positions - 1);
+  * </s> is masked while step < min_len; <pad> is never chosen; unkpen is subtracted from <unk>;
+  * ensembles average probabilities: logsumexp over the models' log-probs minus log(N).
+Greedy decoding is this search with beam 1, as in fairseq.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from porting.model import PAD, EncoderOut, Transformer
+
+EOS, UNK = 2, 3
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Named as fairseq names them."""
+    beam: int = 5
+    nbest: int = 1
+    lenpen: float = 1.0
+    unkpen: float = 0.0
+    min_len: int = 1
+    max_len_a: float = 0.0
+    max_len_b: int = 200
+    no_repeat_ngram_size: int = 0
+    # "correct": ban every token that would repeat an n-gram of the hypothesis (fairseq's intent).
+    # "fairseq": fairseq >= commit 8ca4813 on CPU, which compares against padding and never bans
+    #            (fairseq issues #4709, #5206): for reproducing its outputs bug for bug.
+    ngram_blocking: str = "correct"
+
+    def __post_init__(self):
+        problems = []
+        if self.beam < 1:
+            problems.append(f"beam must be >= 1, got {self.beam}")
+        if not 1 <= self.nbest <= self.beam:
+            problems.append(f"nbest must be between 1 and beam ({self.beam}), got {self.nbest}")
+        if self.min_len < 0 or self.no_repeat_ngram_size < 0:
+            problems.append("min_len and no_repeat_ngram_size must be >= 0")
+        if self.ngram_blocking not in ("correct", "fairseq"):
+            problems.append(f"ngram_blocking must be 'correct' or 'fairseq', got {self.ngram_blocking!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]                 # ends with </s>; the leading </s> decoder input is not included
+    score: float
+    positional_scores: list[float]
+
+
+class Ensemble:
+    """One or several models decoding together (several = fairseq's checkpoint ensemble)."""
+
+    def __init__(self, models: list[Transformer]):
+        self.models = models
+        self.max_decoder_positions = min(m.arch.max_target_positions for m in models)
+
+    def encode(self, src_tokens: Tensor) -> list[EncoderOut]:
+        return [m.encoder(src_tokens) for m in self.models]
+
+    def step(self, tokens: Tensor, encs: list[EncoderOut], caches: list[list[dict]], beam: int) -> Tensor:
+        """Log-probs [N, V] of the next token after `tokens` [N, t]."""
+        lprobs = [m.log_probs(m.decoder.step(tokens, enc, cache, beam))
+                  for m, enc, cache in zip(self.models, encs, caches)]
+        if len(lprobs) == 1:
+            return lprobs[0]
+        return torch.logsumexp(torch.stack(lprobs, dim=0), dim=0) - math.log(len(lprobs))
+
+    def new_caches(self) -> list[list[dict]]:
+        return [[{} for _ in m.decoder.layers] for m in self.models]
+
+    def reorder_caches(self, caches: list[list[dict]], order: Tensor, beam: int) -> None:
+        """Follow the surviving hypotheses: self-attention caches by row; encoder keys/values (one per
+        sentence when beam > 1) only when sentences have left the batch."""
+        for m, model_caches in zip(self.models, caches):
+            heads = m.arch.decoder_attention_heads
+            for cache in model_caches:
+                for key in ("k", "v"):
+                    t = cache[key]                                          # [N*H, t, D]
+                    cache[key] = t.view(-1, heads, t.size(1), t.size(2)).index_select(0, order).view(-1, t.size(1), t.size(2))
+                kv_n = cache["enc_k"].size(0) // heads
+                if kv_n * beam == order.numel():
+                    continue
+                sel = order.reshape(-1, beam)[:, 0] // beam if beam > 1 else order
+                for key in ("enc_k", "enc_v"):
+                    t = cache[key]
+                    cache[key] = t.view(kv_n, heads, t.size(1), t.size(2)).index_select(0, sel).view(-1, t.size(1), t.size(2))
+                if cache["enc_mask"] is not None:
+                    cache["enc_mask"] = cache["enc_mask"].index_select(0, sel)
+
+
+def _ban_repeated_ngrams(tokens: Tensor, lprobs: Tensor, step: int, n: int, mode: str) -> None:
+    """In place. tokens: the whole [N, max_len + 2] buffer, as fairseq passes it."""
+    if step + 2 - n < 0:
+        return
+    rows = tokens.tolist()
+    for r, row in enumerate(rows):
+        # fairseq's intent: the last n-1 generated tokens; fairseq main takes the buffer's tail (padding)
+        current = row[step + 2 - n: step + 1] if mode == "correct" else row[-(n - 1):]
+        banned = [row[i + n - 1] for i in range(step + 2 - n) if row[i:i + n - 1] == current]
+        if banned:
+            lprobs[r, torch.tensor(banned, dtype=torch.long)] = -math.inf
+
+
+def generate(ensemble: Ensemble, src_tokens: Tensor, opts: GenerationOptions) -> list[list[Hypothesis]]:
+    """Hypotheses for a batch of left-padded sources [B, S], best first, `nbest` each."""
+    bsz, src_len = src_tokens.shape
+    beam = opts.beam
+    max_len = min(int(opts.max_len_a * src_len + opts.max_len_b), ensemble.max_decoder_positions - 1)
+    if opts.min_len > max_len:
+        raise ValueError(f"min_len {opts.min_len} is larger than max_len {max_len}")
+    with torch.no_grad():
+        return _search(ensemble, src_tokens, opts, bsz, beam, max_len)
+
+
+def _search(ensemble, src_tokens, opts, bsz, beam, max_len):
+    encs = ensemble.encode(src_tokens)
+    new_order = torch.arange(bsz).view(-1, 1).repeat(1, beam).view(-1)  # each sentence `beam` times
+    encs = [e.select(new_order) for e in encs]
+    caches = ensemble.new_caches()
+    scores = torch.zeros(bsz * beam, max_len + 1)                        # + 1 for </s>
+    tokens = torch.full((bsz * beam, max_len + 2), PAD, dtype=torch.long)  # + 2 for </s> and the start
+    tokens[:, 0] = EOS
+    cands_to_ignore = torch.zeros(bsz, beam, dtype=torch.bool)
+    finalized: list[list[dict]] = [[] for _ in range(bsz)]
+    finished = [False] * bsz
+    remaining = bsz
+    cand_size = 2 * beam
+    bbsz_offsets = (torch.arange(0, bsz) * beam).unsqueeze(1)
+    cand_offsets = torch.arange(0, cand_size)
+    reorder_state, batch_idxs = None, None
+
+    for step in range(max_len + 1):  # one extra step for </s>
+        if reorder_state is not None:
+            if batch_idxs is not None:
+                corr = batch_idxs - torch.arange(batch_idxs.numel())
+                reorder_state.view(-1, beam).add_(corr.unsqueeze(-1) * beam)
+            ensemble.reorder_caches(caches, reorder_state, beam)
+        lprobs = ensemble.step(tokens[:, : step + 1], encs, caches, beam)   # [N, V]
+        vocab = lprobs.size(-1)
+        lprobs[lprobs != lprobs] = -math.inf
+        lprobs[:, PAD] = -math.inf
+        lprobs[:, UNK] -= opts.unkpen
+        if step >= max_len:
+            lprobs[:, :EOS] = -math.inf
+            lprobs[:, EOS + 1:] = -math.inf
+        if step < opts.min_len:
+            lprobs[:, EOS] = -math.inf
+        if opts.no_repeat_ngram_size > 0:
+            _ban_repeated_ngrams(tokens, lprobs, step, opts.no_repeat_ngram_size, opts.ngram_blocking)
+
+        # one search step: the 2*beam best continuations per sentence
+        lp = lprobs.view(bsz, -1, vocab)
+        if step == 0:
+            lp = lp[:, ::beam, :].contiguous()                              # all rows are equal at step 0
+        else:
+            lp = lp + scores.view(bsz, beam, -1)[:, :, step - 1].unsqueeze(-1)
+        flat = lp.view(bsz, -1)
+        cand_scores, cand_indices = torch.topk(flat, k=min(cand_size, flat.size(1) - 1))
+        cand_beams = torch.div(cand_indices, vocab, rounding_mode="trunc")
+        cand_indices = cand_indices.fmod(vocab)
+
+        cand_bbsz_idx = cand_beams.add(bbsz_offsets)
+        eos_mask = cand_indices.eq(EOS) & cand_scores.ne(-math.inf)
+        eos_mask[:, :beam][cands_to_ignore] = False
+        eos_bbsz_idx = torch.masked_select(cand_bbsz_idx[:, :beam], mask=eos_mask[:, :beam])
+        finalized_sents: list[int] = []
+        if eos_bbsz_idx.numel() > 0:
+            eos_scores = torch.masked_select(cand_scores[:, :beam], mask=eos_mask[:, :beam])
+            finalized_sents = _finalize(step, eos_bbsz_idx, eos_scores, tokens, scores, finalized, finished,
+                                        beam, max_len, opts.lenpen)
+            remaining -= len(finalized_sents)
+        if remaining == 0:
+            break
+        assert step < max_len, f"{step} < {max_len}"
+
+        if finalized_sents:
+            new_bsz = bsz - len(finalized_sents)
+            batch_mask = torch.ones(bsz, dtype=torch.bool)
+            batch_mask[finalized_sents] = False
+            batch_idxs = torch.arange(bsz).masked_select(batch_mask)
+            eos_mask, cand_beams = eos_mask[batch_idxs], cand_beams[batch_idxs]
+            bbsz_offsets.resize_(new_bsz, 1)
+            cand_bbsz_idx = cand_beams.add(bbsz_offsets)
+            cand_scores, cand_indices = cand_scores[batch_idxs], cand_indices[batch_idxs]
+            cands_to_ignore = cands_to_ignore[batch_idxs]
+            scores = scores.view(bsz, -1)[batch_idxs].view(new_bsz * beam, -1)
+            tokens = tokens.view(bsz, -1)[batch_idxs].view(new_bsz * beam, -1)
+            bsz = new_bsz
+        else:
+            batch_idxs = None
+
+        # keep the `beam` best candidates that do not end in </s>
+        eos_mask[:, :beam] = ~((~cands_to_ignore) & (~eos_mask[:, :beam]))
+        active_mask = torch.add(eos_mask.type_as(cand_offsets) * cand_size, cand_offsets[: eos_mask.size(1)])
+        new_cands_to_ignore, active_hypos = torch.topk(active_mask, k=beam, dim=1, largest=False)
+        cands_to_ignore = new_cands_to_ignore.ge(cand_size)[:, :beam]
+        active_bbsz_idx = torch.gather(cand_bbsz_idx, dim=1, index=active_hypos).view(-1)
+        tokens[:, : step + 1] = torch.index_select(tokens[:, : step + 1], dim=0, index=active_bbsz_idx)
+        tokens.view(bsz, beam, -1)[:, :, step + 1] = torch.gather(cand_indices, dim=1, index=active_hypos)
+        if step > 0:
+            scores[:, :step] = torch.index_select(scores[:, :step], dim=0, index=active_bbsz_idx)
+        scores.view(bsz, beam, -1)[:, :, step] = torch.gather(cand_scores, dim=1, index=active_hypos)
+        reorder_state = active_bbsz_idx
+
+    out = []
+    for sent in finalized:
+        order = torch.sort(torch.tensor([float(h["score"].item()) for h in sent]), descending=True)[1]
+        out.append([Hypothesis(sent[i]["tokens"].tolist(), float(sent[i]["score"]), sent[i]["positional_scores"].tolist())
+                    for i in order[: opts.nbest]])
+    return out
+
+
+def _finalize(step, bbsz_idx, eos_scores, tokens, scores, finalized, finished, beam, max_len, lenpen) -> list[int]:
+    """Record hypotheses ending in </s> at this step; returns the batch positions of sentences that
+    are now done (fairseq's ``finalize_hypos``)."""
+    tokens_clone = tokens.index_select(0, bbsz_idx)[:, 1: step + 2]        # drop the leading </s>
+    tokens_clone[:, step] = EOS
+    pos_scores = scores.index_select(0, bbsz_idx)[:, : step + 1]
+    pos_scores[:, step] = eos_scores
+    pos_scores[:, 1:] = pos_scores[:, 1:] - pos_scores[:, :-1]          # cumulative -> per position
+    eos_scores /= (step + 1) ** lenpen
+    cum_unfin, prev = [], 0
+    for f in finished:
+        if f:
+            prev += 1
+        else:
+            cum_unfin.append(prev)
+    cum_fin = torch.tensor(cum_unfin, dtype=torch.int).to(bbsz_idx)
+    unfin_idx = torch.div(bbsz_idx, beam, rounding_mode="trunc")
+    sent = unfin_idx + torch.index_select(cum_fin, 0, unfin_idx)          # batch position -> sentence
+    seen = (sent << 32) + unfin_idx
+    sents = sent.tolist()
+    for i in range(bbsz_idx.size(0)):
+        if len(finalized[sents[i]]) < beam:
+            finalized[sents[i]].append({"tokens": tokens_clone[i], "score": eos_scores[i],
+                                        "positional_scores": pos_scores[i]})
+    newly = []
+    for s in torch.unique(seen).tolist():
+        unique_sent, unique_unfin = s >> 32, s - ((s >> 32) << 32)
+        if not finished[unique_sent] and (len(finalized[unique_sent]) == beam or step == max_len):
+            finished[unique_sent] = True
+            newly.append(unique_unfin)
+    return newly
