@@ -12,6 +12,7 @@ COMMANDS = {
     "record": ("parity.record", "record fairseq's reference runs on the shipped example models"),
     "convert": ("converters.command_convert", "convert checkpoints into a clean safetensors model directory"),
     "inspect": ("converters.command_inspect", "list the tensors of a .pt/.bin/.safetensors file or model directory"),
+    "translate": ("porting.command_translate", "translate with the native port (no fairseq needed)"),
 }
 
 

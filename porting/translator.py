@@ -1,0 +1,102 @@
+"""The port's Python API.
+
+    from porting.translator import Translator
+    t = Translator.from_pretrained("out/ende-sep")            # several directories = an ensemble
+    t.translate(["Delete the selected rows?"], beam=5)         # -> ["Ausgewählte Zeilen löschen?"]
+    t.generate(["..."], beam=5, nbest=5)                       # -> Translation objects with tokens and scores
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from porting.generate import Ensemble, GenerationOptions, Hypothesis, generate
+from porting.load import load_ensemble, read_config
+from porting.model import PAD
+from porting.tokenizer import Tokenizer
+
+
+class InputError(ValueError):
+    pass
+
+
+@dataclass
+class Translation:
+    source: str
+    source_ids: list[int]
+    hypotheses: list[Hypothesis]
+    texts: list[str] = field(default_factory=list)
+    truncated: bool = False
+
+
+class Translator:
+    def __init__(self, tokenizer: Tokenizer, ensemble: Ensemble, config: dict):
+        self.tokenizer, self.ensemble, self.config = tokenizer, ensemble, config
+        self.max_source_positions = config["porting"]["architecture"]["max_source_positions"]
+
+    @classmethod
+    def from_pretrained(cls, *model_dirs: str | Path, dtype: torch.dtype = torch.float32,
+                        normalize_punctuation: bool = False) -> "Translator":
+        """Each directory contributes all its members (a converted ensemble); vocabularies must agree."""
+        if not model_dirs:
+            raise ValueError("give at least one converted model directory")
+        models, first = [], None
+        for d in model_dirs:
+            config, members = load_ensemble(d, dtype)
+            if first is None:
+                first = config
+            elif (config["src_vocab_size"], config["tgt_vocab_size"], config["langs"]) != \
+                    (first["src_vocab_size"], first["tgt_vocab_size"], first["langs"]):
+                raise ValueError(f"{d}: vocabularies or languages differ from {model_dirs[0]}: cannot ensemble")
+            models += members
+        return cls(Tokenizer(model_dirs[0], normalize_punctuation), Ensemble(models), first)
+
+    @staticmethod
+    def default_options(model_dir: str | Path) -> dict:
+        import json
+
+        path = Path(model_dir) / "generation_config.json"
+        fairseq = json.loads(path.read_text()).get("fairseq", {}) if path.exists() else {}
+        return {k: v for k, v in fairseq.items() if k in GenerationOptions.__dataclass_fields__}
+
+    def encode(self, line: str, truncate: bool = False) -> tuple[list[int], bool]:
+        ids = self.tokenizer.encode(line)
+        if len(ids) > self.max_source_positions:
+            if not truncate:
+                raise InputError(f"{len(ids)} tokens (with </s>), the model takes at most {self.max_source_positions}")
+            return ids[: self.max_source_positions - 1] + ids[-1:], True
+        return ids, False
+
+    def generate(self, lines: list[str], batch_size: int = 32, truncate: bool = False, progress=None,
+                 **options) -> list[Translation]:
+        """Every line gets a Translation, in input order. Lines are batched by length (as fairseq
+        does); note that fairseq's max_len_a applies to a batch's padded width."""
+        opts = GenerationOptions(**options)
+        encoded, problems = [], []
+        for n, line in enumerate(lines, 1):
+            try:
+                encoded.append(self.encode(line, truncate))
+            except InputError as e:
+                problems.append(f"line {n}: {e}")
+        if problems:
+            raise InputError("input too long for the model (use truncation to cut it):\n  " + "\n  ".join(problems))
+        order = sorted(range(len(lines)), key=lambda i: len(encoded[i][0]))
+        results: list[Translation | None] = [None] * len(lines)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            width = max(len(encoded[i][0]) for i in idx)
+            src = torch.full((len(idx), width), PAD, dtype=torch.long)
+            for row, i in enumerate(idx):               # left-padded, as fairseq batches sources
+                ids = encoded[i][0]
+                src[row, width - len(ids):] = torch.tensor(ids)
+            for i, hyps in zip(idx, generate(self.ensemble, src, opts)):
+                results[i] = Translation(lines[i], encoded[i][0], hyps,
+                                         [self.tokenizer.decode(h.tokens) for h in hyps], encoded[i][1])
+            if progress is not None:
+                progress(len(idx))
+        return results
+
+    def translate(self, lines: list[str], **options) -> list[str]:
+        return [t.texts[0] for t in self.generate(lines, **options)]
