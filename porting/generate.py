@@ -117,7 +117,8 @@ def _ban_repeated_ngrams(tokens: Tensor, lprobs: Tensor, step: int, n: int, mode
 
 
 def generate(ensemble: Ensemble, src_tokens: Tensor, opts: GenerationOptions) -> list[list[Hypothesis]]:
-    """Hypotheses for a batch of left-padded sources [B, S], best first, `nbest` each."""
+    """Every finalised hypothesis (``beam`` of them) for a batch of left-padded sources [B, S], best
+    first. Like fairseq's generator, this ignores ``nbest``: callers keep the first ``nbest``."""
     bsz, src_len = src_tokens.shape
     beam = opts.beam
     max_len = min(int(opts.max_len_a * src_len + opts.max_len_b), ensemble.max_decoder_positions - 1)
@@ -221,7 +222,7 @@ def _search(ensemble, src_tokens, opts, bsz, beam, max_len):
     for sent in finalized:
         order = torch.sort(torch.tensor([float(h["score"].item()) for h in sent]), descending=True)[1]
         out.append([Hypothesis(sent[i]["tokens"].tolist(), float(sent[i]["score"]), sent[i]["positional_scores"].tolist())
-                    for i in order[: opts.nbest]])
+                    for i in order])
     return out
 
 

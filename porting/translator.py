@@ -92,6 +92,7 @@ class Translator:
                 ids = encoded[i][0]
                 src[row, width - len(ids):] = torch.tensor(ids)
             for i, hyps in zip(idx, generate(self.ensemble, src, opts)):
+                hyps = hyps[: opts.nbest]
                 results[i] = Translation(lines[i], encoded[i][0], hyps,
                                          [self.tokenizer.decode(h.tokens) for h in hyps], encoded[i][1])
             if progress is not None:

@@ -4,3 +4,27 @@ from parity.fairseq_hub import fairseq_available
 
 HAVE_FAIRSEQ = fairseq_available()
 requires_fairseq = pytest.mark.skipif(not HAVE_FAIRSEQ, reason="fairseq is not installed here")
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory):
+    """The shipped models converted once per test session: name -> directory.
+    The ensemble is converted in fairseq's member order (model1.pt, model2.pt), as recorded."""
+    from parity import shipped
+    from porting.cli import main
+
+    root = tmp_path_factory.mktemp("converted-shipped")
+    cat = shipped.catalog()
+    jobs = {
+        "ende-sep": (cat["ende-sep"], ["model2.pt"]),
+        "ende-sep-ensemble": (cat["ende-sep"], ["model1.pt", "model2.pt"]),
+        "ende-joined": (cat["ende-joined"], ["model.pt"]),
+    }
+    out = {}
+    for name, (m, ckpts) in jobs.items():
+        args = ["convert", "fairseq", "--data-dir", str(m.path), "--out", str(root / name)]
+        for c in ckpts:
+            args += ["--checkpoint", str(m.path / c)]
+        assert main(args) == 0
+        out[name] = root / name
+    return out

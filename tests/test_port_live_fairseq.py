@@ -1,0 +1,91 @@
+"""The native port against live fairseq on checkpoints it has never seen: every architecture
+variant fairseq-train writes here, every recorded setting, and generated tokenizer inputs."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from parity.settings import SETTINGS
+from porting.generate import Ensemble, GenerationOptions, generate
+from porting.load import load_ensemble
+from porting.tokenizer import Tokenizer
+from tests.conftest import requires_fairseq
+from tests.fairseq_models import VARIANTS, build
+from tests.helpers import convert_cli
+
+pytestmark = requires_fairseq
+LINES = 40
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def pair(request, tmp_path_factory):
+    from parity.fairseq_hub import load_hub
+
+    src = build(request.param)
+    out = tmp_path_factory.mktemp(request.param) / "out"
+    assert convert_cli("--checkpoint", src / "model.pt", "--data-dir", src, "--out", out) == 0
+    torch.set_num_threads(1)
+    return load_hub(src, "model.pt", "en", "de"), Ensemble(load_ensemble(out)[1]), out
+
+
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+def test_generation_matches_live_fairseq(pair, setting):
+    from parity import shipped
+
+    hub, ensemble, _ = pair
+    options = dict(SETTINGS[setting])
+    toks = [hub.encode(line) for line in shipped.test_set()[0][:LINES]]
+    beam = options.pop("beam")
+    theirs = hub.generate(toks, beam=beam, **options)
+    opts = GenerationOptions(beam=beam, **options, ngram_blocking="fairseq")
+    for batch in hub._build_batches(toks, False):
+        ours = generate(ensemble, batch["net_input"]["src_tokens"], opts)
+        for i, hyps in zip(batch["id"].tolist(), ours):
+            assert [h.tokens for h in hyps] == [t["tokens"].tolist() for t in theirs[i]], f"line {i}"
+            for h, t in zip(hyps, theirs[i]):
+                assert h.score == pytest.approx(float(t["score"]), abs=1e-4)
+                assert h.positional_scores == pytest.approx(t["positional_scores"].tolist(), abs=1e-4)
+
+
+def test_teacher_forced_logits_bitwise(pair):
+    hub, ensemble, _ = pair
+    src = hub.encode("Click on the arrow of the drop-down list.").unsqueeze(0)
+    prev = torch.tensor([[2, 40, 41, 42, 43, 44]])
+    with torch.no_grad():
+        theirs = hub.models[0](src, torch.tensor([src.shape[1]]), prev)[0]
+        ours = ensemble.models[0](src, prev)
+    assert torch.equal(theirs, ours)
+
+
+# ---------------------------------------------------------------- tokenizer, on generated strings
+
+@pytest.fixture(scope="module")
+def tokenizers(pair):
+    hub, _, out = pair
+    return hub, Tokenizer(out)
+
+
+WORDS = st.sampled_from(["Click", "don't", "re-open", "e-mail", "&", "<b>", "\"quoted\"", "'", "|", "[x]",
+                         "Größe", "Ёлка", "naïve", "3.14", "1,000", "--", "@@", "</w>", "A.B.C.", "...", "«»",
+                         "https://x.org/a-b", "%s", "%qD", "C++", "foo_bar", "Ä-Ö", "é", "ß", "日本"])
+TEXT = st.one_of(
+    st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=30),
+    st.lists(WORDS | st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCÄÖÜäöü-'.,:;!?()/", min_size=1, max_size=12),
+             max_size=12).map(" ".join),
+)
+
+
+@settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(TEXT)
+def test_encode_matches_fairseq_on_generated_strings(tokenizers, text):
+    hub, tok = tokenizers
+    assert tok.encode(text) == hub.encode(text).tolist()
+
+
+@settings(max_examples=2_000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.integers(min_value=4, max_value=6991), max_size=25))
+def test_decode_matches_fairseq_on_generated_ids(tokenizers, ids):
+    hub, tok = tokenizers
+    assert tok.decode(ids + [2]) == hub.decode(torch.tensor(ids + [2]))

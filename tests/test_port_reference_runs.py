@@ -1,0 +1,102 @@
+"""The native port against fairseq's recorded reference runs: no fairseq needed.
+
+Bar: hypotheses token-identical, scores and positional scores within 1e-4, teacher-forced
+tensors within 1e-5 (fp32). Generation replays the exact batches fairseq formed (they set max_len).
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from parity import shipped
+from porting.generate import Ensemble, GenerationOptions, generate
+from porting.load import load_ensemble
+from porting.model import PAD
+from porting.tokenizer import Tokenizer
+
+RUNS = shipped.RUNS
+MANIFEST = json.loads((RUNS / "manifest.json").read_text())
+SCORE_TOL = 1e-4   # the issue's bar; observed differences are ~1e-6 (float32 summation order)
+TENSOR_TOL = 1e-5
+
+
+def load(run, name):
+    return json.loads((RUNS / run / name).read_text(encoding="utf-8"))
+
+
+def left_pad(rows: list[list[int]]) -> torch.Tensor:
+    width = max(map(len, rows))
+    out = torch.full((len(rows), width), PAD, dtype=torch.long)
+    for r, ids in enumerate(rows):
+        out[r, width - len(ids):] = torch.tensor(ids)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ensembles(converted):
+    torch.set_num_threads(MANIFEST["threads"])
+    return {run: Ensemble(load_ensemble(converted[run])[1]) for run in MANIFEST["runs"]}
+
+
+@pytest.mark.parametrize("run,setting", [(r, s) for r, spec in MANIFEST["runs"].items() for s in spec["settings"]])
+def test_generation_matches_fairseq(ensembles, run, setting):
+    rec = load(run, f"generation/{setting}.json")
+    ids = load(run, "inputs.json")["ids"]
+    # fairseq-fixed's n-gram blocker is inert (NOTES.md); reproduce it bug for bug to compare
+    opts = GenerationOptions(**rec["options"], ngram_blocking="fairseq")
+    mismatches, worst = [], 0.0
+    for batch in rec["batches"]:
+        ours = generate(ensembles[run], left_pad([ids[i] for i in batch]), opts)
+        for i, hyps in zip(batch, ours):
+            theirs = rec["hypotheses"][i]
+            if [h.tokens for h in hyps] != [t["tokens"] for t in theirs]:
+                mismatches.append(i)
+                continue
+            for h, t in zip(hyps, theirs):
+                worst = max(worst, abs(h.score - t["score"]),
+                            max(abs(a - b) for a, b in zip(h.positional_scores, t["positional_scores"])))
+    assert mismatches == [], f"{len(mismatches)} of {len(ids)} differ, first at line {mismatches[:5]}"
+    assert worst < SCORE_TOL
+
+
+@pytest.mark.parametrize("run", [r for r, s in MANIFEST["runs"].items() if s["teacher_forced"]])
+def test_teacher_forced_layers_match_fairseq(converted, run):
+    model = load_ensemble(converted[run])[1][0]
+    rec = load_file(str(RUNS / run / "teacher_forced.safetensors"))
+    meta = load(run, "teacher_forced.json")
+    for i in meta["sentences"]:
+        seen = {}
+        with torch.no_grad():
+            logits = model(rec[f"s{i}/src_tokens"][None], rec[f"s{i}/prev_output_tokens"][None],
+                           hooks=lambda name, x: seen.__setitem__(name, x[:, 0]))
+        seen["decoder.logits"] = logits[0]
+        seen["decoder.lprobs"] = model.log_probs(logits)[0]
+        for name in meta["forward_order"][3:]:
+            err = (seen[name] - rec[f"s{i}/{name}"]).abs().max().item()
+            assert err < TENSOR_TOL, f"sentence {i}: {name} differs by {err}"
+
+
+@pytest.mark.parametrize("run", list(MANIFEST["runs"]))
+def test_tokenizer_matches_fairseq(converted, run):
+    tok = Tokenizer(converted[run])
+    inputs = load(run, "inputs.json")
+    for line, moses, bpe, ids in zip(inputs["source"], inputs["moses"], inputs["bpe"], inputs["ids"]):
+        assert tok.moses_tokens(line).split() == moses
+        assert tok.encode_pieces(line).split() == bpe
+        assert tok.encode(line) == ids
+    for hyps in load(run, "generation/beam5_nbest5.json")["hypotheses"]:
+        for h in hyps:
+            assert tok.symbols(h["tokens"]) == h["bpe"]
+            assert tok.decode(h["tokens"]) == h["text"]
+
+
+def test_correct_ngram_blocking_blocks(ensembles):
+    ids = load("ende-sep", "inputs.json")["ids"][:50]
+    for n in (2, 3):
+        for hyps in generate(ensembles["ende-sep"], left_pad(ids), GenerationOptions(beam=5, no_repeat_ngram_size=n)):
+            toks = [2] + hyps[0].tokens   # the decoder's start </s> counts, as in fairseq's intended blocker
+            grams = [tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)]
+            assert len(grams) == len(set(grams))
