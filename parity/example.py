@@ -1,10 +1,13 @@
-"""The README's main job on the shipped example model: translate a few test lines with fairseq
-and print source, hypothesis and reference side by side."""
+"""The README's main job on the shipped example model: convert it, translate a few test lines with
+the native port, and show fairseq's own translation beside each (when fairseq is installed)."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from parity import shipped
+
+OUT = Path(__file__).resolve().parents[1] / ".build" / "example"
 
 
 def add_arguments(p) -> None:
@@ -14,7 +17,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from parity.fairseq_hub import FairseqMissing, load_hub, translate_lines
+    from converters.fairseq import ConversionError, convert
+    from parity.fairseq_hub import FairseqMissing, fairseq_available, load_hub, translate_lines
+    from porting.translator import Translator
 
     models = shipped.catalog()
     if args.model not in models:
@@ -23,12 +28,32 @@ def run(args) -> int:
     m = models[args.model]
     source, reference = shipped.test_set(m.source_lang, m.target_lang)
     source, reference = source[:args.lines], reference[:args.lines]
+
+    out = OUT / m.name
+    print(f"1. convert {m.path / m.default_checkpoint} -> {out}")
     try:
-        hub = load_hub(m.path, m.default_checkpoint, m.source_lang, m.target_lang)
-    except FairseqMissing as e:
+        convert([m.path / m.default_checkpoint], m.path, out, force=True)
+    except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"fairseq, {m.name}/{m.default_checkpoint}, beam {args.beam}, {m.source_lang}->{m.target_lang}\n")
-    for src, hyp, ref in zip(source, translate_lines(hub, source, beam=args.beam), reference):
-        print(f"source     {src}\nhypothesis {hyp}\nreference  {ref}\n")
+    print(f"2. translate {len(source)} test lines with the native port (beam {args.beam})")
+    ours = Translator.from_pretrained(out).translate(source, beam=args.beam)
+    theirs = None
+    if fairseq_available():
+        print("3. the same lines with fairseq, the original")
+        try:
+            theirs = translate_lines(load_hub(m.path, m.default_checkpoint, m.source_lang, m.target_lang),
+                                     source, beam=args.beam)
+        except FairseqMissing as e:
+            print(f"   (skipped: {e})")
+    print()
+    for i, (src, hyp, ref) in enumerate(zip(source, ours, reference)):
+        print(f"source     {src}\nport       {hyp}")
+        if theirs is not None:
+            print(f"fairseq    {theirs[i]}{'' if theirs[i] == hyp else '   <-- DIFFERS'}")
+        print(f"reference  {ref}\n")
+    if theirs is not None:
+        same = sum(a == b for a, b in zip(ours, theirs))
+        print(f"port and fairseq agree on {same} of {len(ours)} lines")
+        return 0 if same == len(ours) else 1
     return 0

@@ -72,9 +72,9 @@ class Ensemble:
     def encode(self, src_tokens: Tensor) -> list[EncoderOut]:
         return [m.encoder(src_tokens) for m in self.models]
 
-    def step(self, tokens: Tensor, encs: list[EncoderOut], caches: list[list[dict]], beam: int) -> Tensor:
+    def step(self, tokens: Tensor, encs: list[EncoderOut], caches: list[list[dict]]) -> Tensor:
         """Log-probs [N, V] of the next token after `tokens` [N, t]."""
-        lprobs = [m.log_probs(m.decoder.step(tokens, enc, cache, beam))
+        lprobs = [m.log_probs(m.decoder.step(tokens, enc, cache))
                   for m, enc, cache in zip(self.models, encs, caches)]
         if len(lprobs) == 1:
             return lprobs[0]
@@ -83,24 +83,19 @@ class Ensemble:
     def new_caches(self) -> list[list[dict]]:
         return [[{} for _ in m.decoder.layers] for m in self.models]
 
-    def reorder_caches(self, caches: list[list[dict]], order: Tensor, beam: int) -> None:
-        """Follow the surviving hypotheses: self-attention caches by row; encoder keys/values (one per
-        sentence when beam > 1) only when sentences have left the batch."""
+    def reorder_caches(self, caches: list[list[dict]], order: Tensor) -> None:
+        """Follow the surviving hypotheses. Self-attention caches are reordered every step; encoder
+        keys/values only when sentences have left the batch: fairseq skips them while the row count
+        is unchanged (each sentence's rows hold identical copies, so a reorder within it is a no-op)."""
         for m, model_caches in zip(self.models, caches):
             heads = m.arch.decoder_attention_heads
             for cache in model_caches:
-                for key in ("k", "v"):
+                keys = ("k", "v") if cache["enc_k"].size(0) == order.numel() * heads else ("k", "v", "enc_k", "enc_v")
+                for key in keys:
                     t = cache[key]                                          # [N*H, t, D]
                     cache[key] = t.view(-1, heads, t.size(1), t.size(2)).index_select(0, order).view(-1, t.size(1), t.size(2))
-                kv_n = cache["enc_k"].size(0) // heads
-                if kv_n * beam == order.numel():
-                    continue
-                sel = order.reshape(-1, beam)[:, 0] // beam if beam > 1 else order
-                for key in ("enc_k", "enc_v"):
-                    t = cache[key]
-                    cache[key] = t.view(kv_n, heads, t.size(1), t.size(2)).index_select(0, sel).view(-1, t.size(1), t.size(2))
-                if cache["enc_mask"] is not None:
-                    cache["enc_mask"] = cache["enc_mask"].index_select(0, sel)
+                if "enc_k" in keys and cache["enc_mask"] is not None:
+                    cache["enc_mask"] = cache["enc_mask"].index_select(0, order)
 
 
 def _ban_repeated_ngrams(tokens: Tensor, lprobs: Tensor, step: int, n: int, mode: str) -> None:
@@ -150,8 +145,8 @@ def _search(ensemble, src_tokens, opts, bsz, beam, max_len):
             if batch_idxs is not None:
                 corr = batch_idxs - torch.arange(batch_idxs.numel())
                 reorder_state.view(-1, beam).add_(corr.unsqueeze(-1) * beam)
-            ensemble.reorder_caches(caches, reorder_state, beam)
-        lprobs = ensemble.step(tokens[:, : step + 1], encs, caches, beam)   # [N, V]
+            ensemble.reorder_caches(caches, reorder_state)
+        lprobs = ensemble.step(tokens[:, : step + 1], encs, caches)   # [N, V]
         vocab = lprobs.size(-1)
         lprobs[lprobs != lprobs] = -math.inf
         lprobs[:, PAD] = -math.inf

@@ -73,32 +73,22 @@ class Attention(nn.Module):
         return x.contiguous().view(-1, bsz * self.heads, self.head_dim).transpose(0, 1)  # [T,B,C] -> [B*H,T,D]
 
     def manual(self, query: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
-        """fairseq's manual path: [T, N, C] queries on [K*H, S, D] keys/values -> [T, N, C].
+        """fairseq's manual path: [T, N, C] queries on [N*H, S, D] keys/values -> [T, N, C].
 
-        K < N happens in beam search: encoder keys/values are kept once per sentence (K sentences,
-        N = K * beam rows) and fairseq then uses einsum instead of bmm; we do the same."""
+        fairseq also has an einsum variant that keeps encoder keys once per sentence in beam search,
+        but it is never switched on for transformer models (porting/NOTES.md), so it is not here."""
         tgt_len, bsz, dim = query.shape
-        kv_bsz, src_len = k.size(0) // self.heads, k.size(1)
+        src_len = k.size(1)
         q = self.q_proj(query)
         q *= self.scaling
         q = self.split(q, bsz)                                              # [N*H, T, D]
-        if kv_bsz != bsz:
-            weights = torch.einsum("bxhtd,bhsd->bxhts", q.view((kv_bsz, -1, self.heads) + q.size()[1:]),
-                                   k.view((kv_bsz, self.heads) + k.size()[1:]))  # [K, beam, H, T, S]
-            weights = weights.reshape((-1,) + weights.size()[-2:])           # [N*H, T, S]
-        else:
-            weights = torch.bmm(q, k.transpose(1, 2))                       # [N*H, T, S]
+        weights = torch.bmm(q, k.transpose(1, 2))                           # [N*H, T, S]
         if key_padding_mask is not None:
-            weights = weights.view(kv_bsz, -1, self.heads, tgt_len, src_len).masked_fill(
+            weights = weights.view(bsz, 1, self.heads, tgt_len, src_len).masked_fill(
                 key_padding_mask.unsqueeze(1).unsqueeze(2).unsqueeze(3).to(torch.bool), float("-inf"))
             weights = weights.view(bsz * self.heads, tgt_len, src_len)
         probs = F.softmax(weights.float(), dim=-1).type_as(weights)
-        if kv_bsz != bsz:
-            out = torch.einsum("bxhts,bhsd->bxhtd", probs.view((kv_bsz, -1, self.heads) + probs.size()[1:]),
-                               v.view((kv_bsz, self.heads) + v.size()[1:]))
-            out = out.reshape((-1,) + out.size()[-2:])                       # [N*H, T, D]
-        else:
-            out = torch.bmm(probs, v)                                       # [N*H, T, D]
+        out = torch.bmm(probs, v)                                           # [N*H, T, D]
         out = out.transpose(0, 1).contiguous().view(tgt_len, bsz, dim)      # [T, N, C]
         return self.out_proj(out)
 
@@ -150,7 +140,7 @@ class DecoderLayer(nn.Module):
         x = residual + fn(x)
         return x if self.pre else norm(x)
 
-    def forward(self, x: Tensor, enc: "EncoderOut", self_mask: Tensor, cache: dict | None = None, beam: int = 1) -> Tensor:
+    def forward(self, x: Tensor, enc: "EncoderOut", self_mask: Tensor, cache: dict | None = None) -> Tensor:
         """Full sequence when ``cache`` is None ([T, B, C]); one step with it ([1, B, C])."""
         if cache is None:
             x = self._block(x, self.self_attn_layer_norm, lambda h: self.self_attn.full(h, h, None, self_mask))
@@ -169,10 +159,6 @@ class DecoderLayer(nn.Module):
                 k, v, mask = cache["enc_k"], cache["enc_v"], cache["enc_mask"]
             else:
                 key, mask = enc.out, enc.pad_mask
-                if beam > 1:
-                    # rows are sentence-major copies per beam: keep one copy per sentence, as fairseq does
-                    key = key.view(key.size(0), -1, beam, key.size(2))[:, :, 0, :]    # [S, N, C] -> [S, K, C]
-                    mask = None if mask is None else mask.view(-1, beam, mask.size(1))[:, 0, :]
                 k = self.encoder_attn.split(self.encoder_attn.k_proj(key), key.size(1))
                 v = self.encoder_attn.split(self.encoder_attn.v_proj(key), key.size(1))
                 if cache is not None:
@@ -264,14 +250,14 @@ class Decoder(Embeddings):
             _emit(hooks, "decoder.layer_norm", x)
         return self.output_projection(x.transpose(0, 1))
 
-    def step(self, prev: Tensor, enc: EncoderOut, caches: list[dict], beam: int = 1) -> Tensor:
+    def step(self, prev: Tensor, enc: EncoderOut, caches: list[dict]) -> Tensor:
         """One incremental step: prev [B, t] (all tokens so far) -> logits [B, V] for the last one."""
         t = prev.size(1)
         # during generation there is no padding in `prev`: the position is padding_idx + t for everyone
         positions = torch.full((prev.size(0), 1), PAD + t, dtype=torch.long)
         x = super().forward(prev[:, -1:], positions).transpose(0, 1)       # [1, B, C]
         for layer, cache in zip(self.layers, caches):
-            x = layer(x, enc, None, cache, beam)
+            x = layer(x, enc, None, cache)
         if self.layer_norm is not None:
             x = self.layer_norm(x)
         return self.output_projection(x[0])                                # [B, V]
