@@ -40,6 +40,13 @@ class GenerationOptions:
     # "fairseq": fairseq >= commit 8ca4813 on CPU, which compares against padding and never bans
     #            (fairseq issues #4709, #5206): for reproducing its outputs bug for bug.
     ngram_blocking: str = "correct"
+    # "fairseq": a sentence is done once `beam` hypotheses ended (the first ones, kept as found).
+    # "true" / "false" / "never": transformers' beam search rules (early_stopping=True/False/"never"):
+    #     the best `beam` ended hypotheses are kept, and a sentence is done when that set is full and
+    #     (true) at once, (false) the best running hypothesis, normalised at its current length,
+    #     cannot beat the worst kept one, (never) the same bound at the maximum length when lenpen > 0.
+    # Every other option keeps fairseq's meaning in all modes.
+    early_stopping: str = "fairseq"
 
     def __post_init__(self):
         problems = []
@@ -49,6 +56,8 @@ class GenerationOptions:
             problems.append(f"nbest must be between 1 and beam ({self.beam}), got {self.nbest}")
         if self.min_len < 0 or self.no_repeat_ngram_size < 0:
             problems.append("min_len and no_repeat_ngram_size must be >= 0")
+        if self.early_stopping not in ("fairseq", "true", "false", "never"):
+            problems.append(f"early_stopping must be fairseq, true, false or never, got {self.early_stopping!r}")
         if self.ngram_blocking not in ("correct", "fairseq"):
             problems.append(f"ngram_blocking must be 'correct' or 'fairseq', got {self.ngram_blocking!r}")
         if problems:
@@ -177,9 +186,15 @@ def _search(ensemble, src_tokens, opts, bsz, beam, max_len):
         finalized_sents: list[int] = []
         if eos_bbsz_idx.numel() > 0:
             eos_scores = torch.masked_select(cand_scores[:, :beam], mask=eos_mask[:, :beam])
-            finalized_sents = _finalize(step, eos_bbsz_idx, eos_scores, tokens, scores, finalized, finished,
-                                        beam, max_len, opts.lenpen)
-            remaining -= len(finalized_sents)
+            if opts.early_stopping == "fairseq":
+                finalized_sents = _finalize(step, eos_bbsz_idx, eos_scores, tokens, scores, finalized, finished,
+                                            beam, max_len, opts.lenpen)
+            else:
+                _keep_best(step, eos_bbsz_idx, eos_scores, tokens, scores, finalized, finished, beam, opts.lenpen)
+        if opts.early_stopping != "fairseq":
+            finalized_sents = _transformers_done(step, cand_scores, cand_indices, finalized, finished, beam,
+                                                 max_len, opts)
+        remaining -= len(finalized_sents)
         if remaining == 0:
             break
         assert step < max_len, f"{step} < {max_len}"
@@ -215,6 +230,7 @@ def _search(ensemble, src_tokens, opts, bsz, beam, max_len):
 
     out = []
     for sent in finalized:
+        sent = [h for h in sent if h is not None]
         order = torch.sort(torch.tensor([float(h["score"].item()) for h in sent]), descending=True)[1]
         out.append([Hypothesis(sent[i]["tokens"].tolist(), float(sent[i]["score"]), sent[i]["positional_scores"].tolist())
                     for i in order])
@@ -251,4 +267,55 @@ def _finalize(step, bbsz_idx, eos_scores, tokens, scores, finalized, finished, b
         if not finished[unique_sent] and (len(finalized[unique_sent]) == beam or step == max_len):
             finished[unique_sent] = True
             newly.append(unique_unfin)
+    return newly
+
+
+def _sentence_of(bbsz_idx: Tensor, finished: list[bool], beam: int) -> list[int]:
+    """Rows of the shrunken batch -> original sentence numbers."""
+    cum_unfin, prev = [], 0
+    for f in finished:
+        if f:
+            prev += 1
+        else:
+            cum_unfin.append(prev)
+    unfin_idx = torch.div(bbsz_idx, beam, rounding_mode="trunc")
+    return (unfin_idx + torch.tensor(cum_unfin, dtype=torch.long)[unfin_idx]).tolist()
+
+
+def _keep_best(step, bbsz_idx, eos_scores, tokens, scores, finalized, finished, beam, lenpen) -> None:
+    """transformers' rule: an ended hypothesis joins the kept set if it is among the `beam` best."""
+    tokens_clone = tokens.index_select(0, bbsz_idx)[:, 1: step + 2]
+    tokens_clone[:, step] = EOS
+    pos_scores = scores.index_select(0, bbsz_idx)[:, : step + 1]
+    pos_scores[:, step] = eos_scores
+    pos_scores[:, 1:] = pos_scores[:, 1:] - pos_scores[:, :-1]
+    eos_scores = eos_scores / (step + 1) ** lenpen
+    for i, sent in enumerate(_sentence_of(bbsz_idx, finished, beam)):
+        kept = finalized[sent]
+        kept.append({"tokens": tokens_clone[i], "score": eos_scores[i], "positional_scores": pos_scores[i]})
+        kept.sort(key=lambda h: -float(h["score"]))   # stable: earlier (better-ranked) ones first on ties
+        del kept[beam:]
+
+
+def _transformers_done(step, cand_scores, cand_indices, finalized, finished, beam, max_len, opts) -> list[int]:
+    """Batch positions of sentences that transformers' stopping rule ends after this step."""
+    newly = []
+    sents = _sentence_of(torch.arange(cand_scores.size(0)) * beam, finished, beam)
+    for pos, sent in enumerate(sents):
+        kept = finalized[sent]
+        if step == max_len:
+            done = True
+        elif len(kept) < beam:
+            done = False
+        elif opts.early_stopping == "true":
+            done = True
+        else:
+            running = cand_scores[pos][cand_indices[pos] != EOS]   # best continuing hypothesis first
+            length = max_len + 1 if opts.early_stopping == "never" and opts.lenpen > 0 else step + 1
+            best = float(running[0]) / length ** opts.lenpen if running.numel() else -math.inf
+            done = not best > min(float(h["score"]) for h in kept)
+        if done:
+            newly.append(pos)
+    for pos in newly:
+        finished[sents[pos]] = True
     return newly
