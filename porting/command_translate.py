@@ -26,6 +26,8 @@ def add_arguments(p) -> None:
     p.add_argument("--no-repeat-ngram-size", type=int)
     p.add_argument("--ngram-blocking", choices=["correct", "fairseq"],
                    help="'fairseq' reproduces fairseq's inert CPU n-gram blocker (porting/NOTES.md)")
+    p.add_argument("--early-stopping", choices=["fairseq", "true", "false", "never"],
+                   help="fairseq's stopping rule (default) or transformers' early_stopping=True/False/'never'")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--format", choices=["text", "jsonl"], default="text")
@@ -36,7 +38,7 @@ def add_arguments(p) -> None:
 
 
 OPTION_FLAGS = ("beam", "nbest", "lenpen", "unkpen", "min_len", "max_len_a", "max_len_b",
-                "no_repeat_ngram_size", "ngram_blocking")
+                "no_repeat_ngram_size", "ngram_blocking", "early_stopping")
 
 
 def clean_lines(raw: bytes) -> tuple[list[str], list[str]]:
