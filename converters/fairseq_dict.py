@@ -82,16 +82,3 @@ def to_fsmt_vocab(d: Dictionary) -> dict[str, int]:
             raise DictionaryError(f"symbols {d.symbols[vocab[key]]!r} and {symbol!r} both become {key!r} in FSMT's style")
         vocab[key] = i
     return vocab
-
-
-def from_fsmt_vocab(vocab: dict[str, int]) -> dict[str, int]:
-    """The inverse of ``to_fsmt_vocab``: fastBPE-style symbols -> ids."""
-    out = {}
-    for key, i in vocab.items():
-        if key in SPECIALS:
-            out[key] = i
-        elif key.endswith("</w>"):
-            out[key[:-4]] = i
-        else:
-            out[key + "@@"] = i
-    return out

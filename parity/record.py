@@ -16,7 +16,6 @@ each), so a replay of any chunk reproduces fairseq's batching, and with it its n
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import shutil
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from converters.fairseq import sha256_file as sha256
 from parity import shipped
 from parity.settings import ENSEMBLE_SETTINGS, SETTINGS
 
@@ -159,14 +159,6 @@ def teacher_forced(hub, source: str, reference: str, target_lang: str) -> tuple[
 
 
 # ---------------------------------------------------------------- recording
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -240,23 +240,11 @@ def _search(ensemble, src_tokens, opts, bsz, beam, max_len):
 def _finalize(step, bbsz_idx, eos_scores, tokens, scores, finalized, finished, beam, max_len, lenpen) -> list[int]:
     """Record hypotheses ending in </s> at this step; returns the batch positions of sentences that
     are now done (fairseq's ``finalize_hypos``)."""
-    tokens_clone = tokens.index_select(0, bbsz_idx)[:, 1: step + 2]        # drop the leading </s>
-    tokens_clone[:, step] = EOS
-    pos_scores = scores.index_select(0, bbsz_idx)[:, : step + 1]
-    pos_scores[:, step] = eos_scores
-    pos_scores[:, 1:] = pos_scores[:, 1:] - pos_scores[:, :-1]          # cumulative -> per position
+    tokens_clone, pos_scores = _ended(step, bbsz_idx, eos_scores, tokens, scores)
     eos_scores /= (step + 1) ** lenpen
-    cum_unfin, prev = [], 0
-    for f in finished:
-        if f:
-            prev += 1
-        else:
-            cum_unfin.append(prev)
-    cum_fin = torch.tensor(cum_unfin, dtype=torch.int).to(bbsz_idx)
+    sents = _sentence_of(bbsz_idx, finished, beam)
     unfin_idx = torch.div(bbsz_idx, beam, rounding_mode="trunc")
-    sent = unfin_idx + torch.index_select(cum_fin, 0, unfin_idx)          # batch position -> sentence
-    seen = (sent << 32) + unfin_idx
-    sents = sent.tolist()
+    seen = (torch.tensor(sents, dtype=torch.long) << 32) + unfin_idx
     for i in range(bbsz_idx.size(0)):
         if len(finalized[sents[i]]) < beam:
             finalized[sents[i]].append({"tokens": tokens_clone[i], "score": eos_scores[i],
@@ -268,6 +256,16 @@ def _finalize(step, bbsz_idx, eos_scores, tokens, scores, finalized, finished, b
             finished[unique_sent] = True
             newly.append(unique_unfin)
     return newly
+
+
+def _ended(step, bbsz_idx, eos_scores, tokens, scores) -> tuple[Tensor, Tensor]:
+    """Token ids (leading </s> dropped, final </s> set) and per-position scores of hypotheses ending now."""
+    tokens_clone = tokens.index_select(0, bbsz_idx)[:, 1: step + 2]
+    tokens_clone[:, step] = EOS
+    pos_scores = scores.index_select(0, bbsz_idx)[:, : step + 1]
+    pos_scores[:, step] = eos_scores
+    pos_scores[:, 1:] = pos_scores[:, 1:] - pos_scores[:, :-1]          # cumulative -> per position
+    return tokens_clone, pos_scores
 
 
 def _sentence_of(bbsz_idx: Tensor, finished: list[bool], beam: int) -> list[int]:
@@ -284,11 +282,7 @@ def _sentence_of(bbsz_idx: Tensor, finished: list[bool], beam: int) -> list[int]
 
 def _keep_best(step, bbsz_idx, eos_scores, tokens, scores, finalized, finished, beam, lenpen) -> None:
     """transformers' rule: an ended hypothesis joins the kept set if it is among the `beam` best."""
-    tokens_clone = tokens.index_select(0, bbsz_idx)[:, 1: step + 2]
-    tokens_clone[:, step] = EOS
-    pos_scores = scores.index_select(0, bbsz_idx)[:, : step + 1]
-    pos_scores[:, step] = eos_scores
-    pos_scores[:, 1:] = pos_scores[:, 1:] - pos_scores[:, :-1]
+    tokens_clone, pos_scores = _ended(step, bbsz_idx, eos_scores, tokens, scores)
     eos_scores = eos_scores / (step + 1) ** lenpen
     for i, sent in enumerate(_sentence_of(bbsz_idx, finished, beam)):
         kept = finalized[sent]
