@@ -198,7 +198,7 @@ def stage_bleu(work: Path) -> None:
     ref = (DATA_DIR / f"test.{TGT}").read_text(encoding="utf-8").splitlines()
     results = {}
     for name, ckpt in (("ende-sep", "model2.pt"), ("ende-sep", "model1.pt:model2.pt"), ("ende-joined", "model.pt")):
-        hub = load_hub(MODELS_DIR / name, ckpt)
+        hub = load_hub(MODELS_DIR / name, ckpt, SRC, TGT)
         hyp = translate_lines(hub, src, beam=5)
         bleu = sacrebleu.metrics.BLEU()
         score = bleu.corpus_score(hyp, [ref])
