@@ -13,6 +13,9 @@ COMMANDS = {
     "convert": ("converters.command_convert", "convert checkpoints into a clean safetensors model directory"),
     "inspect": ("converters.command_inspect", "list the tensors of a .pt/.bin/.safetensors file or model directory"),
     "translate": ("porting.command_translate", "translate with the native port (no fairseq needed)"),
+    "bleu": ("porting.command_bleu", "BLEU and chrF of the port's translations (sacreBLEU, with signatures)"),
+    "search": ("porting.command_search", "grid search over generation settings, tuned on one split, reported on another"),
+    "select": ("porting.command_select", "score each checkpoint and their ensemble, report the best"),
 }
 
 

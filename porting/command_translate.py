@@ -12,10 +12,8 @@ import unicodedata
 from pathlib import Path
 
 
-def add_arguments(p) -> None:
-    p.add_argument("--model", type=Path, action="append", required=True,
-                   help="converted model directory; repeat for an ensemble (each contributes all its members)")
-    p.add_argument("--input", type=Path, help="source file (default: standard input)")
+def add_generation_flags(p) -> None:
+    """fairseq's generation options, by fairseq's names (defaults: the model's generation_config.json)."""
     p.add_argument("--beam", type=int)
     p.add_argument("--nbest", type=int)
     p.add_argument("--lenpen", type=float)
@@ -30,15 +28,31 @@ def add_arguments(p) -> None:
                    help="fairseq's stopping rule (default) or transformers' early_stopping=True/False/'never'")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+
+
+OPTION_FLAGS = ("beam", "nbest", "lenpen", "unkpen", "min_len", "max_len_a", "max_len_b",
+                "no_repeat_ngram_size", "ngram_blocking", "early_stopping")
+
+
+def generation_options(args) -> dict:
+    """The first model's defaults, overridden by the flags given."""
+    from porting.translator import Translator
+
+    options = Translator.default_options(args.model[0])
+    options.update({k: getattr(args, k) for k in OPTION_FLAGS if getattr(args, k) is not None})
+    return options
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", type=Path, action="append", required=True,
+                   help="converted model directory; repeat for an ensemble (each contributes all its members)")
+    p.add_argument("--input", type=Path, help="source file (default: standard input)")
+    add_generation_flags(p)
     p.add_argument("--format", choices=["text", "jsonl"], default="text")
     p.add_argument("--long-input", choices=["error", "truncate"], default="error",
                    help="a line longer than the model's maximum positions: fail (default) or cut it")
     p.add_argument("--normalize-punctuation", action="store_true",
                    help="Moses punctuation normalisation before tokenizing (off, as in fairseq's hub)")
-
-
-OPTION_FLAGS = ("beam", "nbest", "lenpen", "unkpen", "min_len", "max_len_a", "max_len_b",
-                "no_repeat_ngram_size", "ngram_blocking", "early_stopping")
 
 
 def clean_lines(raw: bytes) -> tuple[list[str], list[str]]:
@@ -72,8 +86,7 @@ def run(args) -> int:
     except (LoadError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    options = Translator.default_options(args.model[0])
-    options.update({k: getattr(args, k) for k in OPTION_FLAGS if getattr(args, k) is not None})
+    options = generation_options(args)
     raw = args.input.read_bytes() if args.input else sys.stdin.buffer.read()
     lines, warnings = clean_lines(raw)
     for w in warnings:

@@ -120,20 +120,23 @@ def _ban_repeated_ngrams(tokens: Tensor, lprobs: Tensor, step: int, n: int, mode
             lprobs[r, torch.tensor(banned, dtype=torch.long)] = -math.inf
 
 
-def generate(ensemble: Ensemble, src_tokens: Tensor, opts: GenerationOptions) -> list[list[Hypothesis]]:
+def generate(ensemble: Ensemble, src_tokens: Tensor, opts: GenerationOptions,
+             encoder_outs: list[EncoderOut] | None = None) -> list[list[Hypothesis]]:
     """Every finalised hypothesis (``beam`` of them) for a batch of left-padded sources [B, S], best
-    first. Like fairseq's generator, this ignores ``nbest``: callers keep the first ``nbest``."""
+    first. Like fairseq's generator, this ignores ``nbest``: callers keep the first ``nbest``.
+    ``encoder_outs`` (from ``ensemble.encode(src_tokens)``) skips the encoder when already computed."""
     bsz, src_len = src_tokens.shape
     beam = opts.beam
     max_len = min(int(opts.max_len_a * src_len + opts.max_len_b), ensemble.max_decoder_positions - 1)
     if opts.min_len > max_len:
         raise ValueError(f"min_len {opts.min_len} is larger than max_len {max_len}")
     with torch.no_grad():
-        return _search(ensemble, src_tokens, opts, bsz, beam, max_len)
+        # the encoder's output does not depend on generation options: callers may pass it in
+        encs = encoder_outs if encoder_outs is not None else ensemble.encode(src_tokens)
+        return _search(ensemble, encs, opts, bsz, beam, max_len)
 
 
-def _search(ensemble, src_tokens, opts, bsz, beam, max_len):
-    encs = ensemble.encode(src_tokens)
+def _search(ensemble, encs, opts, bsz, beam, max_len):
     new_order = torch.arange(bsz).view(-1, 1).repeat(1, beam).view(-1)  # each sentence `beam` times
     encs = [e.select(new_order) for e in encs]
     caches = ensemble.new_caches()

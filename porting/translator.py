@@ -70,9 +70,10 @@ class Translator:
         return ids, False
 
     def generate(self, lines: list[str], batch_size: int = 32, truncate: bool = False, progress=None,
-                 **options) -> list[Translation]:
+                 encoder_cache: dict | None = None, **options) -> list[Translation]:
         """Every line gets a Translation, in input order. Lines are batched by length (as fairseq
-        does); note that fairseq's max_len_a applies to a batch's padded width."""
+        does); note that fairseq's max_len_a applies to a batch's padded width. Pass the same dict as
+        ``encoder_cache`` to calls over the same lines to run the encoder once for all of them."""
         opts = GenerationOptions(**options)
         encoded, problems = [], []
         for n, line in enumerate(lines, 1):
@@ -91,7 +92,14 @@ class Translator:
             for row, i in enumerate(idx):               # left-padded, as fairseq batches sources
                 ids = encoded[i][0]
                 src[row, width - len(ids):] = torch.tensor(ids)
-            for i, hyps in zip(idx, generate(self.ensemble, src, opts)):
+            encs = None
+            if encoder_cache is not None:  # same lines, same batches: reuse the encoder's work
+                key = tuple(idx)
+                if key not in encoder_cache:
+                    with torch.no_grad():
+                        encoder_cache[key] = self.ensemble.encode(src)
+                encs = encoder_cache[key]
+            for i, hyps in zip(idx, generate(self.ensemble, src, opts, encs)):
                 hyps = hyps[: opts.nbest]
                 results[i] = Translation(lines[i], encoded[i][0], hyps,
                                          [self.tokenizer.decode(h.tokens) for h in hyps], encoded[i][1])

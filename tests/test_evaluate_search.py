@@ -1,0 +1,125 @@
+"""`porting bleu`, `porting search`, `porting select`: correct scores, one encoder pass for a whole
+grid, resumable, parallel, and clear errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from parity import shipped
+from porting.cli import main
+from porting.evaluate import DataError, read_parallel, score
+from porting.search import GridError, parse_grid, run_grid
+from porting.translator import Translator
+
+LINES = 40
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    src, ref = shipped.test_set(split="valid")
+    (d / "valid.en").write_text("\n".join(src[:LINES]) + "\n", encoding="utf-8")
+    (d / "valid.de").write_text("\n".join(ref[:LINES]) + "\n", encoding="utf-8")
+    src, ref = shipped.test_set()
+    (d / "test.en").write_text("\n".join(src[:LINES]) + "\n", encoding="utf-8")
+    (d / "test.de").write_text("\n".join(ref[:LINES]) + "\n", encoding="utf-8")
+    return d
+
+
+def test_grid_parsing_and_its_errors():
+    grid = parse_grid("beam=5:8 lenpen=0.6:1.0 early_stopping=true:0")
+    assert len(grid) == 8 and grid[0] == {"beam": 5, "lenpen": 0.6, "early_stopping": "true"}
+    assert {g["early_stopping"] for g in grid} == {"true", "false"}
+    with pytest.raises(GridError) as e:
+        parse_grid("beam=5:x temperature=1 early_stopping=maybe lenpen")
+    text = str(e.value)
+    assert "beam='x'" in text and "unknown search key 'temperature'" in text and "maybe" in text and "'lenpen'" in text
+
+
+def test_data_errors_all_reported(tmp_path):
+    (tmp_path / "a").write_text("one\ntwo\n")
+    (tmp_path / "b").write_text("eins\n")
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(DataError, match="line counts differ"):
+        read_parallel(tmp_path / "a", tmp_path / "b")
+    with pytest.raises(DataError) as e:
+        read_parallel(tmp_path / "empty", tmp_path / "missing")
+    assert "empty file" in str(e.value) and "no such file" in str(e.value)
+
+
+def test_bleu_command_scores_the_port(converted, data, tmp_path, capsys):
+    assert main(["bleu", "--model", str(converted["ende-sep"]), "--input", str(data / "test.en"),
+                 "--reference", str(data / "test.de"), "--output", str(tmp_path / "hyp"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    hyps = (tmp_path / "hyp").read_text(encoding="utf-8").splitlines()
+    refs = (data / "test.de").read_text(encoding="utf-8").splitlines()
+    assert out["bleu"] == round(score(hyps, refs).bleu, 2) and "tok:13a" in out["bleu_signature"]
+    assert main(["bleu", "--model", str(converted["ende-sep"]), "--input", str(data / "test.en"),
+                 "--reference", str(tmp_path / "hyp-missing")]) == 1
+
+
+def test_grid_runs_the_encoder_once_and_matches_independent_runs(converted, data, tmp_path, monkeypatch):
+    from porting.generate import Ensemble
+
+    calls = []
+    real = Ensemble.encode
+    monkeypatch.setattr(Ensemble, "encode", lambda self, src: calls.append(src.shape) or real(self, src))
+    src, ref = read_parallel(data / "valid.en", data / "valid.de")
+    settings = parse_grid("beam=2:4 lenpen=0.6:1.2")
+    records = run_grid([converted["ende-sep"]], src, ref, settings, {}, tmp_path / "state.jsonl", batch_size=16)
+    assert len(calls) == 3  # 40 lines in batches of 16: each batch encoded once for all 4 settings
+    t = Translator.from_pretrained(converted["ende-sep"])
+    for s, r in zip(settings, records):
+        assert r["bleu"] == round(score(t.translate(src, batch_size=16, **s), ref).bleu, 2)
+
+
+def test_search_resumes_and_parallel_agrees(converted, data, tmp_path, monkeypatch):
+    from porting import search
+
+    src, ref = read_parallel(data / "valid.en", data / "valid.de")
+    state = tmp_path / "state.jsonl"
+    first = run_grid([converted["ende-sep"]], src, ref, parse_grid("beam=2 lenpen=0.6:1.0"), {}, state)
+    ran = []
+    real = search._run_setting
+    monkeypatch.setattr(search, "_run_setting", lambda o: ran.append(o) or real(o))
+    both = run_grid([converted["ende-sep"]], src, ref, parse_grid("beam=2:3 lenpen=0.6:1.0"), {}, state)
+    assert len(ran) == 2 and both[:2] == first  # the two finished settings came from the state file
+    monkeypatch.undo()  # worker processes must be able to pickle the real function
+    parallel = run_grid([converted["ende-sep"]], src, ref, parse_grid("beam=2:3 lenpen=0.6:1.0"), {},
+                        tmp_path / "other.jsonl", jobs=2)
+    assert [(r["setting"], r["bleu"]) for r in parallel] == [(r["setting"], r["bleu"]) for r in both]
+
+
+def test_search_command_reports_on_test_and_writes_best(converted, data, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(converted["ende-sep"], model)
+    rc = main(["search", "--model", str(model), "--input", str(data / "valid.en"), "--reference", str(data / "valid.de"),
+               "--search", "beam=1:3 lenpen=0.6:1.0", "--test-input", str(data / "test.en"),
+               "--test-reference", str(data / "test.de"), "--out", str(tmp_path / "out"), "--write-best"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert out.index("bleu | chrf | beam | lenpen") < out.index("reported on")
+    assert "never tuned on" in out and "paired bootstrap p =" in out
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert report["best"]["beam"] in (1, 3) and "test" in report
+    gen = json.loads((model / "generation_config.json").read_text())
+    assert gen["fairseq"]["beam"] == report["best"]["beam"] and gen["num_beams"] == report["best"]["beam"]
+    assert Translator.default_options(model)["lenpen"] == report["best"]["lenpen"]
+    assert main(["search", "--model", str(model), "--input", str(data / "valid.en"), "--reference",
+                 str(data / "valid.de"), "--search", "bogus=1"]) == 1
+
+
+def test_select_scores_each_checkpoint_and_the_ensemble(data, tmp_path, capsys):
+    m = shipped.catalog()["ende-sep"]
+    args = ["select", "--checkpoint", str(m.path / "model1.pt"), "--checkpoint", str(m.path / "model2.pt"),
+            "--data-dir", str(m.path), "--input", str(data / "valid.en"), "--reference", str(data / "valid.de"),
+            "--out", str(tmp_path / "sel"), "--beam", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "model1" in out and "model2" in out and "ensemble of all" in out and "best:" in out
+    stamp = (tmp_path / "sel" / "model1" / "model.safetensors").stat().st_mtime_ns
+    assert main(args) == 0  # second run reuses the conversions
+    assert (tmp_path / "sel" / "model1" / "model.safetensors").stat().st_mtime_ns == stamp
