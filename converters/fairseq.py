@@ -72,7 +72,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _drop_reason(key: str, arch: Architecture) -> str | None:
+def _drop_reason(key: str) -> str | None:
     if key.endswith(".version") or key == "version":
         return "fairseq's module version marker, not a weight"
     if key.endswith("embed_positions._float_tensor"):
@@ -87,7 +87,7 @@ def map_state(state: dict[str, torch.Tensor], arch: Architecture, src_vocab: int
     ties = layout.ties(arch)
     tensors, dropped, tied = {}, {}, {}
     for key, value in state.items():
-        reason = _drop_reason(key, arch)
+        reason = _drop_reason(key)
         if reason:
             dropped[key] = reason
         elif key not in expected:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict, dataclass
 
+from porting.model import Arch
+
 # fairseq's `base_architecture` defaults, for keys that older checkpoints predate.
 DEFAULTS = {
     "activation_fn": "relu", "encoder_normalize_before": False, "decoder_normalize_before": False,
@@ -31,28 +33,12 @@ class UnsupportedArchitecture(Exception):
 
 
 @dataclass(frozen=True)
-class Architecture:
-    """What the native port needs to build the model; names follow fairseq's options."""
+class Architecture(Arch):
+    """The port's ``Arch`` (every option that changes the math) plus what the converter also keeps;
+    names follow fairseq's options."""
     arch: str
-    encoder_layers: int
-    decoder_layers: int
-    embed_dim: int
-    encoder_ffn_embed_dim: int
-    decoder_ffn_embed_dim: int
-    encoder_attention_heads: int
-    decoder_attention_heads: int
-    encoder_normalize_before: bool
-    decoder_normalize_before: bool
-    encoder_learned_pos: bool
-    decoder_learned_pos: bool
-    layernorm_embedding: bool
-    no_scale_embedding: bool
-    activation_fn: str
     share_all_embeddings: bool
     share_decoder_input_output_embed: bool
-    max_source_positions: int
-    max_target_positions: int
-    decoder_final_norm: bool
     dropout: float
     attention_dropout: float
     activation_dropout: float

@@ -58,15 +58,17 @@ def add_arguments(p) -> None:
 def clean_lines(raw: bytes) -> tuple[list[str], list[str]]:
     """Bytes -> lines, never dropping or merging a line; returns (lines, warnings)."""
     warnings = []
-    text = raw.decode("utf-8", errors="replace")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    chunks = raw.split(b"\n")
+    if chunks and chunks[-1] == b"":
+        chunks.pop()
     out = []
-    for n, line in enumerate(lines, 1):
-        line = line.removesuffix("\r")
-        if "\ufffd" in line and b"\xef\xbf\xbd" not in raw:
+    for n, chunk in enumerate(chunks, 1):
+        try:
+            line = chunk.decode("utf-8")
+        except UnicodeDecodeError:
+            line = chunk.decode("utf-8", errors="replace")
             warnings.append(f"line {n}: invalid UTF-8 replaced by U+FFFD")
+        line = line.removesuffix("\r")
         kept = "".join(c for c in line if c == "\t" or unicodedata.category(c) != "Cc")
         if kept != line:
             warnings.append(f"line {n}: control characters removed")
