@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: example test setup examples record clean
+.PHONY: example test setup examples record clean parity
 
 setup: $(STAMP)
 
@@ -38,3 +38,10 @@ record: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .build
+
+# The parity gate: the port against fairseq's recorded runs on the shipped models (non-zero on failure).
+parity: $(STAMP)
+	$(BIN)/porting convert fairseq --checkpoint reference_runs/models/ende-sep/model2.pt --data-dir reference_runs/models/ende-sep --out .build/parity/ende-sep --force
+	$(BIN)/porting convert fairseq --checkpoint reference_runs/models/ende-joined/model.pt --data-dir reference_runs/models/ende-joined --out .build/parity/ende-joined --force
+	$(BIN)/porting parity --original recorded:reference_runs/runs/ende-sep --port .build/parity/ende-sep --report .build/parity/report-ende-sep
+	$(BIN)/porting parity --original recorded:reference_runs/runs/ende-joined --port .build/parity/ende-joined --report .build/parity/report-ende-joined

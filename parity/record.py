@@ -167,9 +167,15 @@ def write_json(path: Path, obj) -> None:
 
 
 def record_run(run: Run, out: Path, source: list[str], reference: list[str]) -> None:
+    hub, m = open_run(run)
+    record_hub(hub, m.target_lang, run.settings, run.teacher_forced, out, source, reference, label=run.name)
+
+
+def record_hub(hub, target_lang: str, settings, with_teacher_forced: bool, out: Path, source: list[str],
+               reference: list[str], label: str = "") -> None:
+    """Record one loaded fairseq hub (a model or an ensemble) into `out`."""
     from safetensors.torch import save_file
 
-    hub, m = open_run(run)
     moses = [hub.tokenize(line) for line in source]
     bpe = [hub.apply_bpe(t) for t in moses]
     write_json(out / "inputs.json", {
@@ -177,11 +183,11 @@ def record_run(run: Run, out: Path, source: list[str], reference: list[str]) -> 
         "moses": [t.split() for t in moses], "bpe": [b.split() for b in bpe],
         "ids": [hub.binarize(b).tolist() for b in bpe]})
 
-    if run.teacher_forced:
+    if with_teacher_forced:
         n = min(TEACHER_FORCED, len(source))
         all_tensors, orders = {}, []
         for i in range(n):
-            tensors, order = teacher_forced(hub, source[i], reference[i], m.target_lang)
+            tensors, order = teacher_forced(hub, source[i], reference[i], target_lang)
             all_tensors.update({f"s{i}/{k}": v for k, v in tensors.items()})
             orders.append(order)
         save_file(all_tensors, str(out / "teacher_forced.safetensors"))
@@ -190,11 +196,11 @@ def record_run(run: Run, out: Path, source: list[str], reference: list[str]) -> 
             "key_format": "s<sentence>/<tensor>",
             "layout": "token tensors [T]; states [T, C] for a batch of one; logits and lprobs [T_tgt, V]"})
 
-    for name in run.settings:
+    for name in settings:
         options = SETTINGS[name]
         hyps, batches = [], []
         chunks = range(0, len(source), CHUNK_SIZE)
-        for start in tqdm(chunks, desc=f"{run.name} {name}", unit="chunk", leave=False):
+        for start in tqdm(chunks, desc=f"{label} {name}", unit="chunk", leave=False):
             lines = source[start:start + CHUNK_SIZE]
             hyps += generate_chunk(hub, lines, options)
             batches += [[start + i for i in b] for b in chunk_batches(hub, lines)]

@@ -16,6 +16,7 @@ COMMANDS = {
     "bleu": ("porting.command_bleu", "BLEU and chrF of the port's translations (sacreBLEU, with signatures)"),
     "search": ("porting.command_search", "grid search over generation settings, tuned on one split, reported on another"),
     "select": ("porting.command_select", "score each checkpoint and their ensemble, report the best"),
+    "parity": ("parity.command_parity", "the port against fairseq (live or recorded), layer by layer, with a report"),
 }
 
 

@@ -1,0 +1,136 @@
+"""The parity harness: the port against the original's run, layer by layer, token by token,
+hypothesis by hypothesis, BLEU against BLEU.
+
+The original's side is always a run directory in the recorder's format (parity/record.py): a
+recorded reference run, or one recorded just now from live fairseq. So a live comparison and a
+replay are the same code, and every live comparison can be kept as a new reference run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from parity.compare import TensorDiff, diff, first_differing_step, first_divergence
+from porting.evaluate import paired_bootstrap, score
+from porting.generate import GenerationOptions, generate
+from porting.load import load_ensemble
+from porting.model import PAD
+from porting.tokenizer import Tokenizer
+
+
+def _load(run: Path, name: str):
+    return json.loads((run / name).read_text(encoding="utf-8"))
+
+
+def tensors(port_dir: Path, run: Path, atol: float, rtol: float) -> dict:
+    """Teacher-forced tensors at every layer boundary; the worst sentence per tensor, in forward order."""
+    if not (run / "teacher_forced.safetensors").exists():
+        return {"skipped": "this run has no teacher-forced tensors (an ensemble run)"}
+    model = load_ensemble(port_dir)[1][0]
+    rec = load_file(str(run / "teacher_forced.safetensors"))
+    meta = _load(run, "teacher_forced.json")
+    worst: dict[str, TensorDiff] = {}
+    for i in meta["sentences"]:
+        seen = {}
+        with torch.no_grad():
+            logits = model(rec[f"s{i}/src_tokens"][None], rec[f"s{i}/prev_output_tokens"][None],
+                           hooks=lambda name, x: seen.__setitem__(name, x[:, 0]))   # [T, B, C] -> [T, C]
+        seen["decoder.logits"] = logits[0]
+        seen["decoder.lprobs"] = model.log_probs(logits)[0]
+        for name in meta["forward_order"][3:]:
+            port = seen.get(name, torch.empty(0))
+            d = diff(name, port, rec[f"s{i}/{name}"], atol, rtol)
+            if name not in worst or d.max_abs > worst[name].max_abs:
+                worst[name] = d
+    ordered = [worst[n] for n in meta["forward_order"][3:]]
+    first = first_divergence(ordered)
+    return {"tensors": [d.to_dict() for d in ordered], "first_divergence": first.name if first else None,
+            "atol": atol, "rtol": rtol, "ok": first is None}
+
+
+def tokenization(port_dir: Path, run: Path) -> dict:
+    tok, inputs = Tokenizer(port_dir), _load(run, "inputs.json")
+    stages = {"moses": [], "bpe": [], "ids": []}
+    for n, line in enumerate(inputs["source"]):
+        ours = {"moses": tok.moses_tokens(line).split(), "bpe": tok.encode_pieces(line).split(), "ids": tok.encode(line)}
+        for stage in stages:
+            if ours[stage] != inputs[stage][n]:
+                stages[stage].append({"line": n, "source": line, "port": ours[stage], "original": inputs[stage][n]})
+    return {"lines": len(inputs["source"]), "mismatches": {k: v[:20] for k, v in stages.items()},
+            "counts": {k: len(v) for k, v in stages.items()}, "ok": not any(stages.values())}
+
+
+def _step_log_probs(ensemble, src: list[int], prefix: list[int], tokens: tuple[int, int]) -> list[float]:
+    """The port's log-probs of two competing tokens after a common prefix (one sentence, no beam)."""
+    from porting.generate import Ensemble  # noqa: F401  (type of `ensemble`)
+
+    src_t = torch.tensor([src])
+    encs = ensemble.encode(src_t)
+    caches = ensemble.new_caches()
+    prev = torch.tensor([[2] + prefix])
+    lp = None
+    for t in range(prev.size(1)):
+        lp = ensemble.step(prev[:, : t + 1], encs, caches)
+    return [float(lp[0, tok]) for tok in tokens]
+
+
+def generation(port_dir: Path, run: Path, settings: list[str] | None, ngram_blocking: str = "fairseq") -> dict:
+    """Per setting: share of identical hypotheses; for each mismatch, where and how they part."""
+    from porting.generate import Ensemble
+
+    ensemble = Ensemble(load_ensemble(port_dir)[1])
+    tok = Tokenizer(port_dir)
+    ids = _load(run, "inputs.json")["ids"]
+    sources = _load(run, "inputs.json")["source"]
+    out = {}
+    available = sorted(p.stem for p in (run / "generation").glob("*.json"))
+    for setting in settings or available:
+        if setting not in available:
+            out[setting] = {"error": f"not in this run (it has: {', '.join(available)})"}
+            continue
+        rec = _load(run, f"generation/{setting}.json")
+        opts = GenerationOptions(**rec["options"], ngram_blocking=ngram_blocking)
+        ours: dict[int, list] = {}
+        for batch in rec["batches"]:
+            width = max(len(ids[i]) for i in batch)
+            src = torch.full((len(batch), width), PAD, dtype=torch.long)
+            for r, i in enumerate(batch):
+                src[r, width - len(ids[i]):] = torch.tensor(ids[i])
+            for i, hyps in zip(batch, generate(ensemble, src, opts)):
+                ours[i] = hyps
+        mismatches, worst = [], 0.0
+        for i, theirs in enumerate(rec["hypotheses"]):
+            a, b = ours[i][0], theirs[0]
+            if a.tokens != b["tokens"]:
+                step = first_differing_step(a.tokens, b["tokens"])
+                prefix = b["tokens"][:step]
+                competing = (a.tokens[step] if step < len(a.tokens) else 2, b["tokens"][step] if step < len(b["tokens"]) else 2)
+                lps = _step_log_probs(ensemble, ids[i], prefix, competing)
+                mismatches.append({
+                    "line": i, "source": sources[i], "port": tok.decode(a.tokens), "original": b["text"],
+                    "port_score": a.score, "original_score": b["score"], "first_differing_step": step,
+                    "at_that_step": {"port_token": tok.symbols([competing[0]]) or "</s>", "port_token_logprob": lps[0],
+                                     "original_token": tok.symbols([competing[1]]) or "</s>", "original_token_logprob": lps[1]}})
+            else:
+                worst = max(worst, abs(a.score - b["score"]))
+        n = len(rec["hypotheses"])
+        out[setting] = {"options": rec["options"], "identical": n - len(mismatches), "lines": n,
+                        "share_identical": (n - len(mismatches)) / n, "max_score_diff": worst,
+                        "mismatches": mismatches[:50], "ok": not mismatches}
+        out[setting]["port_texts"] = [tok.decode(ours[i][0].tokens) for i in range(n)]
+    return out
+
+
+def bleu(gen: dict, run: Path, setting: str) -> dict | None:
+    if setting not in gen or "port_texts" not in gen[setting]:
+        return None
+    rec = _load(run, f"generation/{setting}.json")
+    refs = _load(run, "inputs.json")["reference"]
+    original = [h[0]["text"] for h in rec["hypotheses"]]
+    port = gen[setting]["port_texts"]
+    s_port, s_orig = score(port, refs), score(original, refs)
+    return {"setting": setting, "port": s_port.to_dict(), "original": s_orig.to_dict(),
+            "paired_bootstrap": paired_bootstrap(original, port, refs)}
