@@ -24,7 +24,7 @@ def add_arguments(p) -> None:
     p.add_argument("--atol", type=float, default=1e-5)
     p.add_argument("--rtol", type=float, default=1e-4)
     p.add_argument("--settings", help="comma-separated generation settings (default: all in the run)")
-    p.add_argument("--report", type=Path, required=True, help="directory for report.json and report.md")
+    p.add_argument("--report", type=Path, required=True, help="directory for report.json, report.md and report.html")
     p.add_argument("--record", action="store_true", help="keep the live fairseq run in the report directory")
 
 
@@ -102,6 +102,11 @@ def run(args) -> int:
         if not (run_dir / "inputs.json").exists():
             print(f"error: {run_dir}: not a recorded run (no inputs.json)", file=sys.stderr)
             return 2
+    manifest = run_dir.parent / "manifest.json"
+    if manifest.exists():  # reproduce the recording's float reductions: same thread count
+        import torch
+
+        torch.set_num_threads(json.loads(manifest.read_text()).get("threads", torch.get_num_threads()))
     report = {"original": args.original, "port": str(args.port),
               "tensors": harness.tensors(args.port, run_dir, args.atol, args.rtol),
               "tokenization": harness.tokenization(args.port, run_dir),
@@ -115,6 +120,9 @@ def run(args) -> int:
     args.report.mkdir(parents=True, exist_ok=True)
     (args.report / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     (args.report / "report.md").write_text(markdown(report), encoding="utf-8")
+    from parity.html_report import render
+
+    (args.report / "report.html").write_text(render(report), encoding="utf-8")
     t = report["tensors"]
     print(f"tensors: {'first divergence at ' + t['first_divergence'] if t.get('first_divergence') else t.get('skipped', 'all within tolerance')}")
     print(f"tokenization: {report['tokenization']['counts']} mismatches over {report['tokenization']['lines']} lines")

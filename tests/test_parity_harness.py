@@ -29,6 +29,9 @@ def test_faithful_port_passes(converted, tmp_path):
     assert report["bleu"]["port"]["bleu"] == report["bleu"]["original"]["bleu"]
     md = (tmp_path / "r" / "report.md").read_text()
     assert "**PASS**" in md and "| decoder.lprobs |" in md
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "<h1 class='good'>Parity PASS</h1>" in page and "data:image/png;base64,iVBOR" in page
+    assert "<script" not in page and "http" not in page.replace("<!doctype html>", "")  # self-contained
 
 
 @pytest.fixture
@@ -47,6 +50,8 @@ def test_k_and_v_swapped(broken, tmp_path):
     save_file(t, str(broken / "model.safetensors"), metadata={"format": "pt"})
     assert parity(broken, tmp_path / "r") == 1
     assert first_divergence(tmp_path / "r") == "decoder.layers.1"
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "Parity FAIL" in page and "<b id='first-divergence'>decoder.layers.1</b>" in page
 
 
 def test_embedding_scale_missing(broken, tmp_path):
