@@ -85,8 +85,7 @@ def task_languages(state: dict) -> tuple[str | None, str | None]:
 
 def read_architecture(args: dict) -> Architecture:
     """Check every option that changes the math; raise once with every problem found."""
-    a = {**DEFAULTS, **{k: v for k, v in args.items() if v is not None or k in DEFAULTS}}
-    a = {k: (DEFAULTS[k] if v is None and DEFAULTS.get(k) is not None else v) for k, v in a.items()}
+    a = {**DEFAULTS, **{k: v for k, v in args.items() if v is not None}}  # unset (None) -> fairseq's default
     problems = []
     arch = str(a.get("arch") or a.get("_name") or "")
     if not arch.startswith("transformer"):

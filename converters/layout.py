@@ -23,6 +23,15 @@ def _norm(name: str, dim: int) -> dict[str, tuple[int, ...]]:
     return {f"{name}.weight": (dim,), f"{name}.bias": (dim,)}
 
 
+def _attention(name: str, dim: int) -> dict[str, tuple[int, ...]]:
+    """An attention block's projections and the layer norm that goes with it."""
+    shapes = {}
+    for proj in _ATTN:
+        shapes.update(_linear(f"{name}.{proj}", dim, dim))
+    shapes.update(_norm(f"{name}_layer_norm", dim))
+    return shapes
+
+
 def expected_shapes(arch: Architecture, src_vocab: int, tgt_vocab: int, padding_idx: int = 1) -> dict[str, tuple[int, ...]]:
     """Every tensor the model needs, in fairseq's names (no prefix), with its shape.
 
@@ -42,18 +51,14 @@ def expected_shapes(arch: Architecture, src_vocab: int, tgt_vocab: int, padding_
             shapes.update(_norm(f"{side}.layernorm_embedding", d))
     for i in range(arch.encoder_layers):
         p = f"encoder.layers.{i}"
-        for proj in _ATTN:
-            shapes.update(_linear(f"{p}.self_attn.{proj}", d, d))
-        shapes.update(_norm(f"{p}.self_attn_layer_norm", d))
+        shapes.update(_attention(f"{p}.self_attn", d))
         shapes.update(_linear(f"{p}.fc1", arch.encoder_ffn_embed_dim, d))
         shapes.update(_linear(f"{p}.fc2", d, arch.encoder_ffn_embed_dim))
         shapes.update(_norm(f"{p}.final_layer_norm", d))
     for i in range(arch.decoder_layers):
         p = f"decoder.layers.{i}"
-        for attn in ("self_attn", "encoder_attn"):
-            for proj in _ATTN:
-                shapes.update(_linear(f"{p}.{attn}.{proj}", d, d))
-            shapes.update(_norm(f"{p}.{attn}_layer_norm", d))
+        shapes.update(_attention(f"{p}.self_attn", d))
+        shapes.update(_attention(f"{p}.encoder_attn", d))
         shapes.update(_linear(f"{p}.fc1", arch.decoder_ffn_embed_dim, d))
         shapes.update(_linear(f"{p}.fc2", d, arch.decoder_ffn_embed_dim))
         shapes.update(_norm(f"{p}.final_layer_norm", d))

@@ -16,7 +16,7 @@ class FairseqMissing(RuntimeError):
 
 def fairseq_available() -> bool:
     try:
-        import fairseq  # noqa: F401
+        import fairseq  # noqa: F401  (only: is it importable?)
     except Exception:  # ImportError, or fairseq's own import-time failures on unsupported Pythons
         return False
     return True

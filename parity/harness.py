@@ -15,9 +15,8 @@ from safetensors.torch import load_file
 
 from parity.compare import TensorDiff, diff, first_differing_step, first_divergence
 from porting.evaluate import paired_bootstrap, score
-from porting.generate import GenerationOptions, generate
+from porting.generate import GenerationOptions, generate, left_pad
 from porting.load import load_ensemble
-from porting.model import PAD
 from porting.tokenizer import Tokenizer
 
 
@@ -65,8 +64,6 @@ def tokenization(port_dir: Path, run: Path) -> dict:
 
 def _step_log_probs(ensemble, src: list[int], prefix: list[int], tokens: tuple[int, int]) -> list[float]:
     """The port's log-probs of two competing tokens after a common prefix (one sentence, no beam)."""
-    from porting.generate import Ensemble  # noqa: F401  (type of `ensemble`)
-
     src_t = torch.tensor([src])
     encs = ensemble.encode(src_t)
     caches = ensemble.new_caches()
@@ -83,8 +80,8 @@ def generation(port_dir: Path, run: Path, settings: list[str] | None, ngram_bloc
 
     ensemble = Ensemble(load_ensemble(port_dir)[1])
     tok = Tokenizer(port_dir)
-    ids = _load(run, "inputs.json")["ids"]
-    sources = _load(run, "inputs.json")["source"]
+    inputs = _load(run, "inputs.json")
+    ids, sources = inputs["ids"], inputs["source"]
     out = {}
     available = sorted(p.stem for p in (run / "generation").glob("*.json"))
     for setting in settings or available:
@@ -95,11 +92,7 @@ def generation(port_dir: Path, run: Path, settings: list[str] | None, ngram_bloc
         opts = GenerationOptions(**rec["options"], ngram_blocking=ngram_blocking)
         ours: dict[int, list] = {}
         for batch in rec["batches"]:
-            width = max(len(ids[i]) for i in batch)
-            src = torch.full((len(batch), width), PAD, dtype=torch.long)
-            for r, i in enumerate(batch):
-                src[r, width - len(ids[i]):] = torch.tensor(ids[i])
-            for i, hyps in zip(batch, generate(ensemble, src, opts)):
+            for i, hyps in zip(batch, generate(ensemble, left_pad([ids[i] for i in batch]), opts)):
                 ours[i] = hyps
         mismatches, worst = [], 0.0
         for i, theirs in enumerate(rec["hypotheses"]):

@@ -21,7 +21,7 @@ import platform
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -82,21 +82,20 @@ def hypothesis_record(hub, hypo) -> dict:
     }
 
 
-def generate_chunk(hub, lines: list[str], options: dict) -> list[list[dict]]:
+def generate_chunk(hub, lines: list[str], options: dict, tokenized=None) -> list[list[dict]]:
     """fairseq's hypotheses for one chunk of source lines (one ``hub.generate`` call)."""
     options = dict(options)
     beam = options.pop("beam", 5)
-    tokenized = [hub.encode(line) for line in lines]
+    tokenized = tokenized if tokenized is not None else [hub.encode(line) for line in lines]
     return [[hypothesis_record(hub, h) for h in hypos]
             for hypos in hub.generate(tokenized, beam=beam, **options)]
 
 
-def chunk_batches(hub, lines: list[str]) -> list[list[int]]:
-    """The batches fairseq's hub forms from one chunk (indices into the chunk, in batch order).
+def chunk_batches(hub, tokenized) -> list[list[int]]:
+    """The batches fairseq's hub forms from one tokenized chunk (indices into the chunk, in batch order).
 
     fairseq sorts by length and packs up to ``max_tokens``; since ``max_len_a`` applies to a batch's
     padded width, a replay must use the same batches to reproduce the same length limits."""
-    tokenized = [hub.encode(line) for line in lines]
     return [batch["id"].tolist() for batch in hub._build_batches(tokenized, False)]
 
 
@@ -202,8 +201,9 @@ def record_hub(hub, target_lang: str, settings, with_teacher_forced: bool, out: 
         chunks = range(0, len(source), CHUNK_SIZE)
         for start in tqdm(chunks, desc=f"{label} {name}", unit="chunk", leave=False):
             lines = source[start:start + CHUNK_SIZE]
-            hyps += generate_chunk(hub, lines, options)
-            batches += [[start + i for i in b] for b in chunk_batches(hub, lines)]
+            tokenized = [hub.encode(line) for line in lines]
+            hyps += generate_chunk(hub, lines, options, tokenized)
+            batches += [[start + i for i in b] for b in chunk_batches(hub, tokenized)]
         write_json(out / "generation" / f"{name}.json",
                    {"setting": name, "options": options, "batches": batches, "hypotheses": hyps})
 

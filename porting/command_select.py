@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from porting.command_translate import add_generation_flags
+from porting.command_translate import add_generation_flags, generation_options
 
 
 def add_arguments(p) -> None:
@@ -37,7 +37,6 @@ def converted(checkpoint: Path, data_dir: Path, out: Path) -> Path:
 
 def run(args) -> int:
     from converters.fairseq import ConversionError
-    from porting.command_translate import OPTION_FLAGS
     from porting.evaluate import DataError, read_parallel, score
     from porting.translator import Translator
 
@@ -51,8 +50,7 @@ def run(args) -> int:
     except (DataError, ConversionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    options = Translator.default_options(dirs[0])
-    options.update({k: getattr(args, k) for k in OPTION_FLAGS if getattr(args, k) is not None})
+    options = generation_options(args, dirs[0])
     rows = []
     candidates = [(d.name, [d]) for d in dirs] + ([("ensemble of all", dirs)] if len(dirs) > 1 else [])
     for name, members in candidates:

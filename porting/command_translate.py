@@ -34,11 +34,11 @@ OPTION_FLAGS = ("beam", "nbest", "lenpen", "unkpen", "min_len", "max_len_a", "ma
                 "no_repeat_ngram_size", "ngram_blocking", "early_stopping")
 
 
-def generation_options(args) -> dict:
-    """The first model's defaults, overridden by the flags given."""
+def generation_options(args, model_dir=None) -> dict:
+    """The model's defaults (default: the first --model), overridden by the flags given."""
     from porting.translator import Translator
 
-    options = Translator.default_options(args.model[0])
+    options = Translator.default_options(model_dir if model_dir is not None else args.model[0])
     options.update({k: getattr(args, k) for k in OPTION_FLAGS if getattr(args, k) is not None})
     return options
 

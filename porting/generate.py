@@ -107,6 +107,15 @@ class Ensemble:
                     cache["enc_mask"] = cache["enc_mask"].index_select(0, order)
 
 
+def left_pad(rows: list[list[int]]) -> Tensor:
+    """Id lists -> [B, S] padded on the left, as fairseq batches sources."""
+    width = max(map(len, rows))
+    out = torch.full((len(rows), width), PAD, dtype=torch.long)
+    for r, ids in enumerate(rows):
+        out[r, width - len(ids):] = torch.tensor(ids)
+    return out
+
+
 def _ban_repeated_ngrams(tokens: Tensor, lprobs: Tensor, step: int, n: int, mode: str) -> None:
     """In place. tokens: the whole [N, max_len + 2] buffer, as fairseq passes it."""
     if step + 2 - n < 0:

@@ -93,6 +93,15 @@ class Attention(nn.Module):
         return self.out_proj(out)
 
 
+def residual_block(x: Tensor, norm: nn.LayerNorm, fn, pre_norm: bool) -> Tensor:
+    """fairseq's sublayer: x + fn(norm(x)) when pre-norm, norm(x + fn(x)) when post-norm."""
+    residual = x
+    if pre_norm:
+        x = norm(x)
+    x = residual + fn(x)
+    return x if pre_norm else norm(x)
+
+
 class EncoderLayer(nn.Module):
     def __init__(self, a: Arch):
         super().__init__()
@@ -105,19 +114,8 @@ class EncoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(a.embed_dim)
 
     def forward(self, x: Tensor, pad_mask: Tensor | None) -> Tensor:
-        residual = x
-        if self.pre:
-            x = self.self_attn_layer_norm(x)
-        x = residual + self.self_attn.full(x, x, pad_mask, None)
-        if not self.pre:
-            x = self.self_attn_layer_norm(x)
-        residual = x
-        if self.pre:
-            x = self.final_layer_norm(x)
-        x = residual + self.fc2(self.act(self.fc1(x)))
-        if not self.pre:
-            x = self.final_layer_norm(x)
-        return x
+        x = residual_block(x, self.self_attn_layer_norm, lambda h: self.self_attn.full(h, h, pad_mask, None), self.pre)
+        return residual_block(x, self.final_layer_norm, lambda h: self.fc2(self.act(self.fc1(h))), self.pre)
 
 
 class DecoderLayer(nn.Module):
@@ -134,11 +132,7 @@ class DecoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(a.embed_dim)
 
     def _block(self, x: Tensor, norm: nn.LayerNorm, fn) -> Tensor:
-        residual = x
-        if self.pre:
-            x = norm(x)
-        x = residual + fn(x)
-        return x if self.pre else norm(x)
+        return residual_block(x, norm, fn, self.pre)
 
     def forward(self, x: Tensor, enc: "EncoderOut", self_mask: Tensor, cache: dict | None = None) -> Tensor:
         """Full sequence when ``cache`` is None ([T, B, C]); one step with it ([1, B, C])."""

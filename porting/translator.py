@@ -12,9 +12,8 @@ from pathlib import Path
 
 import torch
 
-from porting.generate import Ensemble, GenerationOptions, Hypothesis, generate
-from porting.load import load_ensemble, read_config
-from porting.model import PAD
+from porting.generate import Ensemble, GenerationOptions, Hypothesis, generate, left_pad
+from porting.load import load_ensemble
 from porting.tokenizer import Tokenizer
 
 
@@ -87,11 +86,7 @@ class Translator:
         results: list[Translation | None] = [None] * len(lines)
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            width = max(len(encoded[i][0]) for i in idx)
-            src = torch.full((len(idx), width), PAD, dtype=torch.long)
-            for row, i in enumerate(idx):               # left-padded, as fairseq batches sources
-                ids = encoded[i][0]
-                src[row, width - len(ids):] = torch.tensor(ids)
+            src = left_pad([encoded[i][0] for i in idx])
             encs = None
             if encoder_cache is not None:  # same lines, same batches: reuse the encoder's work
                 key = tuple(idx)

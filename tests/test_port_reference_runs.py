@@ -12,9 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from parity import shipped
-from porting.generate import Ensemble, GenerationOptions, generate
+from porting.generate import Ensemble, GenerationOptions, generate, left_pad
 from porting.load import load_ensemble
-from porting.model import PAD
 from porting.tokenizer import Tokenizer
 
 RUNS = shipped.RUNS
@@ -25,14 +24,6 @@ TENSOR_TOL = 1e-5
 
 def load(run, name):
     return json.loads((RUNS / run / name).read_text(encoding="utf-8"))
-
-
-def left_pad(rows: list[list[int]]) -> torch.Tensor:
-    width = max(map(len, rows))
-    out = torch.full((len(rows), width), PAD, dtype=torch.long)
-    for r, ids in enumerate(rows):
-        out[r, width - len(ids):] = torch.tensor(ids)
-    return out
 
 
 @pytest.fixture(scope="module")
