@@ -43,5 +43,5 @@ clean:
 parity: $(STAMP)
 	$(BIN)/porting convert fairseq --checkpoint reference_runs/models/ende-sep/model2.pt --data-dir reference_runs/models/ende-sep --out .build/parity/ende-sep --force
 	$(BIN)/porting convert fairseq --checkpoint reference_runs/models/ende-joined/model.pt --data-dir reference_runs/models/ende-joined --out .build/parity/ende-joined --force
-	$(BIN)/porting parity --original recorded:reference_runs/runs/ende-sep --port .build/parity/ende-sep --report .build/parity/report-ende-sep
-	$(BIN)/porting parity --original recorded:reference_runs/runs/ende-joined --port .build/parity/ende-joined --report .build/parity/report-ende-joined
+	$(BIN)/porting parity --original recorded:reference_runs/runs/ende-sep --port .build/parity/ende-sep --report .build/parity/report-ende-sep --force
+	$(BIN)/porting parity --original recorded:reference_runs/runs/ende-joined --port .build/parity/ende-joined --report .build/parity/report-ende-joined --force

@@ -1,8 +1,8 @@
 """`porting parity`: the port against the original, with a report that points at the first divergence.
 
     porting parity --original recorded:RUN_DIR | fairseq:DIR[:model1.pt,model2.pt] --port OUT \
-        [--input test.src --reference test.ref] [--atol 1e-5 --rtol 1e-4] [--settings beam5_nbest5,greedy] \
-        --report REPORT_DIR [--record]
+        [--input test.src --reference test.ref] [--atol 1e-5 --rtol 1e-4] [--mode accumulate|shadow] \
+        [--settings beam5_nbest5,greedy] --report REPORT_DIR [--record] [--force]
 
 Exit status 1 when parity fails (tensors beyond tolerance, a tokenization or hypothesis mismatch),
 so it can gate CI. fairseq:… runs live fairseq on --input/--reference and compares against that run;
@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from parity import names
+
 
 def add_arguments(p) -> None:
     p.add_argument("--original", required=True, help="recorded:RUN_DIR or fairseq:MODEL_DIR[:ckpt1.pt,ckpt2.pt]")
@@ -23,9 +25,13 @@ def add_arguments(p) -> None:
     p.add_argument("--reference", type=Path, help="reference lines (live fairseq only)")
     p.add_argument("--atol", type=float, default=1e-5)
     p.add_argument("--rtol", type=float, default=1e-4)
+    p.add_argument("--mode", choices=("accumulate", "shadow"), default="accumulate",
+                   help="accumulate: the port runs on its own; shadow: each port layer gets the original's input, "
+                        "so a layer's own error is separated from the error it inherited (default: %(default)s)")
     p.add_argument("--settings", help="comma-separated generation settings (default: all in the run)")
     p.add_argument("--report", type=Path, required=True, help="directory for report.json, report.md and report.html")
     p.add_argument("--record", action="store_true", help="keep the live fairseq run in the report directory")
+    p.add_argument("--force", action="store_true", help="replace an existing report")
 
 
 def live_run(spec: str, port: Path, source: list[str], reference: list[str], settings: list[str], out: Path) -> Path:
@@ -46,10 +52,14 @@ def markdown(report: dict) -> str:
     t = report["tensors"]
     if "tensors" in t:
         lines += ["## Tensors (teacher-forced, worst sentence)", "",
-                  f"first divergence: **{t['first_divergence'] or 'none'}** (atol {t['atol']}, rtol {t['rtol']})", "",
+                  f"mode {t['mode']}; first divergence: **{t['first_divergence'] or 'none'}** "
+                  f"(atol {t['atol']}, rtol {t['rtol']}); beyond tolerance: {', '.join(t['failing']) or 'none'}; "
+                  f"first tensor that differs at all: {t['first_inexact'] or 'none (bitwise equal)'}", "",
                   "| tensor | shape | max abs | mean abs | max rel | NMSE | atol needed | ok |", "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {d['name']} | {d['shape']} | {d['max_abs']:.3g} | {d['mean_abs']:.3g} | {d['max_rel']:.3g} | "
                   f"{d['nmse']:.3g} | {d['atol_needed']:.3g} | {'✓' if d['ok'] else '✗'} |" for d in t["tensors"]]
+        lines += [f"- {p}" for p in t["problems"]]
+        lines += ["", "### Where each tensor is taken", ""] + names.markdown_table([names.Boundary(**b) for b in t["correspondence"]])
     else:
         lines += ["## Tensors", "", t.get("skipped", "")]
     tok = report["tokenization"]
@@ -70,7 +80,7 @@ def markdown(report: dict) -> str:
     if report.get("bleu"):
         b = report["bleu"]
         lines += ["", "## BLEU", "", f"setting {b['setting']}: port {b['port']['bleu']} / original {b['original']['bleu']} "
-                  f"(chrF {b['port']['chrf']} / {b['original']['chrf']}); paired bootstrap p = {b['paired_bootstrap']['p_value']}",
+                  f"(chrF {b['port']['chrf']} / {b['original']['chrf']}); paired bootstrap p = {b['paired_bootstrap'].get('note') or b['paired_bootstrap']['p_value']}",
                   f"`{b['port']['bleu_signature']}`"]
     return "\n".join(lines) + "\n"
 
@@ -79,6 +89,9 @@ def run(args) -> int:
     from parity import harness
 
     kind, _, where = args.original.partition(":")
+    if (args.report / "report.json").exists() and not args.force:
+        print(f"error: {args.report} already holds a report (pass --force to replace it)", file=sys.stderr)
+        return 2
     settings = args.settings.split(",") if args.settings else None
     if kind not in ("recorded", "fairseq") or not where:
         print("error: --original must be recorded:RUN_DIR or fairseq:MODEL_DIR[:ckpts]", file=sys.stderr)
@@ -108,7 +121,7 @@ def run(args) -> int:
 
         torch.set_num_threads(json.loads(manifest.read_text()).get("threads", torch.get_num_threads()))
     report = {"original": args.original, "port": str(args.port),
-              "tensors": harness.tensors(args.port, run_dir, args.atol, args.rtol),
+              "tensors": harness.tensors(args.port, run_dir, args.atol, args.rtol, args.mode),
               "tokenization": harness.tokenization(args.port, run_dir),
               "generation": harness.generation(args.port, run_dir, settings)}
     main_setting = next((s for s in ("beam5_nbest5", "greedy") if s in report["generation"]), None)
@@ -124,7 +137,11 @@ def run(args) -> int:
 
     (args.report / "report.html").write_text(render(report), encoding="utf-8")
     t = report["tensors"]
-    print(f"tensors: {'first divergence at ' + t['first_divergence'] if t.get('first_divergence') else t.get('skipped', 'all within tolerance')}")
+    if t.get("first_divergence"):
+        print(f"tensors ({t['mode']}): first divergence at {t['first_divergence']}; beyond tolerance: {', '.join(t['failing'])}")
+    else:
+        print(f"tensors: {t.get('skipped') or ', '.join(t['problems']) or 'all within tolerance'}"
+              + (f" (first inexact: {t['first_inexact']})" if t.get("first_inexact") else ""))
     print(f"tokenization: {report['tokenization']['counts']} mismatches over {report['tokenization']['lines']} lines")
     for name, g in report["generation"].items():
         print(f"generation {name}: " + (g["error"] if "error" in g else f"{g['identical']}/{g['lines']} identical"))

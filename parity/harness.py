@@ -8,11 +8,13 @@ replay are the same code, and every live comparison can be kept as a new referen
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
+from parity import names
 from parity.compare import TensorDiff, diff, first_differing_step, first_divergence
 from porting.evaluate import paired_bootstrap, score
 from porting.generate import GenerationOptions, generate, left_pad
@@ -24,30 +26,54 @@ def _load(run: Path, name: str):
     return json.loads((run / name).read_text(encoding="utf-8"))
 
 
-def tensors(port_dir: Path, run: Path, atol: float, rtol: float) -> dict:
-    """Teacher-forced tensors at every layer boundary; the worst sentence per tensor, in forward order."""
+def tensors(port_dir: Path, run: Path, atol: float, rtol: float, mode: str = "accumulate") -> dict:
+    """Teacher-forced tensors at every layer boundary; the worst sentence per tensor, in forward order.
+
+    mode "accumulate": the port runs on its own from the tokens, so a tensor's error includes all
+    the error it inherited. mode "shadow": every boundary is replaced by the original's tensor before
+    the port goes on, so each tensor's error is the error of the one segment that produced it (a
+    broken layer fails alone; the layers after it pass).
+    """
     if not (run / "teacher_forced.safetensors").exists():
         return {"skipped": "this run has no teacher-forced tensors (an ensemble run)"}
     model = load_ensemble(port_dir)[1][0]
+    a = model.arch
+    declared = names.boundaries(a.encoder_layers, a.decoder_layers, a.encoder_normalize_before, a.decoder_final_norm)
     rec = load_file(str(run / "teacher_forced.safetensors"))
     meta = _load(run, "teacher_forced.json")
+    recorded_order = meta["forward_order"][3:]     # after src_tokens, target, prev_output_tokens
     worst: dict[str, TensorDiff] = {}
     for i in meta["sentences"]:
         seen = {}
+
+        def hook(name, x, i=i):
+            seen[name] = x[:, 0]                                           # [T, B=1, C] -> [T, C]
+            key = f"s{i}/{name}"
+            if mode == "shadow" and key in rec and rec[key].shape == x[:, 0].shape:
+                return rec[key].to(x.dtype)[:, None]                       # [T, C] -> [T, 1, C]
+            return None
         with torch.no_grad():
-            logits = model(rec[f"s{i}/src_tokens"][None], rec[f"s{i}/prev_output_tokens"][None],
-                           hooks=lambda name, x: seen.__setitem__(name, x[:, 0]))   # [T, B, C] -> [T, C]
+            logits = model(rec[f"s{i}/src_tokens"][None], rec[f"s{i}/prev_output_tokens"][None], hooks=hook)
         seen["decoder.logits"] = logits[0]
         seen["decoder.lprobs"] = model.log_probs(logits)[0]
-        for name in meta["forward_order"][3:]:
-            port = seen.get(name, torch.empty(0))
-            d = diff(name, port, rec[f"s{i}/{name}"], atol, rtol)
+        for name in recorded_order:
+            d = diff(name, seen.get(name, torch.empty(0)), rec[f"s{i}/{name}"], atol, rtol)
             if name not in worst or d.max_abs > worst[name].max_abs:
                 worst[name] = d
-    ordered = [worst[n] for n in meta["forward_order"][3:]]
+    ordered = [worst[n] for n in recorded_order]
     first = first_divergence(ordered)
-    return {"tensors": [d.to_dict() for d in ordered], "first_divergence": first.name if first else None,
-            "atol": atol, "rtol": rtol, "ok": first is None}
+    problems = []
+    if [b.name for b in declared] != recorded_order:
+        problems.append(f"the port's boundaries {[b.name for b in declared]} are not the recorded ones {recorded_order}")
+    # Replaying on the recording's machine and thread count, a faithful port is usually bitwise equal;
+    # then the first tensor that differs at all points at a bug too small for the tolerance
+    # (a changed layer-norm epsilon: ~1e-5 relative per layer) before it grows past it.
+    inexact = next((d.name for d in ordered if d.max_abs > 0), None)
+    return {"mode": mode, "tensors": [d.to_dict() for d in ordered], "first_divergence": first.name if first else None,
+            "first_inexact": inexact,
+            "failing": [d.name for d in ordered if not d.ok], "atol": atol, "rtol": rtol,
+            "correspondence": [asdict(b) for b in declared], "problems": problems,
+            "ok": first is None and not problems}
 
 
 def tokenization(port_dir: Path, run: Path) -> dict:
@@ -104,6 +130,7 @@ def generation(port_dir: Path, run: Path, settings: list[str] | None, ngram_bloc
                 lps = _step_log_probs(ensemble, ids[i], prefix, competing)
                 mismatches.append({
                     "line": i, "source": sources[i], "port": tok.decode(a.tokens), "original": b["text"],
+                    "port_tokens": a.tokens, "original_tokens": b["tokens"],
                     "port_score": a.score, "original_score": b["score"], "first_differing_step": step,
                     "at_that_step": {"port_token": tok.symbols([competing[0]]) or "</s>", "port_token_logprob": lps[0],
                                      "original_token": tok.symbols([competing[1]]) or "</s>", "original_token_logprob": lps[1]}})

@@ -7,7 +7,7 @@ import html
 import io
 
 
-def error_plot_png(tensors: list[dict], atol: float) -> bytes:
+def error_plot_png(tensors: list[dict], atol: float, mode: str) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")  # no display: render to memory
@@ -18,11 +18,14 @@ def error_plot_png(tensors: list[dict], atol: float) -> bytes:
     fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(names)), 3.6), dpi=100)
     colors = ["#2e7d32" if t["ok"] else "#c62828" for t in tensors]
     ax.bar(range(len(names)), errors, color=colors)
+    for i, t in enumerate(tensors):
+        if t["max_abs"] == 0:
+            ax.annotate("0", (i, 1e-12), ha="center", va="bottom", fontsize=8)   # bitwise equal
     ax.axhline(atol, color="#555", linestyle="--", linewidth=1, label=f"atol {atol:g}")
     ax.set_yscale("log")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("max |port - original|")
-    ax.set_title("teacher-forced error per layer (forward order)")
+    ax.set_title(f"teacher-forced error per layer ({mode})", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -41,9 +44,10 @@ def render(report: dict) -> str:
              f"<p>port <code>{e(report['port'])}</code> against <code>{e(report['original'])}</code></p>"]
     t = report["tensors"]
     if "tensors" in t:
-        png = base64.b64encode(error_plot_png(t["tensors"], t["atol"])).decode()
-        parts += [f"<h2>Tensors</h2><p>first divergence: <b id='first-divergence'>{e(t['first_divergence'] or 'none')}</b>"
-                  f" (atol {t['atol']:g}, rtol {t['rtol']:g})</p>",
+        png = base64.b64encode(error_plot_png(t["tensors"], t["atol"], t["mode"])).decode()
+        parts += [f"<h2>Tensors</h2><p>mode {e(t['mode'])}; first divergence: <b id='first-divergence'>{e(t['first_divergence'] or 'none')}</b>"
+                  f" (atol {t['atol']:g}, rtol {t['rtol']:g}); first tensor that differs at all: "
+                  f"<b id='first-inexact'>{e(t['first_inexact'] or 'none (bitwise equal)')}</b></p>",
                   f"<img alt='per-layer error plot' src='data:image/png;base64,{png}'>",
                   "<table><tr><th>tensor</th><th>shape</th><th>max abs</th><th>mean abs</th><th>max rel</th>"
                   "<th>NMSE</th><th>atol needed</th><th>ok</th></tr>"]
@@ -51,6 +55,12 @@ def render(report: dict) -> str:
                   f"<td>{d['max_abs']:.3g}</td><td>{d['mean_abs']:.3g}</td><td>{d['max_rel']:.3g}</td>"
                   f"<td>{d['nmse']:.3g}</td><td>{d['atol_needed']:.3g}</td><td>{'✓' if d['ok'] else '✗'}</td></tr>"
                   for d in t["tensors"]]
+        parts.append("</table>")
+        parts += [f"<p class='bad'>{e(p)}</p>" for p in t["problems"]]
+        parts.append("<h3>Where each tensor is taken</h3><table><tr><th>name</th><th>fairseq module</th>"
+                     "<th>taken from</th><th>meaning</th></tr>")
+        parts += [f"<tr><td>{e(b['name'])}</td><td><code>{e(b['fairseq_module'] or 'model')}</code></td>"
+                  f"<td>{e(b['taken_from'])}</td><td>{e(b['meaning'])}</td></tr>" for b in t["correspondence"]]
         parts.append("</table>")
     tok = report["tokenization"]
     parts.append(f"<h2>Tokenization</h2><p>{tok['lines']} lines; mismatches: {e(str(tok['counts']))}</p>")
@@ -72,6 +82,6 @@ def render(report: dict) -> str:
         b = report["bleu"]
         parts.append(f"<h2>BLEU</h2><p>{e(b['setting'])}: port {b['port']['bleu']} / original {b['original']['bleu']}, "
                      f"chrF {b['port']['chrf']} / {b['original']['chrf']}; paired bootstrap p = "
-                     f"{b['paired_bootstrap']['p_value']}<br><code>{e(b['port']['bleu_signature'])}</code></p>")
+                     f"{b['paired_bootstrap'].get('note') or b['paired_bootstrap']['p_value']}<br><code>{e(b['port']['bleu_signature'])}</code></p>")
     parts.append("</body></html>")
     return "\n".join(parts)

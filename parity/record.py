@@ -120,10 +120,10 @@ def teacher_forced(hub, source: str, reference: str, target_lang: str) -> tuple[
     model = hub.models[0]
     captured: list[tuple[str, torch.Tensor]] = []
 
-    def keep(name, time_major=True):
+    def keep(name):
         def hook(_module, _inputs, output):
             x = output[0] if isinstance(output, tuple) else output
-            captured.append((name, x[:, 0] if time_major else x[0]))    # [T, B, C] -> [T, C]
+            captured.append((name, x[:, 0]))                              # [T, B, C] -> [T, C]
         return hook
 
     def keep_input(name):
@@ -131,15 +131,16 @@ def teacher_forced(hub, source: str, reference: str, target_lang: str) -> tuple[
             captured.append((name, inputs[0][:, 0]))                      # [T, B, C] -> [T, C]
         return hook
 
+    from parity.names import of_fairseq_model
+
     handles = []
-    for side in (model.encoder, model.decoder):
-        prefix = "encoder" if side is model.encoder else "decoder"
-        handles.append(side.layers[0].register_forward_pre_hook(keep_input(f"{prefix}.embed")))
-        for i, layer in enumerate(side.layers):
-            handles.append(layer.register_forward_hook(keep(f"{prefix}.layers.{i}")))
-        if getattr(side, "layer_norm", None) is not None:
-            # the decoder's final norm runs on [T, B, C] too, before its transpose to batch-first
-            handles.append(side.layer_norm.register_forward_hook(keep(f"{prefix}.layer_norm")))
+    for b in of_fairseq_model(model):      # the declared correspondence; logits/lprobs are taken below
+        if not b.fairseq_module:
+            continue
+        module = model.get_submodule(b.fairseq_module)
+        # the decoder's final norm runs on [T, B, C] too, before its transpose to batch-first
+        handles.append(module.register_forward_pre_hook(keep_input(b.name)) if b.taken_from == "input"
+                       else module.register_forward_hook(keep(b.name)))
     try:
         with torch.no_grad():
             encoder_out = model.encoder(src, src_lengths=torch.tensor([src.shape[1]]))

@@ -52,11 +52,22 @@ def score(hypotheses: list[str], references: list[str]) -> Scores:
 
 
 def paired_bootstrap(baseline: list[str], system: list[str], references: list[str], samples: int = 1000) -> dict:
-    """sacreBLEU's paired bootstrap resampling: is `system` different from `baseline`?"""
+    """sacreBLEU's paired bootstrap resampling: is `system` different from `baseline`?
+
+    Identical outputs are not sent to the test: sacreBLEU counts only resamples *strictly* beyond the
+    observed difference, so two identical systems (difference 0 everywhere) get p = 1/(n+1), which
+    reads as "significant". There is no difference to test; p is reported as 1.0 with a note."""
     from sacrebleu.significance import PairedTest
+
+    if list(baseline) == list(system):
+        bleu = BLEU()
+        b = round(bleu.corpus_score(baseline, [references]).score, 2)
+        return {"baseline_bleu": b, "system_bleu": b, "p_value": 1.0, "identical": True,
+                "note": "identical outputs: nothing to test", "signature": str(bleu.get_signature()),
+                "samples": 0}
 
     sigs, results = PairedTest([("baseline", baseline), ("system", system)], {"BLEU": BLEU()},
                                references=[references], test_type="bs", n_samples=samples)()
     base, sys_ = results["BLEU"]
     return {"baseline_bleu": round(base.score, 2), "system_bleu": round(sys_.score, 2),
-            "p_value": sys_.p_value, "signature": str(sigs["BLEU"]), "samples": samples}
+            "p_value": sys_.p_value, "identical": False, "signature": str(sigs["BLEU"]), "samples": samples}

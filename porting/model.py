@@ -93,6 +93,13 @@ class Attention(nn.Module):
         return self.out_proj(out)
 
 
+LAYER_NORM_EPS = 1e-5   # fairseq's LayerNorm (torch's default); BERT-style ports often use 1e-12 by mistake
+
+
+def layer_norm(dim: int) -> nn.LayerNorm:
+    return nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+
+
 def residual_block(x: Tensor, norm: nn.LayerNorm, fn, pre_norm: bool) -> Tensor:
     """fairseq's sublayer: x + fn(norm(x)) when pre-norm, norm(x + fn(x)) when post-norm."""
     residual = x
@@ -108,10 +115,10 @@ class EncoderLayer(nn.Module):
         self.pre = a.encoder_normalize_before
         self.act = ACTIVATIONS[a.activation_fn]
         self.self_attn = Attention(a.embed_dim, a.encoder_attention_heads)
-        self.self_attn_layer_norm = nn.LayerNorm(a.embed_dim)
+        self.self_attn_layer_norm = layer_norm(a.embed_dim)
         self.fc1 = nn.Linear(a.embed_dim, a.encoder_ffn_embed_dim)
         self.fc2 = nn.Linear(a.encoder_ffn_embed_dim, a.embed_dim)
-        self.final_layer_norm = nn.LayerNorm(a.embed_dim)
+        self.final_layer_norm = layer_norm(a.embed_dim)
 
     def forward(self, x: Tensor, pad_mask: Tensor | None) -> Tensor:
         x = residual_block(x, self.self_attn_layer_norm, lambda h: self.self_attn.full(h, h, pad_mask, None), self.pre)
@@ -124,12 +131,12 @@ class DecoderLayer(nn.Module):
         self.pre = a.decoder_normalize_before
         self.act = ACTIVATIONS[a.activation_fn]
         self.self_attn = Attention(a.embed_dim, a.decoder_attention_heads)
-        self.self_attn_layer_norm = nn.LayerNorm(a.embed_dim)
+        self.self_attn_layer_norm = layer_norm(a.embed_dim)
         self.encoder_attn = Attention(a.embed_dim, a.decoder_attention_heads)
-        self.encoder_attn_layer_norm = nn.LayerNorm(a.embed_dim)
+        self.encoder_attn_layer_norm = layer_norm(a.embed_dim)
         self.fc1 = nn.Linear(a.embed_dim, a.decoder_ffn_embed_dim)
         self.fc2 = nn.Linear(a.decoder_ffn_embed_dim, a.embed_dim)
-        self.final_layer_norm = nn.LayerNorm(a.embed_dim)
+        self.final_layer_norm = layer_norm(a.embed_dim)
 
     def _block(self, x: Tensor, norm: nn.LayerNorm, fn) -> Tensor:
         return residual_block(x, norm, fn, self.pre)
@@ -185,7 +192,7 @@ class Embeddings(nn.Module):
             self.embed_positions = nn.Embedding(rows, a.embed_dim, padding_idx=PAD)
         else:
             self.register_buffer("sinusoidal", sinusoidal_table(rows, a.embed_dim, PAD), persistent=False)
-        self.layernorm_embedding = nn.LayerNorm(a.embed_dim) if a.layernorm_embedding else None
+        self.layernorm_embedding = layer_norm(a.embed_dim) if a.layernorm_embedding else None
 
     def position_table(self) -> Tensor:
         return self.embed_positions.weight if self.learned else self.sinusoidal
@@ -205,7 +212,7 @@ class Encoder(Embeddings):
     def __init__(self, vocab: int, a: Arch):
         super().__init__(vocab, a, a.encoder_learned_pos, a.max_source_positions)
         self.layers = nn.ModuleList(EncoderLayer(a) for _ in range(a.encoder_layers))
-        self.layer_norm = nn.LayerNorm(a.embed_dim) if a.encoder_normalize_before else None
+        self.layer_norm = layer_norm(a.embed_dim) if a.encoder_normalize_before else None
 
     def forward(self, src_tokens: Tensor, hooks=None) -> EncoderOut:
         pad = src_tokens.eq(PAD)                                           # [B, S]
@@ -213,13 +220,13 @@ class Encoder(Embeddings):
         x = super().forward(src_tokens, positions_for(src_tokens, PAD))
         x = x * (1 - pad.unsqueeze(-1).type_as(x) * has_pads)             # fairseq zeroes padded rows
         x = x.transpose(0, 1)                                              # [B, S, C] -> [S, B, C]
-        _emit(hooks, "encoder.embed", x)
+        x = _emit(hooks, "encoder.embed", x)
         for i, layer in enumerate(self.layers):
             x = layer(x, pad if has_pads else None)
-            _emit(hooks, f"encoder.layers.{i}", x)
+            x = _emit(hooks, f"encoder.layers.{i}", x)
         if self.layer_norm is not None:
             x = self.layer_norm(x)
-            _emit(hooks, "encoder.layer_norm", x)
+            x = _emit(hooks, "encoder.layer_norm", x)
         return EncoderOut(x, pad if has_pads else None)
 
 
@@ -227,21 +234,21 @@ class Decoder(Embeddings):
     def __init__(self, vocab: int, a: Arch):
         super().__init__(vocab, a, a.decoder_learned_pos, a.max_target_positions)
         self.layers = nn.ModuleList(DecoderLayer(a) for _ in range(a.decoder_layers))
-        self.layer_norm = nn.LayerNorm(a.embed_dim) if a.decoder_final_norm else None
+        self.layer_norm = layer_norm(a.embed_dim) if a.decoder_final_norm else None
         self.output_projection = nn.Linear(a.embed_dim, vocab, bias=False)
 
     def forward(self, prev: Tensor, enc: EncoderOut, hooks=None) -> Tensor:
         """Teacher-forced: prev [B, T] -> logits [B, T, V]."""
         x = super().forward(prev, positions_for(prev, PAD)).transpose(0, 1)  # [T, B, C]
-        _emit(hooks, "decoder.embed", x)
+        x = _emit(hooks, "decoder.embed", x)
         T = x.size(0)
         future = torch.triu(torch.full((T, T), float("-inf")), 1).to(x)   # fairseq's buffered_future_mask
         for i, layer in enumerate(self.layers):
             x = layer(x, enc, future)
-            _emit(hooks, f"decoder.layers.{i}", x)
+            x = _emit(hooks, f"decoder.layers.{i}", x)
         if self.layer_norm is not None:
             x = self.layer_norm(x)
-            _emit(hooks, "decoder.layer_norm", x)
+            x = _emit(hooks, "decoder.layer_norm", x)
         return self.output_projection(x.transpose(0, 1))
 
     def step(self, prev: Tensor, enc: EncoderOut, caches: list[dict]) -> Tensor:
@@ -257,9 +264,13 @@ class Decoder(Embeddings):
         return self.output_projection(x[0])                                # [B, V]
 
 
-def _emit(hooks, name: str, x: Tensor) -> None:
-    if hooks is not None:
-        hooks(name, x)
+def _emit(hooks, name: str, x: Tensor) -> Tensor:
+    """Show a layer boundary to ``hooks(name, x)``; a hook that returns a tensor replaces ``x`` from
+    there on (the parity harness's shadow mode feeds each layer the original's input that way)."""
+    if hooks is None:
+        return x
+    replaced = hooks(name, x)
+    return x if replaced is None else replaced
 
 
 class Transformer(nn.Module):
@@ -270,7 +281,8 @@ class Transformer(nn.Module):
         self.decoder = Decoder(tgt_vocab, a)
 
     def forward(self, src_tokens: Tensor, prev_output_tokens: Tensor, hooks=None) -> Tensor:
-        """Teacher-forced logits [B, T, V]. ``hooks(name, tensor)`` sees every layer boundary."""
+        """Teacher-forced logits [B, T, V]. ``hooks(name, tensor)`` sees every layer boundary
+        (the names of parity/names.py) and may return a replacement for it."""
         return self.decoder(prev_output_tokens, self.encoder(src_tokens, hooks), hooks)
 
     @staticmethod

@@ -123,3 +123,15 @@ def test_select_scores_each_checkpoint_and_the_ensemble(data, tmp_path, capsys):
     stamp = (tmp_path / "sel" / "model1" / "model.safetensors").stat().st_mtime_ns
     assert main(args) == 0  # second run reuses the conversions
     assert (tmp_path / "sel" / "model1" / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_paired_bootstrap_identical_and_different():
+    from porting.evaluate import paired_bootstrap
+
+    refs = ["the cat sat on the mat", "a dog barks", "it rains today", "we go home now"] * 10
+    same = paired_bootstrap(refs, list(refs), refs, samples=200)
+    # sacreBLEU alone would say p = 1/201 for a system against itself
+    assert same["identical"] and same["p_value"] == 1.0
+    worse = [h.replace("cat", "dog").replace("home", "out") for h in refs]
+    diff = paired_bootstrap(refs, worse, refs, samples=200)
+    assert not diff["identical"] and diff["p_value"] < 0.05

@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from parity import shipped
 from porting.cli import main
+from tests.conftest import requires_fairseq
 
 RUN = shipped.RUNS / "ende-sep"
 
@@ -20,6 +21,10 @@ def parity(port, report, *extra):
 
 def first_divergence(report):
     return json.loads((report / "report.json").read_text())["tensors"]["first_divergence"]
+
+
+def tensors_report(report):
+    return json.loads((report / "report.json").read_text())["tensors"]
 
 
 def test_faithful_port_passes(converted, tmp_path):
@@ -49,9 +54,49 @@ def test_k_and_v_swapped(broken, tmp_path):
         t[p + f"k_proj.{kind}"], t[p + f"v_proj.{kind}"] = t[p + f"v_proj.{kind}"], t[p + f"k_proj.{kind}"]
     save_file(t, str(broken / "model.safetensors"), metadata={"format": "pt"})
     assert parity(broken, tmp_path / "r") == 1
-    assert first_divergence(tmp_path / "r") == "decoder.layers.1"
+    t = tensors_report(tmp_path / "r")
+    assert t["first_divergence"] == "decoder.layers.1"
+    # accumulate mode: the error is inherited by everything after the broken layer
+    assert t["failing"] == ["decoder.layers.1", "decoder.layers.2", "decoder.logits", "decoder.lprobs"]
     page = (tmp_path / "r" / "report.html").read_text()
     assert "Parity FAIL" in page and "<b id='first-divergence'>decoder.layers.1</b>" in page
+    # shadow mode: each layer gets the original's input, so the broken layer fails alone
+    assert parity(broken, tmp_path / "s", "--mode", "shadow") == 1
+    assert tensors_report(tmp_path / "s")["failing"] == ["decoder.layers.1"]
+
+
+def test_report_not_overwritten_without_force(converted, tmp_path, capsys):
+    assert parity(converted["ende-sep"], tmp_path / "r") == 0
+    before = (tmp_path / "r" / "report.json").read_bytes()
+    assert parity(converted["ende-sep"], tmp_path / "r") == 2
+    assert "--force" in capsys.readouterr().err
+    assert (tmp_path / "r" / "report.json").read_bytes() == before
+    assert parity(converted["ende-sep"], tmp_path / "r", "--force") == 0
+
+
+def test_correspondence_table_in_report(converted, tmp_path):
+    parity(converted["ende-sep"], tmp_path / "r", "--mode", "shadow")
+    t = tensors_report(tmp_path / "r")
+    assert t["mode"] == "shadow" and t["ok"] and t["first_inexact"] is None   # shadow of a faithful port: bitwise
+    rows = {b["name"]: (b["fairseq_module"], b["taken_from"]) for b in t["correspondence"]}
+    assert rows["encoder.embed"] == ("encoder.layers.0", "input")
+    assert rows["decoder.layers.2"] == ("decoder.layers.2", "output")
+    assert "| encoder.embed | `encoder.layers.0` | input |" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_layer_norm_epsilon_changed(converted, tmp_path, monkeypatch):
+    """eps 1e-12 (BERT-style) for fairseq's 1e-5 changes each layer by ~1e-5 relative: inside the
+    default rtol, so under default tolerances the error only shows once it has grown (later); the
+    report's first inexact tensor already names the layer, and shadow mode with rtol 0 makes it the
+    first divergence."""
+    import porting.model as model
+
+    monkeypatch.setattr(model, "LAYER_NORM_EPS", 1e-12)
+    assert parity(converted["ende-sep"], tmp_path / "r") == 1
+    t = tensors_report(tmp_path / "r")
+    assert t["first_inexact"] == "encoder.layers.0" and t["first_divergence"] != "encoder.layers.0"
+    assert parity(converted["ende-sep"], tmp_path / "s", "--mode", "shadow", "--rtol", "0", "--atol", "1e-6") == 1
+    assert tensors_report(tmp_path / "s")["first_divergence"] == "encoder.layers.0"
 
 
 def test_embedding_scale_missing(broken, tmp_path):
@@ -100,7 +145,50 @@ def test_decoder_started_from_bos(converted, tmp_path, monkeypatch):
     assert report["generation"]["greedy"]["identical"] < 500
 
 
-@pytest.mark.skipif(not __import__("tests.conftest", fromlist=["HAVE_FAIRSEQ"]).HAVE_FAIRSEQ, reason="needs fairseq")
+def test_early_stopping_semantics_swapped(converted, tmp_path, monkeypatch):
+    """transformers' early_stopping=False where fairseq's rule is meant: teacher-forced tensors and
+    greedy are untouched; beam search parts, and the report points at the step where it does."""
+    import functools
+
+    import parity.harness as harness
+
+    monkeypatch.setattr(harness, "GenerationOptions", functools.partial(harness.GenerationOptions, early_stopping="false"))
+    assert parity(converted["ende-sep"], tmp_path / "r", "--settings", "greedy,beam5_nbest5") == 1
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["tensors"]["ok"] and report["generation"]["greedy"]["ok"]
+    beam = report["generation"]["beam5_nbest5"]
+    assert 0 < beam["identical"] < 500
+    for m in beam["mismatches"]:
+        step, ours, theirs = m["first_differing_step"], m["port_tokens"], m["original_tokens"]
+        assert ours[:step] == theirs[:step]
+        assert step == min(len(ours), len(theirs)) or ours[step] != theirs[step]
+
+
+@requires_fairseq
+def test_prenorm_treated_as_postnorm(tmp_path, monkeypatch):
+    """Live fairseq on a pre-norm checkpoint; the port's sublayers ignore normalize_before."""
+    import porting.model as model
+    from tests.fairseq_models import build
+    from tests.helpers import convert_cli
+
+    src = build("prenorm")
+    assert convert_cli("--checkpoint", src / "model.pt", "--data-dir", src, "--out", tmp_path / "out") == 0
+    lines, refs = shipped.test_set()
+    (tmp_path / "in.en").write_text("\n".join(lines[:10]) + "\n", encoding="utf-8")
+    (tmp_path / "in.de").write_text("\n".join(refs[:10]) + "\n", encoding="utf-8")
+    args = ["parity", "--original", f"fairseq:{src}", "--port", str(tmp_path / "out"), "--input",
+            str(tmp_path / "in.en"), "--reference", str(tmp_path / "in.de"), "--settings", "greedy"]
+    assert main([*args, "--report", str(tmp_path / "ok")]) == 0     # the faithful port passes
+    real = model.residual_block
+    monkeypatch.setattr(model, "residual_block", lambda x, norm, fn, pre_norm: real(x, norm, fn, False))
+    assert main([*args, "--report", str(tmp_path / "r")]) == 1
+    t = tensors_report(tmp_path / "r")
+    assert t["first_divergence"] == "encoder.layers.0"
+    assert [b["name"] for b in t["correspondence"]][-4:] == ["decoder.layers.1", "decoder.layer_norm",
+                                                              "decoder.logits", "decoder.lprobs"]
+
+
+@requires_fairseq
 def test_live_fairseq_and_record(converted, tmp_path):
     src, ref = shipped.test_set()
     (tmp_path / "in.en").write_text("\n".join(src[:20]) + "\n", encoding="utf-8")
@@ -114,3 +202,35 @@ def test_live_fairseq_and_record(converted, tmp_path):
     # the kept run replays without fairseq
     assert main(["parity", "--original", f"recorded:{tmp_path / 'r' / 'original-run'}", "--port",
                  str(converted["ende-sep"]), "--report", str(tmp_path / "r2")]) == 0
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+BAR_RED = (0xC6, 0x28, 0x28)   # the plot's colour for tensors beyond tolerance (html_report.py)
+
+
+def screenshot(page, png):
+    """The page as a real browser draws it: headless chromium, from disk, no server."""
+    import subprocess
+
+    import matplotlib.image
+
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--hide-scrollbars", "--disable-background-networking", "--window-size=1200,1600",
+                    f"--screenshot={png}", page.as_uri()], check=True, capture_output=True, timeout=120)
+    return (matplotlib.image.imread(str(png))[..., :3] * 255).round().astype(int)   # [H, W, 3]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs Debian's)")
+def test_html_page_in_headless_chromium(broken, tmp_path):
+    t = load_file(str(broken / "model.safetensors"))
+    t["model.decoder.layers.1.fc1.weight"] *= 2
+    save_file(t, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    assert parity(broken, tmp_path / "r") == 1
+    page = tmp_path / "r" / "report.html"
+    red = (screenshot(page, tmp_path / "page.png") == BAR_RED).all(-1).sum()
+    # control: the same page with its embedded plot broken; only the red table text is left
+    broken_img = page.read_text().replace("data:image/png;base64,", "data:image/png;base64,AAAA")
+    (tmp_path / "r" / "no-plot.html").write_text(broken_img)
+    red_without = (screenshot(tmp_path / "r" / "no-plot.html", tmp_path / "no-plot.png") == BAR_RED).all(-1).sum()
+    # the four failing tensors' bars are ~40 x 150 px each; the red text of their table rows ~2,500 px
+    assert red > 10_000 > red_without, (red, red_without)
