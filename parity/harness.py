@@ -149,6 +149,8 @@ def bleu(gen: dict, run: Path, setting: str) -> dict | None:
         return None
     rec = _load(run, f"generation/{setting}.json")
     refs = _load(run, "inputs.json")["reference"]
+    if refs is None:
+        return None   # a run recorded without references
     original = [h[0]["text"] for h in rec["hypotheses"]]
     port = gen[setting]["port_texts"]
     s_port, s_orig = score(port, refs), score(original, refs)

@@ -172,8 +172,11 @@ def record_run(run: Run, out: Path, source: list[str], reference: list[str]) -> 
 
 
 def record_hub(hub, target_lang: str, settings, with_teacher_forced: bool, out: Path, source: list[str],
-               reference: list[str], label: str = "") -> None:
-    """Record one loaded fairseq hub (a model or an ensemble) into `out`."""
+               reference: list[str] | None, label: str = "") -> None:
+    """Record one loaded fairseq hub (a model or an ensemble) into `out`.
+
+    Without references, the teacher-forced targets are the original's own beam-5 translations
+    (then no BLEU can be computed, and inputs.json says so with "reference": null)."""
     from safetensors.torch import save_file
 
     moses = [hub.tokenize(line) for line in source]
@@ -185,16 +188,18 @@ def record_hub(hub, target_lang: str, settings, with_teacher_forced: bool, out: 
 
     if with_teacher_forced:
         n = min(TEACHER_FORCED, len(source))
+        targets = reference[:n] if reference is not None else hub.translate(source[:n], beam=5)
         all_tensors, orders = {}, []
         for i in range(n):
-            tensors, order = teacher_forced(hub, source[i], reference[i], target_lang)
+            tensors, order = teacher_forced(hub, source[i], targets[i], target_lang)
             all_tensors.update({f"s{i}/{k}": v for k, v in tensors.items()})
             orders.append(order)
         save_file(all_tensors, str(out / "teacher_forced.safetensors"))
         write_json(out / "teacher_forced.json", {
             "sentences": list(range(n)), "forward_order": orders[0],
             "key_format": "s<sentence>/<tensor>",
-            "layout": "token tensors [T]; states [T, C] for a batch of one; logits and lprobs [T_tgt, V]"})
+            "layout": "token tensors [T]; states [T, C] for a batch of one; logits and lprobs [T_tgt, V]",
+            **({} if reference is not None else {"targets": "the original's own beam-5 translations"})})
 
     for name in settings:
         options = SETTINGS[name]

@@ -12,10 +12,12 @@ class DataError(ValueError):
     pass
 
 
-def read_parallel(source: Path, reference: Path) -> tuple[list[str], list[str]]:
-    """Source and reference lines; every problem reported at once."""
+def read_parallel(source: Path, reference: Path | None) -> tuple[list[str], list[str] | None]:
+    """Source and reference lines (None without a reference file); every problem reported at once."""
     problems, texts = [], {}
     for name, path in (("input", source), ("reference", reference)):
+        if path is None:
+            continue
         if not Path(path).is_file():
             problems.append(f"--{name} {path}: no such file")
             continue
@@ -30,7 +32,7 @@ def read_parallel(source: Path, reference: Path) -> tuple[list[str], list[str]]:
         problems.append(f"line counts differ: {source} has {len(texts['input'])}, {reference} has {len(texts['reference'])}")
     if problems:
         raise DataError("\n".join(problems))
-    return texts["input"], texts["reference"]
+    return texts["input"], texts.get("reference")
 
 
 @dataclass

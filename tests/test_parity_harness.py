@@ -177,8 +177,12 @@ def test_prenorm_treated_as_postnorm(tmp_path, monkeypatch):
     (tmp_path / "in.en").write_text("\n".join(lines[:10]) + "\n", encoding="utf-8")
     (tmp_path / "in.de").write_text("\n".join(refs[:10]) + "\n", encoding="utf-8")
     args = ["parity", "--original", f"fairseq:{src}", "--port", str(tmp_path / "out"), "--input",
-            str(tmp_path / "in.en"), "--reference", str(tmp_path / "in.de"), "--settings", "greedy"]
-    assert main([*args, "--report", str(tmp_path / "ok")]) == 0     # the faithful port passes
+            str(tmp_path / "in.en"), "--settings", "greedy"]
+    # the faithful port passes; without references, tensors are teacher-forced on fairseq's own output
+    assert main([*args, "--report", str(tmp_path / "ok")]) == 0
+    ok = json.loads((tmp_path / "ok" / "report.json").read_text())
+    assert ok["bleu"] is None and ok["tensors"]["ok"] and ok["tensors"]["first_inexact"] is None
+    args += ["--reference", str(tmp_path / "in.de")]
     real = model.residual_block
     monkeypatch.setattr(model, "residual_block", lambda x, norm, fn, pre_norm: real(x, norm, fn, False))
     assert main([*args, "--report", str(tmp_path / "r")]) == 1
