@@ -91,7 +91,7 @@ def tokenization(port_dir: Path, run: Path) -> dict:
 def _step_log_probs(ensemble, src: list[int], prefix: list[int], tokens: tuple[int, int]) -> list[float]:
     """The port's log-probs of two competing tokens after a common prefix (one sentence, no beam)."""
     src_t = torch.tensor([src])
-    encs = ensemble.encode(src_t)
+    encs = ensemble.for_beam(ensemble.encode(src_t), 1)
     caches = ensemble.new_caches()
     prev = torch.tensor([[2] + prefix])
     lp = None

@@ -71,20 +71,45 @@ class Hypothesis:
     positional_scores: list[float]
 
 
-class Ensemble:
-    """One or several models decoding together (several = fairseq's checkpoint ensemble)."""
+KERNELS = ("fast", "exact")
 
-    def __init__(self, models: list[Transformer]):
+
+class Ensemble:
+    """One or several models decoding together (several = fairseq's checkpoint ensemble).
+
+    kernels "exact": fairseq's kernels operation by operation (bitwise equal to fairseq);
+    "fast": porting/fast.py's decoder step (same hypotheses, last-bit differences in scores)."""
+
+    def __init__(self, models: list[Transformer], kernels: str = "fast"):
+        if kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
         self.models = models
+        self.kernels = kernels
         self.max_decoder_positions = min(m.arch.max_target_positions for m in models)
+        if kernels == "fast":
+            from porting.fast import FastDecoder
+
+            self.fast = [FastDecoder(m) for m in models]
 
     def encode(self, src_tokens: Tensor) -> list[EncoderOut]:
         return [m.encoder(src_tokens) for m in self.models]
 
+    def for_beam(self, encs: list[EncoderOut], beam: int) -> list[EncoderOut]:
+        """Encoder outputs as ``step`` wants them for `beam` rows per sentence: fairseq (exact)
+        repeats each sentence `beam` times; the fast step keeps one copy per sentence."""
+        if self.kernels == "fast":
+            return encs
+        bsz = encs[0].out.size(1)
+        order = torch.arange(bsz).view(-1, 1).repeat(1, beam).view(-1)   # each sentence `beam` times
+        return [e.select(order) for e in encs]
+
     def step(self, tokens: Tensor, encs: list[EncoderOut], caches: list[list[dict]]) -> Tensor:
         """Log-probs [N, V] of the next token after `tokens` [N, t]."""
-        lprobs = [m.log_probs(m.decoder.step(tokens, enc, cache))
-                  for m, enc, cache in zip(self.models, encs, caches)]
+        if self.kernels == "fast":
+            logits = [f.step(tokens, enc, cache) for f, enc, cache in zip(self.fast, encs, caches)]
+        else:
+            logits = [m.decoder.step(tokens, enc, cache) for m, enc, cache in zip(self.models, encs, caches)]
+        lprobs = [m.log_probs(x) for m, x in zip(self.models, logits)]
         if len(lprobs) == 1:
             return lprobs[0]
         return torch.logsumexp(torch.stack(lprobs, dim=0), dim=0) - math.log(len(lprobs))
@@ -96,6 +121,12 @@ class Ensemble:
         """Follow the surviving hypotheses. Self-attention caches are reordered every step; encoder
         keys/values only when sentences have left the batch: fairseq skips them while the row count
         is unchanged (each sentence's rows hold identical copies, so a reorder within it is a no-op)."""
+        if self.kernels == "fast":
+            from porting.fast import FastDecoder
+
+            for model_caches in caches:
+                FastDecoder.reorder(model_caches, order)
+            return
         for m, model_caches in zip(self.models, caches):
             heads = m.arch.decoder_attention_heads
             for cache in model_caches:
@@ -146,8 +177,7 @@ def generate(ensemble: Ensemble, src_tokens: Tensor, opts: GenerationOptions,
 
 
 def _search(ensemble, encs, opts, bsz, beam, max_len):
-    new_order = torch.arange(bsz).view(-1, 1).repeat(1, beam).view(-1)  # each sentence `beam` times
-    encs = [e.select(new_order) for e in encs]
+    encs = ensemble.for_beam(encs, beam)
     caches = ensemble.new_caches()
     scores = torch.zeros(bsz * beam, max_len + 1)                        # + 1 for </s>
     tokens = torch.full((bsz * beam, max_len + 2), PAD, dtype=torch.long)  # + 2 for </s> and the start

@@ -1,0 +1,277 @@
+"""Translation speed: fairseq, transformers' FSMT, CTranslate2 and our port, one after the other in
+one run, on the same inputs, beam 5, on the CPU with the same thread count.
+
+    .venv/bin/python benchmarks/speed.py [--models shipped,wmt19-size] [--batch-sizes 1,32]
+        [--systems fairseq,transformers,ctranslate2,port,port-exact,port-bf16,port-int8]
+        [--threads 2] [--work .build/bench] [--out .build/bench/speed.json]
+
+Models: `shipped` is the shipped ende-sep model (model2.pt); `wmt19-size` is a
+transformer_wmt_en_de_big with 31k-entry dictionaries made by fairseq-train here
+(benchmarks/convert_memory.py makes it; its weights are barely trained, so every system decodes to
+the length cap, which is set low to keep a run in minutes).
+
+Every system gets the same source id sequences (our tokenizer, which is identical to fairseq's on
+the shipped data), in the same batches (lines sorted by length, then cut into batches, for batch
+sizes > 1), and each system's worker reports back the ids it actually fed its model: the run stops
+if they differ. Each system runs in its own process (its peak RSS is its own) and decodes one
+warm-up batch before the clock starts. Reported: sentences/s, target tokens/s (hypothesis tokens
+including </s>), peak RSS, each system's time relative to ours, and how many best hypotheses are
+identical to fairseq's. Tokenization and detokenization are not timed (the same for everyone).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SYSTEMS = ("fairseq", "transformers", "ctranslate2", "port", "port-exact", "port-bf16", "port-int8")
+BEAM = 5
+
+
+# ---------------------------------------------------------------- preparation (main process)
+
+def model_setups(work: Path) -> dict:
+    from parity import shipped
+
+    sep = shipped.catalog()["ende-sep"].path
+    return {
+        # name: fairseq dir, checkpoint, number of lines per batch size, max_len_b
+        "shipped": {"dir": sep, "ckpt": "model2.pt", "lines": {1: 100, 32: 500}, "max_len_b": 200},
+        "wmt19-size": {"dir": work / "wmt19-size", "ckpt": "model.pt", "lines": {1: 6, 32: 32}, "max_len_b": 20},
+    }
+
+
+def env() -> dict:
+    return {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}   # fairseq's and CT2's converter's loads only
+
+
+def prepare(name: str, setup: dict, work: Path) -> dict:
+    """Converted directories for the port/transformers and CTranslate2 (made once, kept in work/)."""
+    bin_ = Path(sys.executable).parent
+    if name == "wmt19-size" and not (setup["dir"] / "model.pt").exists():
+        subprocess.run([sys.executable, ROOT / "benchmarks" / "convert_memory.py", "--work", work], check=True)
+    ours, ct2 = work / "speed" / name / "converted", work / "speed" / name / "ct2"
+    if not (ours / "config.json").exists():
+        subprocess.run([bin_ / "porting", "convert", "fairseq", "--checkpoint", setup["dir"] / setup["ckpt"],
+                        "--data-dir", setup["dir"], "--out", ours, "--force"], check=True, capture_output=True)
+    if not (ct2 / "model.bin").exists():
+        r = subprocess.run([bin_ / "ct2-fairseq-converter", "--model_path", setup["dir"] / setup["ckpt"],
+                            "--data_dir", setup["dir"], "--source_lang", "en", "--target_lang", "de",
+                            "--output_dir", ct2, "--force", "--unsafe_deserialization"],
+                           env=env(), capture_output=True, text=True)
+        if r.returncode:
+            raise SystemExit(f"ct2-fairseq-converter failed:\n{r.stderr[-2000:]}")
+    return {"converted": str(ours), "ct2": str(ct2), "fairseq_dir": str(setup["dir"]), "ckpt": setup["ckpt"]}
+
+
+def batches_of(ids: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Line indices per batch: in order for batch size 1; sorted by length then cut for bulk."""
+    order = list(range(len(ids))) if batch_size == 1 else sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def run_worker(system: str, job: dict, work: Path) -> dict:
+    job_file, result_file = work / "job.json", work / f"result-{system}.json"
+    job_file.write_text(json.dumps(job))
+    result_file.unlink(missing_ok=True)
+    r = subprocess.run([sys.executable, __file__, "--worker", system, "--job", job_file, "--result", result_file],
+                       env=env(), capture_output=True, text=True)
+    if r.returncode:
+        return {"error": (r.stderr.strip().splitlines() or ["?"])[-1], "log": r.stderr[-3000:]}
+    return json.loads(result_file.read_text())
+
+
+# ---------------------------------------------------------------- workers (one process per system)
+
+def _fairseq(job):
+    import torch
+
+    from parity.fairseq_hub import load_hub
+
+    hub = load_hub(job["fairseq_dir"], job["ckpt"], "en", "de")
+    hub.cfg.dataset.max_tokens, hub.cfg.dataset.batch_size = None, job["batch_size"]   # our batches, whole
+
+    def run(batch):
+        src = [torch.tensor(ids) for ids in batch]
+        out = hub.generate(src, beam=BEAM, max_len_b=job["max_len_b"])
+        return [h[0]["tokens"].tolist() for h in out], [s.tolist() for s in src]
+    return run
+
+
+def _transformers(job):
+    import torch
+    from transformers import FSMTForConditionalGeneration
+
+    model = FSMTForConditionalGeneration.from_pretrained(job["converted"]).eval()
+
+    def run(batch):
+        width = max(map(len, batch))
+        ids = torch.tensor([x + [1] * (width - len(x)) for x in batch])     # right-padded, as FSMT expects
+        with torch.inference_mode():
+            out = model.generate(ids, attention_mask=ids.ne(1), num_beams=BEAM, early_stopping=True,
+                                 length_penalty=1.0, do_sample=False, max_length=job["max_len_b"] + 2)
+        hyps = []
+        for row in out.tolist():
+            row = row[1:]                                                     # the decoder start </s>
+            hyps.append(row[: row.index(2) + 1] if 2 in row else row)
+        return hyps, [[t for t in r if t != 1] for r in ids.tolist()]
+    return run
+
+
+def _ctranslate2(job):
+    import ctranslate2
+
+    from porting.tokenizer import Tokenizer
+
+    tr = ctranslate2.Translator(job["ct2"], device="cpu", compute_type="float32",
+                                inter_threads=1, intra_threads=job["threads"])
+    tok = Tokenizer(Path(job["converted"]))
+    src_symbols = {i: s for s, i in tok.src_vocab.items()}
+    tgt_vocab = {s: i for i, s in tok.tgt_symbols.items()}
+
+    def run(batch):
+        pieces = [[src_symbols[i] for i in ids[:-1]] for ids in batch]       # CT2 appends </s> itself
+        res = tr.translate_batch(pieces, beam_size=BEAM, max_decoding_length=job["max_len_b"] + 1,
+                                 length_penalty=1.0, max_batch_size=len(batch), return_end_token=True)
+        hyps = [[tgt_vocab[t] for t in r.hypotheses[0]] for r in res]
+        return hyps, [[tok.src_vocab[p] for p in ps] + [2] for ps in pieces]
+    return run
+
+
+def _port(job, variant):
+    import torch
+
+    from porting.generate import Ensemble, GenerationOptions, generate, left_pad
+    from porting.load import load_ensemble
+
+    dtype = torch.bfloat16 if variant == "port-bf16" else torch.float32
+    _, members = load_ensemble(Path(job["converted"]), dtype)
+    ensemble = Ensemble(members, kernels="exact" if variant == "port-exact" else "fast")
+    if variant == "port-int8":
+        from porting.quantize import quantize_int8
+
+        quantize_int8(ensemble)
+    opts = GenerationOptions(beam=BEAM, max_len_b=job["max_len_b"])
+
+    def run(batch):
+        hyps = generate(ensemble, left_pad(batch), opts)
+        return [h[0].tokens for h in hyps], [list(b) for b in batch]
+    return run
+
+
+def worker(system: str, job: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    runner = {"fairseq": _fairseq, "transformers": _transformers, "ctranslate2": _ctranslate2}.get(system)
+    run = runner(job) if runner else _port(job, system)
+    ids = job["ids"]
+    batches = [[ids[i] for i in b] for b in job["batches"]]
+    run(batches[0])                                                   # warm-up, not timed
+    hyps, fed = [], []
+    start = time.perf_counter()
+    for batch in batches:
+        h, f = run(batch)
+        hyps += h
+        fed += f
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "hypotheses": hyps, "fed": fed,
+            "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+# ---------------------------------------------------------------- report
+
+def table(rows: list[dict]) -> str:
+    head = (f"{'model':<11} {'batch':>5} {'system':<13} {'sent/s':>8} {'tok/s':>9} {'peak RSS GB':>11} "
+            f"{'ours / it':>9} {'= fairseq':>10}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['model']:<11} {r['batch']:>5} {r['system']:<13} failed: {r['error']}")
+            continue
+        lines.append(f"{r['model']:<11} {r['batch']:>5} {r['system']:<13} {r['sent_s']:>8.2f} {r['tok_s']:>9.1f} "
+                     f"{r['peak_rss'] / 1e9:>11.2f} {r['speedup_of_port']:>8.2f}x {r['agree']:>4}/{r['lines']:<5}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="shipped,wmt19-size")
+    ap.add_argument("--batch-sizes", default="1,32")
+    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--lines", type=int, help="override the number of lines per run")
+    ap.add_argument("--work", type=Path, default=ROOT / ".build" / "bench")
+    ap.add_argument("--out", type=Path, help="results as JSON (default: WORK/speed.json)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--job", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        args.result.write_text(json.dumps(worker(args.worker, json.loads(args.job.read_text()))))
+        return
+
+    from parity import shipped
+    from porting.tokenizer import Tokenizer
+
+    systems = args.systems.split(",")
+    unknown = sorted(set(systems) - set(SYSTEMS))
+    if unknown:
+        raise SystemExit(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+    if "fairseq" in systems:
+        systems = ["fairseq"] + [s for s in systems if s != "fairseq"]   # the reference for agreement
+    setups = model_setups(args.work)
+    rows = []
+    print(f"threads {args.threads}; beam {BEAM}; fp32 unless named; "
+          f"ours / it = our port's tokens/s over that system's (>1: ours is faster)\n")
+    for model in args.models.split(","):
+        setup = setups[model]
+        paths = prepare(model, setup, args.work)
+        tok = Tokenizer(Path(paths["converted"]))
+        for bs in map(int, args.batch_sizes.split(",")):
+            n = args.lines or setup["lines"][bs]
+            ids = [tok.encode(line) for line in shipped.test_set()[0][:n]]
+            job = {**paths, "ids": ids, "batches": batches_of(ids, bs), "batch_size": bs, "threads": args.threads,
+                   "max_len_b": setup["max_len_b"]}
+            results = {}
+            for system in systems:
+                print(f"  {model} batch {bs}: {system} …", file=sys.stderr, flush=True)
+                results[system] = run_worker(system, job, args.work)
+            expected = [ids[i] for b in job["batches"] for i in b]
+            reference = results.get("fairseq", {}).get("hypotheses")
+            port = results.get("port", {})
+            for system, r in results.items():
+                row = {"model": model, "batch": bs, "system": system, "lines": n}
+                if "error" in r:
+                    rows.append({**row, "error": r["error"]})
+                    print(r.get("log", ""), file=sys.stderr)
+                    continue
+                if r["fed"] != expected:
+                    raise SystemExit(f"{system} was fed different inputs than the others ({model}, batch {bs})")
+                tokens = sum(map(len, r["hypotheses"]))
+                row.update(seconds=r["seconds"], sent_s=n / r["seconds"], tok_s=tokens / r["seconds"],
+                           peak_rss=r["peak_rss"], target_tokens=tokens,
+                           agree=sum(a == b for a, b in zip(r["hypotheses"], reference)) if reference else -1)
+                rows.append(row)
+            for row in rows:
+                if row["model"] == model and row["batch"] == bs and "error" not in row:
+                    ours = next((x for x in rows if x["model"] == model and x["batch"] == bs and x["system"] == "port"
+                                 and "error" not in x), None)
+                    row["speedup_of_port"] = ours["tok_s"] / row["tok_s"] if ours else float("nan")
+            del port
+    print(table(rows))
+    out = args.out or args.work / "speed.json"
+    out.write_text(json.dumps({"threads": args.threads, "beam": BEAM, "rows": rows}, indent=1) + "\n")
+    print(f"\nresults in {out}")
+
+
+if __name__ == "__main__":
+    main()
