@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: example test setup examples record clean parity
+.PHONY: example test setup examples record clean parity bench
 
 setup: $(STAMP)
 
@@ -45,3 +45,7 @@ parity: $(STAMP)
 	$(BIN)/porting convert fairseq --checkpoint reference_runs/models/ende-joined/model.pt --data-dir reference_runs/models/ende-joined --out .build/parity/ende-joined --force
 	$(BIN)/porting parity --original recorded:reference_runs/runs/ende-sep --port .build/parity/ende-sep --report .build/parity/report-ende-sep --force
 	$(BIN)/porting parity --original recorded:reference_runs/runs/ende-joined --port .build/parity/ende-joined --report .build/parity/report-ende-joined --force
+
+# Speed against fairseq, transformers' FSMT and CTranslate2 (about 15 minutes; not part of CI).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/speed.py

@@ -2,6 +2,7 @@
 
     porting parity --original recorded:RUN_DIR | fairseq:DIR[:model1.pt,model2.pt] --port OUT \
         [--input test.src --reference test.ref] [--atol 1e-5 --rtol 1e-4] [--mode accumulate|shadow] \
+        [--kernels fast|exact] \
         [--settings beam5_nbest5,greedy] --report REPORT_DIR [--record] [--force]
 
 Exit status 1 when parity fails (tensors beyond tolerance, a tokenization or hypothesis mismatch),
@@ -29,6 +30,8 @@ def add_arguments(p) -> None:
     p.add_argument("--mode", choices=("accumulate", "shadow"), default="accumulate",
                    help="accumulate: the port runs on its own; shadow: each port layer gets the original's input, "
                         "so a layer's own error is separated from the error it inherited (default: %(default)s)")
+    p.add_argument("--kernels", choices=("fast", "exact"), default="fast",
+                   help="the port's decoding kernels (default: %(default)s, what `porting translate` uses)")
     p.add_argument("--settings", help="comma-separated generation settings (default: all in the run)")
     p.add_argument("--report", type=Path, required=True, help="directory for report.json, report.md and report.html")
     p.add_argument("--record", action="store_true", help="keep the live fairseq run in the report directory")
@@ -124,7 +127,7 @@ def run(args) -> int:
     report = {"original": args.original, "port": str(args.port),
               "tensors": harness.tensors(args.port, run_dir, args.atol, args.rtol, args.mode),
               "tokenization": harness.tokenization(args.port, run_dir),
-              "generation": harness.generation(args.port, run_dir, settings)}
+              "generation": harness.generation(args.port, run_dir, settings, kernels=args.kernels)}
     main_setting = next((s for s in ("beam5_nbest5", "greedy") if s in report["generation"]), None)
     report["bleu"] = harness.bleu(report["generation"], run_dir, main_setting) if main_setting else None
     for g in report["generation"].values():

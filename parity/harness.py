@@ -100,11 +100,12 @@ def _step_log_probs(ensemble, src: list[int], prefix: list[int], tokens: tuple[i
     return [float(lp[0, tok]) for tok in tokens]
 
 
-def generation(port_dir: Path, run: Path, settings: list[str] | None, ngram_blocking: str = "fairseq") -> dict:
+def generation(port_dir: Path, run: Path, settings: list[str] | None, ngram_blocking: str = "fairseq",
+               kernels: str = "fast") -> dict:
     """Per setting: share of identical hypotheses; for each mismatch, where and how they part."""
     from porting.generate import Ensemble
 
-    ensemble = Ensemble(load_ensemble(port_dir)[1])
+    ensemble = Ensemble(load_ensemble(port_dir)[1], kernels)
     tok = Tokenizer(port_dir)
     inputs = _load(run, "inputs.json")
     ids, sources = inputs["ids"], inputs["source"]

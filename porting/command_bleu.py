@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from porting.command_translate import add_generation_flags, generation_options
+from porting.command_translate import add_generation_flags, generation_options, load_translator
 
 
 def add_arguments(p) -> None:
@@ -18,16 +18,14 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    import torch
     from tqdm import tqdm
 
     from porting.evaluate import DataError, read_parallel, score
     from porting.load import LoadError
-    from porting.translator import Translator
 
     try:
         source, reference = read_parallel(args.input, args.reference)
-        translator = Translator.from_pretrained(*args.model, dtype=getattr(torch, args.dtype))
+        translator = load_translator(args)
         options = generation_options(args)
         with tqdm(total=len(source), desc="translating", unit="line", disable=None) as bar:
             hyps = translator.translate(source, batch_size=args.batch_size, progress=bar.update, **options)

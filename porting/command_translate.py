@@ -28,6 +28,20 @@ def add_generation_flags(p) -> None:
                    help="fairseq's stopping rule (default) or transformers' early_stopping=True/False/'never'")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--kernels", choices=["fast", "exact"], default="fast",
+                   help="fast (default): cheaper kernels, same hypotheses; exact: fairseq's kernels, bitwise equal scores")
+    p.add_argument("--quantize", choices=["none", "int8"], default="none",
+                   help="int8: dynamic int8 linear layers (faster, approximate: see README for its BLEU cost)")
+
+
+def load_translator(args, **kwargs):
+    """The Translator the generation flags ask for."""
+    import torch
+
+    from porting.translator import Translator
+
+    return Translator.from_pretrained(*args.model, dtype=getattr(torch, args.dtype), kernels=args.kernels,
+                                      quantize=args.quantize, **kwargs)
 
 
 OPTION_FLAGS = ("beam", "nbest", "lenpen", "unkpen", "min_len", "max_len_a", "max_len_b",
@@ -77,14 +91,11 @@ def clean_lines(raw: bytes) -> tuple[list[str], list[str]]:
 
 
 def run(args) -> int:
-    import torch
-
     from porting.load import LoadError
-    from porting.translator import InputError, Translator
+    from porting.translator import InputError
 
     try:
-        translator = Translator.from_pretrained(*args.model, dtype=getattr(torch, args.dtype),
-                                                normalize_punctuation=args.normalize_punctuation)
+        translator = load_translator(args, normalize_punctuation=args.normalize_punctuation)
     except (LoadError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

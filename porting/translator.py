@@ -37,10 +37,18 @@ class Translator:
 
     @classmethod
     def from_pretrained(cls, *model_dirs: str | Path, dtype: torch.dtype = torch.float32,
-                        normalize_punctuation: bool = False) -> "Translator":
-        """Each directory contributes all its members (a converted ensemble); vocabularies must agree."""
+                        normalize_punctuation: bool = False, kernels: str = "fast",
+                        quantize: str | None = None) -> "Translator":
+        """Each directory contributes all its members (a converted ensemble); vocabularies must agree.
+
+        kernels: "fast" (default) or "exact" (fairseq's kernels, bitwise equal to fairseq).
+        quantize: None or "int8" (dynamic int8 linear layers; float32 and fast kernels only)."""
         if not model_dirs:
             raise ValueError("give at least one converted model directory")
+        if quantize not in (None, "none", "int8"):
+            raise ValueError(f"quantize must be int8 or none, got {quantize!r}")
+        if quantize == "int8" and (dtype != torch.float32 or kernels != "fast"):
+            raise ValueError("int8 quantization needs --dtype float32 and --kernels fast")
         models, first = [], None
         for d in model_dirs:
             config, members = load_ensemble(d, dtype)
@@ -50,7 +58,12 @@ class Translator:
                     (first["src_vocab_size"], first["tgt_vocab_size"], first["langs"]):
                 raise ValueError(f"{d}: vocabularies or languages differ from {model_dirs[0]}: cannot ensemble")
             models += members
-        return cls(Tokenizer(model_dirs[0], normalize_punctuation), Ensemble(models), first)
+        ensemble = Ensemble(models, kernels)
+        if quantize == "int8":
+            from porting.quantize import quantize_int8
+
+            quantize_int8(ensemble)
+        return cls(Tokenizer(model_dirs[0], normalize_punctuation), ensemble, first)
 
     @staticmethod
     def default_options(model_dir: str | Path) -> dict:

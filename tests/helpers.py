@@ -26,3 +26,14 @@ def convert_cli(*args: str) -> int:
 
 def namespace(**kw) -> argparse.Namespace:
     return argparse.Namespace(**kw)
+
+
+def same_up_to_ties(ours, theirs, tol: float) -> bool:
+    """The fast kernels' n-best list against fairseq's (dicts with "tokens" and "score"): the same
+    hypotheses, the best one first on both sides, and any other order difference only between
+    hypotheses whose scores are within `tol` (a last-bit difference can order two hypotheses that
+    fairseq scores exactly equal the other way)."""
+    toks = [h.tokens for h in ours]
+    if ours[0].tokens != theirs[0]["tokens"] or sorted(toks) != sorted(t["tokens"] for t in theirs):
+        return False
+    return all(abs(h.score - t["score"]) < tol for h, t in zip(ours, theirs))

@@ -15,6 +15,7 @@ from parity import shipped
 from porting.generate import KERNELS, Ensemble, GenerationOptions, generate, left_pad
 from porting.load import load_ensemble
 from porting.tokenizer import Tokenizer
+from tests.helpers import same_up_to_ties
 
 RUNS = shipped.RUNS
 MANIFEST = json.loads((RUNS / "manifest.json").read_text())
@@ -34,16 +35,6 @@ def ensembles(converted, request):
     return {run: Ensemble(load_ensemble(converted[run])[1], kernels=request.param) for run in MANIFEST["runs"]}
 
 
-def same_up_to_ties(ours, theirs) -> bool:
-    """The fast kernels' n-best list: the same hypotheses, the best one first on both sides, and any
-    other order difference only between hypotheses whose scores are within SCORE_TOL (a last-bit
-    difference can order two hypotheses that fairseq scores exactly equal the other way)."""
-    toks = [h.tokens for h in ours]
-    if ours[0].tokens != theirs[0]["tokens"] or sorted(toks) != sorted(t["tokens"] for t in theirs):
-        return False
-    return all(abs(h.score - t["score"]) < SCORE_TOL for h, t in zip(ours, theirs))
-
-
 @pytest.mark.parametrize("run,setting", [(r, s) for r, spec in MANIFEST["runs"].items() for s in spec["settings"]])
 def test_generation_matches_fairseq(ensembles, run, setting):
     rec = load(run, f"generation/{setting}.json")
@@ -56,7 +47,7 @@ def test_generation_matches_fairseq(ensembles, run, setting):
         ours = generate(ensembles[run], left_pad([ids[i] for i in batch]), opts)
         for i, hyps in zip(batch, ours):
             theirs = rec["hypotheses"][i]
-            if exact or not same_up_to_ties(hyps, theirs):
+            if exact or not same_up_to_ties(hyps, theirs, SCORE_TOL):
                 if [h.tokens for h in hyps] != [t["tokens"] for t in theirs]:
                     mismatches.append(i)
                     continue
