@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parity.settings import SETTINGS
-from porting.generate import Ensemble, GenerationOptions, generate
+from porting.generate import KERNELS, Ensemble, GenerationOptions, generate
 from porting.load import load_ensemble
 from porting.tokenizer import Tokenizer
 from tests.conftest import requires_fairseq
@@ -30,42 +30,36 @@ def pair(request, tmp_path_factory):
     return load_hub(src, "model.pt", "en", "de"), Ensemble(load_ensemble(out)[1], kernels="exact"), out
 
 
-@pytest.mark.parametrize("setting", sorted(SETTINGS))
-def test_generation_matches_live_fairseq(pair, setting):
+def side_by_side(hub, ensemble, setting):
+    """(line, port hypotheses, fairseq hypotheses) for the first LINES test lines, in fairseq's batches."""
     from parity import shipped
 
-    hub, ensemble, _ = pair
     options = dict(SETTINGS[setting])
     toks = [hub.encode(line) for line in shipped.test_set()[0][:LINES]]
     beam = options.pop("beam")
     theirs = hub.generate(toks, beam=beam, **options)
     opts = GenerationOptions(beam=beam, **options, ngram_blocking="fairseq")
     for batch in hub._build_batches(toks, False):
-        ours = generate(ensemble, batch["net_input"]["src_tokens"], opts)
-        for i, hyps in zip(batch["id"].tolist(), ours):
-            assert [h.tokens for h in hyps] == [t["tokens"].tolist() for t in theirs[i]], f"line {i}"
-            for h, t in zip(hyps, theirs[i]):
+        for i, hyps in zip(batch["id"].tolist(), generate(ensemble, batch["net_input"]["src_tokens"], opts)):
+            yield i, hyps, theirs[i]
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+def test_generation_matches_live_fairseq(pair, setting, kernels):
+    hub, exact, out = pair
+    ensemble = exact if kernels == "exact" else Ensemble(load_ensemble(out)[1], kernels=kernels)
+    for i, hyps, theirs in side_by_side(hub, ensemble, setting):
+        if kernels == "exact":
+            assert [h.tokens for h in hyps] == [t["tokens"].tolist() for t in theirs], f"line {i}"
+            for h, t in zip(hyps, theirs):
                 # same machine, same threads, same kernels in the same order: exactly equal
                 assert h.score == float(t["score"])
                 assert h.positional_scores == t["positional_scores"].tolist()
-
-
-@pytest.mark.parametrize("setting", sorted(SETTINGS))
-def test_fast_kernels_match_live_fairseq(pair, setting):
-    """The default (fast) kernels: the same hypotheses (n-best order free only within score ties),
-    scores within 1e-4 (observed ~1e-6: float summation order)."""
-    from parity import shipped
-
-    hub, _, out = pair
-    fast = Ensemble(load_ensemble(out)[1], kernels="fast")
-    options = dict(SETTINGS[setting])
-    toks = [hub.encode(line) for line in shipped.test_set()[0][:LINES]]
-    beam = options.pop("beam")
-    theirs = hub.generate(toks, beam=beam, **options)
-    opts = GenerationOptions(beam=beam, **options, ngram_blocking="fairseq")
-    for batch in hub._build_batches(toks, False):
-        for i, hyps in zip(batch["id"].tolist(), generate(fast, batch["net_input"]["src_tokens"], opts)):
-            ref = [{"tokens": t["tokens"].tolist(), "score": float(t["score"])} for t in theirs[i]]
+        else:
+            # the same hypotheses (n-best order free only within score ties), scores within 1e-4
+            # (observed ~1e-6: float summation order)
+            ref = [{"tokens": t["tokens"].tolist(), "score": float(t["score"])} for t in theirs]
             assert same_up_to_ties(hyps, ref, 1e-4), f"line {i}"
 
 
