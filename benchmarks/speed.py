@@ -240,13 +240,14 @@ def main() -> None:
     rows = []
     print(f"threads {args.threads}; beam {BEAM}; fp32 unless named; "
           f"ours / it = our port's tokens/s over that system's (>1: ours is faster)\n")
+    source, references = shipped.test_set()
     for model in args.models.split(","):
         setup = setups[model]
         paths = prepare(model, setup, args.work)
         tok = Tokenizer(Path(paths["converted"]))
         for bs in map(int, args.batch_sizes.split(",")):
             n = args.lines or setup["lines"][bs]
-            ids = [tok.encode(line) for line in shipped.test_set()[0][:n]]
+            ids = [tok.encode(line) for line in source[:n]]
             job = {**paths, "ids": ids, "batches": batches_of(ids, bs), "batch_size": bs, "threads": args.threads,
                    "max_len_b": setup["max_len_b"], "repeat": args.repeat}
             results = {}
@@ -255,7 +256,7 @@ def main() -> None:
                 results[system] = run_worker(system, job, args.work)
             line_order = [i for b in job["batches"] for i in b]
             expected = [ids[i] for i in line_order]
-            refs = [shipped.test_set()[1][i] for i in line_order]
+            refs = [references[i] for i in line_order]
             reference = results.get("fairseq", {}).get("hypotheses")
             for system, r in results.items():
                 row = {"model": model, "batch": bs, "system": system, "lines": n}
@@ -272,11 +273,10 @@ def main() -> None:
                            peak_rss=r["peak_rss"], target_tokens=tokens,
                            agree=sum(a == b for a, b in zip(r["hypotheses"], reference)) if reference else -1)
                 rows.append(row)
-            for row in rows:
-                if row["model"] == model and row["batch"] == bs and "error" not in row:
-                    ours = next((x for x in rows if x["model"] == model and x["batch"] == bs and x["system"] == "port"
-                                 and "error" not in x), None)
-                    row["speedup_of_port"] = ours["tok_s"] / row["tok_s"] if ours else float("nan")
+            done = [r for r in rows if r["model"] == model and r["batch"] == bs and "error" not in r]
+            ours = next((r["tok_s"] for r in done if r["system"] == "port"), float("nan"))
+            for row in done:
+                row["speedup_of_port"] = ours / row["tok_s"]
     print(table(rows))
     out = args.out or args.work / "speed.json"
     out.write_text(json.dumps({"threads": args.threads, "beam": BEAM, "rows": rows}, indent=1) + "\n")

@@ -24,15 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from porting.model import PAD, Embeddings, EncoderOut, Transformer
+from porting.model import PAD, Embeddings, EncoderOut, Transformer, residual_block
 
 SKINNY_ROWS = 16            # at most this many rows,
 SKINNY_WEIGHTS = 1 << 19    # and at least this many weights: the weight-streaming product pays
                             # (below, per-call overhead dominates and F.linear is as fast)
-
-
-def _norm(x: Tensor, ln: nn.LayerNorm) -> Tensor:
-    return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
 
 
 def linear(x: Tensor, layer: nn.Module) -> Tensor:
@@ -47,7 +43,8 @@ def linear(x: Tensor, layer: nn.Module) -> Tensor:
 
 
 class FastDecoder:
-    """Incremental decoding for one model. Caches are the per-layer dicts of ``Ensemble.new_caches``."""
+    """Incremental decoding for one model. Caches are the per-layer dicts of ``Ensemble.new_caches``;
+    same interface as ``porting.generate.ExactDecoder``."""
 
     def __init__(self, model: Transformer):
         self.model = model
@@ -74,22 +71,13 @@ class FastDecoder:
         positions = torch.full((n, 1), PAD + t, dtype=torch.long)   # no padding while generating
         x = Embeddings.forward(dec, prev[:, -1:], positions)[:, 0]          # [N, 1, C] -> [N, C]
         for layer, qkv, cache in zip(dec.layers, self.qkv, caches):
-            # fairseq's sublayers, written out (no closures: this runs layers x steps times)
-            h = _norm(x, layer.self_attn_layer_norm) if layer.pre else x
-            x = x + self._self_attn(layer, qkv, h, cache)
-            if not layer.pre:
-                x = _norm(x, layer.self_attn_layer_norm)
-            h = _norm(x, layer.encoder_attn_layer_norm) if layer.pre else x
-            x = x + self._cross_attn(layer, h, enc, cache)
-            if not layer.pre:
-                x = _norm(x, layer.encoder_attn_layer_norm)
-            h = _norm(x, layer.final_layer_norm) if layer.pre else x
-            x = x + linear(layer.act(linear(h, layer.fc1)), layer.fc2)
-            if not layer.pre:
-                x = _norm(x, layer.final_layer_norm)
+            x = residual_block(x, layer.self_attn_layer_norm, lambda h: self._self_attn(layer, qkv, h, cache), layer.pre)
+            x = residual_block(x, layer.encoder_attn_layer_norm, lambda h: self._cross_attn(layer, h, enc, cache), layer.pre)
+            x = residual_block(x, layer.final_layer_norm,
+                               lambda h: linear(layer.act(linear(h, layer.fc1)), layer.fc2), layer.pre)
         if dec.layer_norm is not None:
-            x = _norm(x, dec.layer_norm)
-        if self.output_t is not None and x.size(0) > SKINNY_ROWS and type(dec.output_projection) is nn.Linear:
+            x = dec.layer_norm(x)
+        if self.output_t is not None and x.size(0) > SKINNY_ROWS:   # None once quantized
             return torch.mm(x, self.output_t)                               # [N, C] x [C, V]
         return linear(x, dec.output_projection)
 
@@ -121,6 +109,11 @@ class FastDecoder:
         q = (linear(h, a.q_proj) * a.scaling).view(b, beam, self.heads, -1).transpose(1, 2)  # [B, H, beam, D]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)          # [B, H, beam, D]
         return linear(out.transpose(1, 2).reshape(n, c), a.out_proj)
+
+    @staticmethod
+    def for_beam(enc: EncoderOut, beam: int) -> EncoderOut:
+        """One copy per sentence: the beam rows of a sentence attend to it together."""
+        return enc
 
     @staticmethod
     def reorder(caches: list[dict], order: Tensor) -> None:

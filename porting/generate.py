@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from porting.fast import FastDecoder
 from porting.model import PAD, EncoderOut, Transformer
 
 EOS, UNK = 2, 3
@@ -74,6 +75,37 @@ class Hypothesis:
 KERNELS = ("fast", "exact")
 
 
+class ExactDecoder:
+    """fairseq's kernels operation by operation (``porting.model``'s decoder step): bitwise equal
+    to fairseq. Same interface as ``porting.fast.FastDecoder``."""
+
+    def __init__(self, model: Transformer):
+        self.model = model
+        self.heads = model.arch.decoder_attention_heads
+
+    @staticmethod
+    def for_beam(enc: EncoderOut, beam: int) -> EncoderOut:
+        """fairseq repeats each sentence's encoder output `beam` times."""
+        order = torch.arange(enc.out.size(1)).view(-1, 1).repeat(1, beam).view(-1)
+        return enc.select(order)
+
+    def step(self, prev: Tensor, enc: EncoderOut, caches: list[dict]) -> Tensor:
+        return self.model.decoder.step(prev, enc, caches)
+
+    def reorder(self, caches: list[dict], order: Tensor) -> None:
+        """Follow the surviving hypotheses. Self-attention caches are reordered every step; encoder
+        keys/values only when sentences have left the batch: fairseq skips them while the row count
+        is unchanged (each sentence's rows hold identical copies, so a reorder within it is a no-op)."""
+        heads = self.heads
+        for cache in caches:
+            keys = ("k", "v") if cache["enc_k"].size(0) == order.numel() * heads else ("k", "v", "enc_k", "enc_v")
+            for key in keys:
+                t = cache[key]                                              # [N*H, t, D]
+                cache[key] = t.view(-1, heads, t.size(1), t.size(2)).index_select(0, order).view(-1, t.size(1), t.size(2))
+            if "enc_k" in keys and cache["enc_mask"] is not None:
+                cache["enc_mask"] = cache["enc_mask"].index_select(0, order)
+
+
 class Ensemble:
     """One or several models decoding together (several = fairseq's checkpoint ensemble).
 
@@ -86,30 +118,20 @@ class Ensemble:
         self.models = models
         self.kernels = kernels
         self.max_decoder_positions = min(m.arch.max_target_positions for m in models)
-        if kernels == "fast":
-            from porting.fast import FastDecoder
-
-            self.fast = [FastDecoder(m) for m in models]
+        decoder = FastDecoder if kernels == "fast" else ExactDecoder
+        self.decoders = [decoder(m) for m in models]
 
     def encode(self, src_tokens: Tensor) -> list[EncoderOut]:
         return [m.encoder(src_tokens) for m in self.models]
 
     def for_beam(self, encs: list[EncoderOut], beam: int) -> list[EncoderOut]:
-        """Encoder outputs as ``step`` wants them for `beam` rows per sentence: fairseq (exact)
-        repeats each sentence `beam` times; the fast step keeps one copy per sentence."""
-        if self.kernels == "fast":
-            return encs
-        bsz = encs[0].out.size(1)
-        order = torch.arange(bsz).view(-1, 1).repeat(1, beam).view(-1)   # each sentence `beam` times
-        return [e.select(order) for e in encs]
+        """Encoder outputs as ``step`` wants them for `beam` rows per sentence."""
+        return [d.for_beam(e, beam) for d, e in zip(self.decoders, encs)]
 
     def step(self, tokens: Tensor, encs: list[EncoderOut], caches: list[list[dict]]) -> Tensor:
         """Log-probs [N, V] of the next token after `tokens` [N, t]."""
-        if self.kernels == "fast":
-            logits = [f.step(tokens, enc, cache) for f, enc, cache in zip(self.fast, encs, caches)]
-        else:
-            logits = [m.decoder.step(tokens, enc, cache) for m, enc, cache in zip(self.models, encs, caches)]
-        lprobs = [m.log_probs(x) for m, x in zip(self.models, logits)]
+        lprobs = [m.log_probs(d.step(tokens, enc, cache))
+                  for m, d, enc, cache in zip(self.models, self.decoders, encs, caches)]
         if len(lprobs) == 1:
             return lprobs[0]
         return torch.logsumexp(torch.stack(lprobs, dim=0), dim=0) - math.log(len(lprobs))
@@ -118,24 +140,8 @@ class Ensemble:
         return [[{} for _ in m.decoder.layers] for m in self.models]
 
     def reorder_caches(self, caches: list[list[dict]], order: Tensor) -> None:
-        """Follow the surviving hypotheses. Self-attention caches are reordered every step; encoder
-        keys/values only when sentences have left the batch: fairseq skips them while the row count
-        is unchanged (each sentence's rows hold identical copies, so a reorder within it is a no-op)."""
-        if self.kernels == "fast":
-            from porting.fast import FastDecoder
-
-            for model_caches in caches:
-                FastDecoder.reorder(model_caches, order)
-            return
-        for m, model_caches in zip(self.models, caches):
-            heads = m.arch.decoder_attention_heads
-            for cache in model_caches:
-                keys = ("k", "v") if cache["enc_k"].size(0) == order.numel() * heads else ("k", "v", "enc_k", "enc_v")
-                for key in keys:
-                    t = cache[key]                                          # [N*H, t, D]
-                    cache[key] = t.view(-1, heads, t.size(1), t.size(2)).index_select(0, order).view(-1, t.size(1), t.size(2))
-                if "enc_k" in keys and cache["enc_mask"] is not None:
-                    cache["enc_mask"] = cache["enc_mask"].index_select(0, order)
+        for d, model_caches in zip(self.decoders, caches):
+            d.reorder(model_caches, order)
 
 
 def left_pad(rows: list[list[int]]) -> Tensor:

@@ -31,7 +31,7 @@ def quantize_int8(ensemble: Ensemble) -> Ensemble:
         raise ValueError("int8 quantization needs kernels='fast'")
     if torch.backends.quantized.engine not in ("fbgemm", "x86", "qnnpack"):
         raise RuntimeError(f"no int8 engine on this machine (torch reports {torch.backends.quantized.engine!r})")
-    for model, fast in zip(ensemble.models, ensemble.fast):
+    for model, fast in zip(ensemble.models, ensemble.decoders):
         fast.qkv = [_int8(q) for q in fast.qkv]
         for layer in model.decoder.layers:
             layer.self_attn.out_proj = _int8(layer.self_attn.out_proj)
