@@ -10,12 +10,19 @@ identical (tests/test_port_reference_runs.py, tests/test_port_live_fairseq.py):
     carries `beam` identical copies): the beam rows of a sentence attend together, [B, H, beam, S];
   * self-attention q, k and v from one fused projection ([3C, C] weights, concatenated once), and
     keys and values cached together ([N, 2, H, t, D]: one concatenation and one reorder per layer);
-  * attention as one ``F.scaled_dot_product_attention`` call (q pre-scaled as fairseq does, so the
-    kernel's own scale is 1); softmax accumulates in float32 as fairseq's does;
+  * attention (``attention``) as one ``F.scaled_dot_product_attention`` call for few (batch, head,
+    query) rows, where its fused CPU kernel wins, and as q k^T, softmax, x v in three calls for
+    more, where that kernel is 2-3.5x slower (measured 160 rows x 4 heads: 180 us vs 104 us);
+    q is pre-scaled as fairseq does (the kernel's own scale is 1); softmax in float32 either way;
   * batch-first [N, C] states for the one-token step: no [1, N, C] time dimension to carry;
-  * few rows (beam 5 of one sentence): weights [out, in] times x^T, which streams each weight row
-    once. torch's ``F.linear`` takes a path ~2-3x slower for such skinny products on this CPU
-    (measured: 5 x 1024 -> 31232 in 29 ms vs 8 ms; from 40 rows on, both are the same).
+  * few rows (beam 5 of one sentence) and large weights: oneDNN's inner product on weights packed
+    once for it (``torch.ops.mkldnn``, the kernels torch's own compiler uses for frozen linears).
+    torch's ``F.linear`` (MKL) is 2-4x slower for such skinny products on this AMD CPU (measured
+    5 x 1024 -> 4096: 1.86 ms vs 0.55 ms; 5 x 1024 -> 31232: 28.7 ms vs 7 ms); from ~160 rows on
+    both are the same and from ~600 rows MKL is faster, so wide products keep ``F.linear``. Where
+    torch has no oneDNN, weights [out, in] times x^T (which streams each weight row once) stands in;
+  * the search's top-2*beam candidates from a prefilter (``top_candidates``): torch.topk over a
+    sentence's beam x vocab scores costs ~1 ns per score, the maximum of each small chunk far less.
 Layers that are not plain ``nn.Linear`` (int8-quantized ones) are called as modules.
 """
 from __future__ import annotations
@@ -27,19 +34,81 @@ from torch import Tensor, nn
 from porting.model import PAD, Embeddings, EncoderOut, Transformer, residual_block
 
 SKINNY_ROWS = 16            # at most this many rows,
-SKINNY_WEIGHTS = 1 << 19    # and at least this many weights: the weight-streaming product pays
-                            # (below, per-call overhead dominates and F.linear is as fast)
+SKINNY_WEIGHTS = 1 << 18    # and at least this many weights: packed oneDNN weights pay (below,
+                            # its ~25 us fixed cost per call dominates and F.linear is faster)
 
 
-def linear(x: Tensor, layer: nn.Module) -> Tensor:
-    """layer(x) for x [N, C_in] -> [N, C_out]."""
+def pack(layer: nn.Module) -> Tensor | None:
+    """oneDNN's packed copy of a large float32 nn.Linear's weight; None where it would not pay or
+    where this torch has no oneDNN (then ``linear`` falls back to the W x^T product)."""
+    if type(layer) is not nn.Linear or layer.weight.dtype != torch.float32 or layer.weight.numel() < SKINNY_WEIGHTS:
+        return None
+    try:
+        return torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), 5)   # packed for ~beam rows
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def linear(x: Tensor, layer: nn.Module, packed: dict) -> Tensor:
+    """layer(x) for x [N, C_in] -> [N, C_out]; ``packed``: ``pack``'s weights by layer."""
     if type(layer) is not nn.Linear:
         return layer(x)
     if x.size(0) > SKINNY_ROWS or layer.weight.numel() < SKINNY_WEIGHTS:
         return F.linear(x, layer.weight, layer.bias)
+    weight = packed.get(layer)
+    if weight is not None:
+        return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, "none", [], "")
     if layer.bias is None:
         return torch.mm(layer.weight, x.t()).t().contiguous()                   # [out, N] -> [N, out]
     return torch.addmm(layer.bias.unsqueeze(1), layer.weight, x.t()).t().contiguous()
+
+
+def fused_qkv(a: nn.Module) -> nn.Linear:
+    """One [3C, C] projection for an attention's q, k and v (a copy: the model's stay as they are)."""
+    fused = nn.Linear(a.q_proj.in_features, 3 * a.q_proj.out_features).to(a.q_proj.weight.dtype)
+    with torch.no_grad():
+        fused.weight.copy_(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))
+        fused.bias.copy_(torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]))
+    return fused.requires_grad_(False)
+
+
+def additive_mask(pad: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """[B, S] True at padding -> [B, 1, 1, S]: 0 where attended, -inf at padding."""
+    if pad is None:
+        return None
+    return torch.zeros(pad.shape, dtype=dtype).masked_fill(pad, float("-inf"))[:, None, None, :]
+
+
+FUSED_ATTENTION_ROWS = 64   # at most this many (batch, head, query) rows: the fused kernel
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    """softmax(q k^T + mask) v for q [N, H, Q, D] (already scaled), k and v [N, H, T, D], mask
+    additive (0 or -inf) [N, 1, 1, T] -> [N, H, Q, D]."""
+    if q.size(0) * q.size(1) * q.size(2) <= FUSED_ATTENTION_ROWS:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+    weights = torch.matmul(q, k.transpose(-1, -2))                        # [N, H, Q, T]
+    if mask is not None:
+        weights += mask
+    return torch.matmul(torch.softmax(weights, dim=-1), v)
+
+
+def top_candidates(scores: Tensor, k: int, chunk_of: int) -> tuple[Tensor, Tensor]:
+    """torch.topk(scores, k) for scores [B, W] (W a multiple of ``chunk_of``, a sentence's beam x
+    vocab scores): the same k values and positions, except that among equal scores another may be
+    chosen and ordered first. The k best lie in at most k chunks, and those chunks' maxima are
+    the k largest chunk maxima; so only k chunks are searched in full.
+    chunk_of: the vocabulary size; chunks are its largest divisor up to 64."""
+    b, width = scores.shape
+    chunk = max(d for d in range(1, 65) if chunk_of % d == 0)
+    if chunk < 8 or width < 8 * k * chunk:                    # nothing to gain
+        return torch.topk(scores, k)
+    maxima = scores.view(b, width // chunk, chunk).amax(-1)               # [B, W/chunk]
+    best = torch.topk(maxima, k, sorted=False)[1]                         # [B, k] chunk numbers
+    # [B, k, 1] * chunk + [chunk] -> [B, k * chunk] positions in scores
+    where = (best.unsqueeze(-1) * chunk + torch.arange(chunk)).view(b, k * chunk)
+    values, among = torch.topk(torch.gather(scores, 1, where), k)
+    return values, torch.gather(where, 1, among)
 
 
 class FastDecoder:
@@ -49,20 +118,23 @@ class FastDecoder:
     def __init__(self, model: Transformer):
         self.model = model
         self.heads = model.arch.decoder_attention_heads
-        self.qkv = []
-        for layer in model.decoder.layers:
-            a = layer.self_attn
-            fused = nn.Linear(a.q_proj.in_features, 3 * a.q_proj.out_features).to(a.q_proj.weight.dtype)
-            with torch.no_grad():
-                fused.weight.copy_(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))
-                fused.bias.copy_(torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]))
-            self.qkv.append(fused.requires_grad_(False))
+        self.qkv = [fused_qkv(layer.self_attn) for layer in model.decoder.layers]
+        self.repack()
         # The output projection is the largest product per step. For many rows MKL multiplies
         # faster by weights laid out [in, out] (measured 160 x 128 -> 6992: 2.1 ms vs 4.0 ms with
         # F.linear; same values, bitwise equal results); for few rows the [out, in] layout streams
         # better (see linear()). One extra copy of this one matrix keeps both.
         out = model.decoder.output_projection
         self.output_t = out.weight.detach().t().contiguous() if type(out) is nn.Linear else None   # [C, V]
+
+    def repack(self) -> None:
+        """Pack the large float linears for few-row products (again after they are replaced)."""
+        dec = self.model.decoder
+        layers = [*self.qkv, dec.output_projection]
+        for layer in dec.layers:
+            layers += [layer.self_attn.out_proj, layer.fc1, layer.fc2,
+                       layer.encoder_attn.q_proj, layer.encoder_attn.out_proj]
+        self.packed = {layer: w for layer in layers if (w := pack(layer)) is not None}
 
     def step(self, prev: Tensor, enc: EncoderOut, caches: list[dict]) -> Tensor:
         """prev [N, t] (all tokens so far), enc per sentence (B = N / beam) -> logits [N, V]."""
@@ -74,41 +146,53 @@ class FastDecoder:
             x = residual_block(x, layer.self_attn_layer_norm, lambda h: self._self_attn(layer, qkv, h, cache), layer.pre)
             x = residual_block(x, layer.encoder_attn_layer_norm, lambda h: self._cross_attn(layer, h, enc, cache), layer.pre)
             x = residual_block(x, layer.final_layer_norm,
-                               lambda h: linear(layer.act(linear(h, layer.fc1)), layer.fc2), layer.pre)
+                               lambda h: self._linear(layer.act(self._linear(h, layer.fc1)), layer.fc2), layer.pre)
         if dec.layer_norm is not None:
             x = dec.layer_norm(x)
         if self.output_t is not None and x.size(0) > SKINNY_ROWS:   # None once quantized
             return torch.mm(x, self.output_t)                               # [N, C] x [C, V]
-        return linear(x, dec.output_projection)
+        return self._linear(x, dec.output_projection)
+
+    def _linear(self, x: Tensor, layer: nn.Module) -> Tensor:
+        return linear(x, layer, self.packed)
 
     def _self_attn(self, layer, qkv: nn.Module, h: Tensor, cache: dict) -> Tensor:
         a = layer.self_attn
         n, c = h.shape
-        q, kv = linear(h, qkv).split((c, 2 * c), dim=1)                    # [N, C], [N, 2C]
+        q, kv = self._linear(h, qkv).split((c, 2 * c), dim=1)                    # [N, C], [N, 2C]
         q = (q * a.scaling).view(n, self.heads, 1, -1)                      # [N, H, 1, D]
         kv = kv.reshape(n, 2, self.heads, 1, -1)                            # [N, 2, H, 1, D]
         if "kv" in cache:
             kv = torch.cat([cache["kv"], kv], 3)                            # [N, 2, H, t, D]
         cache["kv"] = kv
-        out = F.scaled_dot_product_attention(q, kv[:, 0], kv[:, 1], scale=1.0)   # [N, H, 1, D]
-        return linear(out.view(n, c), a.out_proj)
+        out = attention(q, kv[:, 0], kv[:, 1])                              # [N, H, 1, D]
+        return self._linear(out.view(n, c), a.out_proj)
 
     def _cross_attn(self, layer, h: Tensor, enc: EncoderOut, cache: dict) -> Tensor:
         a = layer.encoder_attn
         n, c = h.shape
         if "enc_k" not in cache:                                            # first step: one copy per sentence
-            s, b, _ = enc.out.shape
-            flat = enc.out.reshape(s * b, c)                                 # [S, B, C] -> [S*B, C]
-            # [S*B, C] -> [S, B, H, D] -> [B, H, S, D]
-            cache["enc_k"] = linear(flat, a.k_proj).view(s, b, self.heads, -1).permute(1, 2, 0, 3).contiguous()
-            cache["enc_v"] = linear(flat, a.v_proj).view(s, b, self.heads, -1).permute(1, 2, 0, 3).contiguous()
-            cache["enc_mask"] = None if enc.pad_mask is None else ~enc.pad_mask[:, None, None, :]   # [B, 1, 1, S]
-            cache["beam"] = n // b
+            cache["enc_k"], cache["enc_v"] = self._encoder_keys_values(a, enc)  # [B, H, S, D] each
+            cache["enc_mask"] = additive_mask(enc.pad_mask, h.dtype)            # [B, 1, 1, S]
+            cache["beam"] = n // cache["enc_k"].size(0)
         k, v, mask = cache["enc_k"], cache["enc_v"], cache["enc_mask"]
         b, beam = k.size(0), cache["beam"]
-        q = (linear(h, a.q_proj) * a.scaling).view(b, beam, self.heads, -1).transpose(1, 2)  # [B, H, beam, D]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)          # [B, H, beam, D]
-        return linear(out.transpose(1, 2).reshape(n, c), a.out_proj)
+        q = (self._linear(h, a.q_proj) * a.scaling).view(b, beam, self.heads, -1).transpose(1, 2)  # [B, H, beam, D]
+        out = attention(q, k, v, mask)                                                     # [B, H, beam, D]
+        return self._linear(out.transpose(1, 2).reshape(n, c), a.out_proj)
+
+    def _encoder_keys_values(self, a: nn.Module, enc: EncoderOut) -> tuple[Tensor, Tensor]:
+        s, b, c = enc.out.shape
+        if enc.kept is None:
+            # [S, B, C] -> [S*B, C] -> (projected) [S, B, H, D] -> [B, H, S, D]
+            flat = enc.out.reshape(s * b, c)
+            return tuple(self._linear(flat, p).view(s, b, self.heads, -1).permute(1, 2, 0, 3).contiguous()
+                         for p in (a.k_proj, a.v_proj))
+        # real tokens only (porting/fast_encoder.py): [T, C] -> zeros at padding [B*S, C]
+        # -> [B, S, H, D] -> [B, H, S, D]; padded keys are masked out of every attention
+        rows, keep = enc.kept
+        return tuple(rows.new_zeros(b * s, c).index_copy_(0, keep, self._linear(rows, p))
+                     .view(b, s, self.heads, -1).transpose(1, 2).contiguous() for p in (a.k_proj, a.v_proj))
 
     @staticmethod
     def for_beam(enc: EncoderOut, beam: int) -> EncoderOut:

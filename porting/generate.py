@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from porting.fast import FastDecoder
+from porting.fast import FastDecoder, top_candidates
+from porting.fast_encoder import FastEncoder
 from porting.model import PAD, EncoderOut, Transformer
 
 EOS, UNK = 2, 3
@@ -120,9 +121,10 @@ class Ensemble:
         self.max_decoder_positions = min(m.arch.max_target_positions for m in models)
         decoder = FastDecoder if kernels == "fast" else ExactDecoder
         self.decoders = [decoder(m) for m in models]
+        self.encoders = [FastEncoder(m) if kernels == "fast" else m.encoder for m in models]
 
     def encode(self, src_tokens: Tensor) -> list[EncoderOut]:
-        return [m.encoder(src_tokens) for m in self.models]
+        return [encoder(src_tokens) for encoder in self.encoders]
 
     def for_beam(self, encs: list[EncoderOut], beam: int) -> list[EncoderOut]:
         """Encoder outputs as ``step`` wants them for `beam` rows per sentence."""
@@ -205,7 +207,8 @@ def _search(ensemble, encs, opts, bsz, beam, max_len):
             ensemble.reorder_caches(caches, reorder_state)
         lprobs = ensemble.step(tokens[:, : step + 1], encs, caches)   # [N, V]
         vocab = lprobs.size(-1)
-        lprobs[lprobs != lprobs] = -math.inf
+        # fairseq: lprobs[lprobs != lprobs] = -inf; the same values, without a [N, V] mask (~15x faster)
+        torch.nan_to_num_(lprobs, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
         lprobs[:, PAD] = -math.inf
         lprobs[:, UNK] -= opts.unkpen
         if step >= max_len:
@@ -223,7 +226,11 @@ def _search(ensemble, encs, opts, bsz, beam, max_len):
         else:
             lp = lp + scores.view(bsz, beam, -1)[:, :, step - 1].unsqueeze(-1)
         flat = lp.view(bsz, -1)
-        cand_scores, cand_indices = torch.topk(flat, k=min(cand_size, flat.size(1) - 1))
+        k = min(cand_size, flat.size(1) - 1)
+        if ensemble.kernels == "fast":   # same candidates; among tied scores, possibly others first
+            cand_scores, cand_indices = top_candidates(flat, k, vocab)
+        else:
+            cand_scores, cand_indices = torch.topk(flat, k=k)
         cand_beams = torch.div(cand_indices, vocab, rounding_mode="trunc")
         cand_indices = cand_indices.fmod(vocab)
 

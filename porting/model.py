@@ -174,6 +174,9 @@ class DecoderLayer(nn.Module):
 class EncoderOut:
     out: Tensor                    # [S, B, C]
     pad_mask: Tensor | None        # [B, S], True at padding; None when the batch has none
+    # porting/fast_encoder.py's output also keeps the real tokens' rows: ([T, C], their [T] indices
+    # in the batch-major B*S order), for the fast decoder to project encoder keys/values on them
+    kept: tuple[Tensor, Tensor] | None = None
 
     def select(self, order: Tensor) -> "EncoderOut":
         """Reorder/expand the batch (beam search): order indexes the batch dimension."""

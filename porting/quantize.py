@@ -40,6 +40,7 @@ def quantize_int8(ensemble: Ensemble) -> Ensemble:
             layer.fc1, layer.fc2 = _int8(layer.fc1), _int8(layer.fc2)
         model.decoder.output_projection = _int8(model.decoder.output_projection)
         fast.output_t = None                      # the float copy the fast step keeps for wide batches
+        fast.repack()                             # drops the packed float weights of replaced layers
         for layer in model.encoder.layers:
             layer.fc1, layer.fc2 = _int8(layer.fc1), _int8(layer.fc2)
     return ensemble

@@ -1,0 +1,114 @@
+"""The fast kernels' pieces against the plain computation they replace (porting/fast.py,
+porting/fast_encoder.py). End to end, the parity suites run every recorded and live setting with
+``kernels="fast"``; these tests pin each piece down on its own, including the branches a shipped
+model does not reach.
+
+Tolerances: float32 results computed in another order differ by a few ulps of the operands'
+magnitude; 1e-5 absolute on values of order 1-10 is ~100x the differences observed (~1e-7..1e-6).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from porting import fast
+from porting.fast import FUSED_ATTENTION_ROWS, attention, linear, pack, top_candidates
+from porting.fast_encoder import FastEncoder
+from porting.generate import left_pad
+from porting.load import load_ensemble
+
+TOL = 1e-5
+
+
+def reference_attention(q, k, v, mask):
+    w = torch.matmul(q.double(), k.double().transpose(-1, -2))
+    if mask is not None:
+        w = w + mask.double()
+    return torch.matmul(torch.softmax(w, -1), v.double()).float()
+
+
+@pytest.mark.parametrize("n,heads,queries", [(2, 4, 1), (40, 4, 1), (8, 4, 5)])
+def test_attention_both_kernels_match_plain_softmax(n, heads, queries):
+    torch.manual_seed(0)
+    q, k, v = torch.randn(n, heads, queries, 16), torch.randn(n, heads, 9, 16), torch.randn(n, heads, 9, 16)
+    pad = torch.zeros(n, 9, dtype=torch.bool)
+    pad[0, :3] = True                                       # left padding in the first sentence
+    mask = torch.zeros(n, 9).masked_fill(pad, float("-inf"))[:, None, None, :]
+    fused = n * heads * queries <= FUSED_ATTENTION_ROWS
+    for m in (None, mask):
+        out = attention(q, k, v, m)
+        assert (out - reference_attention(q, k, v, m)).abs().max() < TOL, f"fused={fused}"
+    # a masked key has no weight at all: changing it changes nothing
+    k2 = k.clone()
+    k2[0, :, :3] = 1e4
+    assert torch.equal(attention(q, k2, v, mask)[0], attention(q, k, v, mask)[0])
+
+
+def test_top_candidates_equal_topk_without_ties():
+    torch.manual_seed(0)
+    for vocab in (6992, 31232):
+        scores = torch.randn(3, 5 * vocab)
+        values, where = top_candidates(scores, 10, vocab)
+        expected = torch.topk(scores, 10)
+        assert torch.equal(values, expected.values) and torch.equal(where, expected.indices)
+
+
+def test_top_candidates_with_ties_and_masked_scores():
+    """Ties may be broken differently from torch.topk, but the values are the same, every position
+    holds its value, and no position is chosen twice; -inf (masked) scores are never preferred."""
+    torch.manual_seed(0)
+    vocab = 6992
+    scores = torch.randint(-50, 0, (4, 5 * vocab)).float()   # many exact ties
+    scores[:, ::7] = float("-inf")
+    values, where = top_candidates(scores, 10, vocab)
+    assert torch.equal(values, torch.topk(scores, 10).values)
+    assert torch.equal(torch.gather(scores, 1, where), values)
+    assert all(len(set(row)) == 10 for row in where.tolist())
+
+
+def test_top_candidates_falls_back_where_chunks_do_not_pay():
+    scores = torch.randn(2, 5 * 7919)                        # a prime vocabulary: no chunk size
+    values, where = top_candidates(scores, 10, 7919)
+    assert torch.equal(where, torch.topk(scores, 10).indices)
+
+
+@pytest.mark.parametrize("rows", [1, 5, 16, 17, 160])
+def test_linear_matches_f_linear_on_every_path(rows):
+    torch.manual_seed(0)
+    layer = nn.Linear(256, 2048).requires_grad_(False)       # 512K weights: packed for few rows
+    packed = {layer: w} if (w := pack(layer)) is not None else {}
+    x = torch.randn(rows, 256)
+    expected = F.linear(x, layer.weight, layer.bias)
+    scale = expected.abs().max()
+    assert (linear(x, layer, packed) - expected).abs().max() < TOL * scale
+    assert (linear(x, layer, {}) - expected).abs().max() < TOL * scale   # without oneDNN's packing
+
+
+def test_small_layers_are_not_packed():
+    assert pack(nn.Linear(128, 512)) is None                 # below fast.SKINNY_WEIGHTS
+    assert pack(nn.Linear(512, 1024).to(torch.bfloat16)) is None
+    assert fast.SKINNY_WEIGHTS == 1 << 18
+
+
+def test_fast_encoder_matches_encoder_on_real_tokens(converted):
+    """Padding removed: the real tokens' outputs equal the full encoder's; padding rows are zero."""
+    _, (model,) = load_ensemble(converted["ende-sep"])
+    torch.manual_seed(0)
+    rows = [torch.randint(4, 5000, (n,)).tolist() + [2] for n in (3, 17, 9, 30)]
+    src = left_pad(rows)
+    with torch.no_grad():
+        exact, ours = model.encoder(src), FastEncoder(model)(src)
+    real = ~exact.pad_mask.t()                                  # [S, B]
+    assert torch.equal(ours.pad_mask, exact.pad_mask)
+    assert (ours.out[real] - exact.out[real]).abs().max() < TOL
+    assert torch.count_nonzero(ours.out[~real]) == 0
+    kept_rows, keep = ours.kept
+    assert keep.numel() == sum(map(len, rows))
+    assert torch.equal(ours.out.transpose(0, 1).reshape(-1, ours.out.size(-1))[keep], kept_rows)
+    # no padding at all: nothing to remove, same result
+    with torch.no_grad():
+        one = FastEncoder(model)(left_pad(rows[1:2]))
+    assert one.kept is None and one.pad_mask is None
+    assert (one.out - model.encoder(left_pad(rows[1:2])).out).abs().max() < TOL
