@@ -224,7 +224,7 @@ def _search(ensemble, encs, opts, bsz, beam, max_len):
         if step == 0:
             lp = lp[:, ::beam, :].contiguous()                              # all rows are equal at step 0
         else:
-            lp = lp + scores.view(bsz, beam, -1)[:, :, step - 1].unsqueeze(-1)
+            lp = lp.add_(scores.view(bsz, beam, -1)[:, :, step - 1].unsqueeze(-1))   # in place: lprobs is not read again
         flat = lp.view(bsz, -1)
         k = min(cand_size, flat.size(1) - 1)
         if ensemble.kernels == "fast":   # same candidates; among tied scores, possibly others first
