@@ -1,4 +1,5 @@
-"""The fast decoder step: the same model and the same search, cheaper kernels.
+"""The fast decoder step: the same model and the same search, cheaper kernels (the encoder's
+counterpart, which skips padding, is porting/fast_encoder.py).
 
 `porting.model` follows fairseq kernel by kernel, which makes it bitwise equal to fairseq and is
 kept as ``kernels="exact"``. This module computes the same function for incremental decoding
@@ -22,7 +23,8 @@ identical (tests/test_port_reference_runs.py, tests/test_port_live_fairseq.py):
     both are the same and from ~600 rows MKL is faster, so wide products keep ``F.linear``. Where
     torch has no oneDNN, weights [out, in] times x^T (which streams each weight row once) stands in;
   * the search's top-2*beam candidates from a prefilter (``top_candidates``): torch.topk over a
-    sentence's beam x vocab scores costs ~1 ns per score, the maximum of each small chunk far less.
+    sentence's beam x vocab scores costs ~1 ns per score, the maximum of each small chunk far less
+    (32 sentences x 5 x 31232 scores: 5.4 ms vs 1.0 ms).
 Layers that are not plain ``nn.Linear`` (int8-quantized ones) are called as modules.
 """
 from __future__ import annotations
