@@ -228,7 +228,7 @@ def _search(ensemble, encs, opts, bsz, beam, max_len):
         flat = lp.view(bsz, -1)
         k = min(cand_size, flat.size(1) - 1)
         if ensemble.kernels == "fast":   # same candidates; among tied scores, possibly others first
-            cand_scores, cand_indices = top_candidates(flat, k, vocab)
+            cand_scores, cand_indices = top_candidates(flat, k)
         else:
             cand_scores, cand_indices = torch.topk(flat, k=k)
         cand_beams = torch.div(cand_indices, vocab, rounding_mode="trunc")

@@ -50,7 +50,7 @@ def test_top_candidates_equal_topk_without_ties():
     torch.manual_seed(0)
     for vocab in (6992, 31232):
         scores = torch.randn(3, 5 * vocab)
-        values, where = top_candidates(scores, 10, vocab)
+        values, where = top_candidates(scores, 10)
         expected = torch.topk(scores, 10)
         assert torch.equal(values, expected.values) and torch.equal(where, expected.indices)
 
@@ -62,15 +62,15 @@ def test_top_candidates_with_ties_and_masked_scores():
     vocab = 6992
     scores = torch.randint(-50, 0, (4, 5 * vocab)).float()   # many exact ties
     scores[:, ::7] = float("-inf")
-    values, where = top_candidates(scores, 10, vocab)
+    values, where = top_candidates(scores, 10)
     assert torch.equal(values, torch.topk(scores, 10).values)
     assert torch.equal(torch.gather(scores, 1, where), values)
     assert all(len(set(row)) == 10 for row in where.tolist())
 
 
 def test_top_candidates_falls_back_where_chunks_do_not_pay():
-    scores = torch.randn(2, 5 * 7919)                        # a prime vocabulary: no chunk size
-    values, where = top_candidates(scores, 10, 7919)
+    scores = torch.randn(2, 7919)                            # a prime width: no group size
+    values, where = top_candidates(scores, 10)
     assert torch.equal(where, torch.topk(scores, 10).indices)
 
 
