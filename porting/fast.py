@@ -127,8 +127,8 @@ class FastDecoder:
         self.repack()
         # The output projection is the largest product per step. For many rows MKL multiplies
         # faster by weights laid out [in, out] (measured 160 x 128 -> 6992: 2.1 ms vs 4.0 ms with
-        # F.linear; same values, bitwise equal results); for few rows the [out, in] layout streams
-        # better (see linear()). One extra copy of this one matrix keeps both.
+        # F.linear; same values, bitwise equal results); few rows go through linear() and its
+        # packed weights. One extra copy of this one matrix keeps both.
         out = model.decoder.output_projection
         self.output_t = out.weight.detach().t().contiguous() if type(out) is nn.Linear else None   # [C, V]
 
