@@ -29,6 +29,8 @@ Layers that are not plain ``nn.Linear`` (int8-quantized ones) are called as modu
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -81,6 +83,14 @@ def additive_mask(pad: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return torch.zeros(pad.shape, dtype=dtype).masked_fill(pad, float("-inf"))[:, None, None, :]
 
 
+def padded(rows: Tensor, keep: Tensor | None, n: int) -> Tensor:
+    """[T, X] real tokens' rows -> [n, X] with zeros at padding (``keep``: the real rows' [T]
+    positions among n); rows itself when there is no padding."""
+    if keep is None:
+        return rows
+    return rows.new_zeros(n, rows.size(1)).index_copy_(0, keep, rows)
+
+
 FUSED_ATTENTION_ROWS = 64   # at most this many (batch, head, query) rows: the fused kernel
 
 
@@ -95,6 +105,12 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Te
     return torch.matmul(torch.softmax(weights, dim=-1), v)
 
 
+@functools.lru_cache(maxsize=None)
+def _group_size(width: int) -> int:
+    """The largest divisor of width up to 64 (the same few widths come back every step)."""
+    return max(d for d in range(1, 65) if width % d == 0)
+
+
 def top_candidates(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """torch.topk(scores, k) for scores [B, W] (a sentence's beam x vocab scores per row): the same
     k values at the same positions, except that among equal scores another may be chosen and
@@ -104,7 +120,7 @@ def top_candidates(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     which torch vectorizes along the contiguous last one (an inner reduction over a few elements
     is several times slower here)."""
     b, width = scores.shape
-    g = max(d for d in range(1, 65) if width % d == 0)             # positions per group
+    g = _group_size(width)                                         # positions per group
     if g < 8 or width < 8 * k * g:                                 # nothing to gain
         return torch.topk(scores, k)
     groups = width // g
@@ -125,21 +141,22 @@ class FastDecoder:
         self.heads = model.arch.decoder_attention_heads
         self.qkv = [fused_qkv(layer.self_attn) for layer in model.decoder.layers]
         self.repack()
-        # The output projection is the largest product per step. For many rows MKL multiplies
-        # faster by weights laid out [in, out] (measured 160 x 128 -> 6992: 2.1 ms vs 4.0 ms with
-        # F.linear; same values, bitwise equal results); few rows go through linear() and its
-        # packed weights. One extra copy of this one matrix keeps both.
-        out = model.decoder.output_projection
-        self.output_t = out.weight.detach().t().contiguous() if type(out) is nn.Linear else None   # [C, V]
 
     def repack(self) -> None:
-        """Pack the large float linears for few-row products (again after they are replaced)."""
+        """Derive the weight copies the step uses from the current layers (again after they are
+        replaced, e.g. by int8 ones): oneDNN-packed large float linears for few-row products, and
+        the output projection laid out [in, out]. The output projection is the largest product
+        per step; for many rows MKL multiplies faster by weights laid out [in, out] (measured
+        160 x 128 -> 6992: 2.1 ms vs 4.0 ms with F.linear; same values, bitwise equal results),
+        few rows go through linear() and its packed weights."""
         dec = self.model.decoder
         layers = [*self.qkv, dec.output_projection]
         for layer in dec.layers:
             layers += [layer.self_attn.out_proj, layer.fc1, layer.fc2,
                        layer.encoder_attn.q_proj, layer.encoder_attn.out_proj]
         self.packed = {layer: w for layer in layers if (w := pack(layer)) is not None}
+        out = dec.output_projection
+        self.output_t = out.weight.detach().t().contiguous() if type(out) is nn.Linear else None   # [C, V]
 
     def step(self, prev: Tensor, enc: EncoderOut, caches: list[dict]) -> Tensor:
         """prev [N, t] (all tokens so far), enc per sentence (B = N / beam) -> logits [N, V]."""
@@ -154,7 +171,7 @@ class FastDecoder:
                                lambda h: self._linear(layer.act(self._linear(h, layer.fc1)), layer.fc2), layer.pre)
         if dec.layer_norm is not None:
             x = dec.layer_norm(x)
-        if self.output_t is not None and x.size(0) > SKINNY_ROWS:   # None once quantized
+        if self.output_t is not None and x.size(0) > SKINNY_ROWS:   # None when quantized
             return torch.mm(x, self.output_t)                               # [N, C] x [C, V]
         return self._linear(x, dec.output_projection)
 
@@ -198,8 +215,8 @@ class FastDecoder:
         # real tokens only (porting/fast_encoder.py): [T, C] -> zeros at padding [B*S, C]
         # -> [B, S, H, D] -> [B, H, S, D]; padded keys are masked out of every attention
         rows, keep = enc.kept
-        return tuple(rows.new_zeros(b * s, c).index_copy_(0, keep, self._linear(rows, p))
-                     .view(b, s, self.heads, -1).transpose(1, 2).contiguous() for p in (a.k_proj, a.v_proj))
+        return tuple(padded(self._linear(rows, p), keep, b * s).view(b, s, self.heads, -1).transpose(1, 2).contiguous()
+                     for p in (a.k_proj, a.v_proj))
 
     @staticmethod
     def for_beam(enc: EncoderOut, beam: int) -> EncoderOut:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from porting.fast import additive_mask, attention, fused_qkv
+from porting.fast import additive_mask, attention, fused_qkv, padded
 from porting.model import PAD, Embeddings, EncoderOut, Transformer, residual_block
 from porting.positions import positions_for
 
@@ -48,14 +48,14 @@ class FastEncoder:
             rows = residual_block(rows, layer.final_layer_norm, lambda h: layer.fc2(layer.act(layer.fc1(h))), layer.pre)
         if enc.layer_norm is not None:
             rows = enc.layer_norm(rows)
-        out = _padded(rows, keep, b * s).view(b, s, c).transpose(0, 1)     # [B*S, C] -> [S, B, C]
+        out = padded(rows, keep, b * s).view(b, s, c).transpose(0, 1)     # [B*S, C] -> [S, B, C]
         return EncoderOut(out, pad, kept=None if keep is None else (rows, keep))
 
     def _self_attn(self, layer, qkv: nn.Linear, h: Tensor, keep: Tensor | None, b: int, s: int,
                    mask: Tensor | None) -> Tensor:
         a = layer.self_attn
         c = h.size(1)
-        full = _padded(F.linear(h, qkv.weight, qkv.bias), keep, b * s)      # [B*S, 3C]
+        full = padded(F.linear(h, qkv.weight, qkv.bias), keep, b * s)      # [B*S, 3C]
         # [B*S, 3C] -> [B, S, 3, H, D] -> [3, B, H, S, D]
         q, k, v = full.view(b, s, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         out = attention(q * a.scaling, k, v, mask)                          # [B, H, S, D]
@@ -64,9 +64,3 @@ class FastEncoder:
             out = out.index_select(0, keep)                                 # [T, C]
         return a.out_proj(out)
 
-
-def _padded(rows: Tensor, keep: Tensor | None, n: int) -> Tensor:
-    """[T, X] real rows -> [n, X] with zeros at padding (rows itself when there is none)."""
-    if keep is None:
-        return rows
-    return rows.new_zeros(n, rows.size(1)).index_copy_(0, keep, rows)

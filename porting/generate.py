@@ -122,6 +122,9 @@ class Ensemble:
         decoder = FastDecoder if kernels == "fast" else ExactDecoder
         self.decoders = [decoder(m) for m in models]
         self.encoders = [FastEncoder(m) if kernels == "fast" else m.encoder for m in models]
+        # the search's top-2*beam candidates: the fast prefilter gives the same candidates, except
+        # that among exactly tied scores it may pick or order another first (porting/NOTES.md)
+        self.top_candidates = top_candidates if kernels == "fast" else torch.topk
 
     def encode(self, src_tokens: Tensor) -> list[EncoderOut]:
         return [encoder(src_tokens) for encoder in self.encoders]
@@ -226,11 +229,7 @@ def _search(ensemble, encs, opts, bsz, beam, max_len):
         else:
             lp = lp.add_(scores.view(bsz, beam, -1)[:, :, step - 1].unsqueeze(-1))   # in place: lprobs is not read again
         flat = lp.view(bsz, -1)
-        k = min(cand_size, flat.size(1) - 1)
-        if ensemble.kernels == "fast":   # same candidates; among tied scores, possibly others first
-            cand_scores, cand_indices = top_candidates(flat, k)
-        else:
-            cand_scores, cand_indices = torch.topk(flat, k=k)
+        cand_scores, cand_indices = ensemble.top_candidates(flat, min(cand_size, flat.size(1) - 1))
         cand_beams = torch.div(cand_indices, vocab, rounding_mode="trunc")
         cand_indices = cand_indices.fmod(vocab)
 

@@ -4,7 +4,7 @@ torch's dynamic quantization (weights int8 per output channel, activations quant
 fbgemm kernels) replaces: the fast step's fused self-attention projection, its output projection,
 encoder-attention projections, both feed-forward layers of every decoder layer, the decoder's output
 projection, and the encoder's feed-forward layers. Encoder self-attention stays float: it runs once
-per sentence through ``F.multi_head_attention_forward``, which needs float weights.
+per sentence, not per step, so it gains little.
 
 This is an approximation of the model, not a port of it: its BLEU and agreement with fairseq are
 measured (benchmarks/speed.py, README), never assumed.
@@ -39,8 +39,7 @@ def quantize_int8(ensemble: Ensemble) -> Ensemble:
                 setattr(layer.encoder_attn, name, _int8(getattr(layer.encoder_attn, name)))
             layer.fc1, layer.fc2 = _int8(layer.fc1), _int8(layer.fc2)
         model.decoder.output_projection = _int8(model.decoder.output_projection)
-        fast.output_t = None                      # the float copy the fast step keeps for wide batches
-        fast.repack()                             # drops the packed float weights of replaced layers
+        fast.repack()                             # drops the float copies of replaced layers
         for layer in model.encoder.layers:
             layer.fc1, layer.fc2 = _int8(layer.fc1), _int8(layer.fc2)
     return ensemble
