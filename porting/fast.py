@@ -22,6 +22,10 @@ identical (tests/test_port_reference_runs.py, tests/test_port_live_fairseq.py):
     5 x 1024 -> 4096: 1.86 ms vs 0.55 ms; 5 x 1024 -> 31232: 28.7 ms vs 7 ms); from ~160 rows on
     both are the same and from ~600 rows MKL is faster, so wide products keep ``F.linear``. Where
     torch has no oneDNN, weights [out, in] times x^T (which streams each weight row once) stands in;
+  * few rows and small weights (every per-step product of a d 128 model): porting/skinny.c, a
+    register-blocked loop over weights packed once, compiled on first use (porting/skinny.py).
+    5 x 128 -> 384 takes ~7 us there and 18-25 us in MKL, oneDNN or OpenBLAS alike on this CPU;
+    where it cannot be built (no compiler, no AVX2), F.linear;
   * the search's top-2*beam candidates from a prefilter (``top_candidates``): torch.topk over a
     sentence's beam x vocab scores costs ~1 ns per score, the maximum of each small chunk far less
     (32 sentences x 5 x 31232 scores: 5.4 ms vs 1.0 ms).
@@ -35,18 +39,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from porting import skinny
 from porting.model import PAD, Embeddings, EncoderOut, Transformer, residual_block
 
-SKINNY_ROWS = 16            # at most this many rows,
-SKINNY_WEIGHTS = 1 << 18    # and at least this many weights: packed oneDNN weights pay (below,
-                            # its ~25 us fixed cost per call dominates and F.linear is faster)
+SKINNY_ROWS = 16            # at most this many rows: packed weights (below: from ~20-40 rows on
+                            # torch's GEMMs on 2 threads are as fast or faster, F.linear it is)
+SKINNY_WEIGHTS = 1 << 18    # at least this many weights: oneDNN's packed ones (below, its ~25 us
+                            # fixed cost per call dominates; porting/skinny.c's panels instead)
 
 
-def pack(layer: nn.Module) -> Tensor | None:
-    """oneDNN's packed copy of a large float32 nn.Linear's weight; None where it would not pay or
-    where this torch has no oneDNN (then ``linear`` falls back to the W x^T product)."""
-    if type(layer) is not nn.Linear or layer.weight.dtype != torch.float32 or layer.weight.numel() < SKINNY_WEIGHTS:
+def pack(layer: nn.Module) -> Tensor | skinny.Panels | None:
+    """A float32 nn.Linear's weights packed for few-row products: oneDNN's packed copy for large
+    weights, porting/skinny.c's panels for small ones; None where neither pays or exists (then
+    ``linear`` uses F.linear for small weights and the W x^T product for large ones)."""
+    if type(layer) is not nn.Linear or layer.weight.dtype != torch.float32:
         return None
+    if layer.weight.numel() < SKINNY_WEIGHTS:
+        return skinny.pack(layer.weight, layer.bias) if skinny.available() else None
     try:
         return torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), 5)   # packed for ~beam rows
     except (AttributeError, RuntimeError):
@@ -57,11 +66,15 @@ def linear(x: Tensor, layer: nn.Module, packed: dict) -> Tensor:
     """layer(x) for x [N, C_in] -> [N, C_out]; ``packed``: ``pack``'s weights by layer."""
     if type(layer) is not nn.Linear:
         return layer(x)
-    if x.size(0) > SKINNY_ROWS or layer.weight.numel() < SKINNY_WEIGHTS:
+    if x.size(0) > SKINNY_ROWS:
         return F.linear(x, layer.weight, layer.bias)
     weight = packed.get(layer)
+    if type(weight) is skinny.Panels:
+        return skinny.linear(x, weight)
     if weight is not None:
         return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, "none", [], "")
+    if layer.weight.numel() < SKINNY_WEIGHTS:
+        return F.linear(x, layer.weight, layer.bias)
     if layer.bias is None:
         return torch.mm(layer.weight, x.t()).t().contiguous()                   # [out, N] -> [N, out]
     return torch.addmm(layer.bias.unsqueeze(1), layer.weight, x.t()).t().contiguous()

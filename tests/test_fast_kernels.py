@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from porting import fast
+from porting import fast, skinny
 from porting.fast import FUSED_ATTENTION_ROWS, attention, linear, pack, top_candidates
 from porting.fast_encoder import FastEncoder
 from porting.generate import left_pad
@@ -86,10 +86,76 @@ def test_linear_matches_f_linear_on_every_path(rows):
     assert (linear(x, layer, {}) - expected).abs().max() < TOL * scale   # without oneDNN's packing
 
 
-def test_small_layers_are_not_packed():
-    assert pack(nn.Linear(128, 512)) is None                 # below fast.SKINNY_WEIGHTS
+def test_what_is_packed_for_few_rows():
+    small = nn.Linear(128, 512)                               # below fast.SKINNY_WEIGHTS
+    assert type(pack(small)) is (skinny.Panels if skinny.available() else type(None))
     assert pack(nn.Linear(512, 1024).to(torch.bfloat16)) is None
     assert fast.SKINNY_WEIGHTS == 1 << 18
+
+
+def test_skinny_kernel_is_built_where_it_can_be():
+    """On an x86-64 CPU with AVX2 and a C compiler (this project's machines and CI) the few-row kernel
+    must build: a silent fallback would hide a 1.2x slowdown."""
+    import platform
+    import shutil
+    if (platform.machine().lower() not in ("x86_64", "amd64") or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512")
+            or not (shutil.which("cc") or shutil.which("gcc"))):
+        pytest.skip("needs x86-64 with AVX2 and a C compiler")
+    assert skinny.available(), skinny.unavailable_reason()
+
+
+@pytest.mark.skipif(not skinny.available(), reason=f"few-row kernel unavailable: {skinny.unavailable_reason()}")
+@pytest.mark.parametrize("bias", [True, False])
+def test_skinny_linear_within_float32_rounding(bias):
+    """Every row-block size (1-6 rows, then blocks of 6), full and partial 16-column panels, several
+    depths, against float64. Tolerance: the classic bound for a k-term float32 dot product,
+    k * 2^-24 * (|x| |W|^T + |b|) per entry (each of the k fused multiply-adds rounds once)."""
+    torch.manual_seed(0)
+    for rows in (1, 2, 3, 4, 5, 6, 7, 12, 13, 16):
+        for n_in, n_out in ((1, 16), (33, 17), (128, 384), (512, 128), (64, 7), (16, 1)):
+            layer = nn.Linear(n_in, n_out, bias=bias).requires_grad_(False)
+            x = torch.randn(rows, n_in) * 3
+            got = skinny.linear(x, skinny.pack(layer.weight, layer.bias))
+            w64 = layer.weight.double()
+            exact = x.double() @ w64.t() + (layer.bias.double() if bias else 0)
+            bound = n_in * 2.0 ** -24 * (x.double().abs() @ w64.abs().t() + (layer.bias.double().abs() if bias else 0))
+            assert got.shape == (rows, n_out)
+            assert ((got.double() - exact).abs() <= bound).all(), (rows, n_in, n_out)
+
+
+@pytest.mark.skipif(not skinny.available(), reason=f"few-row kernel unavailable: {skinny.unavailable_reason()}")
+def test_skinny_linear_refuses_what_it_cannot_read():
+    w = torch.randn(8, 4)
+    p = skinny.pack(w, None)
+    with pytest.raises(ValueError, match="float32 4 -> 8"):
+        skinny.linear(torch.randn(2, 5), p)                  # wrong depth: would read past the panels
+    with pytest.raises(ValueError):
+        skinny.linear(torch.randn(2, 4, dtype=torch.float64), p)
+    x = torch.randn(4, 3).t()                                # [3, 4], not contiguous: copied, not misread
+    assert (skinny.linear(x, p) - x @ w.t()).abs().max() < TOL
+
+
+def test_skinny_falls_back_with_a_reason(monkeypatch, tmp_path):
+    """Disabled, or no working compiler: unavailable, with the reason; fast.pack then packs nothing
+    small and linear() uses F.linear. Nothing half-written is left in the cache."""
+    monkeypatch.setenv("PORTING_CACHE", str(tmp_path))
+    try:
+        monkeypatch.setenv("PORTING_NATIVE", "0")
+        skinny._load.cache_clear()
+        assert not skinny.available() and "PORTING_NATIVE=0" in skinny.unavailable_reason()
+        layer = nn.Linear(128, 512).requires_grad_(False)
+        assert pack(layer) is None
+        x = torch.randn(5, 128)
+        assert torch.equal(linear(x, layer, {}), F.linear(x, layer.weight, layer.bias))
+        if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+            monkeypatch.setenv("PORTING_NATIVE", "1")
+            monkeypatch.setenv("CC", "false")                # a "compiler" that always fails
+            skinny._load.cache_clear()
+            assert not skinny.available() and "could not compile" in skinny.unavailable_reason()
+            assert list((tmp_path / "native").iterdir()) == []
+    finally:
+        monkeypatch.undo()
+        skinny._load.cache_clear()
 
 
 def test_fast_encoder_matches_encoder_on_real_tokens(converted):

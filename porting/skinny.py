@@ -1,0 +1,131 @@
+"""Few-row float32 products through porting/skinny.c (why it is written by hand: see there).
+
+The C file is compiled on first use with the machine's C compiler (cc, or $CC) and cached under
+``$PORTING_CACHE`` (default ``~/.cache/porting-workbench``) by a hash of the source, the flags and
+the compiler, so a changed source is rebuilt and concurrent first uses cannot see a half-written
+library (it is written under a temporary name, then renamed). It needs an x86-64 CPU with AVX2 and
+FMA. Where any of that is missing, or ``PORTING_NATIVE=0`` is set, ``available()`` is False,
+``unavailable_reason()`` says why, and the fast decoder uses torch's kernels instead (same
+results up to float summation order).
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("skinny.c")
+FLAGS = ("-O3", "-std=c99", "-mavx2", "-mfma", "-shared", "-fPIC")
+PANEL = 16                  # output columns per panel, as in skinny.c
+
+
+class Unavailable(RuntimeError):
+    pass
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("PORTING_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "porting-workbench"
+    return Path(root) / "native"
+
+
+def _compile() -> Path:
+    if os.environ.get("PORTING_NATIVE", "1") == "0":
+        raise Unavailable("disabled by PORTING_NATIVE=0")
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        raise Unavailable(f"needs an x86-64 CPU, this is {platform.machine()}")
+    capability = torch.backends.cpu.get_cpu_capability()    # "AVX2" means AVX2 and FMA to ATen too
+    if capability not in ("AVX2", "AVX512"):
+        raise Unavailable(f"needs AVX2 and FMA; torch reports this CPU as {capability}")
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not compiler:
+        raise Unavailable("no C compiler (cc, gcc or clang) on PATH")
+    key = hashlib.sha256(SOURCE.read_bytes() + repr((FLAGS, compiler)).encode()).hexdigest()[:16]
+    lib = cache_dir() / f"skinny-{key}.so"
+    if lib.exists():
+        return lib
+    try:
+        lib.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=lib.parent, prefix=".skinny-", suffix=".so")
+        os.close(fd)
+    except OSError as e:
+        raise Unavailable(f"cannot write the compiled kernel under {lib.parent}: {e}") from e
+    try:
+        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+        if done.returncode:
+            raise Unavailable(f"{compiler} could not compile {SOURCE.name}: {done.stderr.strip()[-800:]}")
+        os.replace(tmp, lib)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return lib
+
+
+@functools.cache
+def _load() -> tuple[ctypes._CFuncPtr | None, str | None]:
+    try:
+        fn = ctypes.CDLL(str(_compile())).skinny_linear
+    except Unavailable as e:
+        return None, str(e)
+    except OSError as e:                                    # a library that does not load
+        return None, f"the compiled kernel does not load: {e}"
+    fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 3
+    fn.restype = None
+    return fn, None
+
+
+def available() -> bool:
+    return _load()[0] is not None
+
+
+def unavailable_reason() -> str | None:
+    return _load()[1]
+
+
+@dataclass(frozen=True)
+class Panels:
+    """A linear layer's weights packed for skinny.c: [ceil(n / 16), k, 16], zero-padded; bias
+    zero-padded to the same width (or None)."""
+    panels: Tensor
+    bias: Tensor | None
+    out_features: int
+    in_features: int
+
+
+def pack(weight: Tensor, bias: Tensor | None) -> Panels:
+    """weight [n, k] (and bias [n]) float32 -> Panels."""
+    n, k = weight.shape
+    n16 = -(-n // PANEL) * PANEL
+    padded = weight.detach().new_zeros(n16, k)
+    padded[:n] = weight.detach()
+    # [n16, k] -> [n16 / 16, 16, k] -> [n16 / 16, k, 16]
+    panels = padded.view(n16 // PANEL, PANEL, k).transpose(1, 2).contiguous()
+    b = None
+    if bias is not None:
+        b = bias.detach().new_zeros(n16)
+        b[:n] = bias.detach()
+    return Panels(panels, b, n, k)
+
+
+def linear(x: Tensor, p: Panels) -> Tensor:
+    """x [m, k] float32 -> [m, n]; ``available()`` must be True. Meant for few rows: from ~20-40 rows
+    on, torch's GEMMs (on 2 threads; this runs on one) are as fast or faster."""
+    fn = _load()[0]
+    m, k = x.shape
+    if k != p.in_features or x.dtype != torch.float32:
+        raise ValueError(f"skinny.linear: x {tuple(x.shape)} {x.dtype} for a float32 {p.in_features} -> "
+                         f"{p.out_features} layer")
+    x = x.contiguous()
+    y = torch.empty(m, p.out_features)
+    fn(x.data_ptr(), p.panels.data_ptr(), None if p.bias is None else p.bias.data_ptr(), y.data_ptr(),
+       m, k, p.out_features)
+    return y
