@@ -11,10 +11,11 @@ identical (tests/test_port_reference_runs.py, tests/test_port_live_fairseq.py):
     carries `beam` identical copies): the beam rows of a sentence attend together, [B, H, beam, S];
   * self-attention q, k and v from one fused projection ([3C, C] weights, concatenated once), and
     keys and values cached together ([2, N, H, t, D]: one concatenation and one reorder per layer);
-  * attention (``attention``) as one ``F.scaled_dot_product_attention`` call for few (batch, head,
-    query) rows, where its fused CPU kernel wins, and as q k^T, softmax, x v in three calls for
-    more, where that kernel is 2-3.5x slower (measured 160 rows x 4 heads: 180 us vs 104 us);
-    q is pre-scaled as fairseq does (the kernel's own scale is 1); softmax in float32 either way;
+  * attention (``attention``) for few (batch, head, query) rows through porting/skinny.c's kernel
+    (one call, ~11 us where torch's fused ``F.scaled_dot_product_attention`` takes ~15-25 us and
+    stands in where that kernel cannot be built), and as q k^T, softmax, x v in three calls for
+    more rows, where both are slower (torch's fused kernel 2-3.5x: 160 rows x 4 heads 180 us vs
+    104 us); q is pre-scaled as fairseq does; softmax in float32 either way;
   * batch-first [N, C] states for the one-token step: no [1, N, C] time dimension to carry;
   * few rows (beam 5 of one sentence) and large weights: oneDNN's inner product on weights packed
     once for it (``torch.ops.mkldnn``, the kernels torch's own compiler uses for frozen linears).
@@ -104,13 +105,15 @@ def padded(rows: Tensor, keep: Tensor | None, n: int) -> Tensor:
     return rows.new_zeros(n, rows.size(1)).index_copy_(0, keep, rows)
 
 
-FUSED_ATTENTION_ROWS = 64   # at most this many (batch, head, query) rows: the fused kernel
+FUSED_ATTENTION_ROWS = 64   # at most this many (batch, head, query) rows: one fused call
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
     """softmax(q k^T + mask) v for q [N, H, Q, D] (already scaled), k and v [N, H, T, D], mask
     additive (0 or -inf) [N, 1, 1, T] -> [N, H, Q, D]."""
     if q.size(0) * q.size(1) * q.size(2) <= FUSED_ATTENTION_ROWS:
+        if q.dtype == torch.float32 and skinny.available():
+            return skinny.attention(q, k, v, mask)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
     weights = torch.matmul(q, k.transpose(-1, -2))                        # [N, H, Q, T]
     if mask is not None:

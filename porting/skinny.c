@@ -1,10 +1,11 @@
-/* Few-row float32 products y = x W^T + b (x [m, k], W [n, k]) for the fast decoder step, where m is
- * a handful of beam rows and W is small (porting/skinny.py builds and calls this).
+/* Few-row float32 kernels for the fast decoder step (porting/skinny.py builds and calls them):
+ * products y = x W^T + b (x [m, k], W [n, k]) where m is a handful of beam rows and W is small, and
+ * attention for few query rows (at the end of this file).
  *
  * Why by hand: for 5 x 128 -> 384 products torch's MKL, oneDNN and OpenBLAS all take 18-25 us on
  * this AMD EPYC (~25 GFLOP/s: per-call dispatch and packing cost more than the arithmetic), and no
  * maintained library on PyPI offers small-matrix kernels (libxsmm is not there). A register-blocked
- * loop over weights packed once takes ~7 us (porting/NOTES.md has the measurements).
+ * loop over weights packed once takes ~7 us (measurements: the README's "Speed").
  *
  * Weights are packed once into panels of 16 output columns: panels[n16 / 16][k][16], zero-padded
  * to n16 (n rounded up to 16), so that a panel is read front to back. A block of up to 6 rows x
@@ -14,6 +15,7 @@
  */
 #include <immintrin.h>
 #include <stddef.h>
+#include <math.h>
 #include <string.h>
 
 #define PANEL 16
@@ -70,6 +72,62 @@ void skinny_linear(const float *x, const float *panels, const float *bias, float
                 ROWS_FN[r](x + (size_t)i * k, panel, b, tail, k, PANEL);
                 for (int row = 0; row < r; row++)
                     memcpy(out + (size_t)row * n, tail + row * PANEL, (size_t)width * sizeof(float));
+            }
+        }
+    }
+}
+
+/* Attention for few query rows (porting/fast.py's ``attention`` below FUSED_ATTENTION_ROWS, where
+ * torch's fused kernel costs ~30 us a call for ~25 us less work than that):
+ *   out[g, i] = softmax_t(q[g, i] . k[g, t] + mask[g / heads, t]) v[g, t]
+ * q, out [groups, rows, dim]; k, v [groups, keys, dim]; mask (additive: 0 or -inf) [groups / heads,
+ * keys] or NULL. q is already scaled. Softmax as torch computes it: exp(s - max) / sum, in float32. */
+static float dot(const float *restrict a, const float *restrict b, int dim)
+{
+    int d = 0;
+    float s = 0.f;
+    if (dim >= 8) {
+        __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(a), _mm256_loadu_ps(b));
+        for (d = 8; d + 8 <= dim; d += 8)
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), acc);
+        __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        s = _mm_cvtss_f32(h);
+    }
+    for (; d < dim; d++)
+        s += a[d] * b[d];
+    return s;
+}
+
+void skinny_attention(const float *restrict q, const float *restrict k, const float *restrict v,
+                      const float *restrict mask, float *restrict out, int groups, int rows, int keys, int dim,
+                      int heads)
+{
+    float *w = (float *)__builtin_alloca((size_t)keys * sizeof(float));
+    for (int g = 0; g < groups; g++) {
+        const float *kg = k + (size_t)g * keys * dim, *vg = v + (size_t)g * keys * dim;
+        const float *mg = mask ? mask + (size_t)(g / heads) * keys : NULL;
+        for (int i = 0; i < rows; i++) {
+            const float *qi = q + ((size_t)g * rows + i) * dim;
+            float *restrict oi = out + ((size_t)g * rows + i) * dim;
+            float top = -__builtin_inff();
+            for (int t = 0; t < keys; t++) {
+                w[t] = dot(qi, kg + (size_t)t * dim, dim) + (mg ? mg[t] : 0.f);
+                if (w[t] > top)
+                    top = w[t];
+            }
+            float sum = 0.f;
+            for (int t = 0; t < keys; t++) {
+                w[t] = expf(w[t] - top);
+                sum += w[t];
+            }
+            for (int d = 0; d < dim; d++)
+                oi[d] = 0.f;
+            for (int t = 0; t < keys; t++) {
+                const float p = w[t] / sum, *restrict vt = vg + (size_t)t * dim;
+                for (int d = 0; d < dim; d++)
+                    oi[d] += p * vt[d];
             }
         }
     }

@@ -1,12 +1,14 @@
-"""Few-row float32 products through porting/skinny.c (why it is written by hand: see there).
+"""Few-row float32 kernels from porting/skinny.c: products (``linear``) and attention (``attention``);
+why they are written by hand: see there.
 
 The C file is compiled on first use with the machine's C compiler (cc, or $CC) and cached under
 ``$PORTING_CACHE`` (default ``~/.cache/porting-workbench``) by a hash of the source, the flags and
 the compiler, so a changed source is rebuilt and concurrent first uses cannot see a half-written
 library (it is written under a temporary name, then renamed). It needs an x86-64 CPU with AVX2 and
 FMA. Where any of that is missing, or ``PORTING_NATIVE=0`` is set, ``available()`` is False,
-``unavailable_reason()`` says why, and the fast decoder uses torch's kernels instead (same
-results up to float summation order).
+``unavailable_reason()`` says why (and a RuntimeWarning says it once, unless it was disabled on
+purpose), and the fast decoder uses torch's kernels instead (same results up to float summation
+order).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +63,7 @@ def _compile() -> Path:
     except OSError as e:
         raise Unavailable(f"cannot write the compiled kernel under {lib.parent}: {e}") from e
     try:
-        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
         if done.returncode:
             raise Unavailable(f"{compiler} could not compile {SOURCE.name}: {done.stderr.strip()[-800:]}")
         os.replace(tmp, lib)
@@ -71,16 +74,20 @@ def _compile() -> Path:
 
 
 @functools.cache
-def _load() -> tuple[ctypes._CFuncPtr | None, str | None]:
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
     try:
-        fn = ctypes.CDLL(str(_compile())).skinny_linear
+        lib = ctypes.CDLL(str(_compile()))
     except Unavailable as e:
+        if os.environ.get("PORTING_NATIVE", "1") != "0":    # not asked for: say so once, it costs speed
+            warnings.warn(f"porting: few-row kernels unavailable ({e}); torch's kernels stand in (slower)",
+                          RuntimeWarning, stacklevel=3)
         return None, str(e)
     except OSError as e:                                    # a library that does not load
         return None, f"the compiled kernel does not load: {e}"
-    fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 3
-    fn.restype = None
-    return fn, None
+    lib.skinny_linear.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 3
+    lib.skinny_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 5
+    lib.skinny_linear.restype = lib.skinny_attention.restype = None
+    return lib, None
 
 
 def available() -> bool:
@@ -119,7 +126,7 @@ def pack(weight: Tensor, bias: Tensor | None) -> Panels:
 def linear(x: Tensor, p: Panels) -> Tensor:
     """x [m, k] float32 -> [m, n]; ``available()`` must be True. Meant for few rows: from ~20-40 rows
     on, torch's GEMMs (on 2 threads; this runs on one) are as fast or faster."""
-    fn = _load()[0]
+    fn = _load()[0].skinny_linear
     m, k = x.shape
     if k != p.in_features or x.dtype != torch.float32:
         raise ValueError(f"skinny.linear: x {tuple(x.shape)} {x.dtype} for a float32 {p.in_features} -> "
@@ -129,3 +136,20 @@ def linear(x: Tensor, p: Panels) -> Tensor:
     fn(x.data_ptr(), p.panels.data_ptr(), None if p.bias is None else p.bias.data_ptr(), y.data_ptr(),
        m, k, p.out_features)
     return y
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """softmax(q k^T + mask) v for q [N, H, Q, D] (already scaled), k and v [N, H, T, D], mask additive
+    (0 or -inf) [N, 1, 1, T] or None -> [N, H, Q, D], float32; ``available()`` must be True."""
+    n, heads, rows, dim = q.shape
+    keys = k.size(2)
+    if (k.shape != (n, heads, keys, dim) or v.shape != k.shape or (mask is not None and mask.shape != (n, 1, 1, keys))
+            or any(t is not None and t.dtype != torch.float32 for t in (q, k, v, mask))):
+        raise ValueError(f"skinny.attention: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, mask "
+                         f"{None if mask is None else tuple(mask.shape)}: want float32 [N, H, Q, D], [N, H, T, D] x2, [N, 1, 1, T]")
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    mask = None if mask is None else mask.contiguous()
+    out = torch.empty(n, heads, rows, dim)
+    _load()[0].skinny_attention(q.data_ptr(), k.data_ptr(), v.data_ptr(), None if mask is None else mask.data_ptr(),
+                                out.data_ptr(), n * heads, rows, keys, dim, heads)
+    return out

@@ -29,8 +29,15 @@ def reference_attention(q, k, v, mask):
     return torch.matmul(torch.softmax(w, -1), v.double()).float()
 
 
+@pytest.mark.parametrize("few_rows", ["skinny", "sdpa"])
 @pytest.mark.parametrize("n,heads,queries", [(2, 4, 1), (40, 4, 1), (8, 4, 5)])
-def test_attention_both_kernels_match_plain_softmax(n, heads, queries):
+def test_attention_every_kernel_matches_plain_softmax(n, heads, queries, few_rows, monkeypatch):
+    """Few rows: porting/skinny.c's kernel, or torch's fused one where that cannot be built; more
+    rows: three torch calls."""
+    if few_rows == "sdpa":
+        monkeypatch.setattr(skinny, "available", lambda: False)
+    elif not skinny.available():
+        pytest.skip(f"few-row kernel unavailable: {skinny.unavailable_reason()}")
     torch.manual_seed(0)
     q, k, v = torch.randn(n, heads, queries, 16), torch.randn(n, heads, 9, 16), torch.randn(n, heads, 9, 16)
     pad = torch.zeros(n, 9, dtype=torch.bool)
@@ -39,11 +46,19 @@ def test_attention_both_kernels_match_plain_softmax(n, heads, queries):
     fused = n * heads * queries <= FUSED_ATTENTION_ROWS
     for m in (None, mask):
         out = attention(q, k, v, m)
-        assert (out - reference_attention(q, k, v, m)).abs().max() < TOL, f"fused={fused}"
+        assert (out - reference_attention(q, k, v, m)).abs().max() < TOL, f"few rows={fused}"
     # a masked key has no weight at all: changing it changes nothing
     k2 = k.clone()
     k2[0, :, :3] = 1e4
     assert torch.equal(attention(q, k2, v, mask)[0], attention(q, k, v, mask)[0])
+
+
+def test_attention_in_bfloat16_for_few_rows():
+    """The few-row C kernel is float32 only; bfloat16 (``--dtype bfloat16``) goes through torch."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 1, 16) for _ in range(3))
+    out = attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+    assert out.dtype == torch.bfloat16 and (out.float() - reference_attention(q, k, v, None)).abs().max() < 0.05
 
 
 def test_top_candidates_equal_topk_without_ties():
@@ -135,6 +150,27 @@ def test_skinny_linear_refuses_what_it_cannot_read():
     assert (skinny.linear(x, p) - x @ w.t()).abs().max() < TOL
 
 
+@pytest.mark.skipif(not skinny.available(), reason=f"few-row kernel unavailable: {skinny.unavailable_reason()}")
+def test_skinny_attention_shapes_and_refusals():
+    """Head sizes that are and are not multiples of 8 (the vector dot product's tail), one key,
+    several query rows per group (the encoder attention's beam rows), a mask per sentence."""
+    torch.manual_seed(0)
+    for n, heads, rows, keys, dim in ((1, 1, 1, 1, 8), (3, 2, 5, 7, 13), (2, 4, 1, 30, 32), (1, 16, 5, 25, 64)):
+        q, k, v = torch.randn(n, heads, rows, dim), torch.randn(n, heads, keys, dim), torch.randn(n, heads, keys, dim)
+        mask = torch.zeros(n, 1, 1, keys).masked_fill(torch.rand(n, 1, 1, keys) < 0.4, float("-inf"))
+        mask[..., -1] = 0                                    # every sentence has a real token
+        for m in (None, mask):
+            assert (skinny.attention(q, k, v, m) - reference_attention(q, k, v, m)).abs().max() < TOL
+    # transposed (not contiguous) queries are read correctly
+    q = torch.randn(1, 5, 4, 32).transpose(1, 2)
+    assert (skinny.attention(q, k[:, :4, :, :32], v[:, :4, :, :32], None)
+            - reference_attention(q, k[:, :4, :, :32], v[:, :4, :, :32], None)).abs().max() < TOL
+    with pytest.raises(ValueError, match="want float32"):
+        skinny.attention(torch.randn(2, 4, 1, 8), torch.randn(2, 4, 3, 8), torch.randn(2, 4, 4, 8), None)
+    with pytest.raises(ValueError, match="want float32"):
+        skinny.attention(torch.randn(2, 4, 1, 8), torch.randn(2, 4, 3, 8), torch.randn(2, 4, 3, 8), torch.zeros(2, 1, 1, 4))
+
+
 def test_skinny_falls_back_with_a_reason(monkeypatch, tmp_path):
     """Disabled, or no working compiler: unavailable, with the reason; fast.pack then packs nothing
     small and linear() uses F.linear. Nothing half-written is left in the cache."""
@@ -151,7 +187,9 @@ def test_skinny_falls_back_with_a_reason(monkeypatch, tmp_path):
             monkeypatch.setenv("PORTING_NATIVE", "1")
             monkeypatch.setenv("CC", "false")                # a "compiler" that always fails
             skinny._load.cache_clear()
-            assert not skinny.available() and "could not compile" in skinny.unavailable_reason()
+            with pytest.warns(RuntimeWarning, match="could not compile"):
+                assert not skinny.available()
+            assert "could not compile" in skinny.unavailable_reason()
             assert list((tmp_path / "native").iterdir()) == []
     finally:
         monkeypatch.undo()
