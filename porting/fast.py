@@ -171,8 +171,25 @@ class FastDecoder:
             layers += [layer.self_attn.out_proj, layer.fc1, layer.fc2,
                        layer.encoder_attn.q_proj, layer.encoder_attn.out_proj]
         self.packed = {layer: w for layer in layers if (w := pack(layer)) is not None}
+        self.layers_c = self._whole_layers() if skinny.available() else None
         out = dec.output_projection
         self.output_t = out.weight.detach().t().contiguous() if type(out) is nn.Linear else None   # [C, V]
+
+    def _whole_layers(self) -> list[skinny.DecoderLayer] | None:
+        """Each layer as one porting/skinny.c call for few rows, where every product is a float32
+        nn.Linear packed as panels (not after int8 quantization) and the activation is relu or gelu."""
+        layers = []
+        for layer, qkv in zip(self.model.decoder.layers, self.qkv):
+            linears = {"qkv": qkv, "self_out": layer.self_attn.out_proj, "q": layer.encoder_attn.q_proj,
+                       "cross_out": layer.encoder_attn.out_proj, "fc1": layer.fc1, "fc2": layer.fc2}
+            panels = {name: self.packed.get(lin) for name, lin in linears.items()}
+            if any(type(p) is not skinny.Panels for p in panels.values()) or layer.act not in (F.relu, F.gelu):
+                return None
+            norms = {"self_ln": layer.self_attn_layer_norm, "cross_ln": layer.encoder_attn_layer_norm,
+                     "final_ln": layer.final_layer_norm}
+            layers.append(skinny.DecoderLayer(panels, norms, layer.fc1.out_features, self.heads, layer.pre,
+                                              layer.act is F.gelu, layer.self_attn.scaling))
+        return layers
 
     def step(self, prev: Tensor, enc: EncoderOut, caches: list[dict]) -> Tensor:
         """prev [N, t] (all tokens so far), enc per sentence (B = N / beam) -> logits [N, V]."""
@@ -180,11 +197,22 @@ class FastDecoder:
         n, t = prev.shape
         positions = torch.full((n, 1), PAD + t, dtype=torch.long)   # no padding while generating
         x = Embeddings.forward(dec, prev[:, -1:], positions)[:, 0]          # [N, 1, C] -> [N, C]
+        if self.layers_c is not None and n <= SKINNY_ROWS and x.dtype == torch.float32:
+            x = x.clone(memory_format=torch.contiguous_format)          # updated in place by each layer
+            for layer, native, cache in zip(dec.layers, self.layers_c, caches):
+                self._encoder_cache(layer.encoder_attn, enc, cache, n)
+                cache["kv"] = native(x, cache.get("kv"), cache["enc_k"], cache["enc_v"], cache["enc_mask"])
+            return self._output(x)
         for layer, qkv, cache in zip(dec.layers, self.qkv, caches):
             x = residual_block(x, layer.self_attn_layer_norm, lambda h: self._self_attn(layer, qkv, h, cache), layer.pre)
             x = residual_block(x, layer.encoder_attn_layer_norm, lambda h: self._cross_attn(layer, h, enc, cache), layer.pre)
             x = residual_block(x, layer.final_layer_norm,
                                lambda h: self._linear(layer.act(self._linear(h, layer.fc1)), layer.fc2), layer.pre)
+        return self._output(x)
+
+    def _output(self, x: Tensor) -> Tensor:
+        """The last layer's [N, C] -> logits [N, V]."""
+        dec = self.model.decoder
         if dec.layer_norm is not None:
             x = dec.layer_norm(x)
         if self.output_t is not None and x.size(0) > SKINNY_ROWS:   # None when quantized
@@ -211,15 +239,18 @@ class FastDecoder:
     def _cross_attn(self, layer, h: Tensor, enc: EncoderOut, cache: dict) -> Tensor:
         a = layer.encoder_attn
         n, c = h.shape
-        if "enc_k" not in cache:                                            # first step: one copy per sentence
-            cache["enc_k"], cache["enc_v"] = self._encoder_keys_values(a, enc)  # [B, H, S, D] each
-            cache["enc_mask"] = additive_mask(enc.pad_mask, h.dtype)            # [B, 1, 1, S]
-            cache["beam"] = n // cache["enc_k"].size(0)
+        self._encoder_cache(a, enc, cache, n)
         k, v, mask = cache["enc_k"], cache["enc_v"], cache["enc_mask"]
         b, beam = k.size(0), cache["beam"]
         q = (self._linear(h, a.q_proj) * a.scaling).view(b, beam, self.heads, -1).transpose(1, 2)  # [B, H, beam, D]
         out = attention(q, k, v, mask)                                                     # [B, H, beam, D]
         return self._linear(out.transpose(1, 2).reshape(n, c), a.out_proj)
+
+    def _encoder_cache(self, a: nn.Module, enc: EncoderOut, cache: dict, n: int) -> None:
+        if "enc_k" not in cache:                                            # first step: one copy per sentence
+            cache["enc_k"], cache["enc_v"] = self._encoder_keys_values(a, enc)  # [B, H, S, D] each
+            cache["enc_mask"] = additive_mask(enc.pad_mask, cache["enc_k"].dtype)  # [B, 1, 1, S]
+            cache["beam"] = n // cache["enc_k"].size(0)
 
     def _encoder_keys_values(self, a: nn.Module, enc: EncoderOut) -> tuple[Tensor, Tensor]:
         s, b, c = enc.out.shape

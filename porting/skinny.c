@@ -16,6 +16,7 @@
 #include <immintrin.h>
 #include <stddef.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define PANEL 16
@@ -100,35 +101,166 @@ static float dot(const float *restrict a, const float *restrict b, int dim)
     return s;
 }
 
+/* One (row, head): out = softmax_t(q . keys[t] + mask[t]) values[t], keys/values [count, dim]
+ * contiguous; w: count floats of scratch. */
+static void attend(const float *restrict q, const float *restrict keys, const float *restrict values,
+                   const float *restrict mask, int count, int dim, float *restrict out, float *restrict w)
+{
+    float top = -__builtin_inff();
+    for (int t = 0; t < count; t++) {
+        w[t] = dot(q, keys + (size_t)t * dim, dim) + (mask ? mask[t] : 0.f);
+        if (w[t] > top)
+            top = w[t];
+    }
+    float sum = 0.f;
+    for (int t = 0; t < count; t++) {
+        w[t] = expf(w[t] - top);
+        sum += w[t];
+    }
+    for (int d = 0; d < dim; d++)
+        out[d] = 0.f;
+    for (int t = 0; t < count; t++) {
+        const float p = w[t] / sum, *restrict vt = values + (size_t)t * dim;
+        for (int d = 0; d < dim; d++)
+            out[d] += p * vt[d];
+    }
+}
+
 void skinny_attention(const float *restrict q, const float *restrict k, const float *restrict v,
                       const float *restrict mask, float *restrict out, int groups, int rows, int keys, int dim,
                       int heads)
 {
     float *w = (float *)__builtin_alloca((size_t)keys * sizeof(float));
-    for (int g = 0; g < groups; g++) {
-        const float *kg = k + (size_t)g * keys * dim, *vg = v + (size_t)g * keys * dim;
-        const float *mg = mask ? mask + (size_t)(g / heads) * keys : NULL;
-        for (int i = 0; i < rows; i++) {
-            const float *qi = q + ((size_t)g * rows + i) * dim;
-            float *restrict oi = out + ((size_t)g * rows + i) * dim;
-            float top = -__builtin_inff();
-            for (int t = 0; t < keys; t++) {
-                w[t] = dot(qi, kg + (size_t)t * dim, dim) + (mg ? mg[t] : 0.f);
-                if (w[t] > top)
-                    top = w[t];
+    for (int g = 0; g < groups; g++)
+        for (int i = 0; i < rows; i++)
+            attend(q + ((size_t)g * rows + i) * dim, k + (size_t)g * keys * dim, v + (size_t)g * keys * dim,
+                   mask ? mask + (size_t)(g / heads) * keys : NULL, keys, dim, out + ((size_t)g * rows + i) * dim, w);
+}
+
+/* ---------------------------------------------------------------- one decoder layer, few rows
+ *
+ * The fast decoder step's layer (porting/fast.py) in one call for few rows: at batch 1 a layer is
+ * ~25 torch calls of glue (splits, scaling, cache concatenation, residual adds, layer norms) around
+ * the products, and each costs more than its arithmetic. Same operations in the same order as the
+ * Python step; sums differ in the last bits (float32, k order) as the other fast kernels' do.
+ * Weights: panels and n16-padded biases made by porting/skinny.py (pack). Field order matters:
+ * porting/skinny.py's _Layer mirrors it. */
+struct layer {
+    const float *qkv_w, *qkv_b;                 /* self-attention q, k, v fused: c -> 3c */
+    const float *self_out_w, *self_out_b;       /* c -> c */
+    const float *self_ln_w, *self_ln_b;         /* [c] */
+    const float *q_w, *q_b;                     /* encoder attention's queries: c -> c */
+    const float *cross_out_w, *cross_out_b;     /* c -> c */
+    const float *cross_ln_w, *cross_ln_b;
+    const float *fc1_w, *fc1_b;                 /* c -> ffn */
+    const float *fc2_w, *fc2_b;                 /* ffn -> c */
+    const float *final_ln_w, *final_ln_b;
+    int c, ffn, heads, pre_norm, gelu;
+    float scaling, eps;
+};
+
+/* torch's LayerNorm over rows of x [n, c] into y (may be x): (x - mean) / sqrt(var + eps) * w + b,
+ * biased variance; moments summed in double */
+static void layer_norm(const float *x, float *y, int n, int c, const float *w, const float *b, float eps)
+{
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * c;
+        float *yi = y + (size_t)i * c;
+        double sum = 0, sq = 0;
+        for (int j = 0; j < c; j++)
+            sum += xi[j];
+        const float mean = (float)(sum / c);
+        for (int j = 0; j < c; j++)
+            sq += (double)(xi[j] - mean) * (xi[j] - mean);
+        const float rstd = (float)(1.0 / sqrt(sq / c + eps));
+        for (int j = 0; j < c; j++)
+            yi[j] = (xi[j] - mean) * rstd * w[j] + b[j];
+    }
+}
+
+/* x + f(norm(x)) (pre-norm) or norm(x + f(x)) (post-norm), as porting.model.residual_block: the
+ * sublayer's input h is x or its norm; the caller adds f into x through add_norm */
+static const float *sublayer_input(const struct layer *L, const float *x, float *h, int n,
+                                   const float *ln_w, const float *ln_b)
+{
+    if (!L->pre_norm)
+        return x;
+    layer_norm(x, h, n, L->c, ln_w, ln_b, L->eps);
+    return h;
+}
+
+static void add_norm(const struct layer *L, float *x, const float *f, int n, const float *ln_w, const float *ln_b)
+{
+    for (size_t j = 0; j < (size_t)n * L->c; j++)
+        x[j] += f[j];
+    if (!L->pre_norm)
+        layer_norm(x, x, n, L->c, ln_w, ln_b, L->eps);
+}
+
+/* x [n, c], updated in place. kv_old [2, n, heads, t, d] (NULL when t = 0) -> kv_new [2, n, heads,
+ * t + 1, d]: the cached keys and values with this step's appended. enc_k, enc_v [sentences, heads,
+ * src_len, d] (rows r's sentence: r / (n / sentences)); enc_mask additive [sentences, src_len] or
+ * NULL. Returns 0, or -1 when scratch memory cannot be had. */
+int skinny_decoder_layer(const struct layer *L, float *x, int n, int t, const float *kv_old, float *kv_new,
+                         const float *enc_k, const float *enc_v, const float *enc_mask, int sentences, int src_len)
+{
+    const int c = L->c, heads = L->heads, d = c / heads, beam = n / sentences;
+    const int longest = t + 1 > src_len ? t + 1 : src_len;
+    float *h = malloc(sizeof(float) * ((size_t)n * (3 * c + 3 * c + L->ffn) + longest));
+    if (!h)
+        return -1;
+    float *qkv = h + (size_t)n * c, *att = qkv + (size_t)n * 3 * c, *f = att + (size_t)n * c;
+    float *w = f + (size_t)n * (c > L->ffn ? c : L->ffn);
+    const float *in;
+
+    /* self-attention */
+    in = sublayer_input(L, x, h, n, L->self_ln_w, L->self_ln_b);
+    skinny_linear(in, L->qkv_w, L->qkv_b, qkv, n, c, 3 * c);
+    for (int r = 0; r < n; r++)
+        for (int j = 0; j < c; j++)
+            qkv[(size_t)r * 3 * c + j] *= L->scaling;
+    for (int plane = 0; plane < 2; plane++)             /* 0: keys, 1: values */
+        for (int r = 0; r < n; r++)
+            for (int hd = 0; hd < heads; hd++) {
+                const size_t cell = ((size_t)plane * n + r) * heads + hd;   /* [2, n, heads] */
+                float *dst = kv_new + cell * (t + 1) * d;
+                if (t)
+                    memcpy(dst, kv_old + cell * t * d, sizeof(float) * t * d);
+                memcpy(dst + (size_t)t * d, qkv + (size_t)r * 3 * c + (size_t)(plane + 1) * c + (size_t)hd * d,
+                       sizeof(float) * d);
             }
-            float sum = 0.f;
-            for (int t = 0; t < keys; t++) {
-                w[t] = expf(w[t] - top);
-                sum += w[t];
-            }
-            for (int d = 0; d < dim; d++)
-                oi[d] = 0.f;
-            for (int t = 0; t < keys; t++) {
-                const float p = w[t] / sum, *restrict vt = vg + (size_t)t * dim;
-                for (int d = 0; d < dim; d++)
-                    oi[d] += p * vt[d];
-            }
+    for (int r = 0; r < n; r++)
+        for (int hd = 0; hd < heads; hd++) {
+            const size_t cell = (size_t)r * heads + hd;
+            attend(qkv + (size_t)r * 3 * c + (size_t)hd * d, kv_new + cell * (t + 1) * d,
+                   kv_new + ((size_t)n * heads + cell) * (t + 1) * d, NULL, t + 1, d, att + (size_t)r * c + (size_t)hd * d, w);
+        }
+    skinny_linear(att, L->self_out_w, L->self_out_b, f, n, c, c);
+    add_norm(L, x, f, n, L->self_ln_w, L->self_ln_b);
+
+    /* encoder attention */
+    in = sublayer_input(L, x, h, n, L->cross_ln_w, L->cross_ln_b);
+    skinny_linear(in, L->q_w, L->q_b, qkv, n, c, c);
+    for (size_t j = 0; j < (size_t)n * c; j++)
+        qkv[j] *= L->scaling;
+    for (int r = 0; r < n; r++) {
+        const int sent = r / beam;
+        for (int hd = 0; hd < heads; hd++) {
+            const size_t cell = ((size_t)sent * heads + hd) * src_len * d;
+            attend(qkv + (size_t)r * c + (size_t)hd * d, enc_k + cell, enc_v + cell,
+                   enc_mask ? enc_mask + (size_t)sent * src_len : NULL, src_len, d, att + (size_t)r * c + (size_t)hd * d, w);
         }
     }
+    skinny_linear(att, L->cross_out_w, L->cross_out_b, f, n, c, c);
+    add_norm(L, x, f, n, L->cross_ln_w, L->cross_ln_b);
+
+    /* feed-forward */
+    in = sublayer_input(L, x, h, n, L->final_ln_w, L->final_ln_b);
+    skinny_linear(in, L->fc1_w, L->fc1_b, f, n, c, L->ffn);
+    for (size_t j = 0; j < (size_t)n * L->ffn; j++)
+        f[j] = L->gelu ? 0.5f * f[j] * (1.f + erff(f[j] * 0.70710678118654752f)) : (f[j] > 0.f ? f[j] : 0.f);
+    skinny_linear(f, L->fc2_w, L->fc2_b, att, n, L->ffn, c);
+    add_norm(L, x, att, n, L->final_ln_w, L->final_ln_b);
+    free(h);
+    return 0;
 }

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 SOURCE = Path(__file__).with_name("skinny.c")
 FLAGS = ("-O3", "-std=c99", "-mavx2", "-mfma", "-shared", "-fPIC")
@@ -73,6 +73,15 @@ def _compile() -> Path:
     return lib
 
 
+class _Layer(ctypes.Structure):
+    """skinny.c's struct layer, field for field."""
+    _fields_ = [(name, ctypes.c_void_p) for name in (
+        "qkv_w", "qkv_b", "self_out_w", "self_out_b", "self_ln_w", "self_ln_b", "q_w", "q_b",
+        "cross_out_w", "cross_out_b", "cross_ln_w", "cross_ln_b", "fc1_w", "fc1_b", "fc2_w", "fc2_b",
+        "final_ln_w", "final_ln_b")] + [(name, ctypes.c_int) for name in ("c", "ffn", "heads", "pre_norm", "gelu")] \
+        + [("scaling", ctypes.c_float), ("eps", ctypes.c_float)]
+
+
 @functools.cache
 def _load() -> tuple[ctypes.CDLL | None, str | None]:
     try:
@@ -87,6 +96,9 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     lib.skinny_linear.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 3
     lib.skinny_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 5
     lib.skinny_linear.restype = lib.skinny_attention.restype = None
+    lib.skinny_decoder_layer.argtypes = [ctypes.POINTER(_Layer)] + [ctypes.c_void_p, ctypes.c_int, ctypes.c_int] \
+        + [ctypes.c_void_p] * 5 + [ctypes.c_int] * 2
+    lib.skinny_decoder_layer.restype = ctypes.c_int
     return lib, None
 
 
@@ -153,3 +165,48 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
     _load()[0].skinny_attention(q.data_ptr(), k.data_ptr(), v.data_ptr(), None if mask is None else mask.data_ptr(),
                                 out.data_ptr(), n * heads, rows, keys, dim, heads)
     return out
+
+
+class DecoderLayer:
+    """One decoder layer's weights as skinny.c's ``skinny_decoder_layer`` reads them (the tensors are
+    kept here: the struct holds only their addresses)."""
+
+    def __init__(self, linears: dict[str, Panels], norms: dict[str, nn.LayerNorm], ffn: int, heads: int,
+                 pre_norm: bool, gelu: bool, scaling: float):
+        self.c = linears["qkv"].in_features
+        if self.c % heads or any(p.bias is None for p in linears.values()):
+            raise ValueError("skinny.DecoderLayer: width must divide into heads, and every linear layer needs a bias")
+        eps = {n.eps for n in norms.values()}
+        if len(eps) != 1 or any(n.weight is None or n.bias is None or n.weight.dtype != torch.float32 for n in norms.values()):
+            raise ValueError("skinny.DecoderLayer: float32 layer norms with weights and one eps")
+        self.keep: list = [*linears.values()]          # the struct holds addresses only
+        fields = {}
+        for name, p in linears.items():
+            fields[f"{name}_w"], fields[f"{name}_b"] = p.panels.data_ptr(), p.bias.data_ptr()
+        for name, norm in norms.items():
+            w, b = norm.weight.detach().contiguous(), norm.bias.detach().contiguous()
+            self.keep += [w, b]
+            fields[f"{name}_w"], fields[f"{name}_b"] = w.data_ptr(), b.data_ptr()
+        self.struct = _Layer(**fields, c=self.c, ffn=ffn, heads=heads, pre_norm=int(pre_norm), gelu=int(gelu),
+                             scaling=scaling, eps=eps.pop())
+        self.heads = heads
+
+    def __call__(self, x: Tensor, kv: Tensor | None, enc_k: Tensor, enc_v: Tensor, enc_mask: Tensor | None) -> Tensor:
+        """x [N, C] float32 contiguous, updated in place; kv [2, N, H, t, D] (None at the first step);
+        enc_k, enc_v [B, H, S, D]; enc_mask additive [B, 1, 1, S] or None -> the new [2, N, H, t + 1, D]."""
+        n, c = x.shape
+        t = 0 if kv is None else kv.size(3)
+        b, heads, s, d = enc_k.shape
+        if (c != self.c or not x.is_contiguous() or x.dtype != torch.float32 or n % b or heads != self.heads
+                or (kv is not None and kv.shape != (2, n, heads, t, d)) or enc_v.shape != enc_k.shape
+                or (enc_mask is not None and enc_mask.shape != (b, 1, 1, s))):
+            raise ValueError(f"skinny.DecoderLayer: x {tuple(x.shape)}, kv {None if kv is None else tuple(kv.shape)}, "
+                             f"encoder keys {tuple(enc_k.shape)} do not fit a {self.c}-wide layer of {self.heads} heads")
+        parts = [None if a is None else a.contiguous() for a in (kv, enc_k, enc_v, enc_mask)]
+        new = torch.empty(2, n, heads, t + 1, d)
+        kv, enc_k, enc_v, enc_mask = parts
+        if _load()[0].skinny_decoder_layer(ctypes.byref(self.struct), x.data_ptr(), n, t,
+                                           None if kv is None else kv.data_ptr(), new.data_ptr(), enc_k.data_ptr(),
+                                           enc_v.data_ptr(), None if enc_mask is None else enc_mask.data_ptr(), b, s):
+            raise MemoryError("skinny.DecoderLayer: no scratch memory")
+        return new

@@ -196,6 +196,49 @@ def test_skinny_falls_back_with_a_reason(monkeypatch, tmp_path):
         skinny._load.cache_clear()
 
 
+@pytest.mark.skipif(not skinny.available(), reason=f"few-row kernels unavailable: {skinny.unavailable_reason()}")
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_whole_layer_kernel_matches_the_python_step(converted, pre_norm):
+    """porting/skinny.c's decoder layer against the step it replaces, over several steps (growing
+    self-attention cache) on padded sources, for both norm placements and both activations."""
+    from porting.fast import FastDecoder
+    from porting.generate import Ensemble
+
+    _, (model,) = load_ensemble(converted["ende-sep"])
+    for layer in model.decoder.layers:
+        layer.pre = pre_norm
+        layer.act = F.gelu if pre_norm else F.relu
+    enc = Ensemble([model]).encode(left_pad([[5, 6, 7, 2], [8, 9, 10, 11, 12, 13, 2], [14, 2]]))[0]
+    fast_c, fast_py = FastDecoder(model), FastDecoder(model)
+    assert fast_c.layers_c is not None
+    fast_py.layers_c = None
+    caches = [[{} for _ in model.decoder.layers] for _ in range(2)]
+    torch.manual_seed(0)
+    prev = torch.full((15, 1), 2)                             # 3 sentences x beam 5
+    with torch.no_grad():
+        for _ in range(6):
+            a, b = fast_c.step(prev, enc, caches[0]), fast_py.step(prev, enc, caches[1])
+            assert (a - b).abs().max() < TOL * a.abs().max()
+            for ca, cb in zip(*caches):
+                assert (ca["kv"] - cb["kv"]).abs().max() < TOL * cb["kv"].abs().max()
+            prev = torch.cat([prev, torch.randint(4, 100, (15, 1))], 1)
+
+
+@pytest.mark.skipif(not skinny.available(), reason=f"few-row kernels unavailable: {skinny.unavailable_reason()}")
+def test_whole_layer_kernel_refuses_what_does_not_fit(converted):
+    from porting.fast import FastDecoder
+
+    _, (model,) = load_ensemble(converted["ende-sep"])
+    layer = FastDecoder(model).layers_c[0]
+    enc_k = torch.zeros(1, 4, 3, 32)
+    with pytest.raises(ValueError, match="do not fit"):
+        layer(torch.zeros(5, 64), None, enc_k, enc_k, None)                       # wrong width
+    with pytest.raises(ValueError, match="do not fit"):
+        layer(torch.zeros(5, 128), torch.zeros(2, 4, 4, 1, 32), enc_k, enc_k, None)  # cache of other rows
+    with pytest.raises(ValueError, match="do not fit"):
+        layer(torch.zeros(5, 128), None, enc_k, enc_k, torch.zeros(1, 1, 1, 4))     # mask of another length
+
+
 def test_fast_encoder_matches_encoder_on_real_tokens(converted):
     """Padding removed: the real tokens' outputs equal the full encoder's; padding rows are zero."""
     _, (model,) = load_ensemble(converted["ende-sep"])

@@ -63,6 +63,27 @@ def test_generation_matches_live_fairseq(pair, setting, kernels):
             assert same_up_to_ties(hyps, ref, 1e-4), f"line {i}"
 
 
+def test_few_row_kernels_match_live_fairseq(pair):
+    """Each line alone (beam 5: 5 rows), so that every step runs the fast step's few-row path
+    (porting/skinny.c's whole decoder layer) on this architecture: pre-norm, gelu, learned
+    positions, embedding layer norm, untied deep-shallow."""
+    from parity import shipped
+    from porting import skinny
+
+    if not skinny.available():
+        pytest.skip(f"few-row kernels unavailable: {skinny.unavailable_reason()}")
+    hub, _, out = pair
+    ensemble = Ensemble(load_ensemble(out)[1], kernels="fast")
+    assert all(d.layers_c is not None for d in ensemble.decoders)
+    toks = [hub.encode(line) for line in shipped.test_set()[0][:LINES]]
+    theirs = hub.generate(toks, beam=5)
+    opts = GenerationOptions(beam=5)
+    for i, src in enumerate(toks):
+        hyps = generate(ensemble, src[None], opts)[0]
+        ref = [{"tokens": t["tokens"].tolist(), "score": float(t["score"])} for t in theirs[i]]
+        assert same_up_to_ties(hyps, ref, 1e-4), f"line {i}"
+
+
 def test_teacher_forced_logits_bitwise(pair):
     hub, ensemble, _ = pair
     src = hub.encode("Click on the arrow of the drop-down list.").unsqueeze(0)

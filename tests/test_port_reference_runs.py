@@ -38,13 +38,19 @@ def ensembles(converted, request):
 @pytest.mark.parametrize("run,setting", [(r, s) for r, spec in MANIFEST["runs"].items() for s in spec["settings"]])
 def test_generation_matches_fairseq(ensembles, run, setting):
     rec = load(run, f"generation/{setting}.json")
-    ids = load(run, "inputs.json")["ids"]
+    mismatches, worst = replay(ensembles[run], rec, load(run, "inputs.json")["ids"], rec["batches"])
+    assert mismatches == [], f"{len(mismatches)} differ, first at line {mismatches[:5]}"
+    assert worst < SCORE_TOL
+
+
+def replay(ensemble, rec, ids, batches) -> tuple[list[int], float]:
+    """Lines whose hypotheses differ from the recorded ones, and the largest score difference."""
     # fairseq-fixed's n-gram blocker is inert (NOTES.md); reproduce it bug for bug to compare
     opts = GenerationOptions(**rec["options"], ngram_blocking="fairseq")
     mismatches, worst = [], 0.0
-    exact = ensembles[run].kernels == "exact"
-    for batch in rec["batches"]:
-        ours = generate(ensembles[run], left_pad([ids[i] for i in batch]), opts)
+    exact = ensemble.kernels == "exact"
+    for batch in batches:
+        ours = generate(ensemble, left_pad([ids[i] for i in batch]), opts)
         for i, hyps in zip(batch, ours):
             theirs = rec["hypotheses"][i]
             if exact or not same_up_to_ties(hyps, theirs, SCORE_TOL):
@@ -56,7 +62,29 @@ def test_generation_matches_fairseq(ensembles, run, setting):
             for h, t in zip(hyps, theirs):
                 worst = max(worst, abs(h.score - t["score"]),
                             max(abs(a - b) for a, b in zip(h.positional_scores, t["positional_scores"])))
-    assert mismatches == [], f"{len(mismatches)} of {len(ids)} differ, first at line {mismatches[:5]}"
+    return mismatches, worst
+
+
+ALONE = 100   # lines decoded one at a time below
+
+
+@pytest.mark.parametrize("run,setting", [(r, s) for r, spec in MANIFEST["runs"].items() for s in spec["settings"]
+                                         if not MANIFEST["settings"][s].get("max_len_a")])
+def test_few_rows_match_fairseq_one_sentence_at_a_time(converted, run, setting):
+    """fairseq's batches hold 50 sentences, so the fast step's few-row path (porting/skinny.c's
+    whole decoder layer, at most fast.SKINNY_ROWS rows) only runs there once few sentences are
+    left. Alone, each sentence runs every step on it. The recorded hypotheses do not depend on the
+    batch (max_len does not when max_len_a is 0: those settings only)."""
+    from porting import skinny
+
+    if not skinny.available():
+        pytest.skip(f"few-row kernels unavailable: {skinny.unavailable_reason()}")
+    torch.set_num_threads(MANIFEST["threads"])
+    ensemble = Ensemble(load_ensemble(converted[run])[1], kernels="fast")
+    assert all(d.layers_c is not None for d in ensemble.decoders)
+    rec = load(run, f"generation/{setting}.json")
+    mismatches, worst = replay(ensemble, rec, load(run, "inputs.json")["ids"], [[i] for i in range(ALONE)])
+    assert mismatches == [], f"{len(mismatches)} of {ALONE} differ, first at line {mismatches[:5]}"
     assert worst < SCORE_TOL
 
 
