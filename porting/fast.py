@@ -29,7 +29,15 @@ identical (tests/test_port_reference_runs.py, tests/test_port_live_fairseq.py):
     where it cannot be built (no compiler, no AVX2), F.linear;
   * the search's top-2*beam candidates from a prefilter (``top_candidates``): torch.topk over a
     sentence's beam x vocab scores costs ~1 ns per score, the maximum of each small chunk far less
-    (32 sentences x 5 x 31232 scores: 5.4 ms vs 1.0 ms).
+    (32 sentences x 5 x 31232 scores: 5.4 ms vs 1.0 ms);
+  * few rows, and every product of a layer packed as panels (a d 128 model; not a wmt19-size one,
+    whose large products run faster on oneDNN's two threads than on skinny.c's one, nor after int8
+    quantization): the whole layer, glue included (cache append, scaling, residuals, layer norms,
+    activation), as one porting/skinny.c call (``skinny.DecoderLayer``). At batch 1 a layer was
+    ~25 torch calls costing more than their arithmetic; this doubled the small model's speed there.
+    The cache keeps the torch path's layout, so a batch moves between the two as sentences finish.
+    (Tried and dropped: the same call for many rows, its rows split between two threads, with the
+    search's cache reordering folded into its append: no faster at batch 32, 6% slower at batch 1.)
 Layers that are not plain ``nn.Linear`` (int8-quantized ones) are called as modules.
 """
 from __future__ import annotations
