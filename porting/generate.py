@@ -213,7 +213,8 @@ def _search(ensemble, encs, opts, bsz, beam, max_len):
         # fairseq: lprobs[lprobs != lprobs] = -inf; the same values, without a [N, V] mask (~15x faster)
         torch.nan_to_num_(lprobs, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
         lprobs[:, PAD] = -math.inf
-        lprobs[:, UNK] -= opts.unkpen
+        if opts.unkpen:                                                 # x - 0.0 is x: skip the call
+            lprobs[:, UNK] -= opts.unkpen
         if step >= max_len:
             lprobs[:, :EOS] = -math.inf
             lprobs[:, EOS + 1:] = -math.inf
