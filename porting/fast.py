@@ -168,8 +168,9 @@ class FastDecoder:
 
     def repack(self) -> None:
         """Derive the weight copies the step uses from the current layers (again after they are
-        replaced, e.g. by int8 ones): oneDNN-packed large float linears for few-row products, and
-        the output projection laid out [in, out]. The output projection is the largest product
+        replaced, e.g. by int8 ones): packed float linears for few-row products (``pack``), the
+        whole-layer calls where every product of a layer got panels, and the output projection
+        laid out [in, out]. The output projection is the largest product
         per step; for many rows MKL multiplies faster by weights laid out [in, out] (measured
         160 x 128 -> 6992: 2.1 ms vs 4.0 ms with F.linear; same values, bitwise equal results),
         few rows go through linear() and its packed weights."""
@@ -179,7 +180,7 @@ class FastDecoder:
             layers += [layer.self_attn.out_proj, layer.fc1, layer.fc2,
                        layer.encoder_attn.q_proj, layer.encoder_attn.out_proj]
         self.packed = {layer: w for layer in layers if (w := pack(layer)) is not None}
-        self.layers_c = self._whole_layers() if skinny.available() else None
+        self.layers_c = self._whole_layers()                  # None without skinny.c: no panels
         out = dec.output_projection
         self.output_t = out.weight.detach().t().contiguous() if type(out) is nn.Linear else None   # [C, V]
 
@@ -205,7 +206,7 @@ class FastDecoder:
         n, t = prev.shape
         positions = torch.full((n, 1), PAD + t, dtype=torch.long)   # no padding while generating
         x = Embeddings.forward(dec, prev[:, -1:], positions)[:, 0]          # [N, 1, C] -> [N, C]
-        if self.layers_c is not None and n <= SKINNY_ROWS and x.dtype == torch.float32:
+        if self.layers_c is not None and n <= SKINNY_ROWS:             # panels exist for float32 only
             x = x.clone(memory_format=torch.contiguous_format)          # updated in place by each layer
             for layer, native, cache in zip(dec.layers, self.layers_c, caches):
                 self._encoder_cache(layer.encoder_attn, enc, cache, n)

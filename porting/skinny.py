@@ -202,9 +202,8 @@ class DecoderLayer:
                 or (enc_mask is not None and enc_mask.shape != (b, 1, 1, s))):
             raise ValueError(f"skinny.DecoderLayer: x {tuple(x.shape)}, kv {None if kv is None else tuple(kv.shape)}, "
                              f"encoder keys {tuple(enc_k.shape)} do not fit a {self.c}-wide layer of {self.heads} heads")
-        parts = [None if a is None else a.contiguous() for a in (kv, enc_k, enc_v, enc_mask)]
+        kv, enc_k, enc_v, enc_mask = (None if a is None else a.contiguous() for a in (kv, enc_k, enc_v, enc_mask))
         new = torch.empty(2, n, heads, t + 1, d)
-        kv, enc_k, enc_v, enc_mask = parts
         if _load()[0].skinny_decoder_layer(ctypes.byref(self.struct), x.data_ptr(), n, t,
                                            None if kv is None else kv.data_ptr(), new.data_ptr(), enc_k.data_ptr(),
                                            enc_v.data_ptr(), None if enc_mask is None else enc_mask.data_ptr(), b, s):

@@ -30,8 +30,9 @@ def pair(request, tmp_path_factory):
     return load_hub(src, "model.pt", "en", "de"), Ensemble(load_ensemble(out)[1], kernels="exact"), out
 
 
-def side_by_side(hub, ensemble, setting):
-    """(line, port hypotheses, fairseq hypotheses) for the first LINES test lines, in fairseq's batches."""
+def side_by_side(hub, ensemble, setting, alone=False):
+    """(line, port hypotheses, fairseq hypotheses) for the first LINES test lines, in fairseq's
+    batches, or each line alone (``alone``)."""
     from parity import shipped
 
     options = dict(SETTINGS[setting])
@@ -39,9 +40,16 @@ def side_by_side(hub, ensemble, setting):
     beam = options.pop("beam")
     theirs = hub.generate(toks, beam=beam, **options)
     opts = GenerationOptions(beam=beam, **options, ngram_blocking="fairseq")
-    for batch in hub._build_batches(toks, False):
-        for i, hyps in zip(batch["id"].tolist(), generate(ensemble, batch["net_input"]["src_tokens"], opts)):
+    batches = ([([i], src[None]) for i, src in enumerate(toks)] if alone else
+               [(b["id"].tolist(), b["net_input"]["src_tokens"]) for b in hub._build_batches(toks, False)])
+    for ids, src_tokens in batches:
+        for i, hyps in zip(ids, generate(ensemble, src_tokens, opts)):
             yield i, hyps, theirs[i]
+
+
+def as_reference(theirs) -> list[dict]:
+    """fairseq's hypotheses as ``same_up_to_ties`` reads them."""
+    return [{"tokens": t["tokens"].tolist(), "score": float(t["score"])} for t in theirs]
 
 
 @pytest.mark.parametrize("kernels", KERNELS)
@@ -59,15 +67,13 @@ def test_generation_matches_live_fairseq(pair, setting, kernels):
         else:
             # the same hypotheses (n-best order free only within score ties), scores within 1e-4
             # (observed ~1e-6: float summation order)
-            ref = [{"tokens": t["tokens"].tolist(), "score": float(t["score"])} for t in theirs]
-            assert same_up_to_ties(hyps, ref, 1e-4), f"line {i}"
+            assert same_up_to_ties(hyps, as_reference(theirs), 1e-4), f"line {i}"
 
 
 def test_few_row_kernels_match_live_fairseq(pair):
     """Each line alone (beam 5: 5 rows), so that every step runs the fast step's few-row path
     (porting/skinny.c's whole decoder layer) on this architecture: pre-norm, gelu, learned
     positions, embedding layer norm, untied deep-shallow."""
-    from parity import shipped
     from porting import skinny
 
     if not skinny.available():
@@ -75,13 +81,8 @@ def test_few_row_kernels_match_live_fairseq(pair):
     hub, _, out = pair
     ensemble = Ensemble(load_ensemble(out)[1], kernels="fast")
     assert all(d.layers_c is not None for d in ensemble.decoders)
-    toks = [hub.encode(line) for line in shipped.test_set()[0][:LINES]]
-    theirs = hub.generate(toks, beam=5)
-    opts = GenerationOptions(beam=5)
-    for i, src in enumerate(toks):
-        hyps = generate(ensemble, src[None], opts)[0]
-        ref = [{"tokens": t["tokens"].tolist(), "score": float(t["score"])} for t in theirs[i]]
-        assert same_up_to_ties(hyps, ref, 1e-4), f"line {i}"
+    for i, hyps, theirs in side_by_side(hub, ensemble, "beam5_nbest5", alone=True):
+        assert same_up_to_ties(hyps, as_reference(theirs), 1e-4), f"line {i}"
 
 
 def test_teacher_forced_logits_bitwise(pair):
