@@ -17,26 +17,28 @@ identical (tests/test_port_reference_runs.py, tests/test_port_live_fairseq.py):
     more rows, where both are slower (torch's fused kernel 2-3.5x: 160 rows x 4 heads 180 us vs
     104 us); q is pre-scaled as fairseq does; softmax in float32 either way;
   * batch-first [N, C] states for the one-token step: no [1, N, C] time dimension to carry;
-  * few rows (beam 5 of one sentence) and large weights: oneDNN's inner product on weights packed
-    once for it (``torch.ops.mkldnn``, the kernels torch's own compiler uses for frozen linears).
-    torch's ``F.linear`` (MKL) is 2-4x slower for such skinny products on this AMD CPU (measured
-    5 x 1024 -> 4096: 1.86 ms vs 0.55 ms; 5 x 1024 -> 31232: 28.7 ms vs 7 ms); from ~160 rows on
-    both are the same and from ~600 rows MKL is faster, so wide products keep ``F.linear``. Where
-    torch has no oneDNN, weights [out, in] times x^T (which streams each weight row once) stands in;
-  * few rows and small weights (every per-step product of a d 128 model): porting/skinny.c, a
-    register-blocked loop over weights packed once, compiled on first use (porting/skinny.py).
-    5 x 128 -> 384 takes ~7 us there and 18-25 us in MKL, oneDNN or OpenBLAS alike on this CPU;
-    where it cannot be built (no compiler, no AVX2), F.linear;
-  * the search's top-2*beam candidates from a prefilter (``top_candidates``): torch.topk over a
-    sentence's beam x vocab scores costs ~1 ns per score, the maximum of each small chunk far less
-    (32 sentences x 5 x 31232 scores: 5.4 ms vs 1.0 ms);
-  * few rows, and every product of a layer packed as panels (a d 128 model; not a wmt19-size one,
-    whose large products run faster on oneDNN's two threads than on skinny.c's one, nor after int8
-    quantization): the whole layer, glue included (cache append, scaling, residuals, layer norms,
-    activation), as one porting/skinny.c call (``skinny.DecoderLayer``). At batch 1 a layer was
-    ~25 torch calls costing more than their arithmetic; this doubled the small model's speed there.
-    The cache keeps the torch path's layout, so a batch moves between the two as sentences finish.
-    (Tried and dropped: the same call for many rows, its rows split between two threads, with the
+  * every float32 product: porting/skinny.c, a register-blocked loop over weights packed once
+    into panels, compiled on first use (porting/skinny.py), on torch's own threads for large
+    products. It beats torch's GEMMs at every size the step meets on this AMD CPU (5 x 128 -> 384:
+    ~7 us vs 18-25 us in MKL, oneDNN or OpenBLAS alike; 5 x 1024 -> 4096: 261 us vs oneDNN 442 us
+    and MKL 1.3 ms; 160 x 128 -> 6992: 1.47 ms vs MKL 1.69 ms). Where it cannot be built (no
+    compiler, no AVX2): for few rows and large weights oneDNN's inner product on weights packed for
+    it (``torch.ops.mkldnn``, what torch's own compiler uses for frozen linears; MKL's ``F.linear``
+    is 2-4x slower there), else ``F.linear``;
+  * one model (not an ensemble): the output projection, log_softmax, fairseq's column rules, the
+    cumulative scores and the choice of the 2 x beam candidates in one call
+    (``FastDecoder.candidates``, porting/skinny_candidates.c): the [N, V] logits are never
+    written (at batch 32: 2.1 ms of product, 0.64 ms of log_softmax and ~0.3 ms of masks and
+    top-k became ~2 ms in all);
+  * elsewhere the search's top-2*beam candidates from a prefilter (``top_candidates``): torch.topk
+    over a sentence's beam x vocab scores costs ~1 ns per score, the maximum of each small chunk far
+    less (32 sentences x 5 x 31232 scores: 5.4 ms vs 1.0 ms);
+  * few rows, and every product of a layer packed as panels (not after int8 quantization): the
+    whole layer, glue included (cache append, scaling, residuals, layer norms, activation), as one
+    porting/skinny.c call (``skinny.DecoderLayer``). At batch 1 a layer was ~25 torch calls
+    costing more than their arithmetic; this doubled the small model's speed there. The cache
+    keeps the torch path's layout, so a batch moves between the two as sentences finish. (Tried
+    and dropped: the same call for many rows, its rows split between two threads, with the
     search's cache reordering folded into its append: no faster at batch 32, 6% slower at batch 1.)
 Layers that are not plain ``nn.Linear`` (int8-quantized ones) are called as modules.
 """
@@ -51,20 +53,25 @@ from torch import Tensor, nn
 from porting import skinny
 from porting.model import PAD, Embeddings, EncoderOut, Transformer, residual_block
 
-SKINNY_ROWS = 16            # at most this many rows: packed weights (below: from ~20-40 rows on
-                            # torch's GEMMs on 2 threads are as fast or faster, F.linear it is)
-SKINNY_WEIGHTS = 1 << 18    # at least this many weights: oneDNN's packed ones (below, its ~25 us
-                            # fixed cost per call dominates; porting/skinny.c's panels instead)
+FEW_ROWS = 16               # at most this many rows: the whole-layer call (porting/skinny.c), and
+                            # without skinny.c oneDNN's packed weights (from ~20-40 rows on torch's
+                            # GEMMs are as fast)
+ONEDNN_WEIGHTS = 1 << 18    # without skinny.c, at least this many weights: oneDNN's packed ones
+                            # (below, its ~25 us fixed cost per call dominates)
 
 
 def pack(layer: nn.Module) -> Tensor | skinny.Panels | None:
-    """A float32 nn.Linear's weights packed for few-row products: oneDNN's packed copy for large
-    weights, porting/skinny.c's panels for small ones; None where neither pays or exists (then
-    ``linear`` uses F.linear for small weights and the W x^T product for large ones)."""
+    """A float32 nn.Linear's weights packed once: porting/skinny.c's panels, which beat torch's GEMMs
+    at every size the decoder step meets (measured on 2 threads: 5 x 1024 -> 4096 261 us vs oneDNN
+    442 and MKL 1344; 160 x 128 -> 6992 1.47 ms vs MKL 1.69; 160 x 1024 -> 31232 54 ms vs 72);
+    where it cannot be built, oneDNN's packed copy for large weights; None where neither exists or
+    pays (``linear`` then uses F.linear, or the W x^T product for large weights and few rows)."""
     if type(layer) is not nn.Linear or layer.weight.dtype != torch.float32:
         return None
-    if layer.weight.numel() < SKINNY_WEIGHTS:
-        return skinny.pack(layer.weight, layer.bias) if skinny.available() else None
+    if skinny.available():
+        return skinny.pack(layer.weight, layer.bias)
+    if layer.weight.numel() < ONEDNN_WEIGHTS:
+        return None
     try:
         return torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), 5)   # packed for ~beam rows
     except (AttributeError, RuntimeError):
@@ -75,14 +82,14 @@ def linear(x: Tensor, layer: nn.Module, packed: dict) -> Tensor:
     """layer(x) for x [N, C_in] -> [N, C_out]; ``packed``: ``pack``'s weights by layer."""
     if type(layer) is not nn.Linear:
         return layer(x)
-    if x.size(0) > SKINNY_ROWS:
-        return F.linear(x, layer.weight, layer.bias)
     weight = packed.get(layer)
     if type(weight) is skinny.Panels:
         return skinny.linear(x, weight)
+    if x.size(0) > FEW_ROWS:
+        return F.linear(x, layer.weight, layer.bias)
     if weight is not None:
         return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, "none", [], "")
-    if layer.weight.numel() < SKINNY_WEIGHTS:
+    if layer.weight.numel() < ONEDNN_WEIGHTS:
         return F.linear(x, layer.weight, layer.bias)
     if layer.bias is None:
         return torch.mm(layer.weight, x.t()).t().contiguous()                   # [out, N] -> [N, out]
@@ -168,21 +175,23 @@ class FastDecoder:
 
     def repack(self) -> None:
         """Derive the weight copies the step uses from the current layers (again after they are
-        replaced, e.g. by int8 ones): packed float linears for few-row products (``pack``), the
-        whole-layer calls where every product of a layer got panels, and the output projection
-        laid out [in, out]. The output projection is the largest product
-        per step; for many rows MKL multiplies faster by weights laid out [in, out] (measured
-        160 x 128 -> 6992: 2.1 ms vs 4.0 ms with F.linear; same values, bitwise equal results),
-        few rows go through linear() and its packed weights."""
+        replaced, e.g. by int8 ones): packed float linears (``pack``), the whole-layer calls where
+        every product of a layer got panels, the output projection's panels (``output_panels``, for
+        the logits and ``candidates``), and where it has none, its weights laid out [in, out]: for
+        many rows MKL multiplies faster by those (measured 160 x 128 -> 6992: 2.1 ms vs 4.0 ms
+        with F.linear; same values, bitwise equal results)."""
         dec = self.model.decoder
-        layers = [*self.qkv, dec.output_projection]
+        out = dec.output_projection
+        layers = [*self.qkv, out]
         for layer in dec.layers:
             layers += [layer.self_attn.out_proj, layer.fc1, layer.fc2,
                        layer.encoder_attn.q_proj, layer.encoder_attn.out_proj]
         self.packed = {layer: w for layer in layers if (w := pack(layer)) is not None}
         self.layers_c = self._whole_layers()                  # None without skinny.c: no panels
-        out = dec.output_projection
-        self.output_t = out.weight.detach().t().contiguous() if type(out) is nn.Linear else None   # [C, V]
+        self.output_panels = self.packed.get(out) if type(self.packed.get(out)) is skinny.Panels else None
+        self.output_t = None
+        if type(out) is nn.Linear and self.output_panels is None:
+            self.output_t = out.weight.detach().t().contiguous()                          # [C, V]
 
     def _whole_layers(self) -> list[skinny.DecoderLayer] | None:
         """Each layer as one porting/skinny.c call for few rows, where every product is a float32
@@ -202,31 +211,42 @@ class FastDecoder:
 
     def step(self, prev: Tensor, enc: EncoderOut, caches: list[dict]) -> Tensor:
         """prev [N, t] (all tokens so far), enc per sentence (B = N / beam) -> logits [N, V]."""
+        return self.logits(self.hidden(prev, enc, caches))
+
+    def hidden(self, prev: Tensor, enc: EncoderOut, caches: list[dict]) -> Tensor:
+        """The step up to the output projection: prev [N, t] -> the last states [N, C] (after the
+        decoder's final layer norm, where it has one)."""
         dec = self.model.decoder
         n, t = prev.shape
         positions = torch.full((n, 1), PAD + t, dtype=torch.long)   # no padding while generating
         x = Embeddings.forward(dec, prev[:, -1:], positions)[:, 0]          # [N, 1, C] -> [N, C]
-        if self.layers_c is not None and n <= SKINNY_ROWS:             # panels exist for float32 only
+        if self.layers_c is not None and n <= FEW_ROWS:                 # panels exist for float32 only
             x = x.clone(memory_format=torch.contiguous_format)          # updated in place by each layer
             for layer, native, cache in zip(dec.layers, self.layers_c, caches):
                 self._encoder_cache(layer.encoder_attn, enc, cache, n)
                 cache["kv"] = native(x, cache.get("kv"), cache["enc_k"], cache["enc_v"], cache["enc_mask"])
-            return self._output(x)
-        for layer, qkv, cache in zip(dec.layers, self.qkv, caches):
-            x = residual_block(x, layer.self_attn_layer_norm, lambda h: self._self_attn(layer, qkv, h, cache), layer.pre)
-            x = residual_block(x, layer.encoder_attn_layer_norm, lambda h: self._cross_attn(layer, h, enc, cache), layer.pre)
-            x = residual_block(x, layer.final_layer_norm,
-                               lambda h: self._linear(layer.act(self._linear(h, layer.fc1)), layer.fc2), layer.pre)
-        return self._output(x)
+        else:
+            for layer, qkv, cache in zip(dec.layers, self.qkv, caches):
+                x = residual_block(x, layer.self_attn_layer_norm, lambda h: self._self_attn(layer, qkv, h, cache), layer.pre)
+                x = residual_block(x, layer.encoder_attn_layer_norm, lambda h: self._cross_attn(layer, h, enc, cache), layer.pre)
+                x = residual_block(x, layer.final_layer_norm,
+                                   lambda h: self._linear(layer.act(self._linear(h, layer.fc1)), layer.fc2), layer.pre)
+        return x if dec.layer_norm is None else dec.layer_norm(x)
 
-    def _output(self, x: Tensor) -> Tensor:
-        """The last layer's [N, C] -> logits [N, V]."""
-        dec = self.model.decoder
-        if dec.layer_norm is not None:
-            x = dec.layer_norm(x)
-        if self.output_t is not None and x.size(0) > SKINNY_ROWS:   # None when quantized
+    def logits(self, x: Tensor) -> Tensor:
+        """``hidden``'s [N, C] -> logits [N, V]."""
+        if self.output_t is not None and x.size(0) > FEW_ROWS:
             return torch.mm(x, self.output_t)                               # [N, C] x [C, V]
-        return self._linear(x, dec.output_projection)
+        return self._linear(x, self.model.decoder.output_projection)
+
+    def candidates(self, x: Tensor, prev_scores: Tensor | None, group: int, count: int,
+                   **rules) -> tuple[Tensor, Tensor] | None:
+        """The search's `count` best continuations per sentence straight from ``hidden``'s states
+        (``skinny.candidates``, whose arguments these are); None where there are no output panels
+        (int8 output projection, no porting/skinny.c) or the kernel hands the step back."""
+        if self.output_panels is None:
+            return None
+        return skinny.candidates(x, self.output_panels, prev_scores, group, count, **rules)
 
     def _linear(self, x: Tensor, layer: nn.Module) -> Tensor:
         return linear(x, layer, self.packed)

@@ -141,6 +141,27 @@ class Ensemble:
             return lprobs[0]
         return torch.logsumexp(torch.stack(lprobs, dim=0), dim=0) - math.log(len(lprobs))
 
+    @property
+    def vocab_size(self) -> int:
+        return self.models[0].decoder.embed_tokens.num_embeddings
+
+    def fuses_candidates(self) -> bool:
+        """Whether ``step_candidates`` can work: one model on the fast kernels with output panels."""
+        return len(self.models) == 1 and isinstance(self.decoders[0], FastDecoder) and self.decoders[0].output_panels is not None
+
+    def step_candidates(self, tokens: Tensor, encs: list[EncoderOut], caches: list[list[dict]], prev_scores: Tensor | None,
+                        beam: int, count: int, unkpen: float, ban_eos: bool) -> tuple[tuple[Tensor, Tensor] | None, Tensor | None]:
+        """``step`` and the search's choice of candidates in one (``FastDecoder.candidates``; only where
+        ``fuses_candidates``): ((scores, flat indices) [B, count], None), or (None, log-probs [N, V])
+        where the kernel hands the step back. prev_scores [N] cumulative scores, None at step 0
+        (one row per sentence then: all of a sentence's rows are equal)."""
+        decoder, model = self.decoders[0], self.models[0]
+        x = decoder.hidden(tokens, encs[0], caches[0])                    # [N, C]
+        rows, group = (x, beam) if prev_scores is not None else (x[::beam], 1)
+        found = decoder.candidates(rows, prev_scores, group, count, pad=PAD, unk=UNK, eos=EOS, unkpen=unkpen,
+                                   ban_eos=ban_eos)
+        return (found, None) if found is not None else (None, model.log_probs(decoder.logits(x)))
+
     def new_caches(self) -> list[list[dict]]:
         return [[{} for _ in m.decoder.layers] for m in self.models]
 
@@ -201,6 +222,10 @@ def _search(ensemble, encs, opts, bsz, beam, max_len):
     bbsz_offsets = (torch.arange(0, bsz) * beam).unsqueeze(1)
     cand_offsets = torch.arange(0, cand_size)
     reorder_state, batch_idxs = None, None
+    vocab = ensemble.vocab_size
+    # the candidates straight from the decoder's last states (porting/skinny_candidates.c); n-gram
+    # bans need the log-probs
+    fused = ensemble.fuses_candidates() and opts.no_repeat_ngram_size == 0
 
     for step in range(max_len + 1):  # one extra step for </s>
         if reorder_state is not None:
@@ -208,29 +233,18 @@ def _search(ensemble, encs, opts, bsz, beam, max_len):
                 corr = batch_idxs - torch.arange(batch_idxs.numel())
                 reorder_state.view(-1, beam).add_(corr.unsqueeze(-1) * beam)
             ensemble.reorder_caches(caches, reorder_state)
-        lprobs = ensemble.step(tokens[:, : step + 1], encs, caches)   # [N, V]
-        vocab = lprobs.size(-1)
-        # fairseq: lprobs[lprobs != lprobs] = -inf; the same values, without a [N, V] mask (~15x faster)
-        torch.nan_to_num_(lprobs, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
-        lprobs[:, PAD] = -math.inf
-        if opts.unkpen:                                                 # x - 0.0 is x: skip the call
-            lprobs[:, UNK] -= opts.unkpen
-        if step >= max_len:
-            lprobs[:, :EOS] = -math.inf
-            lprobs[:, EOS + 1:] = -math.inf
-        if step < opts.min_len:
-            lprobs[:, EOS] = -math.inf
-        if opts.no_repeat_ngram_size > 0:
-            _ban_repeated_ngrams(tokens, lprobs, step, opts.no_repeat_ngram_size, opts.ngram_blocking)
-
-        # one search step: the 2*beam best continuations per sentence
-        lp = lprobs.view(bsz, -1, vocab)
-        if step == 0:
-            lp = lp[:, ::beam, :].contiguous()                              # all rows are equal at step 0
+        found, lprobs = None, None
+        if fused and step < max_len:             # the last step allows only </s>: torch's path
+            found, lprobs = ensemble.step_candidates(
+                tokens[:, : step + 1], encs, caches, None if step == 0 else scores[:, step - 1], beam,
+                min(cand_size, (1 if step == 0 else beam) * vocab - 1), opts.unkpen, step < opts.min_len)
         else:
-            lp = lp.add_(scores.view(bsz, beam, -1)[:, :, step - 1].unsqueeze(-1))   # in place: lprobs is not read again
-        flat = lp.view(bsz, -1)
-        cand_scores, cand_indices = ensemble.top_candidates(flat, min(cand_size, flat.size(1) - 1))
+            lprobs = ensemble.step(tokens[:, : step + 1], encs, caches)   # [N, V]
+        if found is not None:
+            cand_scores, cand_indices = found
+        else:
+            cand_scores, cand_indices = _top_candidates(ensemble, lprobs, tokens, scores, step, opts, bsz, beam,
+                                                        max_len, cand_size)
         cand_beams = torch.div(cand_indices, vocab, rounding_mode="trunc")
         cand_indices = cand_indices.fmod(vocab)
 
@@ -290,6 +304,33 @@ def _search(ensemble, encs, opts, bsz, beam, max_len):
         out.append([Hypothesis(sent[i]["tokens"].tolist(), float(sent[i]["score"]), sent[i]["positional_scores"].tolist())
                     for i in order])
     return out
+
+
+def _top_candidates(ensemble, lprobs, tokens, scores, step, opts, bsz, beam, max_len, cand_size) -> tuple[Tensor, Tensor]:
+    """fairseq's rules on the step's log-probs [N, V] (in place), then the 2 x beam best cumulative
+    scores per sentence: (scores, flat indices beam_row * V + token) [B, 2 x beam]."""
+    vocab = lprobs.size(-1)
+    # fairseq: lprobs[lprobs != lprobs] = -inf; the same values, without a [N, V] mask (~15x faster)
+    torch.nan_to_num_(lprobs, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+    lprobs[:, PAD] = -math.inf
+    if opts.unkpen:                                                 # x - 0.0 is x: skip the call
+        lprobs[:, UNK] -= opts.unkpen
+    if step >= max_len:
+        lprobs[:, :EOS] = -math.inf
+        lprobs[:, EOS + 1:] = -math.inf
+    if step < opts.min_len:
+        lprobs[:, EOS] = -math.inf
+    if opts.no_repeat_ngram_size > 0:
+        _ban_repeated_ngrams(tokens, lprobs, step, opts.no_repeat_ngram_size, opts.ngram_blocking)
+
+    # one search step: the 2*beam best continuations per sentence
+    lp = lprobs.view(bsz, -1, vocab)
+    if step == 0:
+        lp = lp[:, ::beam, :].contiguous()                              # all rows are equal at step 0
+    else:
+        lp = lp.add_(scores.view(bsz, beam, -1)[:, :, step - 1].unsqueeze(-1))   # in place: lprobs is not read again
+    flat = lp.view(bsz, -1)
+    return ensemble.top_candidates(flat, min(cand_size, flat.size(1) - 1))
 
 
 def _finalize(step, bbsz_idx, eos_scores, tokens, scores, finalized, finished, beam, max_len, lenpen) -> list[int]:

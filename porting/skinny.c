@@ -7,60 +7,20 @@
  * maintained library on PyPI offers small-matrix kernels (libxsmm is not there). A register-blocked
  * loop over weights packed once takes ~7 us (measurements: the README's "Speed").
  *
- * Weights are packed once into panels of 16 output columns: panels[n16 / 16][k][16], zero-padded
- * to n16 (n rounded up to 16), so that a panel is read front to back. A block of up to 6 rows x
- * 16 columns is accumulated in 12 AVX registers (2 per row), starting from the bias, one k at a
- * time with fused multiply-adds: y[i, j] = b[j] + x[i, 0] w[j, 0] + x[i, 1] w[j, 1] + ..., summed in
- * k order (the last bits differ from MKL's blocked order, as the fast kernels' other sums do).
+ * The products run on porting/skinny_tiles.h's 6 x 16 tile over weights packed once into panels;
+ * sums in k order (the last bits differ from MKL's blocked order, as the fast kernels' other sums do).
+ * The output projection with the search's first steps fused: porting/skinny_candidates.c.
  */
-#include <immintrin.h>
-#include <stddef.h>
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
+#include "skinny_tiles.h"
 
-#define PANEL 16
-#define MAX_ROWS 6
-
-/* Named accumulators, not arrays: GCC keeps an array of __m256 on the stack and stores it back on
- * every iteration (measured 2.5x slower). */
-#define INIT(i) __m256 a##i##0 = b0, a##i##1 = b1;
-#define FMA(i) { __m256 xi = _mm256_broadcast_ss(x + (size_t)(i) * k + p); \
-                 a##i##0 = _mm256_fmadd_ps(xi, w0, a##i##0); a##i##1 = _mm256_fmadd_ps(xi, w1, a##i##1); }
-#define STORE(i) { _mm256_storeu_ps(y + (size_t)(i) * ldy, a##i##0); _mm256_storeu_ps(y + (size_t)(i) * ldy + 8, a##i##1); }
-
-/* rows<R>: y[0:R, 0:16] (row stride ldy) from x[0:R, 0:k], one panel and its 16 biases */
-#define ROWS(R, INITS, FMAS, STORES) \
-static void rows##R(const float *restrict x, const float *restrict panel, const float *restrict bias, \
-                    float *restrict y, int k, size_t ldy) \
-{ \
-    __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8); \
-    INITS \
-    for (int p = 0; p < k; p++, panel += PANEL) { \
-        __m256 w0 = _mm256_loadu_ps(panel), w1 = _mm256_loadu_ps(panel + 8); \
-        FMAS \
-    } \
-    STORES \
-}
-
-ROWS(1, INIT(0), FMA(0), STORE(0))
-ROWS(2, INIT(0) INIT(1), FMA(0) FMA(1), STORE(0) STORE(1))
-ROWS(3, INIT(0) INIT(1) INIT(2), FMA(0) FMA(1) FMA(2), STORE(0) STORE(1) STORE(2))
-ROWS(4, INIT(0) INIT(1) INIT(2) INIT(3), FMA(0) FMA(1) FMA(2) FMA(3), STORE(0) STORE(1) STORE(2) STORE(3))
-ROWS(5, INIT(0) INIT(1) INIT(2) INIT(3) INIT(4), FMA(0) FMA(1) FMA(2) FMA(3) FMA(4),
-     STORE(0) STORE(1) STORE(2) STORE(3) STORE(4))
-ROWS(6, INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5), FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5),
-     STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5))
-
-typedef void (*rows_fn)(const float *, const float *, const float *, float *, int, size_t);
-static const rows_fn ROWS_FN[MAX_ROWS + 1] = {NULL, rows1, rows2, rows3, rows4, rows5, rows6};
-
-/* y [m, n] = x [m, k] W^T + bias; panels as above; bias: n16 floats (zero-padded), or NULL. */
-void skinny_linear(const float *x, const float *panels, const float *bias, float *y, int m, int k, int n)
+/* y [m, n] = x [m, k] W^T + bias over panels [first, last) only; panels as skinny_tiles.h says;
+ * bias: n16 floats (zero-padded), or NULL. */
+static void linear_panels(const float *x, const float *panels, const float *bias, float *y, int m, int k, int n,
+                          int first, int last)
 {
     static const float zeros[PANEL];
     float tail[MAX_ROWS * PANEL];           /* the last, partial panel's columns */
-    for (int j = 0; j < n; j += PANEL) {
+    for (int j = first * PANEL; j < n && j < last * PANEL; j += PANEL) {
         const float *panel = panels + (size_t)j * k;
         const float *b = bias ? bias + j : zeros;
         int width = n - j < PANEL ? n - j : PANEL;
@@ -76,6 +36,43 @@ void skinny_linear(const float *x, const float *panels, const float *bias, float
             }
         }
     }
+}
+
+/* y [m, n] = x [m, k] W^T + bias, on this thread */
+void skinny_linear(const float *x, const float *panels, const float *bias, float *y, int m, int k, int n)
+{
+    linear_panels(x, panels, bias, y, m, k, n, 0, (n + PANEL - 1) / PANEL);
+}
+
+struct linear_job {
+    const float *x, *panels, *bias;
+    float *y;
+    int m, k, n, threads;
+    thread_num_fn thread_num;
+};
+
+static void linear_share(void *arg)
+{
+    const struct linear_job J = *(const struct linear_job *)arg;   /* a private copy: no shared reads */
+    const int t = J.thread_num(), panels = (J.n + PANEL - 1) / PANEL;
+    linear_panels(J.x, J.panels, J.bias, J.y, J.m, J.k, J.n, panel_share(panels, t, J.threads),
+                  panel_share(panels, t + 1, J.threads));
+}
+
+/* skinny_linear with the panels split between `threads` threads of torch's pool (gomp, thread_num:
+ * see skinny_tiles.h), from THREADED_MACS multiply-adds on: a parallel region costs ~2 us, and
+ * 5 x 128 -> 6992 takes ~100 us on one thread, 5 x 128 -> 384 ~7 us. */
+#define THREADED_MACS (1LL << 20)
+
+void skinny_linear_threads(const float *x, const float *panels, const float *bias, float *y, int m, int k, int n,
+                           void *gomp, void *thread_num, int threads)
+{
+    if (!gomp || !thread_num || threads < 2 || (long long)m * k * n < THREADED_MACS) {
+        skinny_linear(x, panels, bias, y, m, k, n);
+        return;
+    }
+    struct linear_job J = {x, panels, bias, y, m, k, n, threads, (thread_num_fn)thread_num};
+    ((gomp_parallel_fn)gomp)(linear_share, &J, (unsigned)threads, 0);
 }
 
 /* Attention for few query rows (porting/fast.py's ``attention`` below FUSED_ATTENTION_ROWS, where
@@ -202,8 +199,10 @@ static void add_norm(const struct layer *L, float *x, const float *f, int n, con
  * src_len, d] (rows r's sentence: r / (n / sentences)); enc_mask additive [sentences, src_len] or
  * NULL. Returns 0, or -1 when scratch memory cannot be had. */
 int skinny_decoder_layer(const struct layer *L, float *x, int n, int t, const float *kv_old, float *kv_new,
-                         const float *enc_k, const float *enc_v, const float *enc_mask, int sentences, int src_len)
+                         const float *enc_k, const float *enc_v, const float *enc_mask, int sentences, int src_len,
+                         void *gomp, void *thread_num, int threads)
 {
+#define PRODUCT(x, w, b, y, k, out) skinny_linear_threads(x, w, b, y, n, k, out, gomp, thread_num, threads)
     const int c = L->c, heads = L->heads, d = c / heads, beam = n / sentences;
     const int longest = t + 1 > src_len ? t + 1 : src_len;
     float *h = malloc(sizeof(float) * ((size_t)n * (3 * c + 3 * c + L->ffn) + longest));
@@ -215,7 +214,7 @@ int skinny_decoder_layer(const struct layer *L, float *x, int n, int t, const fl
 
     /* self-attention */
     in = sublayer_input(L, x, h, n, L->self_ln_w, L->self_ln_b);
-    skinny_linear(in, L->qkv_w, L->qkv_b, qkv, n, c, 3 * c);
+    PRODUCT(in, L->qkv_w, L->qkv_b, qkv, c, 3 * c);
     for (int r = 0; r < n; r++)
         for (int j = 0; j < c; j++)
             qkv[(size_t)r * 3 * c + j] *= L->scaling;
@@ -235,12 +234,12 @@ int skinny_decoder_layer(const struct layer *L, float *x, int n, int t, const fl
             attend(qkv + (size_t)r * 3 * c + (size_t)hd * d, kv_new + cell * (t + 1) * d,
                    kv_new + ((size_t)n * heads + cell) * (t + 1) * d, NULL, t + 1, d, att + (size_t)r * c + (size_t)hd * d, w);
         }
-    skinny_linear(att, L->self_out_w, L->self_out_b, f, n, c, c);
+    PRODUCT(att, L->self_out_w, L->self_out_b, f, c, c);
     add_norm(L, x, f, n, L->self_ln_w, L->self_ln_b);
 
     /* encoder attention */
     in = sublayer_input(L, x, h, n, L->cross_ln_w, L->cross_ln_b);
-    skinny_linear(in, L->q_w, L->q_b, qkv, n, c, c);
+    PRODUCT(in, L->q_w, L->q_b, qkv, c, c);
     for (size_t j = 0; j < (size_t)n * c; j++)
         qkv[j] *= L->scaling;
     for (int r = 0; r < n; r++) {
@@ -251,16 +250,17 @@ int skinny_decoder_layer(const struct layer *L, float *x, int n, int t, const fl
                    enc_mask ? enc_mask + (size_t)sent * src_len : NULL, src_len, d, att + (size_t)r * c + (size_t)hd * d, w);
         }
     }
-    skinny_linear(att, L->cross_out_w, L->cross_out_b, f, n, c, c);
+    PRODUCT(att, L->cross_out_w, L->cross_out_b, f, c, c);
     add_norm(L, x, f, n, L->cross_ln_w, L->cross_ln_b);
 
     /* feed-forward */
     in = sublayer_input(L, x, h, n, L->final_ln_w, L->final_ln_b);
-    skinny_linear(in, L->fc1_w, L->fc1_b, f, n, c, L->ffn);
+    PRODUCT(in, L->fc1_w, L->fc1_b, f, c, L->ffn);
     for (size_t j = 0; j < (size_t)n * L->ffn; j++)
         f[j] = L->gelu ? 0.5f * f[j] * (1.f + erff(f[j] * 0.70710678118654752f)) : (f[j] > 0.f ? f[j] : 0.f);
-    skinny_linear(f, L->fc2_w, L->fc2_b, att, n, L->ffn, c);
+    PRODUCT(f, L->fc2_w, L->fc2_b, att, L->ffn, c);
     add_norm(L, x, att, n, L->final_ln_w, L->final_ln_b);
     free(h);
     return 0;
+#undef PRODUCT
 }

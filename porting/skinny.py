@@ -1,7 +1,8 @@
-"""Few-row float32 kernels from porting/skinny.c: products (``linear``) and attention (``attention``);
-why they are written by hand: see there.
+"""Few-row float32 kernels from porting/skinny.c: products (``linear``), attention (``attention``), a
+whole decoder layer (``DecoderLayer``); and from porting/skinny_candidates.c the output projection
+fused with the search's candidate selection (``candidates``). Why they are written by hand: see there.
 
-The C file is compiled on first use with the machine's C compiler (cc, or $CC) and cached under
+The C files are compiled on first use with the machine's C compiler (cc, or $CC) and cached under
 ``$PORTING_CACHE`` (default ``~/.cache/porting-workbench``) by a hash of the source, the flags and
 the compiler, so a changed source is rebuilt and concurrent first uses cannot see a half-written
 library (it is written under a temporary name, then renamed). It needs an x86-64 CPU with AVX2 and
@@ -27,7 +28,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-SOURCE = Path(__file__).with_name("skinny.c")
+SOURCES = tuple(Path(__file__).with_name(f) for f in ("skinny.c", "skinny_candidates.c"))
+HEADERS = (Path(__file__).with_name("skinny_tiles.h"),)
 FLAGS = ("-O3", "-std=c99", "-mavx2", "-mfma", "-shared", "-fPIC")
 PANEL = 16                  # output columns per panel, as in skinny.c
 
@@ -52,7 +54,8 @@ def _compile() -> Path:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not compiler:
         raise Unavailable("no C compiler (cc, gcc or clang) on PATH")
-    key = hashlib.sha256(SOURCE.read_bytes() + repr((FLAGS, compiler)).encode()).hexdigest()[:16]
+    text = b"".join(f.read_bytes() for f in (*SOURCES, *HEADERS))
+    key = hashlib.sha256(text + repr((FLAGS, compiler)).encode()).hexdigest()[:16]
     lib = cache_dir() / f"skinny-{key}.so"
     if lib.exists():
         return lib
@@ -63,9 +66,10 @@ def _compile() -> Path:
     except OSError as e:
         raise Unavailable(f"cannot write the compiled kernel under {lib.parent}: {e}") from e
     try:
-        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
+        done = subprocess.run([compiler, *FLAGS, *map(str, SOURCES), "-o", tmp, "-lm"], capture_output=True, text=True)
         if done.returncode:
-            raise Unavailable(f"{compiler} could not compile {SOURCE.name}: {done.stderr.strip()[-800:]}")
+            raise Unavailable(f"{compiler} could not compile {' '.join(f.name for f in SOURCES)}: "
+                              f"{done.stderr.strip()[-800:]}")
         os.replace(tmp, lib)
     finally:
         if os.path.exists(tmp):
@@ -93,13 +97,30 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
         return None, str(e)
     except OSError as e:                                    # a library that does not load
         return None, f"the compiled kernel does not load: {e}"
-    lib.skinny_linear.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 3
+    lib.skinny_linear_threads.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2 + [ctypes.c_int]
+    lib.skinny_linear_threads.restype = None
     lib.skinny_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 5
-    lib.skinny_linear.restype = lib.skinny_attention.restype = None
+    lib.skinny_attention.restype = None
     lib.skinny_decoder_layer.argtypes = [ctypes.POINTER(_Layer)] + [ctypes.c_void_p, ctypes.c_int, ctypes.c_int] \
-        + [ctypes.c_void_p] * 5 + [ctypes.c_int] * 2
+        + [ctypes.c_void_p] * 5 + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_int]
     lib.skinny_decoder_layer.restype = ctypes.c_int
+    lib.skinny_candidates.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 3 + [ctypes.c_void_p] \
+        + [ctypes.c_int] * 5 + [ctypes.c_float, ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int]
+    lib.skinny_candidates.restype = ctypes.c_int
     return lib, None
+
+
+@functools.cache
+def _openmp() -> tuple[int | None, int | None]:
+    """torch's GOMP_parallel and omp_get_thread_num, where torch runs on GNU OpenMP (its libgomp is
+    then already loaded: RTLD_NOLOAD finds that copy and never loads a second runtime, whose threads
+    would fight torch's for the cores); (None, None) otherwise, and the kernels run on one thread."""
+    try:
+        gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD)
+        return (ctypes.cast(gomp.GOMP_parallel, ctypes.c_void_p).value,
+                ctypes.cast(gomp.omp_get_thread_num, ctypes.c_void_p).value)
+    except (OSError, AttributeError):
+        return None, None
 
 
 def available() -> bool:
@@ -136,17 +157,17 @@ def pack(weight: Tensor, bias: Tensor | None) -> Panels:
 
 
 def linear(x: Tensor, p: Panels) -> Tensor:
-    """x [m, k] float32 -> [m, n]; ``available()`` must be True. Meant for few rows: from ~20-40 rows
-    on, torch's GEMMs (on 2 threads; this runs on one) are as fast or faster."""
-    fn = _load()[0].skinny_linear
+    """x [m, k] float32 -> [m, n]; ``available()`` must be True. Large products are split between
+    torch's threads (skinny.c's THREADED_MACS)."""
     m, k = x.shape
     if k != p.in_features or x.dtype != torch.float32:
         raise ValueError(f"skinny.linear: x {tuple(x.shape)} {x.dtype} for a float32 {p.in_features} -> "
                          f"{p.out_features} layer")
     x = x.contiguous()
     y = torch.empty(m, p.out_features)
-    fn(x.data_ptr(), p.panels.data_ptr(), None if p.bias is None else p.bias.data_ptr(), y.data_ptr(),
-       m, k, p.out_features)
+    args = (x.data_ptr(), p.panels.data_ptr(), None if p.bias is None else p.bias.data_ptr(), y.data_ptr(),
+            m, k, p.out_features)
+    _load()[0].skinny_linear_threads(*args, *_openmp(), torch.get_num_threads())
     return y
 
 
@@ -166,6 +187,32 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
                                 out.data_ptr(), n * heads, rows, keys, dim, heads)
     return out
 
+
+def candidates(x: Tensor, p: Panels, prev: Tensor | None, group: int, count: int, *, pad: int, unk: int, eos: int,
+               unkpen: float = 0.0, ban_eos: bool = False) -> tuple[Tensor, Tensor] | None:
+    """A beam-search step's candidates straight from the decoder's last states (porting/skinny_candidates.c):
+    x [m, k] float32 with `group` rows per sentence, p the output projection's panels, prev [m]
+    the rows' cumulative scores (None: nothing added) -> the `count` best (scores, flat indices
+    row_in_group * n + token) per sentence, [m / group, count] each, best first: torch.topk over
+    log_softmax(x W^T + b) + prev per sentence, with <pad> never chosen, unkpen subtracted from
+    <unk> and </s> never chosen when ``ban_eos``. None where torch's path must decide (a NaN or
+    infinite logit, or fewer than `count` finite candidates). ``available()`` must be True."""
+    m, k = x.shape
+    if (k != p.in_features or x.dtype != torch.float32 or group < 1 or m % group or not 1 <= count <= group * p.out_features
+            or (prev is not None and (prev.shape != (m,) or prev.dtype != torch.float32))):
+        raise ValueError(f"skinny.candidates: x {tuple(x.shape)} {x.dtype}, prev {None if prev is None else tuple(prev.shape)}, "
+                         f"{group} rows per sentence, {count} candidates for a float32 {p.in_features} -> {p.out_features} layer")
+    x = x.contiguous()
+    prev = None if prev is None else prev.contiguous()
+    scores, index = torch.empty(m // group, count), torch.empty(m // group, count, dtype=torch.long)
+    gomp, thread_num = _openmp()
+    status = _load()[0].skinny_candidates(
+        x.data_ptr(), p.panels.data_ptr(), None if p.bias is None else p.bias.data_ptr(), m, k, p.out_features,
+        None if prev is None else prev.data_ptr(), group, count, pad, unk, eos, unkpen, int(ban_eos),
+        scores.data_ptr(), index.data_ptr(), gomp, thread_num, torch.get_num_threads())
+    if status < 0:
+        raise MemoryError("skinny.candidates: no scratch memory")
+    return (scores, index) if status == 0 else None
 
 class DecoderLayer:
     """One decoder layer's weights as skinny.c's ``skinny_decoder_layer`` reads them (the tensors are
@@ -206,6 +253,7 @@ class DecoderLayer:
         new = torch.empty(2, n, heads, t + 1, d)
         if _load()[0].skinny_decoder_layer(ctypes.byref(self.struct), x.data_ptr(), n, t,
                                            None if kv is None else kv.data_ptr(), new.data_ptr(), enc_k.data_ptr(),
-                                           enc_v.data_ptr(), None if enc_mask is None else enc_mask.data_ptr(), b, s):
+                                           enc_v.data_ptr(), None if enc_mask is None else enc_mask.data_ptr(), b, s,
+                                           *_openmp(), torch.get_num_threads()):
             raise MemoryError("skinny.DecoderLayer: no scratch memory")
         return new

@@ -89,23 +89,36 @@ def test_top_candidates_falls_back_where_chunks_do_not_pay():
     assert torch.equal(where, torch.topk(scores, 10).indices)
 
 
+@pytest.mark.parametrize("packing", ["panels", "onednn", "none"])
 @pytest.mark.parametrize("rows", [1, 5, 16, 17, 160])
-def test_linear_matches_f_linear_on_every_path(rows):
+def test_linear_matches_f_linear_on_every_path(rows, packing, monkeypatch):
+    """porting/skinny.c's panels; without them oneDNN's packed weights (few rows) or F.linear; with
+    nothing packed, F.linear or the W x^T product (few rows, large weights)."""
+    if packing == "panels" and not skinny.available():
+        pytest.skip(f"few-row kernel unavailable: {skinny.unavailable_reason()}")
+    if packing == "onednn":
+        monkeypatch.setattr(skinny, "available", lambda: False)
     torch.manual_seed(0)
-    layer = nn.Linear(256, 2048).requires_grad_(False)       # 512K weights: packed for few rows
-    packed = {layer: w} if (w := pack(layer)) is not None else {}
+    layer = nn.Linear(256, 2048).requires_grad_(False)       # 512K weights: oneDNN's without panels
+    packed = {} if packing == "none" else {layer: pack(layer)}
+    if packing == "onednn" and packed[layer] is None:
+        pytest.skip("this torch has no oneDNN")
     x = torch.randn(rows, 256)
     expected = F.linear(x, layer.weight, layer.bias)
-    scale = expected.abs().max()
-    assert (linear(x, layer, packed) - expected).abs().max() < TOL * scale
-    assert (linear(x, layer, {}) - expected).abs().max() < TOL * scale   # without oneDNN's packing
+    assert (linear(x, layer, packed) - expected).abs().max() < TOL * expected.abs().max()
 
 
-def test_what_is_packed_for_few_rows():
-    small = nn.Linear(128, 512)                               # below fast.SKINNY_WEIGHTS
-    assert type(pack(small)) is (skinny.Panels if skinny.available() else type(None))
-    assert pack(nn.Linear(512, 1024).to(torch.bfloat16)) is None
-    assert fast.SKINNY_WEIGHTS == 1 << 18
+def test_what_is_packed(monkeypatch):
+    """Every float32 nn.Linear gets panels where porting/skinny.c builds; otherwise only large ones
+    get oneDNN's packing; other dtypes nothing."""
+    small, large = nn.Linear(128, 512), nn.Linear(512, 1024)
+    if skinny.available():
+        assert type(pack(small)) is skinny.Panels and type(pack(large)) is skinny.Panels
+    assert pack(large.to(torch.bfloat16)) is None
+    monkeypatch.setattr(skinny, "available", lambda: False)
+    assert pack(small) is None
+    assert pack(large) is None or type(pack(large)) is torch.Tensor      # None: a torch without oneDNN
+    assert fast.ONEDNN_WEIGHTS == 1 << 18
 
 
 def test_skinny_kernel_is_built_where_it_can_be():
@@ -123,19 +136,31 @@ def test_skinny_kernel_is_built_where_it_can_be():
 @pytest.mark.parametrize("bias", [True, False])
 def test_skinny_linear_within_float32_rounding(bias):
     """Every row-block size (1-6 rows, then blocks of 6), full and partial 16-column panels, several
-    depths, against float64. Tolerance: the classic bound for a k-term float32 dot product,
-    k * 2^-24 * (|x| |W|^T + |b|) per entry (each of the k fused multiply-adds rounds once)."""
+    depths, on one thread and split between threads (from 2^20 multiply-adds), against float64.
+    Tolerance: the classic bound for a k-term float32 dot product, k * 2^-24 * (|x| |W|^T + |b|) per
+    entry (each of the k fused multiply-adds rounds once). Split or not, each entry is the same sum:
+    bitwise equal."""
     torch.manual_seed(0)
-    for rows in (1, 2, 3, 4, 5, 6, 7, 12, 13, 16):
-        for n_in, n_out in ((1, 16), (33, 17), (128, 384), (512, 128), (64, 7), (16, 1)):
-            layer = nn.Linear(n_in, n_out, bias=bias).requires_grad_(False)
-            x = torch.randn(rows, n_in) * 3
-            got = skinny.linear(x, skinny.pack(layer.weight, layer.bias))
-            w64 = layer.weight.double()
-            exact = x.double() @ w64.t() + (layer.bias.double() if bias else 0)
-            bound = n_in * 2.0 ** -24 * (x.double().abs() @ w64.abs().t() + (layer.bias.double().abs() if bias else 0))
-            assert got.shape == (rows, n_out)
-            assert ((got.double() - exact).abs() <= bound).all(), (rows, n_in, n_out)
+    shapes = [(rows, n_in, n_out) for rows in (1, 2, 3, 4, 5, 6, 7, 12, 13, 16)
+              for n_in, n_out in ((1, 16), (33, 17), (128, 384), (512, 128), (64, 7), (16, 1))]
+    shapes += [(5, 1024, 1000), (160, 128, 6992), (17, 300, 333)]            # threaded
+    for rows, n_in, n_out in shapes:
+        layer = nn.Linear(n_in, n_out, bias=bias).requires_grad_(False)
+        x = torch.randn(rows, n_in) * 3
+        panels = skinny.pack(layer.weight, layer.bias)
+        got = skinny.linear(x, panels)
+        w64 = layer.weight.double()
+        exact = x.double() @ w64.t() + (layer.bias.double() if bias else 0)
+        bound = n_in * 2.0 ** -24 * (x.double().abs() @ w64.abs().t() + (layer.bias.double().abs() if bias else 0))
+        assert got.shape == (rows, n_out)
+        assert ((got.double() - exact).abs() <= bound).all(), (rows, n_in, n_out)
+        if rows * n_in * n_out >= 1 << 20:
+            threads = torch.get_num_threads()
+            try:
+                torch.set_num_threads(1)
+                assert torch.equal(skinny.linear(x, panels), got)
+            finally:
+                torch.set_num_threads(threads)
 
 
 @pytest.mark.skipif(not skinny.available(), reason=f"few-row kernel unavailable: {skinny.unavailable_reason()}")

@@ -72,15 +72,15 @@ def test_generation_matches_live_fairseq(pair, setting, kernels):
 
 def test_few_row_kernels_match_live_fairseq(pair):
     """Each line alone (beam 5: 5 rows), so that every step runs the fast step's few-row path
-    (porting/skinny.c's whole decoder layer) on this architecture: pre-norm, gelu, learned
-    positions, embedding layer norm, untied deep-shallow."""
+    (porting/skinny.c's whole decoder layer, then porting/skinny_candidates.c's output step) on
+    this architecture: pre-norm, gelu, learned positions, embedding layer norm, untied deep-shallow."""
     from porting import skinny
 
     if not skinny.available():
         pytest.skip(f"few-row kernels unavailable: {skinny.unavailable_reason()}")
     hub, _, out = pair
     ensemble = Ensemble(load_ensemble(out)[1], kernels="fast")
-    assert all(d.layers_c is not None for d in ensemble.decoders)
+    assert all(d.layers_c is not None for d in ensemble.decoders) and ensemble.fuses_candidates()
     for i, hyps, theirs in side_by_side(hub, ensemble, "beam5_nbest5", alone=True):
         assert same_up_to_ties(hyps, as_reference(theirs), 1e-4), f"line {i}"
 

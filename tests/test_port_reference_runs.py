@@ -72,7 +72,7 @@ ALONE = 100   # lines decoded one at a time below
                                          if not MANIFEST["settings"][s].get("max_len_a")])
 def test_few_rows_match_fairseq_one_sentence_at_a_time(converted, run, setting):
     """fairseq's batches hold 50 sentences, so the fast step's few-row path (porting/skinny.c's
-    whole decoder layer, at most fast.SKINNY_ROWS rows) only runs there once few sentences are
+    whole decoder layer, at most fast.FEW_ROWS rows) only runs there once few sentences are
     left. Alone, each sentence runs every step on it. The recorded hypotheses do not depend on the
     batch (max_len does not when max_len_a is 0: those settings only)."""
     from porting import skinny
@@ -82,6 +82,7 @@ def test_few_rows_match_fairseq_one_sentence_at_a_time(converted, run, setting):
     torch.set_num_threads(MANIFEST["threads"])
     ensemble = Ensemble(load_ensemble(converted[run])[1], kernels="fast")
     assert all(d.layers_c is not None for d in ensemble.decoders)
+    assert ensemble.fuses_candidates() or len(ensemble.models) > 1       # porting/skinny_candidates.c
     rec = load(run, f"generation/{setting}.json")
     mismatches, worst = replay(ensemble, rec, load(run, "inputs.json")["ids"], [[i] for i in range(ALONE)])
     assert mismatches == [], f"{len(mismatches)} of {ALONE} differ, first at line {mismatches[:5]}"
