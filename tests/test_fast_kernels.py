@@ -284,3 +284,17 @@ def test_fast_encoder_matches_encoder_on_real_tokens(converted):
         one = FastEncoder(model)(left_pad(rows[1:2]))
     assert one.kept is None and one.pad_mask is None
     assert (one.out - model.encoder(left_pad(rows[1:2])).out).abs().max() < TOL
+
+
+def test_fast_embeddings_equal_the_general_ones(converted):
+    """FastDecoder._embed (one position row for all) is Embeddings.forward's arithmetic: bitwise equal,
+    inside the position table and beyond it (sinusoidal tables are extended, as fairseq does)."""
+    from porting.fast import FastDecoder
+    from porting.model import PAD, Embeddings
+
+    _, (model,) = load_ensemble(converted["ende-sep"])
+    dec, fast_dec = model.decoder, FastDecoder(model)
+    last = torch.tensor([5, 2, 900, 6000, 17])
+    for t in (1, 2, 57, dec.position_table().size(0) - PAD, dec.position_table().size(0) + 3):
+        general = Embeddings.forward(dec, last[:, None], torch.full((5, 1), PAD + t))[:, 0]
+        assert torch.equal(fast_dec._embed(last, t), general), t
