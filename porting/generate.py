@@ -214,14 +214,12 @@ def _search(ensemble, encs, opts, bsz, beam, max_len):
     scores = torch.zeros(bsz * beam, max_len + 1)                        # + 1 for </s>
     tokens = torch.full((bsz * beam, max_len + 2), PAD, dtype=torch.long)  # + 2 for </s> and the start
     tokens[:, 0] = EOS
-    cands_to_ignore = torch.zeros(bsz, beam, dtype=torch.bool)
+    ignored = [[False] * beam for _ in range(bsz)]   # fairseq's cands_to_ignore: rows kept only to fill the beam
     finalized: list[list[dict]] = [[] for _ in range(bsz)]
     finished = [False] * bsz
     remaining = bsz
     cand_size = 2 * beam
-    bbsz_offsets = (torch.arange(0, bsz) * beam).unsqueeze(1)
-    cand_offsets = torch.arange(0, cand_size)
-    reorder_state, batch_idxs = None, None
+    reorder_state = None
     vocab = ensemble.vocab_size
     # the candidates straight from the decoder's last states (porting/skinny_candidates.c); n-gram
     # bans need the log-probs
@@ -229,9 +227,6 @@ def _search(ensemble, encs, opts, bsz, beam, max_len):
 
     for step in range(max_len + 1):  # one extra step for </s>
         if reorder_state is not None:
-            if batch_idxs is not None:
-                corr = batch_idxs - torch.arange(batch_idxs.numel())
-                reorder_state.view(-1, beam).add_(corr.unsqueeze(-1) * beam)
             ensemble.reorder_caches(caches, reorder_state)
         found, lprobs = None, None
         if fused and step < max_len:             # the last step allows only </s>: torch's path
@@ -245,57 +240,66 @@ def _search(ensemble, encs, opts, bsz, beam, max_len):
         else:
             cand_scores, cand_indices = _top_candidates(ensemble, lprobs, tokens, scores, step, opts, bsz, beam,
                                                         max_len, cand_size)
-        cand_beams = torch.div(cand_indices, vocab, rounding_mode="trunc")
-        cand_indices = cand_indices.fmod(vocab)
-
-        cand_bbsz_idx = cand_beams.add(bbsz_offsets)
-        eos_mask = cand_indices.eq(EOS) & cand_scores.ne(-math.inf)
-        eos_mask[:, :beam][cands_to_ignore] = False
-        eos_bbsz_idx = torch.masked_select(cand_bbsz_idx[:, :beam], mask=eos_mask[:, :beam])
+        # The bookkeeping below is fairseq's, on Python lists: per candidate it is a few comparisons,
+        # which cost ~10 us a step as lists and ~25 torch calls of 5-20 us each as tensors.
+        flat, values = cand_indices.tolist(), cand_scores.tolist()      # [B][2 x beam]: beam row * V + token
+        # candidates ending in </s> (with a finite score) among each sentence's first `beam` that are
+        # not ignored are finalised; ended or ignored ones are not continued
+        eos_rows, eos_values, stops = [], [], []
+        for b, (f_b, v_b, ignored_b) in enumerate(zip(flat, values, ignored)):
+            stop = [f % vocab == EOS and v != -math.inf for f, v in zip(f_b, v_b)]
+            for j in range(beam):
+                if stop[j] and not ignored_b[j]:
+                    eos_rows.append(b * beam + f_b[j] // vocab)
+                    eos_values.append(v_b[j])
+                stop[j] = stop[j] or ignored_b[j]
+            stops.append(stop)
         finalized_sents: list[int] = []
-        if eos_bbsz_idx.numel() > 0:
-            eos_scores = torch.masked_select(cand_scores[:, :beam], mask=eos_mask[:, :beam])
+        if eos_rows:
+            eos_bbsz_idx = torch.tensor(eos_rows)
+            eos_scores = torch.tensor(eos_values, dtype=torch.float32)   # exact: the values are float32's
             if opts.early_stopping == "fairseq":
                 finalized_sents = _finalize(step, eos_bbsz_idx, eos_scores, tokens, scores, finalized, finished,
                                             beam, max_len, opts.lenpen)
             else:
                 _keep_best(step, eos_bbsz_idx, eos_scores, tokens, scores, finalized, finished, beam, opts.lenpen)
         if opts.early_stopping != "fairseq":
-            finalized_sents = _transformers_done(step, cand_scores, cand_indices, finalized, finished, beam,
-                                                 max_len, opts)
+            finalized_sents = _transformers_done(step, cand_scores, cand_indices.fmod(vocab), finalized, finished,
+                                                 beam, max_len, opts)
         remaining -= len(finalized_sents)
         if remaining == 0:
             break
         assert step < max_len, f"{step} < {max_len}"
 
+        going_on = list(range(bsz))
         if finalized_sents:
-            new_bsz = bsz - len(finalized_sents)
-            batch_mask = torch.ones(bsz, dtype=torch.bool)
-            batch_mask[finalized_sents] = False
-            batch_idxs = torch.arange(bsz).masked_select(batch_mask)
-            eos_mask, cand_beams = eos_mask[batch_idxs], cand_beams[batch_idxs]
-            bbsz_offsets.resize_(new_bsz, 1)
-            cand_bbsz_idx = cand_beams.add(bbsz_offsets)
-            cand_scores, cand_indices = cand_scores[batch_idxs], cand_indices[batch_idxs]
-            cands_to_ignore = cands_to_ignore[batch_idxs]
-            scores = scores.view(bsz, -1)[batch_idxs].view(new_bsz * beam, -1)
-            tokens = tokens.view(bsz, -1)[batch_idxs].view(new_bsz * beam, -1)
-            bsz = new_bsz
-        else:
-            batch_idxs = None
+            done = set(finalized_sents)
+            going_on = [b for b in range(bsz) if b not in done]
+            kept = torch.tensor(going_on)
+            scores = scores.view(bsz, -1)[kept].view(len(going_on) * beam, -1)
+            tokens = tokens.view(bsz, -1)[kept].view(len(going_on) * beam, -1)
 
-        # keep the `beam` best candidates that do not end in </s>
-        eos_mask[:, :beam] = ~((~cands_to_ignore) & (~eos_mask[:, :beam]))
-        active_mask = torch.add(eos_mask.type_as(cand_offsets) * cand_size, cand_offsets[: eos_mask.size(1)])
-        new_cands_to_ignore, active_hypos = torch.topk(active_mask, k=beam, dim=1, largest=False)
-        cands_to_ignore = new_cands_to_ignore.ge(cand_size)[:, :beam]
-        active_bbsz_idx = torch.gather(cand_bbsz_idx, dim=1, index=active_hypos).view(-1)
-        tokens[:, : step + 1] = torch.index_select(tokens[:, : step + 1], dim=0, index=active_bbsz_idx)
-        tokens.view(bsz, beam, -1)[:, :, step + 1] = torch.gather(cand_indices, dim=1, index=active_hypos)
+        # each sentence goes on with its `beam` best candidates that are not stopped (if there are
+        # fewer, stopped ones fill the beam, ignored from then on): fairseq's topk over
+        # stopped * 2 x beam + position, smallest first
+        old_rows, new_rows, next_tokens, next_scores, ignored = [], [], [], [], []
+        for new_b, b in enumerate(going_on):
+            stop, f_b = stops[b], flat[b]
+            take = ([j for j, s in enumerate(stop) if not s] + [j for j, s in enumerate(stop) if s])[:beam]
+            ignored.append([stop[j] for j in take])
+            rows = [f_b[j] // vocab for j in take]
+            old_rows += [b * beam + r for r in rows]           # the caches' rows: this step's batch
+            new_rows += [new_b * beam + r for r in rows]       # tokens' and scores': finished sentences gone
+            next_tokens += [f_b[j] % vocab for j in take]
+            next_scores += [values[b][j] for j in take]
+        bsz = len(going_on)
+        new_rows = torch.tensor(new_rows)
+        tokens[:, : step + 1] = torch.index_select(tokens[:, : step + 1], dim=0, index=new_rows)
+        tokens[:, step + 1] = torch.tensor(next_tokens)
         if step > 0:
-            scores[:, :step] = torch.index_select(scores[:, :step], dim=0, index=active_bbsz_idx)
-        scores.view(bsz, beam, -1)[:, :, step] = torch.gather(cand_scores, dim=1, index=active_hypos)
-        reorder_state = active_bbsz_idx
+            scores[:, :step] = torch.index_select(scores[:, :step], dim=0, index=new_rows)
+        scores[:, step] = torch.tensor(next_scores, dtype=torch.float32)
+        reorder_state = torch.tensor(old_rows)
 
     out = []
     for sent in finalized:
@@ -338,19 +342,17 @@ def _finalize(step, bbsz_idx, eos_scores, tokens, scores, finalized, finished, b
     are now done (fairseq's ``finalize_hypos``)."""
     tokens_clone, pos_scores = _ended(step, bbsz_idx, eos_scores, tokens, scores)
     eos_scores /= (step + 1) ** lenpen
-    sents = _sentence_of(bbsz_idx, finished, beam)
-    unfin_idx = torch.div(bbsz_idx, beam, rounding_mode="trunc")
-    seen = (torch.tensor(sents, dtype=torch.long) << 32) + unfin_idx
-    for i in range(bbsz_idx.size(0)):
-        if len(finalized[sents[i]]) < beam:
-            finalized[sents[i]].append({"tokens": tokens_clone[i], "score": eos_scores[i],
-                                        "positional_scores": pos_scores[i]})
+    unfinished = [row // beam for row in bbsz_idx.tolist()]          # batch positions
+    sents = _sentence_of(unfinished, finished)
+    for i, sent in enumerate(sents):
+        if len(finalized[sent]) < beam:
+            finalized[sent].append({"tokens": tokens_clone[i], "score": eos_scores[i],
+                                    "positional_scores": pos_scores[i]})
     newly = []
-    for s in torch.unique(seen).tolist():
-        unique_sent, unique_unfin = s >> 32, s - ((s >> 32) << 32)
-        if not finished[unique_sent] and (len(finalized[unique_sent]) == beam or step == max_len):
-            finished[unique_sent] = True
-            newly.append(unique_unfin)
+    for sent, position in sorted(set(zip(sents, unfinished))):       # fairseq: torch.unique, sorted
+        if not finished[sent] and (len(finalized[sent]) == beam or step == max_len):
+            finished[sent] = True
+            newly.append(position)
     return newly
 
 
@@ -364,23 +366,17 @@ def _ended(step, bbsz_idx, eos_scores, tokens, scores) -> tuple[Tensor, Tensor]:
     return tokens_clone, pos_scores
 
 
-def _sentence_of(bbsz_idx: Tensor, finished: list[bool], beam: int) -> list[int]:
-    """Rows of the shrunken batch -> original sentence numbers."""
-    cum_unfin, prev = [], 0
-    for f in finished:
-        if f:
-            prev += 1
-        else:
-            cum_unfin.append(prev)
-    unfin_idx = torch.div(bbsz_idx, beam, rounding_mode="trunc")
-    return (unfin_idx + torch.tensor(cum_unfin, dtype=torch.long)[unfin_idx]).tolist()
+def _sentence_of(positions: list[int], finished: list[bool]) -> list[int]:
+    """Batch positions of the shrunken batch -> original sentence numbers."""
+    unfinished = [sent for sent, f in enumerate(finished) if not f]
+    return [unfinished[p] for p in positions]
 
 
 def _keep_best(step, bbsz_idx, eos_scores, tokens, scores, finalized, finished, beam, lenpen) -> None:
     """transformers' rule: an ended hypothesis joins the kept set if it is among the `beam` best."""
     tokens_clone, pos_scores = _ended(step, bbsz_idx, eos_scores, tokens, scores)
     eos_scores = eos_scores / (step + 1) ** lenpen
-    for i, sent in enumerate(_sentence_of(bbsz_idx, finished, beam)):
+    for i, sent in enumerate(_sentence_of([row // beam for row in bbsz_idx.tolist()], finished)):
         kept = finalized[sent]
         kept.append({"tokens": tokens_clone[i], "score": eos_scores[i], "positional_scores": pos_scores[i]})
         kept.sort(key=lambda h: -float(h["score"]))   # stable: earlier (better-ranked) ones first on ties
@@ -390,7 +386,7 @@ def _keep_best(step, bbsz_idx, eos_scores, tokens, scores, finalized, finished, 
 def _transformers_done(step, cand_scores, cand_indices, finalized, finished, beam, max_len, opts) -> list[int]:
     """Batch positions of sentences that transformers' stopping rule ends after this step."""
     newly = []
-    sents = _sentence_of(torch.arange(cand_scores.size(0)) * beam, finished, beam)
+    sents = _sentence_of(list(range(cand_scores.size(0))), finished)
     for pos, sent in enumerate(sents):
         kept = finalized[sent]
         if step == max_len:
