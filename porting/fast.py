@@ -193,8 +193,8 @@ class FastDecoder:
         if type(out) is nn.Linear and self.output_panels is None:
             self.output_t = out.weight.detach().t().contiguous()                          # [C, V]
 
-    def _whole_layers(self) -> list[skinny.DecoderLayer] | None:
-        """Each layer as one porting/skinny.c call for few rows, where every product is a float32
+    def _whole_layers(self) -> skinny.DecoderLayers | None:
+        """The layers as one porting/skinny.c call for few rows, where every product is a float32
         nn.Linear packed as panels (not after int8 quantization) and the activation is relu or gelu."""
         layers = []
         for layer, qkv in zip(self.model.decoder.layers, self.qkv):
@@ -207,7 +207,7 @@ class FastDecoder:
                      "final_ln": layer.final_layer_norm}
             layers.append(skinny.DecoderLayer(panels, norms, layer.fc1.out_features, self.heads, layer.pre,
                                               layer.act is F.gelu, layer.self_attn.scaling))
-        return layers
+        return skinny.DecoderLayers(layers)
 
     def step(self, prev: Tensor, enc: EncoderOut, caches: list[dict]) -> Tensor:
         """prev [N, t] (all tokens so far), enc per sentence (B = N / beam) -> logits [N, V]."""
@@ -221,10 +221,17 @@ class FastDecoder:
         x = self._embed(prev[:, -1], t)                                    # [N, C]
         if self.layers_c is not None and n <= FEW_ROWS:                 # panels exist for float32 only
             x = x.clone(memory_format=torch.contiguous_format)          # updated in place by each layer
-            for layer, native, cache in zip(dec.layers, self.layers_c, caches):
+            for layer, cache in zip(dec.layers, caches):
                 self._encoder_cache(layer.encoder_attn, enc, cache, n)
-                cache["kv"] = native(x, cache.get("kv"), cache["enc_k"], cache["enc_v"], cache["enc_mask"])
+            kvs = self.layers_c(x, [c.get("kv") for c in caches], caches[0].get("order"), [c["enc_k"] for c in caches],
+                                [c["enc_v"] for c in caches], caches[0]["enc_mask"])
+            for cache, kv in zip(caches, kvs):
+                cache["kv"] = kv
+                cache.pop("order", None)
         else:
+            for cache in caches:
+                if "order" in cache:                                    # left by reorder for skinny.c
+                    cache["kv"] = cache["kv"].index_select(1, cache.pop("order"))
             for layer, qkv, cache in zip(dec.layers, self.qkv, caches):
                 x = residual_block(x, layer.self_attn_layer_norm, lambda h: self._self_attn(layer, qkv, h, cache), layer.pre)
                 x = residual_block(x, layer.encoder_attn_layer_norm, lambda h: self._cross_attn(layer, h, enc, cache), layer.pre)
@@ -309,13 +316,16 @@ class FastDecoder:
         """One copy per sentence: the beam rows of a sentence attend to it together."""
         return enc
 
-    @staticmethod
-    def reorder(caches: list[dict], order: Tensor) -> None:
-        """Follow the surviving hypotheses (order: old row per new row). Encoder keys/values are per
-        sentence, so they change only when sentences leave: every new sentence's rows come from
-        one old sentence."""
+    def reorder(self, caches: list[dict], order: Tensor) -> None:
+        """Follow the surviving hypotheses (order: old row per new row). Where the next step runs
+        porting/skinny.c's layers, they follow `order` as they copy the cache (``hidden``), else the
+        cached keys/values are reordered here. Encoder keys/values are per sentence, so they change
+        only when sentences leave: every new sentence's rows come from one old sentence."""
         for cache in caches:
-            cache["kv"] = cache["kv"].index_select(1, order)
+            if self.layers_c is not None and order.numel() <= FEW_ROWS:
+                cache["order"] = order
+            else:
+                cache["kv"] = cache["kv"].index_select(1, order)
             beam = cache["beam"]
             if cache["enc_k"].size(0) * beam != order.numel():
                 sentences = order.view(-1, beam)[:, 0] // beam

@@ -11,6 +11,8 @@
  * sums in k order (the last bits differ from MKL's blocked order, as the fast kernels' other sums do).
  * The output projection with the search's first steps fused: porting/skinny_candidates.c.
  */
+#include <stdint.h>
+
 #include "skinny_tiles.h"
 
 /* y [m, n] = x [m, k] W^T + bias over panels [first, last) only; panels as skinny_tiles.h says;
@@ -194,13 +196,14 @@ static void add_norm(const struct layer *L, float *x, const float *f, int n, con
         layer_norm(x, x, n, L->c, ln_w, ln_b, L->eps);
 }
 
-/* x [n, c], updated in place. kv_old [2, n, heads, t, d] (NULL when t = 0) -> kv_new [2, n, heads,
- * t + 1, d]: the cached keys and values with this step's appended. enc_k, enc_v [sentences, heads,
- * src_len, d] (rows r's sentence: r / (n / sentences)); enc_mask additive [sentences, src_len] or
- * NULL. Returns 0, or -1 when scratch memory cannot be had. */
-int skinny_decoder_layer(const struct layer *L, float *x, int n, int t, const float *kv_old, float *kv_new,
-                         const float *enc_k, const float *enc_v, const float *enc_mask, int sentences, int src_len,
-                         void *gomp, void *thread_num, int threads)
+/* One layer: x [n, c], updated in place. kv_old [2, n_old, heads, t, d] (NULL when t = 0) ->
+ * kv_new [2, n, heads, t + 1, d]: row r's cached keys and values (those of old row order[r], or
+ * of row r when order is NULL: the search's reordering, folded into this copy) with this step's
+ * appended. enc_k, enc_v [sentences, heads, src_len, d] (row r's sentence: r / (n / sentences));
+ * enc_mask additive [sentences, src_len] or NULL. Returns 0, or -1 when scratch memory cannot be had. */
+static int decoder_layer(const struct layer *L, float *x, int n, int t, const float *kv_old, int n_old,
+                         const int64_t *order, float *kv_new, const float *enc_k, const float *enc_v,
+                         const float *enc_mask, int sentences, int src_len, void *gomp, void *thread_num, int threads)
 {
 #define PRODUCT(x, w, b, y, k, out) skinny_linear_threads(x, w, b, y, n, k, out, gomp, thread_num, threads)
     const int c = L->c, heads = L->heads, d = c / heads, beam = n / sentences;
@@ -222,9 +225,10 @@ int skinny_decoder_layer(const struct layer *L, float *x, int n, int t, const fl
         for (int r = 0; r < n; r++)
             for (int hd = 0; hd < heads; hd++) {
                 const size_t cell = ((size_t)plane * n + r) * heads + hd;   /* [2, n, heads] */
+                const size_t from = ((size_t)plane * n_old + (order ? (size_t)order[r] : (size_t)r)) * heads + hd;
                 float *dst = kv_new + cell * (t + 1) * d;
                 if (t)
-                    memcpy(dst, kv_old + cell * t * d, sizeof(float) * t * d);
+                    memcpy(dst, kv_old + from * t * d, sizeof(float) * t * d);
                 memcpy(dst + (size_t)t * d, qkv + (size_t)r * 3 * c + (size_t)(plane + 1) * c + (size_t)hd * d,
                        sizeof(float) * d);
             }
@@ -263,4 +267,25 @@ int skinny_decoder_layer(const struct layer *L, float *x, int n, int t, const fl
     free(h);
     return 0;
 #undef PRODUCT
+}
+
+/* The decoder's layers in turn (porting/skinny.py's DecoderLayers): decoder_layer for each, with
+ * kv_old[i], kv_new[i], enc_k[i], enc_v[i] the i-th layer's. order [n] (or NULL) indexes rows of
+ * the previous step's n_old; out-of-range entries are refused (returns -2) before anything is
+ * written. Returns 0, -1 (no scratch memory) or -2. */
+int skinny_decoder_layers(const struct layer *layers, int count, float *x, int n, int t, const float *const *kv_old,
+                          int n_old, const int64_t *order, float *const *kv_new, const float *const *enc_k,
+                          const float *const *enc_v, const float *enc_mask, int sentences, int src_len,
+                          void *gomp, void *thread_num, int threads)
+{
+    for (int r = 0; order && r < n; r++)
+        if (order[r] < 0 || order[r] >= n_old)
+            return -2;
+    for (int i = 0; i < count; i++) {
+        const int status = decoder_layer(layers + i, x, n, t, t ? kv_old[i] : NULL, n_old, order, kv_new[i],
+                                         enc_k[i], enc_v[i], enc_mask, sentences, src_len, gomp, thread_num, threads);
+        if (status)
+            return status;
+    }
+    return 0;
 }

@@ -1,5 +1,5 @@
-"""Few-row float32 kernels from porting/skinny.c: products (``linear``), attention (``attention``), a
-whole decoder layer (``DecoderLayer``); and from porting/skinny_candidates.c the output projection
+"""Few-row float32 kernels from porting/skinny.c: products (``linear``), attention (``attention``), the
+decoder's layers in one call (``DecoderLayers``); and from porting/skinny_candidates.c the output projection
 fused with the search's candidate selection (``candidates``). Why they are written by hand: see there.
 
 The C files are compiled on first use with the machine's C compiler (cc, or $CC) and cached under
@@ -101,9 +101,10 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     lib.skinny_linear_threads.restype = None
     lib.skinny_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 5
     lib.skinny_attention.restype = None
-    lib.skinny_decoder_layer.argtypes = [ctypes.POINTER(_Layer)] + [ctypes.c_void_p, ctypes.c_int, ctypes.c_int] \
-        + [ctypes.c_void_p] * 5 + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_int]
-    lib.skinny_decoder_layer.restype = ctypes.c_int
+    lib.skinny_decoder_layers.argtypes = [ctypes.POINTER(_Layer), ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+                                          ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 5 + [ctypes.c_int] * 2 \
+        + [ctypes.c_void_p] * 2 + [ctypes.c_int]
+    lib.skinny_decoder_layers.restype = ctypes.c_int
     lib.skinny_candidates.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 3 + [ctypes.c_void_p] \
         + [ctypes.c_int] * 5 + [ctypes.c_float, ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int]
     lib.skinny_candidates.restype = ctypes.c_int
@@ -215,8 +216,8 @@ def candidates(x: Tensor, p: Panels, prev: Tensor | None, group: int, count: int
     return (scores, index) if status == 0 else None
 
 class DecoderLayer:
-    """One decoder layer's weights as skinny.c's ``skinny_decoder_layer`` reads them (the tensors are
-    kept here: the struct holds only their addresses)."""
+    """One decoder layer's weights as skinny.c's ``struct layer`` reads them (the tensors are kept
+    here: the struct holds only their addresses). ``DecoderLayers`` runs them."""
 
     def __init__(self, linears: dict[str, Panels], norms: dict[str, nn.LayerNorm], ffn: int, heads: int,
                  pre_norm: bool, gelu: bool, scaling: float):
@@ -238,22 +239,53 @@ class DecoderLayer:
                              scaling=scaling, eps=eps.pop())
         self.heads = heads
 
-    def __call__(self, x: Tensor, kv: Tensor | None, enc_k: Tensor, enc_v: Tensor, enc_mask: Tensor | None) -> Tensor:
-        """x [N, C] float32 contiguous, updated in place; kv [2, N, H, t, D] (None at the first step);
-        enc_k, enc_v [B, H, S, D]; enc_mask additive [B, 1, 1, S] or None -> the new [2, N, H, t + 1, D]."""
+
+class DecoderLayers:
+    """A decoder's layers as one skinny.c call a step (``skinny_decoder_layers``): at batch 1 the
+    per-layer Python calls and the search's cache reordering cost as much as a layer's arithmetic."""
+
+    def __init__(self, layers: list[DecoderLayer]):
+        if len({(layer.c, layer.heads) for layer in layers}) != 1:
+            raise ValueError("skinny.DecoderLayers: every layer of one width and head count")
+        self.layers = layers
+        self.c, self.heads = layers[0].c, layers[0].heads
+        self.structs = (_Layer * len(layers))(*(layer.struct for layer in layers))
+
+    def __call__(self, x: Tensor, kvs: list[Tensor | None], order: Tensor | None, enc_k: list[Tensor],
+                 enc_v: list[Tensor], enc_mask: Tensor | None) -> list[Tensor]:
+        """x [N, C] float32 contiguous, updated in place; kvs: each layer's [2, N_old, H, t, D] (None
+        at the first step); order [N] int64: the old row each row follows (None: row r follows row
+        r, N_old = N); enc_k, enc_v: each layer's [B, H, S, D]; enc_mask additive [B, 1, 1, S] or
+        None -> each layer's new [2, N, H, t + 1, D]."""
         n, c = x.shape
-        t = 0 if kv is None else kv.size(3)
-        b, heads, s, d = enc_k.shape
+        count = len(self.layers)
+        first = kvs[0]
+        t = 0 if first is None else first.size(3)
+        n_old = n if first is None else first.size(1)
+        b, heads, s, d = enc_k[0].shape
         if (c != self.c or not x.is_contiguous() or x.dtype != torch.float32 or n % b or heads != self.heads
-                or (kv is not None and kv.shape != (2, n, heads, t, d)) or enc_v.shape != enc_k.shape
+                or len(kvs) != count or len(enc_k) != count or len(enc_v) != count
+                or any((kv is None) != (first is None) or (kv is not None and kv.shape != (2, n_old, heads, t, d))
+                       for kv in kvs)
+                or any(k.shape != (b, heads, s, d) for k in (*enc_k, *enc_v))
+                or (order is None and n_old != n) or (order is not None and (order.shape != (n,) or order.dtype != torch.long))
                 or (enc_mask is not None and enc_mask.shape != (b, 1, 1, s))):
-            raise ValueError(f"skinny.DecoderLayer: x {tuple(x.shape)}, kv {None if kv is None else tuple(kv.shape)}, "
-                             f"encoder keys {tuple(enc_k.shape)} do not fit a {self.c}-wide layer of {self.heads} heads")
-        kv, enc_k, enc_v, enc_mask = (None if a is None else a.contiguous() for a in (kv, enc_k, enc_v, enc_mask))
-        new = torch.empty(2, n, heads, t + 1, d)
-        if _load()[0].skinny_decoder_layer(ctypes.byref(self.struct), x.data_ptr(), n, t,
-                                           None if kv is None else kv.data_ptr(), new.data_ptr(), enc_k.data_ptr(),
-                                           enc_v.data_ptr(), None if enc_mask is None else enc_mask.data_ptr(), b, s,
-                                           *_openmp(), torch.get_num_threads()):
-            raise MemoryError("skinny.DecoderLayer: no scratch memory")
+            raise ValueError(f"skinny.DecoderLayers: x {tuple(x.shape)}, kv {None if first is None else tuple(first.shape)}, "
+                             f"order {None if order is None else tuple(order.shape)}, encoder keys {tuple(enc_k[0].shape)} "
+                             f"do not fit {count} {self.c}-wide layers of {self.heads} heads")
+        kvs = [None if kv is None else kv.contiguous() for kv in kvs]
+        enc_k, enc_v = [k.contiguous() for k in enc_k], [v.contiguous() for v in enc_v]
+        order = None if order is None else order.contiguous()
+        enc_mask = None if enc_mask is None else enc_mask.contiguous()
+        new = [torch.empty(2, n, heads, t + 1, d) for _ in range(count)]
+        pointers = ctypes.c_void_p * count
+        status = _load()[0].skinny_decoder_layers(
+            self.structs, count, x.data_ptr(), n, t, pointers(*(0 if kv is None else kv.data_ptr() for kv in kvs)),
+            n_old, None if order is None else order.data_ptr(), pointers(*(a.data_ptr() for a in new)),
+            pointers(*(k.data_ptr() for k in enc_k)), pointers(*(v.data_ptr() for v in enc_v)),
+            None if enc_mask is None else enc_mask.data_ptr(), b, s, *_openmp(), torch.get_num_threads())
+        if status == -2:
+            raise ValueError(f"skinny.DecoderLayers: order has rows outside 0..{n_old - 1}")
+        if status:
+            raise MemoryError("skinny.DecoderLayers: no scratch memory")
         return new

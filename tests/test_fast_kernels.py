@@ -224,8 +224,9 @@ def test_skinny_falls_back_with_a_reason(monkeypatch, tmp_path):
 @pytest.mark.skipif(not skinny.available(), reason=f"few-row kernels unavailable: {skinny.unavailable_reason()}")
 @pytest.mark.parametrize("pre_norm", [False, True])
 def test_whole_layer_kernel_matches_the_python_step(converted, pre_norm):
-    """porting/skinny.c's decoder layer against the step it replaces, over several steps (growing
-    self-attention cache) on padded sources, for both norm placements and both activations."""
+    """porting/skinny.c's decoder layers against the step they replace, over several steps (growing
+    self-attention cache, the search's reordering folded into the cache copy, a sentence leaving)
+    on padded sources, for both norm placements and both activations."""
     from porting.fast import FastDecoder
     from porting.generate import Ensemble
 
@@ -241,12 +242,21 @@ def test_whole_layer_kernel_matches_the_python_step(converted, pre_norm):
     torch.manual_seed(0)
     prev = torch.full((15, 1), 2)                             # 3 sentences x beam 5
     with torch.no_grad():
-        for _ in range(6):
+        for step in range(6):
             a, b = fast_c.step(prev, enc, caches[0]), fast_py.step(prev, enc, caches[1])
             assert (a - b).abs().max() < TOL * a.abs().max()
             for ca, cb in zip(*caches):
                 assert (ca["kv"] - cb["kv"]).abs().max() < TOL * cb["kv"].abs().max()
-            prev = torch.cat([prev, torch.randint(4, 100, (15, 1))], 1)
+            n = prev.size(0)
+            # rows follow rows of their own sentence; at step 3 the middle sentence leaves
+            order = (torch.arange(n) // 5 * 5 + torch.randint(0, 5, (n,))).view(-1, 5)
+            if step == 3:
+                order = order[[0, 2]]
+            order = order.reshape(-1)
+            for decoder, cache in zip((fast_c, fast_py), caches):
+                decoder.reorder(cache, order)
+            assert "order" in caches[0][0] and "order" not in caches[1][0]
+            prev = torch.cat([prev[order], torch.randint(4, 100, (order.numel(), 1))], 1)
 
 
 @pytest.mark.skipif(not skinny.available(), reason=f"few-row kernels unavailable: {skinny.unavailable_reason()}")
@@ -254,14 +264,19 @@ def test_whole_layer_kernel_refuses_what_does_not_fit(converted):
     from porting.fast import FastDecoder
 
     _, (model,) = load_ensemble(converted["ende-sep"])
-    layer = FastDecoder(model).layers_c[0]
-    enc_k = torch.zeros(1, 4, 3, 32)
+    layers = FastDecoder(model).layers_c
+    enc_k = [torch.zeros(1, 4, 3, 32)] * 3
+    none = [None] * 3
     with pytest.raises(ValueError, match="do not fit"):
-        layer(torch.zeros(5, 64), None, enc_k, enc_k, None)                       # wrong width
+        layers(torch.zeros(5, 64), none, None, enc_k, enc_k, None)                        # wrong width
     with pytest.raises(ValueError, match="do not fit"):
-        layer(torch.zeros(5, 128), torch.zeros(2, 4, 4, 1, 32), enc_k, enc_k, None)  # cache of other rows
+        layers(torch.zeros(5, 128), [torch.zeros(2, 4, 4, 1, 32)] * 3, None, enc_k, enc_k, None)  # other rows, no order
     with pytest.raises(ValueError, match="do not fit"):
-        layer(torch.zeros(5, 128), None, enc_k, enc_k, torch.zeros(1, 1, 1, 4))     # mask of another length
+        layers(torch.zeros(5, 128), none, None, enc_k, enc_k, torch.zeros(1, 1, 1, 4))      # mask of another length
+    with pytest.raises(ValueError, match="do not fit"):
+        layers(torch.zeros(5, 128), none, None, enc_k[:2], enc_k[:2], None)                 # one layer short
+    with pytest.raises(ValueError, match="outside 0..3"):
+        layers(torch.zeros(5, 128), [torch.zeros(2, 4, 4, 1, 32)] * 3, torch.tensor([0, 1, 2, 3, 4]), enc_k, enc_k, None)
 
 
 def test_fast_encoder_matches_encoder_on_real_tokens(converted):

@@ -72,7 +72,7 @@ def test_generation_matches_live_fairseq(pair, setting, kernels):
 
 def test_few_row_kernels_match_live_fairseq(pair):
     """Each line alone (beam 5: 5 rows), so that every step runs the fast step's few-row path
-    (porting/skinny.c's whole decoder layer, then porting/skinny_candidates.c's output step) on
+    (porting/skinny.c's decoder layers, then porting/skinny_candidates.c's output step) on
     this architecture: pre-norm, gelu, learned positions, embedding layer norm, untied deep-shallow."""
     from porting import skinny
 
