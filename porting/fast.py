@@ -241,13 +241,17 @@ class FastDecoder:
 
     def _embed(self, last: Tensor, t: int) -> Tensor:
         """The embeddings of the last tokens [N] at step t (every row at position PAD + t: no padding
-        while generating): ``Embeddings.forward``'s operations on one position row, ~4x cheaper
-        than its general [B, T] positions at batch 1; bitwise the same values."""
+        while generating): ``Embeddings.forward``'s operations on one position row, in one
+        porting/skinny.c call where it is built; bitwise the same values."""
         dec = self.model.decoder
         table = dec.position_table()
         if PAD + t >= table.size(0):                                  # its errors, and its table extension
             return Embeddings.forward(dec, last[:, None], torch.full((last.numel(), 1), PAD + t))[:, 0]
-        x = dec.scale * F.embedding(last, dec.embed_tokens.weight) + table[PAD + t]
+        weight = dec.embed_tokens.weight
+        if self.layers_c is not None and weight.dtype == torch.float32:     # skinny.c is there: one call
+            x = skinny.embed(last, weight.detach(), dec.scale, table[PAD + t])
+        else:
+            x = dec.scale * F.embedding(last, weight) + table[PAD + t]
         return x if dec.layernorm_embedding is None else dec.layernorm_embedding(x)
 
     def logits(self, x: Tensor) -> Tensor:

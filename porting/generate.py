@@ -293,11 +293,10 @@ def _search(ensemble, encs, opts, bsz, beam, max_len):
             next_tokens += [f_b[j] % vocab for j in take]
             next_scores += [values[b][j] for j in take]
         bsz = len(going_on)
+        # whole rows: the columns after this step's are still <pad> (tokens) and 0 (scores) in every row
         new_rows = torch.tensor(new_rows)
-        tokens[:, : step + 1] = torch.index_select(tokens[:, : step + 1], dim=0, index=new_rows)
+        tokens, scores = tokens.index_select(0, new_rows), scores.index_select(0, new_rows)
         tokens[:, step + 1] = torch.tensor(next_tokens)
-        if step > 0:
-            scores[:, :step] = torch.index_select(scores[:, :step], dim=0, index=new_rows)
         scores[:, step] = torch.tensor(next_scores, dtype=torch.float32)
         reorder_state = torch.tensor(old_rows)
 

@@ -136,6 +136,23 @@ void skinny_attention(const float *restrict q, const float *restrict k, const fl
                    mask ? mask + (size_t)(g / heads) * keys : NULL, keys, dim, out + ((size_t)g * rows + i) * dim, w);
 }
 
+/* The decoder's input at one step: x[r] = scale * embed[tokens[r]] + position, in float32 and in
+ * that order, as torch computes ``scale * embedding(tokens) + positions`` (bitwise the same);
+ * embed [vocab, c], position [c]. Returns -1 (nothing written) when a token is outside the table. */
+int skinny_embed(const int64_t *tokens, int n, const float *embed, int vocab, int c, float scale,
+                 const float *position, float *x)
+{
+    for (int r = 0; r < n; r++)
+        if (tokens[r] < 0 || tokens[r] >= vocab)
+            return -1;
+    for (int r = 0; r < n; r++) {
+        const float *e = embed + (size_t)tokens[r] * c;
+        for (int j = 0; j < c; j++)
+            x[(size_t)r * c + j] = scale * e[j] + position[j];
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- one decoder layer, few rows
  *
  * The fast decoder step's layer (porting/fast.py) in one call for few rows: at batch 1 a layer is

@@ -313,3 +313,13 @@ def test_fast_embeddings_equal_the_general_ones(converted):
     for t in (1, 2, 57, dec.position_table().size(0) - PAD, dec.position_table().size(0) + 3):
         general = Embeddings.forward(dec, last[:, None], torch.full((5, 1), PAD + t))[:, 0]
         assert torch.equal(fast_dec._embed(last, t), general), t
+
+
+@pytest.mark.skipif(not skinny.available(), reason=f"few-row kernels unavailable: {skinny.unavailable_reason()}")
+def test_skinny_embed_refuses_tokens_outside_the_table():
+    table = torch.randn(10, 8)
+    assert torch.equal(skinny.embed(torch.tensor([0, 9]), table, 2.5, table[3]), 2.5 * table[[0, 9]] + table[3])
+    with pytest.raises(IndexError, match="0..9"):
+        skinny.embed(torch.tensor([3, 10]), table, 1.0, table[0])
+    with pytest.raises(ValueError):
+        skinny.embed(torch.tensor([3, 4], dtype=torch.int32), table, 1.0, table[0])
