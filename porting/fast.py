@@ -33,13 +33,13 @@ identical (tests/test_port_reference_runs.py, tests/test_port_live_fairseq.py):
   * elsewhere the search's top-2*beam candidates from a prefilter (``top_candidates``): torch.topk
     over a sentence's beam x vocab scores costs ~1 ns per score, the maximum of each small chunk far
     less (32 sentences x 5 x 31232 scores: 5.4 ms vs 1.0 ms);
-  * few rows, and every product of a layer packed as panels (not after int8 quantization): the
-    whole layer, glue included (cache append, scaling, residuals, layer norms, activation), as one
-    porting/skinny.c call (``skinny.DecoderLayer``). At batch 1 a layer was ~25 torch calls
-    costing more than their arithmetic; this doubled the small model's speed there. The cache
-    keeps the torch path's layout, so a batch moves between the two as sentences finish. (Tried
-    and dropped: the same call for many rows, its rows split between two threads, with the
-    search's cache reordering folded into its append: no faster at batch 32, 6% slower at batch 1.)
+  * every product of every layer packed as panels (not after int8 quantization): the layers, glue
+    included (cache append, scaling, residuals, layer norms, activation, attention), as one
+    porting/skinny.c call a step (``skinny.DecoderLayers``), which also follows the search's
+    reordering as it copies the cache (no separate reorder), and splits products and, from 17
+    rows on, attention rows between torch's threads. At batch 1 a layer was ~25 torch calls
+    costing more than their arithmetic (this doubled the small model's speed there); at batch 32
+    it saves the cache's concatenation and reordering and three attention calls per layer (~15%).
 Layers that are not plain ``nn.Linear`` (int8-quantized ones) are called as modules.
 """
 from __future__ import annotations
@@ -53,9 +53,8 @@ from torch import Tensor, nn
 from porting import skinny
 from porting.model import PAD, Embeddings, EncoderOut, Transformer, residual_block
 
-FEW_ROWS = 16               # at most this many rows: the whole-layer call (porting/skinny.c), and
-                            # without skinny.c oneDNN's packed weights (from ~20-40 rows on torch's
-                            # GEMMs are as fast)
+FEW_ROWS = 16               # without skinny.c, at most this many rows: oneDNN's packed weights
+                            # (from ~20-40 rows on torch's GEMMs are as fast)
 ONEDNN_WEIGHTS = 1 << 18    # without skinny.c, at least this many weights: oneDNN's packed ones
                             # (below, its ~25 us fixed cost per call dominates)
 
@@ -219,7 +218,7 @@ class FastDecoder:
         dec = self.model.decoder
         n, t = prev.shape
         x = self._embed(prev[:, -1], t)                                    # [N, C]
-        if self.layers_c is not None and n <= FEW_ROWS:                 # panels exist for float32 only
+        if self.layers_c is not None:                                    # panels exist for float32 only
             x = x.clone(memory_format=torch.contiguous_format)          # updated in place by each layer
             for layer, cache in zip(dec.layers, caches):
                 self._encoder_cache(layer.encoder_attn, enc, cache, n)
@@ -326,7 +325,7 @@ class FastDecoder:
         cached keys/values are reordered here. Encoder keys/values are per sentence, so they change
         only when sentences leave: every new sentence's rows come from one old sentence."""
         for cache in caches:
-            if self.layers_c is not None and order.numel() <= FEW_ROWS:
+            if self.layers_c is not None:
                 cache["order"] = order
             else:
                 cache["kv"] = cache["kv"].index_select(1, order)

@@ -57,8 +57,8 @@ static void linear_share(void *arg)
 {
     const struct linear_job J = *(const struct linear_job *)arg;   /* a private copy: no shared reads */
     const int t = J.thread_num(), panels = (J.n + PANEL - 1) / PANEL;
-    linear_panels(J.x, J.panels, J.bias, J.y, J.m, J.k, J.n, panel_share(panels, t, J.threads),
-                  panel_share(panels, t + 1, J.threads));
+    linear_panels(J.x, J.panels, J.bias, J.y, J.m, J.k, J.n, share_of(panels, t, J.threads),
+                  share_of(panels, t + 1, J.threads));
 }
 
 /* skinny_linear with the panels split between `threads` threads of torch's pool (gomp, thread_num:
@@ -213,6 +213,55 @@ static void add_norm(const struct layer *L, float *x, const float *f, int n, con
         layer_norm(x, x, n, L->c, ln_w, ln_b, L->eps);
 }
 
+/* Attention inside a layer: each (row, head) of the self-attention (over the row's cached keys and
+ * values, this step's included) or of the encoder attention (over its sentence's encoder keys). */
+struct attention_job {
+    const struct layer *L;
+    const float *q;                 /* self: the qkv rows [n, 3c]; encoder: the queries [n, c] */
+    const float *keys, *values;     /* self: kv_new's two planes; encoder: enc_k, enc_v */
+    const float *enc_mask;
+    float *out;                     /* [n, c] */
+    int n, keys_per_row, src_len, beam, cross, threads;
+    thread_num_fn thread_num;
+};
+
+#define THREADED_ROWS 16            /* more rows than this: attention on torch's threads too */
+
+static void attention_rows(const struct attention_job *J, int r0, int r1, float *w)
+{
+    const int c = J->L->c, heads = J->L->heads, d = c / heads;
+    for (int r = r0; r < r1; r++)
+        for (int hd = 0; hd < heads; hd++) {
+            float *out = J->out + (size_t)r * c + (size_t)hd * d;
+            if (!J->cross) {
+                const size_t cell = ((size_t)r * heads + hd) * J->keys_per_row * d;   /* [n, heads, t + 1, d] */
+                attend(J->q + (size_t)r * 3 * c + (size_t)hd * d, J->keys + cell, J->values + cell, NULL,
+                       J->keys_per_row, d, out, w);
+            } else {
+                const int sent = r / J->beam;
+                const size_t cell = ((size_t)sent * heads + hd) * J->src_len * d;     /* [sentences, heads, S, d] */
+                attend(J->q + (size_t)r * c + (size_t)hd * d, J->keys + cell, J->values + cell,
+                       J->enc_mask ? J->enc_mask + (size_t)sent * J->src_len : NULL, J->src_len, d, out, w);
+            }
+        }
+}
+
+static void attention_share(void *arg)
+{
+    const struct attention_job J = *(const struct attention_job *)arg;  /* a private copy: no shared reads */
+    const int id = J.thread_num();
+    float *w = (float *)__builtin_alloca(sizeof(float) * (size_t)(J.cross ? J.src_len : J.keys_per_row));
+    attention_rows(&J, share_of(J.n, id, J.threads), share_of(J.n, id + 1, J.threads), w);
+}
+
+static void attention(const struct attention_job *J, float *w, void *gomp)
+{
+    if (gomp && J->thread_num && J->threads > 1 && J->n > THREADED_ROWS)
+        ((gomp_parallel_fn)gomp)(attention_share, (void *)J, (unsigned)J->threads, 0);
+    else
+        attention_rows(J, 0, J->n, w);
+}
+
 /* One layer: x [n, c], updated in place. kv_old [2, n_old, heads, t, d] (NULL when t = 0) ->
  * kv_new [2, n, heads, t + 1, d]: row r's cached keys and values (those of old row order[r], or
  * of row r when order is NULL: the search's reordering, folded into this copy) with this step's
@@ -249,12 +298,9 @@ static int decoder_layer(const struct layer *L, float *x, int n, int t, const fl
                 memcpy(dst + (size_t)t * d, qkv + (size_t)r * 3 * c + (size_t)(plane + 1) * c + (size_t)hd * d,
                        sizeof(float) * d);
             }
-    for (int r = 0; r < n; r++)
-        for (int hd = 0; hd < heads; hd++) {
-            const size_t cell = (size_t)r * heads + hd;
-            attend(qkv + (size_t)r * 3 * c + (size_t)hd * d, kv_new + cell * (t + 1) * d,
-                   kv_new + ((size_t)n * heads + cell) * (t + 1) * d, NULL, t + 1, d, att + (size_t)r * c + (size_t)hd * d, w);
-        }
+    const struct attention_job self = {L, qkv, kv_new, kv_new + (size_t)n * heads * (t + 1) * d, NULL, att, n, t + 1,
+                                       src_len, beam, 0, threads, (thread_num_fn)thread_num};
+    attention(&self, w, gomp);
     PRODUCT(att, L->self_out_w, L->self_out_b, f, c, c);
     add_norm(L, x, f, n, L->self_ln_w, L->self_ln_b);
 
@@ -263,14 +309,9 @@ static int decoder_layer(const struct layer *L, float *x, int n, int t, const fl
     PRODUCT(in, L->q_w, L->q_b, qkv, c, c);
     for (size_t j = 0; j < (size_t)n * c; j++)
         qkv[j] *= L->scaling;
-    for (int r = 0; r < n; r++) {
-        const int sent = r / beam;
-        for (int hd = 0; hd < heads; hd++) {
-            const size_t cell = ((size_t)sent * heads + hd) * src_len * d;
-            attend(qkv + (size_t)r * c + (size_t)hd * d, enc_k + cell, enc_v + cell,
-                   enc_mask ? enc_mask + (size_t)sent * src_len : NULL, src_len, d, att + (size_t)r * c + (size_t)hd * d, w);
-        }
-    }
+    const struct attention_job cross = {L, qkv, enc_k, enc_v, enc_mask, att, n, 0, src_len, beam, 1, threads,
+                                        (thread_num_fn)thread_num};
+    attention(&cross, w, gomp);
     PRODUCT(att, L->cross_out_w, L->cross_out_b, f, c, c);
     add_norm(L, x, f, n, L->cross_ln_w, L->cross_ln_b);
 

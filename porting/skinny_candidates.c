@@ -132,7 +132,7 @@ static void pass(void *arg)
     struct job local = *(struct job *)arg, *J = &local;     /* a private copy: no shared reads */
     const int t = J->threads > 1 ? J->thread_num() : 0;
     const int panels = (J->n + PANEL - 1) / PANEL;
-    const int first = panel_share(panels, t, J->threads), last = panel_share(panels, t + 1, J->threads);
+    const int first = share_of(panels, t, J->threads), last = share_of(panels, t + 1, J->threads);
     static const float zeros[PANEL];
     float tile[MAX_ROWS * PANEL];
     for (int p = first; p < last; p++) {

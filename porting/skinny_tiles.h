@@ -59,13 +59,14 @@ void skinny_linear(const float *x, const float *panels, const float *bias, float
 /* Threads: those of torch's own OpenMP pool, through libgomp's GOMP_parallel and
  * omp_get_thread_num, whose addresses porting/skinny.py passes in when torch's libgomp is loaded
  * (a second pool of our own would fight torch's spinning threads for the same cores). Work is split
- * by panels: thread t of T takes panels [P t / T, P (t + 1) / T). */
+ * evenly and the same way every call: thread t of T takes items [P t / T, P (t + 1) / T) of P
+ * (panels, or rows). */
 typedef void (*gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
 typedef int (*thread_num_fn)(void);
 
-static inline int panel_share(int panels, int t, int threads)
+static inline int share_of(int items, int t, int threads)
 {
-    return (int)((long long)panels * t / threads);
+    return (int)((long long)items * t / threads);
 }
 
 #endif

@@ -222,11 +222,12 @@ def test_skinny_falls_back_with_a_reason(monkeypatch, tmp_path):
 
 
 @pytest.mark.skipif(not skinny.available(), reason=f"few-row kernels unavailable: {skinny.unavailable_reason()}")
-@pytest.mark.parametrize("pre_norm", [False, True])
-def test_whole_layer_kernel_matches_the_python_step(converted, pre_norm):
+@pytest.mark.parametrize("pre_norm,sentences", [(False, 3), (True, 3), (False, 5)])
+def test_whole_layer_kernel_matches_the_python_step(converted, pre_norm, sentences):
     """porting/skinny.c's decoder layers against the step they replace, over several steps (growing
     self-attention cache, the search's reordering folded into the cache copy, a sentence leaving)
-    on padded sources, for both norm placements and both activations."""
+    on padded sources, for both norm placements and both activations; 15 rows (attention on one
+    thread) and 25 (attention rows split between threads)."""
     from porting.fast import FastDecoder
     from porting.generate import Ensemble
 
@@ -234,13 +235,14 @@ def test_whole_layer_kernel_matches_the_python_step(converted, pre_norm):
     for layer in model.decoder.layers:
         layer.pre = pre_norm
         layer.act = F.gelu if pre_norm else F.relu
-    enc = Ensemble([model]).encode(left_pad([[5, 6, 7, 2], [8, 9, 10, 11, 12, 13, 2], [14, 2]]))[0]
+    sources = [[5, 6, 7, 2], [8, 9, 10, 11, 12, 13, 2], [14, 2], [15, 16, 2], [17, 18, 19, 20, 2]][:sentences]
+    enc = Ensemble([model]).encode(left_pad(sources))[0]
     fast_c, fast_py = FastDecoder(model), FastDecoder(model)
     assert fast_c.layers_c is not None
     fast_py.layers_c = None
     caches = [[{} for _ in model.decoder.layers] for _ in range(2)]
     torch.manual_seed(0)
-    prev = torch.full((15, 1), 2)                             # 3 sentences x beam 5
+    prev = torch.full((sentences * 5, 1), 2)                  # beam 5
     with torch.no_grad():
         for step in range(6):
             a, b = fast_c.step(prev, enc, caches[0]), fast_py.step(prev, enc, caches[1])

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from porting import skinny
+from tests.helpers import same_up_to_ties
 
 pytestmark = pytest.mark.skipif(not skinny.available(), reason=f"few-row kernels unavailable: {skinny.unavailable_reason()}")
 
@@ -141,7 +142,7 @@ def test_refuses_what_it_cannot_read():
 def test_search_gives_the_same_hypotheses_with_and_without_fusion(converted, monkeypatch):
     """The whole search, fused and on torch's path, on the shipped model's 100 recorded source lines
     (batches of 25, then one at a time), with </s> banned for the first steps and an <unk> penalty:
-    identical hypotheses, scores within the parity bar (1e-4). Calls are counted: the fused kernel
+    the same hypotheses and best one, scores within the parity bar (1e-4). Calls are counted: the fused kernel
     really decides every step but the last possible one."""
     import json
 
@@ -163,5 +164,6 @@ def test_search_gives_the_same_hypotheses_with_and_without_fusion(converted, mon
     plain = [generate(ensemble, left_pad(b), opts) for b in batches]
     for a, b in zip(fused, plain):
         for hyps_a, hyps_b in zip(a, b):
-            assert [h.tokens for h in hyps_a] == [h.tokens for h in hyps_b]
-            assert max(abs(x.score - y.score) for x, y in zip(hyps_a, hyps_b)) < 1e-4
+            # the parity suites' rule: an order difference only between hypotheses scored within 1e-4
+            # (seen: the 4th and 5th of one line, 2.4e-7 apart)
+            assert same_up_to_ties(hyps_a, [{"tokens": h.tokens, "score": h.score} for h in hyps_b], 1e-4)

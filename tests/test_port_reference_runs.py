@@ -71,10 +71,10 @@ ALONE = 100   # lines decoded one at a time below
 @pytest.mark.parametrize("run,setting", [(r, s) for r, spec in MANIFEST["runs"].items() for s in spec["settings"]
                                          if not MANIFEST["settings"][s].get("max_len_a")])
 def test_few_rows_match_fairseq_one_sentence_at_a_time(converted, run, setting):
-    """fairseq's batches hold 50 sentences, so the fast step's few-row path (porting/skinny.c's
-    whole decoder layer, at most fast.FEW_ROWS rows) only runs there once few sentences are
-    left. Alone, each sentence runs every step on it. The recorded hypotheses do not depend on the
-    batch (max_len does not when max_len_a is 0: those settings only)."""
+    """fairseq's batches hold 50 sentences (250 rows), so porting/skinny.c's layers run there with
+    attention split between threads and meet few rows only once few sentences are left. Alone,
+    each sentence runs every step with 5 rows (attention on one thread). The recorded hypotheses
+    do not depend on the batch (max_len does not when max_len_a is 0: those settings only)."""
     from porting import skinny
 
     if not skinny.available():
