@@ -243,17 +243,7 @@ def _search(ensemble, encs, opts, bsz, beam, max_len):
         # The bookkeeping below is fairseq's, on Python lists: per candidate it is a few comparisons,
         # which cost ~10 us a step as lists and ~25 torch calls of 5-20 us each as tensors.
         flat, values = cand_indices.tolist(), cand_scores.tolist()      # [B][2 x beam]: beam row * V + token
-        # candidates ending in </s> (with a finite score) among each sentence's first `beam` that are
-        # not ignored are finalised; ended or ignored ones are not continued
-        eos_rows, eos_values, stops = [], [], []
-        for b, (f_b, v_b, ignored_b) in enumerate(zip(flat, values, ignored)):
-            stop = [f % vocab == EOS and v != -math.inf for f, v in zip(f_b, v_b)]
-            for j in range(beam):
-                if stop[j] and not ignored_b[j]:
-                    eos_rows.append(b * beam + f_b[j] // vocab)
-                    eos_values.append(v_b[j])
-                stop[j] = stop[j] or ignored_b[j]
-            stops.append(stop)
+        eos_rows, eos_values, stops = _ends(flat, values, ignored, beam, vocab)
         finalized_sents: list[int] = []
         if eos_rows:
             eos_bbsz_idx = torch.tensor(eos_rows)
@@ -279,19 +269,7 @@ def _search(ensemble, encs, opts, bsz, beam, max_len):
             scores = scores.view(bsz, -1)[kept].view(len(going_on) * beam, -1)
             tokens = tokens.view(bsz, -1)[kept].view(len(going_on) * beam, -1)
 
-        # each sentence goes on with its `beam` best candidates that are not stopped (if there are
-        # fewer, stopped ones fill the beam, ignored from then on): fairseq's topk over
-        # stopped * 2 x beam + position, smallest first
-        old_rows, new_rows, next_tokens, next_scores, ignored = [], [], [], [], []
-        for new_b, b in enumerate(going_on):
-            stop, f_b = stops[b], flat[b]
-            take = ([j for j, s in enumerate(stop) if not s] + [j for j, s in enumerate(stop) if s])[:beam]
-            ignored.append([stop[j] for j in take])
-            rows = [f_b[j] // vocab for j in take]
-            old_rows += [b * beam + r for r in rows]           # the caches' rows: this step's batch
-            new_rows += [new_b * beam + r for r in rows]       # tokens' and scores': finished sentences gone
-            next_tokens += [f_b[j] % vocab for j in take]
-            next_scores += [values[b][j] for j in take]
+        old_rows, new_rows, next_tokens, next_scores, ignored = _continue(going_on, stops, flat, values, beam, vocab)
         bsz = len(going_on)
         # whole rows: the columns after this step's are still <pad> (tokens) and 0 (scores) in every row
         new_rows = torch.tensor(new_rows)
@@ -307,6 +285,43 @@ def _search(ensemble, encs, opts, bsz, beam, max_len):
         out.append([Hypothesis(sent[i]["tokens"].tolist(), float(sent[i]["score"]), sent[i]["positional_scores"].tolist())
                     for i in order])
     return out
+
+
+def _ends(flat: list[list[int]], values: list[list[float]], ignored: list[list[bool]], beam: int,
+          vocab: int) -> tuple[list[int], list[float], list[list[bool]]]:
+    """Candidates ending in </s> with a finite score among each sentence's first `beam` that are not
+    ignored are finalised: their rows (sentence * beam + beam row) and scores. Every candidate that
+    ends, and every ignored one, stops: stops[sentence][candidate]."""
+    eos_rows, eos_values, stops = [], [], []
+    for b, (f_b, v_b, ignored_b) in enumerate(zip(flat, values, ignored)):
+        stop = [f % vocab == EOS and v != -math.inf for f, v in zip(f_b, v_b)]
+        for j in range(beam):
+            if stop[j] and not ignored_b[j]:
+                eos_rows.append(b * beam + f_b[j] // vocab)
+                eos_values.append(v_b[j])
+            stop[j] = stop[j] or ignored_b[j]
+        stops.append(stop)
+    return eos_rows, eos_values, stops
+
+
+def _continue(going_on: list[int], stops: list[list[bool]], flat: list[list[int]], values: list[list[float]],
+              beam: int, vocab: int) -> tuple[list[int], list[int], list[int], list[float], list[list[bool]]]:
+    """Each sentence still going on continues with its `beam` best candidates that do not stop (if
+    there are fewer, stopped ones fill the beam and are ignored from then on): fairseq's topk over
+    stopped * 2 x beam + position, smallest first. Returns the rows followed in this step's batch
+    (the caches') and in the batch without finished sentences (tokens' and scores'), the new
+    tokens and cumulative scores, and the ignored flags."""
+    old_rows, new_rows, next_tokens, next_scores, ignored = [], [], [], [], []
+    for new_b, b in enumerate(going_on):
+        stop, f_b = stops[b], flat[b]
+        take = ([j for j, s in enumerate(stop) if not s] + [j for j, s in enumerate(stop) if s])[:beam]
+        ignored.append([stop[j] for j in take])
+        rows = [f_b[j] // vocab for j in take]
+        old_rows += [b * beam + r for r in rows]
+        new_rows += [new_b * beam + r for r in rows]
+        next_tokens += [f_b[j] % vocab for j in take]
+        next_scores += [values[b][j] for j in take]
+    return old_rows, new_rows, next_tokens, next_scores, ignored
 
 
 def _top_candidates(ensemble, lprobs, tokens, scores, step, opts, bsz, beam, max_len, cand_size) -> tuple[Tensor, Tensor]:

@@ -127,17 +127,23 @@ def test_decoder_started_from_bos(converted, tmp_path, monkeypatch):
     real_search = gen._search
 
     def search_from_bos(ensemble, encs, opts, bsz, beam, max_len):
-        orig_step = ensemble.step
+        # both ways the search steps the decoder (the fused candidates step and the plain one)
+        # see <s> instead of </s> as the first token
+        originals = {name: getattr(ensemble, name) for name in ("step", "step_candidates")}
 
-        def step(tokens, encs_, caches):
-            tokens = tokens.clone()
-            tokens[:, 0] = 0  # <s> instead of </s>
-            return orig_step(tokens, encs_, caches)
-        ensemble.step = step
+        def from_bos(original):
+            def wrapped(tokens, *args, **kwargs):
+                tokens = tokens.clone()
+                tokens[:, 0] = 0  # <s> instead of </s>
+                return original(tokens, *args, **kwargs)
+            return wrapped
+        for name, original in originals.items():
+            setattr(ensemble, name, from_bos(original))
         try:
             return real_search(ensemble, encs, opts, bsz, beam, max_len)
         finally:
-            ensemble.step = orig_step
+            for name, original in originals.items():
+                setattr(ensemble, name, original)
     monkeypatch.setattr(gen, "_search", search_from_bos)
     assert parity(converted["ende-sep"], tmp_path / "r") == 1
     report = json.loads((tmp_path / "r" / "report.json").read_text())
