@@ -232,6 +232,7 @@ def candidates(x: Tensor, p: Panels, prev: Tensor | None, group: int, count: int
         raise MemoryError("skinny.candidates: no scratch memory")
     return (scores, index) if status == 0 else None
 
+
 class DecoderLayer:
     """One decoder layer's weights as skinny.c's ``struct layer`` reads them (the tensors are kept
     here: the struct holds only their addresses). ``DecoderLayers`` runs them."""
