@@ -46,6 +46,6 @@ parity: $(STAMP)
 	$(BIN)/porting parity --original recorded:reference_runs/runs/ende-sep --port .build/parity/ende-sep --report .build/parity/report-ende-sep --force
 	$(BIN)/porting parity --original recorded:reference_runs/runs/ende-joined --port .build/parity/ende-joined --report .build/parity/report-ende-joined --force
 
-# Speed against fairseq, transformers' FSMT and CTranslate2 (about 15 minutes; not part of CI).
+# Speed against fairseq, transformers' FSMT and CTranslate2 (about 20 minutes; not part of CI).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/speed.py
