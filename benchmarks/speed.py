@@ -107,6 +107,19 @@ def merge_rounds(before: dict | None, now: dict, system: str) -> dict:
     return {**now, "seconds": min(times), "all_seconds": times, "peak_rss": max(before["peak_rss"], now["peak_rss"])}
 
 
+def take_turns(systems: list[str], job: dict, work: Path, rounds: int, label: str) -> dict:
+    """Each system's results after `rounds` turns (every system once a round, each in a fresh
+    process); a system that failed is not run again."""
+    results: dict[str, dict] = {}
+    for turn in range(rounds):
+        for system in systems:
+            if "error" in results.get(system, {}):
+                continue
+            print(f"  {label}: {system} (round {turn + 1}/{rounds}) …", file=sys.stderr, flush=True)
+            results[system] = merge_rounds(results.get(system), run_worker(system, job, work), system)
+    return results
+
+
 # ---------------------------------------------------------------- workers (one process per system)
 
 def _fairseq(job):
@@ -268,13 +281,7 @@ def main() -> None:
             ids = [tok.encode(line) for line in source[:n]]
             job = {**paths, "ids": ids, "batches": batches_of(ids, bs), "batch_size": bs, "threads": args.threads,
                    "max_len_b": setup["max_len_b"], "repeat": args.repeat}
-            results = {}
-            for turn in range(args.rounds):
-                for system in systems:
-                    if "error" in results.get(system, {}):
-                        continue
-                    print(f"  {model} batch {bs}: {system} (round {turn + 1}/{args.rounds}) …", file=sys.stderr, flush=True)
-                    results[system] = merge_rounds(results.get(system), run_worker(system, job, args.work), system)
+            results = take_turns(systems, job, args.work, args.rounds, f"{model} batch {bs}")
             line_order = [i for b in job["batches"] for i in b]
             expected = [ids[i] for i in line_order]
             refs = [references[i] for i in line_order]
@@ -290,7 +297,8 @@ def main() -> None:
                 tokens = sum(map(len, r["hypotheses"]))
                 if model == "shipped":   # the wmt19-size weights are untrained: BLEU would mean nothing
                     row["bleu"] = round(score([tok.decode(h) for h in r["hypotheses"]], refs).bleu, 2)
-                row.update(seconds=r["seconds"], all_seconds=r["all_seconds"], sent_s=n / r["seconds"], tok_s=tokens / r["seconds"],
+                row.update(seconds=r["seconds"], all_seconds=r["all_seconds"],
+                           sent_s=n / r["seconds"], tok_s=tokens / r["seconds"],
                            peak_rss=r["peak_rss"], target_tokens=tokens,
                            agree=sum(a == b for a, b in zip(r["hypotheses"], reference)) if reference else -1)
                 rows.append(row)

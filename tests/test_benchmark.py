@@ -2,6 +2,7 @@
 Speed itself is never asserted here; only that the harness reports what it measured."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import subprocess
@@ -16,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEED = ROOT / "benchmarks" / "speed.py"
 
 
+@functools.cache
 def _speed_module():
     spec = importlib.util.spec_from_file_location("bench_speed", SPEED)
     module = importlib.util.module_from_spec(spec)
