@@ -24,8 +24,9 @@ $(STAMP): pyproject.toml Makefile
 example: $(STAMP)
 	$(BIN)/porting example
 
-# The whole test suite.
+# The whole test suite, after the linter (ruff: line length, import order, unused names; pyproject.toml).
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 # Rebuild the shipped example models from the Debian corpus (about 30 min on 2 cores), then re-record.
@@ -40,11 +41,13 @@ clean:
 	rm -rf $(VENV) .build
 
 # The parity gate: the port against fairseq's recorded runs on the shipped models (non-zero on failure).
+# Replayed on the instruction set they were recorded on (reference_runs/runs/manifest.json, parity/machine.py).
+RECORDED_ISA := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 parity: $(STAMP)
 	$(BIN)/porting convert fairseq --checkpoint reference_runs/models/ende-sep/model2.pt --data-dir reference_runs/models/ende-sep --out .build/parity/ende-sep --force
 	$(BIN)/porting convert fairseq --checkpoint reference_runs/models/ende-joined/model.pt --data-dir reference_runs/models/ende-joined --out .build/parity/ende-joined --force
-	$(BIN)/porting parity --original recorded:reference_runs/runs/ende-sep --port .build/parity/ende-sep --report .build/parity/report-ende-sep --force
-	$(BIN)/porting parity --original recorded:reference_runs/runs/ende-joined --port .build/parity/ende-joined --report .build/parity/report-ende-joined --force
+	$(RECORDED_ISA) $(BIN)/porting parity --original recorded:reference_runs/runs/ende-sep --port .build/parity/ende-sep --report .build/parity/report-ende-sep --force
+	$(RECORDED_ISA) $(BIN)/porting parity --original recorded:reference_runs/runs/ende-joined --port .build/parity/ende-joined --report .build/parity/report-ende-joined --force
 
 # Speed against fairseq, transformers' FSMT and CTranslate2 (about 20 minutes; not part of CI).
 bench: $(STAMP)

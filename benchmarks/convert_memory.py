@@ -120,7 +120,8 @@ def main() -> None:
         else:
             print(f"{name:<34} {r['seconds']:>8.1f} {r['rss'] / 1e9:>12.2f} {r['rss'] / weights:>14.2f}")
     if "error" not in ours and "error" not in theirs:
-        print(f"\nours / transformers: time {ours['seconds'] / theirs['seconds']:.2f}x, peak RSS {ours['rss'] / theirs['rss']:.2f}x")
+        print(f"\nours / transformers: time {ours['seconds'] / theirs['seconds']:.2f}x, "
+              f"peak RSS {ours['rss'] / theirs['rss']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=200)
     args = ap.parse_args()
     from parity import shipped
-    from porting.search import parse_grid
+    from porting.evaluation.grid import parse_grid
 
     work = Path(tempfile.mkdtemp(prefix="search-bench-"))
     model = args.model

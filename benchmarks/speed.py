@@ -180,16 +180,18 @@ def _ctranslate2(job):
 def _port(job, variant):
     import torch
 
-    from porting.generate import Ensemble, GenerationOptions, generate, left_pad
-    from porting.load import load_ensemble
+    from porting.generation.beam import generate, left_pad
+    from porting.generation.ensemble import Ensemble
+    from porting.generation.options import GenerationOptions
+    from porting.model.load import load_ensemble
 
     dtype = torch.bfloat16 if variant == "port-bf16" else torch.float32
     _, members = load_ensemble(Path(job["converted"]), dtype)
     ensemble = Ensemble(members, kernels="exact" if variant == "port-exact" else "fast")
     if variant == "port-int8":
-        from porting.quantize import quantize_int8
+        from porting.kernels.quantize import quantize_int8
 
-        quantize_int8(ensemble)
+        quantize_int8(ensemble.models, ensemble.decoders)
     opts = GenerationOptions(beam=BEAM, max_len_b=job["max_len_b"])
 
     def run(batch):
@@ -237,7 +239,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="shipped,wmt19-size")
     ap.add_argument("--batch-sizes", default="1,32")
@@ -252,13 +254,58 @@ def main() -> None:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--job", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def conditions(threads: int) -> dict:
+    """What every number of a run depends on, printed and stored with it (like sacreBLEU's signatures)."""
+
+    from parity.record import versions
+    from porting.kernels import native
+
+    return {"threads": threads, "beam": BEAM, **versions(),
+            "native_kernels": "built" if native.available() else f"unavailable: {native.unavailable_reason()}"}
+
+
+def rows_of(results: dict, model: str, bs: int, ids: list, job: dict, tok, references: list[str]) -> list[dict]:
+    """One row per system of one (model, batch size) run, checked to have been fed the same inputs."""
+    from porting.evaluation.scoring import score
+
+    line_order = [i for b in job["batches"] for i in b]
+    expected = [ids[i] for i in line_order]
+    refs = [references[i] for i in line_order]
+    reference = results.get("fairseq", {}).get("hypotheses")
+    rows = []
+    for system, r in results.items():
+        row = {"model": model, "batch": bs, "system": system, "lines": len(ids)}
+        if "error" in r:
+            rows.append({**row, "error": r["error"]})
+            print(r.get("log", ""), file=sys.stderr)
+            continue
+        if r["fed"] != expected:
+            raise SystemExit(f"{system} was fed different inputs than the others ({model}, batch {bs})")
+        tokens = sum(map(len, r["hypotheses"]))
+        if model == "shipped":   # the wmt19-size weights are untrained: BLEU would mean nothing
+            row["bleu"] = round(score([tok.decode(h) for h in r["hypotheses"]], refs).bleu, 2)
+        row.update(seconds=r["seconds"], all_seconds=r["all_seconds"],
+                   sent_s=len(ids) / r["seconds"], tok_s=tokens / r["seconds"],
+                   peak_rss=r["peak_rss"], target_tokens=tokens,
+                   agree=sum(a == b for a, b in zip(r["hypotheses"], reference)) if reference else -1)
+        rows.append(row)
+    ours = next((r["tok_s"] for r in rows if r["system"] == "port" and "error" not in r), float("nan"))
+    for row in rows:
+        if "error" not in row:
+            row["speedup_of_port"] = ours / row["tok_s"]
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
     if args.worker:
         args.result.write_text(json.dumps(worker(args.worker, json.loads(args.job.read_text()))))
         return
 
     from parity import shipped
-    from porting.evaluate import score
     from porting.tokenizer import Tokenizer
 
     systems = args.systems.split(",")
@@ -268,47 +315,25 @@ def main() -> None:
     if "fairseq" in systems:
         systems = ["fairseq"] + [s for s in systems if s != "fairseq"]   # the reference for agreement
     setups = model_setups(args.work)
+    signature = conditions(args.threads)
     rows = []
-    print(f"threads {args.threads}; beam {BEAM}; fp32 unless named; "
-          f"ours / it = our port's tokens/s over that system's (>1: ours is faster)\n")
+    print(f"{'|'.join(f'{k}:{v}' for k, v in signature.items())}\n"
+          f"fp32 unless named; ours / it = our port's tokens/s over that system's (>1: ours is faster)\n")
     source, references = shipped.test_set()
     for model in args.models.split(","):
         setup = setups[model]
         paths = prepare(model, setup, args.work)
         tok = Tokenizer(Path(paths["converted"]))
         for bs in map(int, args.batch_sizes.split(",")):
-            n = args.lines or setup["lines"][bs]
-            ids = [tok.encode(line) for line in source[:n]]
+            ids = [tok.encode(line) for line in source[:args.lines or setup["lines"][bs]]]
             job = {**paths, "ids": ids, "batches": batches_of(ids, bs), "batch_size": bs, "threads": args.threads,
                    "max_len_b": setup["max_len_b"], "repeat": args.repeat}
             results = take_turns(systems, job, args.work, args.rounds, f"{model} batch {bs}")
-            line_order = [i for b in job["batches"] for i in b]
-            expected = [ids[i] for i in line_order]
-            refs = [references[i] for i in line_order]
-            reference = results.get("fairseq", {}).get("hypotheses")
-            for system, r in results.items():
-                row = {"model": model, "batch": bs, "system": system, "lines": n}
-                if "error" in r:
-                    rows.append({**row, "error": r["error"]})
-                    print(r.get("log", ""), file=sys.stderr)
-                    continue
-                if r["fed"] != expected:
-                    raise SystemExit(f"{system} was fed different inputs than the others ({model}, batch {bs})")
-                tokens = sum(map(len, r["hypotheses"]))
-                if model == "shipped":   # the wmt19-size weights are untrained: BLEU would mean nothing
-                    row["bleu"] = round(score([tok.decode(h) for h in r["hypotheses"]], refs).bleu, 2)
-                row.update(seconds=r["seconds"], all_seconds=r["all_seconds"],
-                           sent_s=n / r["seconds"], tok_s=tokens / r["seconds"],
-                           peak_rss=r["peak_rss"], target_tokens=tokens,
-                           agree=sum(a == b for a, b in zip(r["hypotheses"], reference)) if reference else -1)
-                rows.append(row)
-            done = [r for r in rows if r["model"] == model and r["batch"] == bs and "error" not in r]
-            ours = next((r["tok_s"] for r in done if r["system"] == "port"), float("nan"))
-            for row in done:
-                row["speedup_of_port"] = ours / row["tok_s"]
+            rows += rows_of(results, model, bs, ids, job, tok, references)
     print(table(rows))
     out = args.out or args.work / "speed.json"
-    out.write_text(json.dumps({"threads": args.threads, "beam": BEAM, "rows": rows}, indent=1) + "\n")
+    out.write_text(json.dumps({"conditions": signature, "threads": args.threads, "beam": BEAM, "rows": rows},
+                              indent=1) + "\n")
     print(f"\nresults in {out}")
 
 

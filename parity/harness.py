@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from parity import names
+from parity import machine, names
 from parity.compare import TensorDiff, diff, first_differing_step, first_divergence
-from porting.evaluate import paired_bootstrap, score
-from porting.generate import GenerationOptions, generate, left_pad
-from porting.load import load_ensemble
+from porting.evaluation.scoring import paired_bootstrap, score
+from porting.generation.beam import generate, left_pad
+from porting.generation.options import GenerationOptions
+from porting.model.load import load_ensemble
 from porting.tokenizer import Tokenizer
 
 
@@ -103,7 +104,7 @@ def _step_log_probs(ensemble, src: list[int], prefix: list[int], tokens: tuple[i
 def generation(port_dir: Path, run: Path, settings: list[str] | None, ngram_blocking: str = "fairseq",
                kernels: str = "fast") -> dict:
     """Per setting: share of identical hypotheses; for each mismatch, where and how they part."""
-    from porting.generate import Ensemble
+    from porting.generation.ensemble import Ensemble
 
     ensemble = Ensemble(load_ensemble(port_dir)[1], kernels)
     tok = Tokenizer(port_dir)
@@ -157,3 +158,24 @@ def bleu(gen: dict, run: Path, setting: str) -> dict | None:
     s_port, s_orig = score(port, refs), score(original, refs)
     return {"setting": setting, "port": s_port.to_dict(), "original": s_orig.to_dict(),
             "paired_bootstrap": paired_bootstrap(original, port, refs)}
+
+
+def compare(port_dir: Path, run: Path, settings: list[str] | None, atol: float, rtol: float, mode: str,
+            kernels: str) -> dict:
+    """The whole comparison of the port against one run: tensors, tokenization, generation, BLEU,
+    and whether it passes."""
+    path = run.parent / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    if "threads" in manifest:  # reproduce the recording's float reductions: same thread count
+        torch.set_num_threads(manifest["threads"])
+    report = {"conditions": machine.conditions(manifest),
+              "tensors": tensors(port_dir, run, atol, rtol, mode),
+              "tokenization": tokenization(port_dir, run),
+              "generation": generation(port_dir, run, settings, kernels=kernels)}
+    main_setting = next((s for s in ("beam5_nbest5", "greedy") if s in report["generation"]), None)
+    report["bleu"] = bleu(report["generation"], run, main_setting) if main_setting else None
+    for g in report["generation"].values():
+        g.pop("port_texts", None)
+    report["ok"] = (report["tensors"].get("ok", True) and report["tokenization"]["ok"]
+                    and all(g.get("ok", False) for g in report["generation"].values()))
+    return report

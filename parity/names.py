@@ -2,7 +2,7 @@
 fairseq's modules and the port's layer boundaries.
 
 The recorder registers its fairseq hooks from this table and the port emits the same names from
-``porting.model`` (its ``hooks(name, x)`` calls), so a name in a report means the same point of
+``porting.model.transformer`` (its ``hooks(name, x)`` calls), so a name in a report means the same point of
 the forward pass on both sides. States are time-major [T, B, C] on both sides, as in fairseq.
 """
 from __future__ import annotations

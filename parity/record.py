@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import platform
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from converters.fairseq import sha256_file as sha256
+from converters.io.hashing import sha256_file as sha256
 from parity import shipped
 from parity.settings import ENSEMBLE_SETTINGS, SETTINGS
 
@@ -50,14 +49,6 @@ RUNS = (
     Run("ende-sep-ensemble", "ende-sep", ("model1.pt", "model2.pt"), ENSEMBLE_SETTINGS, teacher_forced=False),
     Run("ende-joined", "ende-joined", ("model.pt",)),
 )
-
-
-def add_arguments(p) -> None:
-    p.add_argument("--out", type=Path, default=shipped.RUNS, help="where the runs go (default: %(default)s)")
-    p.add_argument("--runs", default=",".join(r.name for r in RUNS),
-                   help="comma-separated subset of: %(default)s")
-    p.add_argument("--limit", type=int, default=None, help="record only the first N test lines")
-    p.add_argument("--force", action="store_true", help="replace an existing output directory")
 
 
 # ---------------------------------------------------------------- pieces a replay also uses
@@ -222,52 +213,60 @@ def versions() -> dict:
             found[n] = metadata.version(n)
         except metadata.PackageNotFoundError:
             found[n] = None
-    return {"python": platform.python_version(), "platform": platform.platform(), **found}
-
-
-def run(args) -> int:
     import torch
 
-    wanted = [r for r in RUNS if r.name in args.runs.split(",")]
-    unknown = set(args.runs.split(",")) - {r.name for r in RUNS}
-    if unknown:
-        print(f"error: unknown runs: {', '.join(sorted(unknown))}", file=sys.stderr)
-        return 2
-    if args.out.exists() and not args.force:
-        print(f"error: {args.out} exists; pass --force to replace it", file=sys.stderr)
-        return 2
-    torch.set_num_threads(THREADS)
-    source, reference = shipped.test_set()
-    if args.limit:
-        source, reference = source[:args.limit], reference[:args.limit]
+    # the instruction set the kernels dispatched to: floats differ between them (parity/machine.py)
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), **found}
 
-    # Written into a temporary sibling, then swapped in: a failure leaves the old runs untouched.
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".record-", dir=args.out.parent))
+
+def record_runs(wanted: list[Run], out: Path, source: list[str], reference: list[str]) -> None:
+    """Record each run into `out`, written into a temporary sibling and then swapped in: a failure
+    leaves the old runs untouched."""
+    import torch
+
+    torch.set_num_threads(THREADS)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".record-", dir=out.parent))
     try:
-        catalog = shipped.catalog()
         for r in wanted:
             print(f"recording {r.name} ({'+'.join(r.checkpoints)}) on {len(source)} lines", flush=True)
             record_run(r, tmp / r.name, source, reference)
-        manifest = {
-            "versions": versions(), "threads": THREADS, "chunk_size": CHUNK_SIZE,
-            "test_set": {"source": "reference_runs/data/test.en", "reference": "reference_runs/data/test.de",
-                         "lines": len(source),
-                         "sha256": {p.name: sha256(p) for p in (shipped.DATA / "test.en", shipped.DATA / "test.de")}},
-            "settings": SETTINGS,
-            "runs": {r.name: {"model": r.model, "checkpoints": list(r.checkpoints), "settings": list(r.settings),
-                              "teacher_forced": r.teacher_forced,
-                              "source_lang": catalog[r.model].source_lang, "target_lang": catalog[r.model].target_lang,
-                              "model_files": {p.name: sha256(p) for p in sorted(catalog[r.model].path.iterdir())}}
-                     for r in wanted},
-            "files": {str(p.relative_to(tmp)): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
-        }
+        manifest = _manifest(wanted, tmp, len(source))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
-        if args.out.exists():
-            shutil.rmtree(args.out)
-        tmp.rename(args.out)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    print(f"recorded {len(wanted)} runs into {args.out}")
-    return 0
+
+
+def _manifest(wanted: list[Run], tmp: Path, lines: int) -> dict:
+    catalog = shipped.catalog()
+    return {
+        "versions": versions(), "threads": THREADS, "chunk_size": CHUNK_SIZE,
+        "test_set": {"source": "reference_runs/data/test.en", "reference": "reference_runs/data/test.de",
+                     "lines": lines,
+                     "sha256": {p.name: sha256(p) for p in (shipped.DATA / "test.en", shipped.DATA / "test.de")}},
+        "settings": SETTINGS,
+        "runs": {r.name: {"model": r.model, "checkpoints": list(r.checkpoints), "settings": list(r.settings),
+                          "teacher_forced": r.teacher_forced,
+                          "source_lang": catalog[r.model].source_lang, "target_lang": catalog[r.model].target_lang,
+                          "model_files": {p.name: sha256(p) for p in sorted(catalog[r.model].path.iterdir())}}
+                 for r in wanted},
+        "files": {str(p.relative_to(tmp)): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
+    }
+
+
+def record_live(spec: str, port: Path, source: list[str], reference: list[str] | None, settings: list[str],
+                out: Path) -> Path:
+    """Run live fairseq (spec: MODEL_DIR[:ckpt1.pt,ckpt2.pt]) in the port's languages and record it into `out`."""
+    from parity.fairseq_hub import load_hub
+
+    model_dir, _, ckpts = spec.partition(":")
+    config = json.loads((port / "config.json").read_text())
+    src, tgt = config["langs"]
+    hub = load_hub(model_dir, ckpts.split(",") if ckpts else "model.pt", src, tgt)
+    record_hub(hub, tgt, settings, len(ckpts.split(",")) <= 1, out, source, reference, label="fairseq")
+    return out

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from sacremoses import MosesDetokenizer, MosesPunctNormalizer, MosesTokenizer
 
-SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
-EOS, UNK = 2, 3
+from porting.format import EOS, SPECIALS, UNK, read_config
+
 _SPACE = re.compile(r"\s+")
 
 
@@ -87,7 +87,7 @@ class BPE:
 class Tokenizer:
     def __init__(self, model_dir: str | Path, normalize_punctuation: bool = False):
         model_dir = Path(model_dir)
-        config = json.loads((model_dir / "config.json").read_text())
+        config = read_config(model_dir)
         self.source_lang, self.target_lang = config["langs"]
         self.src_vocab = from_fsmt_vocab(json.loads((model_dir / "vocab-src.json").read_text(encoding="utf-8")))
         tgt = from_fsmt_vocab(json.loads((model_dir / "vocab-tgt.json").read_text(encoding="utf-8")))

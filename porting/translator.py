@@ -12,8 +12,10 @@ from pathlib import Path
 
 import torch
 
-from porting.generate import Ensemble, GenerationOptions, Hypothesis, generate, left_pad
-from porting.load import load_ensemble
+from porting.generation.beam import Hypothesis, generate, left_pad
+from porting.generation.ensemble import Ensemble
+from porting.generation.options import GenerationOptions
+from porting.model.load import load_ensemble
 from porting.tokenizer import Tokenizer
 
 
@@ -41,14 +43,15 @@ class Translator:
                         quantize: str | None = None) -> "Translator":
         """Each directory contributes all its members (a converted ensemble); vocabularies must agree.
 
-        kernels: "fast" (default) or "exact" (fairseq's kernels, bitwise equal to fairseq).
+        kernels: "fast" (default), "portable" (the fast path on torch's kernels alone) or "exact"
+        (fairseq's kernels, bitwise equal to fairseq).
         quantize: None or "int8" (dynamic int8 linear layers; float32 and fast kernels only)."""
         if not model_dirs:
             raise ValueError("give at least one converted model directory")
         if quantize not in (None, "none", "int8"):
             raise ValueError(f"quantize must be int8 or none, got {quantize!r}")
-        if quantize == "int8" and (dtype != torch.float32 or kernels != "fast"):
-            raise ValueError("int8 quantization needs --dtype float32 and --kernels fast")
+        if quantize == "int8" and (dtype != torch.float32 or kernels == "exact"):
+            raise ValueError("int8 quantization needs --dtype float32 and --kernels fast or portable")
         models, first = [], None
         for d in model_dirs:
             config, members = load_ensemble(d, dtype)
@@ -60,9 +63,9 @@ class Translator:
             models += members
         ensemble = Ensemble(models, kernels)
         if quantize == "int8":
-            from porting.quantize import quantize_int8
+            from porting.kernels.quantize import quantize_int8
 
-            quantize_int8(ensemble)
+            quantize_int8(ensemble.models, ensemble.decoders)
         return cls(Tokenizer(model_dirs[0], normalize_punctuation), ensemble, first)
 
     @staticmethod

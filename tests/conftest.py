@@ -1,6 +1,16 @@
-import pytest
+import json
+import sys
 
-from parity.fairseq_hub import fairseq_available
+from parity import machine, shipped
+
+# The shipped runs are replayed bitwise: torch, MKL and oneDNN must dispatch to the instruction set
+# they were recorded on. They read this when they start, so before anything imports torch.
+assert "torch" not in sys.modules, "tests/conftest.py must run before torch is imported"
+machine.reproduce(json.loads((shipped.RUNS / "manifest.json").read_text()))
+
+import pytest  # noqa: E402
+
+from parity.fairseq_hub import fairseq_available  # noqa: E402
 
 HAVE_FAIRSEQ = fairseq_available()
 requires_fairseq = pytest.mark.skipif(not HAVE_FAIRSEQ, reason="fairseq is not installed here")

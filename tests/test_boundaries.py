@@ -1,17 +1,116 @@
-"""The native side never imports the original: `porting` and `converters` run without fairseq."""
+"""The house's boundaries: imports only point down, and the native side never imports the original.
+
+Layers, from the bottom (README "Layout"): the on-disk contract, then the native runtime's parts,
+then the converters, the original's side, and the command line on top. A module may import from
+its own layer or from a lower one; an import that points up, or sideways to another layer of the
+same height, fails here. Every import counts, the ones inside functions too (read from the AST).
+"""
+import ast
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
-import porting
 import converters
+import parity
+import porting
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (module prefix, height); the longest matching prefix decides a module's layer
+LAYERS = {
+    "porting": 0,                 # the package itself (its version)
+    "porting.format": 0,
+    "porting.model": 1,
+    "porting.tokenizer": 1,
+    "porting.kernels": 2,
+    "porting.generation": 3,
+    "porting.translator": 4,
+    "porting.evaluation": 5,
+    "converters": 6,              # the package itself
+    "converters.io": 6,
+    "converters.fairseq": 7,
+    "parity": 8,
+    "porting.cli": 9,
+}
+
+
+def layer_of(module: str) -> str | None:
+    matches = [p for p in LAYERS if module == p or module.startswith(p + ".")]
+    return max(matches, key=len) if matches else None
+
+
+def imports_of(source: str, module: str) -> list[tuple[int, str]]:
+    """(line, imported module) for every import in a module's source, relative ones resolved."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = module.rsplit(".", node.level)[0]
+                base = f"{parent}.{base}" if base else parent
+            # `from pkg import mod` imports pkg.mod when that is a module of ours
+            found += [(node.lineno, f"{base}.{a.name}" if layer_of(f"{base}.{a.name}") and _is_module(f"{base}.{a.name}")
+                       else base) for a in node.names]
+    return found
+
+
+def _is_module(name: str) -> bool:
+    path = ROOT / name.replace(".", "/")
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def violations(module: str, source: str) -> list[str]:
+    here = layer_of(module)
+    out = []
+    for line, target in imports_of(source, module):
+        there = layer_of(target)
+        if here is None or there is None or there == here:
+            continue
+        if LAYERS[there] >= LAYERS[here]:
+            way = "up" if LAYERS[there] > LAYERS[here] else "sideways"
+            out.append(f"{module}:{line} imports {target}: {way} from {here} ({LAYERS[here]}) to {there} ({LAYERS[there]})")
+    return out
+
+
+def our_modules() -> dict[str, Path]:
+    out = {}
+    for pkg in (porting, converters, parity):
+        out[pkg.__name__] = Path(pkg.__file__)
+        for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+            spec = m.module_finder.find_spec(m.name.rsplit(".", 1)[-1])
+            out[m.name] = Path(spec.origin)
+    return out
+
+
+def test_every_module_has_a_layer():
+    assert [m for m in our_modules() if layer_of(m) is None] == []
+
+
+def test_imports_only_point_down():
+    found = [v for name, path in our_modules().items() for v in violations(name, path.read_text(encoding="utf-8"))]
+    assert found == [], "\n".join(found)
+
+
+def test_an_upward_import_is_caught():
+    """The check fails on what it is meant to catch: a planted upward import (the runtime's model
+    reaching up into the converters), a sideways one, and one hidden inside a function."""
+    planted = "import torch\nfrom converters.fairseq.arch import Architecture\n"
+    assert violations("porting.model.transformer", planted) == [
+        "porting.model.transformer:2 imports converters.fairseq.arch: up from porting.model (1) to converters.fairseq (7)"]
+    sideways = "from porting.tokenizer import Tokenizer\n"
+    assert "sideways" in violations("porting.model.load", sideways)[0]
+    hidden = "def f():\n    from porting.cli.common import load_translator\n"
+    assert violations("parity.harness", hidden)[0].startswith("parity.harness:2 imports porting.cli.common: up")
+    assert violations("porting.cli.translate", "from parity import names\nimport converters.io.atomic\n") == []
 
 
 def test_native_packages_do_not_import_fairseq():
-    modules = [m.name for pkg in (porting, converters)
-               for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")]
+    modules = [m for m in our_modules() if not m.startswith(("parity", "porting.cli"))]
     code = ("import importlib, sys\n"
-            f"for m in {['porting', 'converters'] + modules!r}: importlib.import_module(m)\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('fairseq', 'fairseq_cli'))\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,8 +8,8 @@ import shutil
 import pytest
 import torch
 
-from converters.checkpoint import UnsafeCheckpoint, load_untrusted
-from converters.fairseq import ConversionError, convert
+from converters.fairseq.convert import ConversionError, convert
+from converters.io.checkpoint import UnsafeCheckpoint, load_untrusted
 from tests.helpers import convert_cli, model_dir, trusted_load
 
 SEP, JOINED = model_dir("ende-sep"), model_dir("ende-joined")

@@ -9,16 +9,17 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from converters.fairseq_dict import read_dictionary, to_fsmt_vocab
+from converters.fairseq.dictionary import read_dictionary, to_fsmt_vocab
 from tests.helpers import convert_cli, model_dir, trusted_load
 
 SEP, JOINED = model_dir("ende-sep"), model_dir("ende-joined")
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    """The shipped models converted once: single, ensemble and the raw training checkpoint."""
-    root = tmp_path_factory.mktemp("converted")
+def converted_here(tmp_path_factory):
+    """The shipped models converted once for this module (directories under one root): single,
+    ensemble and the raw training checkpoint. Not the session fixture `converted` (name -> directory)."""
+    root = tmp_path_factory.mktemp("converted-here")
     assert convert_cli("--checkpoint", SEP / "model2.pt", "--data-dir", SEP, "--out", root / "sep") == 0
     assert convert_cli("--checkpoint", SEP / "model2.pt", "--checkpoint", SEP / "model1.pt",
                        "--data-dir", SEP, "--out", root / "ensemble") == 0
@@ -30,8 +31,8 @@ def stored(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def test_separate_dictionaries_layout(converted):
-    out = converted / "sep"
+def test_separate_dictionaries_layout(converted_here):
+    out = converted_here / "sep"
     assert sorted(p.name for p in out.iterdir()) == sorted([
         "model.safetensors", "config.json", "vocab-src.json", "vocab-tgt.json", "merges.txt",
         "tokenizer_config.json", "generation_config.json", "provenance.json", "README.md"])
@@ -51,10 +52,10 @@ def test_separate_dictionaries_layout(converted):
         assert json.loads(f.metadata()["porting.ties"]) == cfg["porting"]["ties"]
 
 
-def test_vocab_ids_are_fairseqs(converted):
-    cfg = json.loads((converted / "sep" / "config.json").read_text())
+def test_vocab_ids_are_fairseqs(converted_here):
+    cfg = json.loads((converted_here / "sep" / "config.json").read_text())
     for side, lang in (("src", "en"), ("tgt", "de")):
-        vocab = json.loads((converted / "sep" / f"vocab-{side}.json").read_text())
+        vocab = json.loads((converted_here / "sep" / f"vocab-{side}.json").read_text())
         d = read_dictionary(SEP / f"dict.{lang}.txt")
         assert vocab == to_fsmt_vocab(d)
         assert len(vocab) == cfg[f"{side}_vocab_size"]
@@ -69,10 +70,10 @@ def test_vocab_matches_fairseq_dictionary_class():
         assert ours.symbols == theirs.symbols and ours.indices == theirs.indices
 
 
-def test_optimizer_state_dropped_and_all_embeddings_shared(converted):
+def test_optimizer_state_dropped_and_all_embeddings_shared(converted_here):
     raw = trusted_load(JOINED / "model.pt")
     assert raw["last_optimizer_state"] is not None  # shipped as fairseq-train wrote it
-    out = converted / "joined"
+    out = converted_here / "joined"
     prov = json.loads((out / "provenance.json").read_text())["members"]["model.safetensors"]
     assert "last_optimizer_state" in prov["dropped"]
     tensors = stored(out / "model.safetensors")
@@ -87,8 +88,8 @@ def test_optimizer_state_dropped_and_all_embeddings_shared(converted):
     assert size < (JOINED / "model.pt").stat().st_size / 2
 
 
-def test_ensemble_layout(converted):
-    out = converted / "ensemble"
+def test_ensemble_layout(converted_here):
+    out = converted_here / "ensemble"
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["porting"]["ensemble"] == ["model.safetensors", "ensemble/model1.safetensors"]
     first, second = stored(out / "model.safetensors"), stored(out / "ensemble" / "model1.safetensors")
@@ -98,17 +99,17 @@ def test_ensemble_layout(converted):
     assert not torch.equal(first["model.encoder.layers.0.fc1.weight"], second["model.encoder.layers.0.fc1.weight"])
 
 
-def test_generation_defaults_are_fairseqs(converted):
-    gen = json.loads((converted / "sep" / "generation_config.json").read_text())
+def test_generation_defaults_are_fairseqs(converted_here):
+    gen = json.loads((converted_here / "sep" / "generation_config.json").read_text())
     assert gen["fairseq"] == {"beam": 5, "nbest": 1, "lenpen": 1.0, "unkpen": 0.0, "min_len": 1, "max_len_a": 0.0,
                               "max_len_b": 200, "no_repeat_ngram_size": 0, "early_stopping": "fairseq"}
     assert gen["decoder_start_token_id"] == 2 and gen["early_stopping"] is True
 
 
-def test_model_card(converted):
-    card = (converted / "sep" / "README.md").read_text()
+def test_model_card(converted_here):
+    card = (converted_here / "sep" / "README.md").read_text()
     assert "en→de" in card and "FSMTForConditionalGeneration" in card
-    prov = json.loads((converted / "sep" / "provenance.json").read_text())
+    prov = json.loads((converted_here / "sep" / "provenance.json").read_text())
     for digest in prov["sources"].values():
         assert digest in card
 

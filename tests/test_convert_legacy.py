@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from converters.fairseq_upgrade import upgrade
+from converters.fairseq.upgrade import upgrade
 from tests.conftest import requires_fairseq
 from tests.helpers import convert_cli, model_dir, trusted_load
 

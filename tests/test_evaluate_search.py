@@ -8,8 +8,8 @@ import pytest
 
 from parity import shipped
 from porting.cli import main
-from porting.evaluate import DataError, read_parallel, score
-from porting.search import GridError, parse_grid, run_grid
+from porting.evaluation.grid import GridError, parse_grid, run_grid
+from porting.evaluation.scoring import DataError, read_parallel, score
 from porting.translator import Translator
 
 LINES = 40
@@ -60,7 +60,7 @@ def test_bleu_command_scores_the_port(converted, data, tmp_path, capsys):
 
 
 def test_grid_runs_the_encoder_once_and_matches_independent_runs(converted, data, tmp_path, monkeypatch):
-    from porting.generate import Ensemble
+    from porting.generation.ensemble import Ensemble
 
     calls = []
     real = Ensemble.encode
@@ -75,7 +75,7 @@ def test_grid_runs_the_encoder_once_and_matches_independent_runs(converted, data
 
 
 def test_search_resumes_and_parallel_agrees(converted, data, tmp_path, monkeypatch):
-    from porting import search
+    from porting.evaluation import grid as search
 
     src, ref = read_parallel(data / "valid.en", data / "valid.de")
     state = tmp_path / "state.jsonl"
@@ -104,7 +104,10 @@ def test_search_command_reports_on_test_and_writes_best(converted, data, tmp_pat
     assert out.index("bleu | chrf | beam | lenpen") < out.index("reported on")
     assert "never tuned on" in out and "paired bootstrap p =" in out
     report = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert report["best"]["beam"] in (1, 3) and "test" in report
+    assert sorted((r["setting"]["beam"], r["setting"]["lenpen"]) for r in report["results"]) == [
+        (1, 0.6), (1, 1.0), (3, 0.6), (3, 1.0)]
+    best = max(report["results"], key=lambda r: (r["bleu"], r["chrf"]))
+    assert report["best"] == best["setting"] and report["best_bleu"] == best["bleu"] and "test" in report
     gen = json.loads((model / "generation_config.json").read_text())
     assert gen["fairseq"]["beam"] == report["best"]["beam"] and gen["num_beams"] == report["best"]["beam"]
     assert Translator.default_options(model)["lenpen"] == report["best"]["lenpen"]
@@ -126,7 +129,7 @@ def test_select_scores_each_checkpoint_and_the_ensemble(data, tmp_path, capsys):
 
 
 def test_paired_bootstrap_identical_and_different():
-    from porting.evaluate import paired_bootstrap
+    from porting.evaluation.scoring import paired_bootstrap
 
     refs = ["the cat sat on the mat", "a dog barks", "it rains today", "we go home now"] * 10
     same = paired_bootstrap(refs, list(refs), refs, samples=200)

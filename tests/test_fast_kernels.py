@@ -1,5 +1,5 @@
-"""The fast kernels' pieces against the plain computation they replace (porting/fast.py,
-porting/fast_encoder.py). End to end, the parity suites run every recorded and live setting with
+"""The fast kernels' pieces against the plain computation they replace (porting/kernels/fast_decoder.py,
+porting/kernels/fast_encoder.py). End to end, the parity suites run every recorded and live setting with
 ``kernels="fast"``; these tests pin each piece down on its own, including the branches a shipped
 model does not reach.
 
@@ -13,11 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from porting import fast, skinny
-from porting.fast import FUSED_ATTENTION_ROWS, attention, linear, pack, top_candidates
-from porting.fast_encoder import FastEncoder
-from porting.generate import left_pad
-from porting.load import load_ensemble
+from porting.generation.beam import left_pad
+from porting.kernels import attention, build, native
+from porting.kernels.attention import FUSED_ATTENTION_ROWS
+from porting.kernels.fast_decoder import ONEDNN_WEIGHTS, linear, pack, top_candidates
+from porting.kernels.fast_encoder import FastEncoder
+from porting.model.activation import Activation
+from porting.model.load import load_ensemble
 
 TOL = 1e-5
 
@@ -31,13 +33,13 @@ def reference_attention(q, k, v, mask):
 
 @pytest.mark.parametrize("few_rows", ["skinny", "sdpa"])
 @pytest.mark.parametrize("n,heads,queries", [(2, 4, 1), (40, 4, 1), (8, 4, 5)])
-def test_attention_every_kernel_matches_plain_softmax(n, heads, queries, few_rows, monkeypatch):
-    """Few rows: porting/skinny.c's kernel, or torch's fused one where that cannot be built; more
-    rows: three torch calls."""
-    if few_rows == "sdpa":
-        monkeypatch.setattr(skinny, "available", lambda: False)
-    elif not skinny.available():
-        pytest.skip(f"few-row kernel unavailable: {skinny.unavailable_reason()}")
+def test_attention_every_kernel_matches_plain_softmax(n, heads, queries, few_rows):
+    """Few rows: porting/kernels/skinny.c's kernel, or torch's fused one where that cannot be built
+    (or is not asked for: --kernels portable); more rows: three torch calls."""
+    if few_rows == "skinny" and not native.available():
+        pytest.skip(f"few-row kernel unavailable: {native.unavailable_reason()}")
+    attend = attention.select(use_native=few_rows == "skinny")
+    assert attend.few_rows is (attention.native if few_rows == "skinny" else attention.fused)
     torch.manual_seed(0)
     q, k, v = torch.randn(n, heads, queries, 16), torch.randn(n, heads, 9, 16), torch.randn(n, heads, 9, 16)
     pad = torch.zeros(n, 9, dtype=torch.bool)
@@ -45,19 +47,19 @@ def test_attention_every_kernel_matches_plain_softmax(n, heads, queries, few_row
     mask = torch.zeros(n, 9).masked_fill(pad, float("-inf"))[:, None, None, :]
     fused = n * heads * queries <= FUSED_ATTENTION_ROWS
     for m in (None, mask):
-        out = attention(q, k, v, m)
+        out = attend(q, k, v, m)
         assert (out - reference_attention(q, k, v, m)).abs().max() < TOL, f"few rows={fused}"
     # a masked key has no weight at all: changing it changes nothing
     k2 = k.clone()
     k2[0, :, :3] = 1e4
-    assert torch.equal(attention(q, k2, v, mask)[0], attention(q, k, v, mask)[0])
+    assert torch.equal(attend(q, k2, v, mask)[0], attend(q, k, v, mask)[0])
 
 
 def test_attention_in_bfloat16_for_few_rows():
     """The few-row C kernel is float32 only; bfloat16 (``--dtype bfloat16``) goes through torch."""
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 4, 1, 16) for _ in range(3))
-    out = attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+    out = attention.select(use_native=True)(q.bfloat16(), k.bfloat16(), v.bfloat16())
     assert out.dtype == torch.bfloat16 and (out.float() - reference_attention(q, k, v, None)).abs().max() < 0.05
 
 
@@ -91,16 +93,14 @@ def test_top_candidates_falls_back_where_chunks_do_not_pay():
 
 @pytest.mark.parametrize("packing", ["panels", "onednn", "none"])
 @pytest.mark.parametrize("rows", [1, 5, 16, 17, 160])
-def test_linear_matches_f_linear_on_every_path(rows, packing, monkeypatch):
-    """porting/skinny.c's panels; without them oneDNN's packed weights (few rows) or F.linear; with
+def test_linear_matches_f_linear_on_every_path(rows, packing):
+    """porting/kernels/skinny.c's panels; without them oneDNN's packed weights (few rows) or F.linear; with
     nothing packed, F.linear or the W x^T product (few rows, large weights)."""
-    if packing == "panels" and not skinny.available():
-        pytest.skip(f"few-row kernel unavailable: {skinny.unavailable_reason()}")
-    if packing == "onednn":
-        monkeypatch.setattr(skinny, "available", lambda: False)
+    if packing == "panels" and not native.available():
+        pytest.skip(f"few-row kernel unavailable: {native.unavailable_reason()}")
     torch.manual_seed(0)
     layer = nn.Linear(256, 2048).requires_grad_(False)       # 512K weights: oneDNN's without panels
-    packed = {} if packing == "none" else {layer: pack(layer)}
+    packed = {} if packing == "none" else {layer: pack(layer, use_native=packing == "panels")}
     if packing == "onednn" and packed[layer] is None:
         pytest.skip("this torch has no oneDNN")
     x = torch.randn(rows, 256)
@@ -108,17 +108,21 @@ def test_linear_matches_f_linear_on_every_path(rows, packing, monkeypatch):
     assert (linear(x, layer, packed) - expected).abs().max() < TOL * expected.abs().max()
 
 
-def test_what_is_packed(monkeypatch):
-    """Every float32 nn.Linear gets panels where porting/skinny.c builds; otherwise only large ones
-    get oneDNN's packing; other dtypes nothing."""
+def test_what_is_packed():
+    """Every float32 nn.Linear gets panels where porting/kernels/skinny.c builds; otherwise (or with
+    --kernels portable) only large ones get oneDNN's packing, where torch has oneDNN; other dtypes
+    nothing."""
     small, large = nn.Linear(128, 512), nn.Linear(512, 1024)
-    if skinny.available():
-        assert type(pack(small)) is skinny.Panels and type(pack(large)) is skinny.Panels
-    assert pack(large.to(torch.bfloat16)) is None
-    monkeypatch.setattr(skinny, "available", lambda: False)
-    assert pack(small) is None
-    assert pack(large) is None or type(pack(large)) is torch.Tensor      # None: a torch without oneDNN
-    assert fast.ONEDNN_WEIGHTS == 1 << 18
+    assert small.weight.numel() < ONEDNN_WEIGHTS <= large.weight.numel()
+    if native.available():
+        assert type(pack(small)) is native.Panels and type(pack(large)) is native.Panels
+    assert pack(nn.Linear(512, 1024).to(torch.bfloat16)) is None
+    assert pack(small, use_native=False) is None
+    onednn = pack(large, use_native=False)
+    if torch.backends.mkldnn.is_available():
+        assert type(onednn) is torch.Tensor
+    else:
+        assert onednn is None
 
 
 def test_skinny_kernel_is_built_where_it_can_be():
@@ -129,10 +133,10 @@ def test_skinny_kernel_is_built_where_it_can_be():
     if (platform.machine().lower() not in ("x86_64", "amd64") or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512")
             or not (shutil.which("cc") or shutil.which("gcc"))):
         pytest.skip("needs x86-64 with AVX2 and a C compiler")
-    assert skinny.available(), skinny.unavailable_reason()
+    assert native.available(), native.unavailable_reason()
 
 
-@pytest.mark.skipif(not skinny.available(), reason=f"few-row kernel unavailable: {skinny.unavailable_reason()}")
+@pytest.mark.skipif(not native.available(), reason=f"few-row kernel unavailable: {native.unavailable_reason()}")
 @pytest.mark.parametrize("bias", [True, False])
 def test_skinny_linear_within_float32_rounding(bias):
     """Every row-block size (1-6 rows, then blocks of 6), full and partial 16-column panels, several
@@ -147,8 +151,8 @@ def test_skinny_linear_within_float32_rounding(bias):
     for rows, n_in, n_out in shapes:
         layer = nn.Linear(n_in, n_out, bias=bias).requires_grad_(False)
         x = torch.randn(rows, n_in) * 3
-        panels = skinny.pack(layer.weight, layer.bias)
-        got = skinny.linear(x, panels)
+        panels = native.pack(layer.weight, layer.bias)
+        got = native.linear(x, panels)
         w64 = layer.weight.double()
         exact = x.double() @ w64.t() + (layer.bias.double() if bias else 0)
         bound = n_in * 2.0 ** -24 * (x.double().abs() @ w64.abs().t() + (layer.bias.double().abs() if bias else 0))
@@ -158,24 +162,24 @@ def test_skinny_linear_within_float32_rounding(bias):
             threads = torch.get_num_threads()
             try:
                 torch.set_num_threads(1)
-                assert torch.equal(skinny.linear(x, panels), got)
+                assert torch.equal(native.linear(x, panels), got)
             finally:
                 torch.set_num_threads(threads)
 
 
-@pytest.mark.skipif(not skinny.available(), reason=f"few-row kernel unavailable: {skinny.unavailable_reason()}")
+@pytest.mark.skipif(not native.available(), reason=f"few-row kernel unavailable: {native.unavailable_reason()}")
 def test_skinny_linear_refuses_what_it_cannot_read():
     w = torch.randn(8, 4)
-    p = skinny.pack(w, None)
+    p = native.pack(w, None)
     with pytest.raises(ValueError, match="float32 4 -> 8"):
-        skinny.linear(torch.randn(2, 5), p)                  # wrong depth: would read past the panels
+        native.linear(torch.randn(2, 5), p)                  # wrong depth: would read past the panels
     with pytest.raises(ValueError):
-        skinny.linear(torch.randn(2, 4, dtype=torch.float64), p)
+        native.linear(torch.randn(2, 4, dtype=torch.float64), p)
     x = torch.randn(4, 3).t()                                # [3, 4], not contiguous: copied, not misread
-    assert (skinny.linear(x, p) - x @ w.t()).abs().max() < TOL
+    assert (native.linear(x, p) - x @ w.t()).abs().max() < TOL
 
 
-@pytest.mark.skipif(not skinny.available(), reason=f"few-row kernel unavailable: {skinny.unavailable_reason()}")
+@pytest.mark.skipif(not native.available(), reason=f"few-row kernel unavailable: {native.unavailable_reason()}")
 def test_skinny_attention_shapes_and_refusals():
     """Head sizes that are and are not multiples of 8 (the vector dot product's tail), one key,
     several query rows per group (the encoder attention's beam rows), a mask per sentence."""
@@ -185,15 +189,15 @@ def test_skinny_attention_shapes_and_refusals():
         mask = torch.zeros(n, 1, 1, keys).masked_fill(torch.rand(n, 1, 1, keys) < 0.4, float("-inf"))
         mask[..., -1] = 0                                    # every sentence has a real token
         for m in (None, mask):
-            assert (skinny.attention(q, k, v, m) - reference_attention(q, k, v, m)).abs().max() < TOL
+            assert (native.attention(q, k, v, m) - reference_attention(q, k, v, m)).abs().max() < TOL
     # transposed (not contiguous) queries are read correctly
     q = torch.randn(1, 5, 4, 32).transpose(1, 2)
-    assert (skinny.attention(q, k[:, :4, :, :32], v[:, :4, :, :32], None)
+    assert (native.attention(q, k[:, :4, :, :32], v[:, :4, :, :32], None)
             - reference_attention(q, k[:, :4, :, :32], v[:, :4, :, :32], None)).abs().max() < TOL
     with pytest.raises(ValueError, match="want float32"):
-        skinny.attention(torch.randn(2, 4, 1, 8), torch.randn(2, 4, 3, 8), torch.randn(2, 4, 4, 8), None)
+        native.attention(torch.randn(2, 4, 1, 8), torch.randn(2, 4, 3, 8), torch.randn(2, 4, 4, 8), None)
     with pytest.raises(ValueError, match="want float32"):
-        skinny.attention(torch.randn(2, 4, 1, 8), torch.randn(2, 4, 3, 8), torch.randn(2, 4, 3, 8), torch.zeros(2, 1, 1, 4))
+        native.attention(torch.randn(2, 4, 1, 8), torch.randn(2, 4, 3, 8), torch.randn(2, 4, 3, 8), torch.zeros(2, 1, 1, 4))
 
 
 def test_skinny_falls_back_with_a_reason(monkeypatch, tmp_path):
@@ -202,8 +206,8 @@ def test_skinny_falls_back_with_a_reason(monkeypatch, tmp_path):
     monkeypatch.setenv("PORTING_CACHE", str(tmp_path))
     try:
         monkeypatch.setenv("PORTING_NATIVE", "0")
-        skinny._load.cache_clear()
-        assert not skinny.available() and "PORTING_NATIVE=0" in skinny.unavailable_reason()
+        native._load.cache_clear()
+        assert not native.available() and "PORTING_NATIVE=0" in native.unavailable_reason()
         layer = nn.Linear(128, 512).requires_grad_(False)
         assert pack(layer) is None
         x = torch.randn(5, 128)
@@ -211,36 +215,37 @@ def test_skinny_falls_back_with_a_reason(monkeypatch, tmp_path):
         if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
             monkeypatch.setenv("PORTING_NATIVE", "1")
             monkeypatch.setenv("CC", "false")                # a "compiler" that always fails
-            skinny._load.cache_clear()
+            native._load.cache_clear()
             with pytest.warns(RuntimeWarning, match="could not compile"):
-                assert not skinny.available()
-            assert "could not compile" in skinny.unavailable_reason()
+                assert not native.available()
+            assert "could not compile" in native.unavailable_reason()
             assert list((tmp_path / "native").iterdir()) == []
     finally:
         monkeypatch.undo()
-        skinny._load.cache_clear()
+        native._load.cache_clear()
 
 
-@pytest.mark.skipif(not skinny.available(), reason=f"few-row kernels unavailable: {skinny.unavailable_reason()}")
+@pytest.mark.skipif(not native.available(), reason=f"few-row kernels unavailable: {native.unavailable_reason()}")
 @pytest.mark.parametrize("pre_norm,sentences", [(False, 3), (True, 3), (False, 5)])
 def test_whole_layer_kernel_matches_the_python_step(converted, pre_norm, sentences):
-    """porting/skinny.c's decoder layers against the step they replace, over several steps (growing
+    """porting/kernels/skinny.c's decoder layers against the step they replace, over several steps (growing
     self-attention cache, the search's reordering folded into the cache copy, a sentence leaving)
     on padded sources, for both norm placements and both activations; 15 rows (attention on one
     thread) and 25 (attention rows split between threads)."""
-    from porting.fast import FastDecoder
-    from porting.generate import Ensemble
+    from porting.generation.ensemble import Ensemble
+    from porting.kernels.fast_decoder import FastDecoder
 
     _, (model,) = load_ensemble(converted["ende-sep"])
     for layer in model.decoder.layers:
         layer.pre = pre_norm
-        layer.act = F.gelu if pre_norm else F.relu
+        layer.activation = Activation.GELU if pre_norm else Activation.RELU
+        layer.act = layer.activation.fn
     sources = [[5, 6, 7, 2], [8, 9, 10, 11, 12, 13, 2], [14, 2], [15, 16, 2], [17, 18, 19, 20, 2]][:sentences]
     enc = Ensemble([model]).encode(left_pad(sources))[0]
     fast_c, fast_py = FastDecoder(model), FastDecoder(model)
     assert fast_c.layers_c is not None
     fast_py.layers_c = None
-    caches = [[{} for _ in model.decoder.layers] for _ in range(2)]
+    caches = [fast_c.new_caches(), fast_py.new_caches()]
     torch.manual_seed(0)
     prev = torch.full((sentences * 5, 1), 2)                  # beam 5
     with torch.no_grad():
@@ -248,7 +253,7 @@ def test_whole_layer_kernel_matches_the_python_step(converted, pre_norm, sentenc
             a, b = fast_c.step(prev, enc, caches[0]), fast_py.step(prev, enc, caches[1])
             assert (a - b).abs().max() < TOL * a.abs().max()
             for ca, cb in zip(*caches):
-                assert (ca["kv"] - cb["kv"]).abs().max() < TOL * cb["kv"].abs().max()
+                assert (ca.kv - cb.kv).abs().max() < TOL * cb.kv.abs().max()
             n = prev.size(0)
             # rows follow rows of their own sentence; at step 3 the middle sentence leaves
             order = (torch.arange(n) // 5 * 5 + torch.randint(0, 5, (n,))).view(-1, 5)
@@ -257,13 +262,13 @@ def test_whole_layer_kernel_matches_the_python_step(converted, pre_norm, sentenc
             order = order.reshape(-1)
             for decoder, cache in zip((fast_c, fast_py), caches):
                 decoder.reorder(cache, order)
-            assert "order" in caches[0][0] and "order" not in caches[1][0]
+            assert caches[0][0].pending_order is not None and caches[1][0].pending_order is None
             prev = torch.cat([prev[order], torch.randint(4, 100, (order.numel(), 1))], 1)
 
 
-@pytest.mark.skipif(not skinny.available(), reason=f"few-row kernels unavailable: {skinny.unavailable_reason()}")
+@pytest.mark.skipif(not native.available(), reason=f"few-row kernels unavailable: {native.unavailable_reason()}")
 def test_whole_layer_kernel_refuses_what_does_not_fit(converted):
-    from porting.fast import FastDecoder
+    from porting.kernels.fast_decoder import FastDecoder
 
     _, (model,) = load_ensemble(converted["ende-sep"])
     layers = FastDecoder(model).layers_c
@@ -306,8 +311,9 @@ def test_fast_encoder_matches_encoder_on_real_tokens(converted):
 def test_fast_embeddings_equal_the_general_ones(converted):
     """FastDecoder._embed (one position row for all) is Embeddings.forward's arithmetic: bitwise equal,
     inside the position table and beyond it (sinusoidal tables are extended, as fairseq does)."""
-    from porting.fast import FastDecoder
-    from porting.model import PAD, Embeddings
+    from porting.format import PAD
+    from porting.kernels.fast_decoder import FastDecoder
+    from porting.model.transformer import Embeddings
 
     _, (model,) = load_ensemble(converted["ende-sep"])
     dec, fast_dec = model.decoder, FastDecoder(model)
@@ -317,11 +323,87 @@ def test_fast_embeddings_equal_the_general_ones(converted):
         assert torch.equal(fast_dec._embed(last, t), general), t
 
 
-@pytest.mark.skipif(not skinny.available(), reason=f"few-row kernels unavailable: {skinny.unavailable_reason()}")
+@pytest.mark.skipif(not native.available(), reason=f"few-row kernels unavailable: {native.unavailable_reason()}")
 def test_skinny_embed_refuses_tokens_outside_the_table():
     table = torch.randn(10, 8)
-    assert torch.equal(skinny.embed(torch.tensor([0, 9]), table, 2.5, table[3]), 2.5 * table[[0, 9]] + table[3])
+    assert torch.equal(native.embed(torch.tensor([0, 9]), table, 2.5, table[3]), 2.5 * table[[0, 9]] + table[3])
     with pytest.raises(IndexError, match="0..9"):
-        skinny.embed(torch.tensor([3, 10]), table, 1.0, table[0])
+        native.embed(torch.tensor([3, 10]), table, 1.0, table[0])
     with pytest.raises(ValueError):
-        skinny.embed(torch.tensor([3, 4], dtype=torch.int32), table, 1.0, table[0])
+        native.embed(torch.tensor([3, 4], dtype=torch.int32), table, 1.0, table[0])
+
+
+@pytest.mark.skipif(not native.available(), reason=f"few-row kernels unavailable: {native.unavailable_reason()}")
+def test_every_activation_has_its_c_case():
+    """porting/model/activation.py's table and skinny.c's `activate` switch: a member the C side
+    forgot fails here (the fast path would otherwise drop to torch's layers without a word)."""
+    assert [a.fairseq_name for a in Activation if not native.activation_supported(a)] == []
+    assert len({a.code for a in Activation}) == len(Activation)
+    assert not native._load()[0].skinny_activation_supported(max(a.code for a in Activation) + 1)
+
+
+@pytest.mark.skipif(not native.available(), reason=f"few-row kernels unavailable: {native.unavailable_reason()}")
+def test_abi_mirror_is_checked(monkeypatch):
+    """The ctypes mirror of skinny.c's struct layer matches the compiled one; a mirror that has
+    drifted (a field dropped) is named instead of corrupting memory."""
+    lib = native._load()[0]
+    assert native.abi_mismatch(lib) is None
+    import ctypes
+
+    class Dropped(ctypes.Structure):                          # a field forgotten
+        _fields_ = [f for f in native._Layer._fields_ if f[0] != "heads"]
+    monkeypatch.setattr(native, "_Layer", Dropped)
+    assert "the Python mirror 24" in native.abi_mismatch(lib)
+
+    class Widened(ctypes.Structure):                          # a field of another type: offsets move
+        _fields_ = [(n, ctypes.c_double if n == "activation" else t) for n, t in native._Layer._fields_]
+    monkeypatch.setattr(native, "_Layer", Widened)
+    assert "bytes" in native.abi_mismatch(lib) or "field" in native.abi_mismatch(lib)
+
+
+def test_kernel_cache_must_be_private(monkeypatch, tmp_path):
+    """A library in the cache runs as this user: a cache others can write to, or that another user
+    owns, turns the kernels off with the reason; a new cache directory is created 0700."""
+    import os
+    import stat
+
+    monkeypatch.setenv("PORTING_CACHE", str(tmp_path / "fresh"))
+    build._private_dir(build.cache_dir())
+    assert stat.S_IMODE(build.cache_dir().stat().st_mode) == 0o700
+    monkeypatch.setenv("PORTING_CACHE", str(tmp_path / "shared"))
+    (tmp_path / "shared" / "native").mkdir(parents=True)
+    os.chmod(tmp_path / "shared" / "native", 0o777)
+    with pytest.raises(build.Unavailable, match="writable by others"):
+        build._private_dir(build.cache_dir())
+    if os.getuid() == 0:                                      # only root can give a directory away
+        os.chmod(tmp_path / "shared" / "native", 0o700)
+        os.chown(tmp_path / "shared" / "native", 65534, 65534)
+        with pytest.raises(build.Unavailable, match="belongs to another user"):
+            build._private_dir(build.cache_dir())
+
+
+def test_kernel_library_name_covers_the_compiler_version(monkeypatch, tmp_path):
+    """Another compiler version builds another library (the cache never serves a stale build)."""
+    try:
+        build.check_machine()
+        build.compiler()
+    except build.Unavailable as e:
+        pytest.skip(str(e))
+    monkeypatch.setenv("PORTING_CACHE", str(tmp_path))
+    names = set()
+    for version in ("cc 1.0", "cc 2.0"):
+        monkeypatch.setattr(build, "compiler_version", lambda cc, v=version: v)
+        names.add(build.library().name)
+    assert len(names) == 2
+
+
+@pytest.mark.skipif(not native.available(), reason=f"few-row kernels unavailable: {native.unavailable_reason()}")
+def test_single_threaded_kernels_are_reported(monkeypatch):
+    monkeypatch.setattr(native, "_openmp", lambda: (None, None))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    native.warn_if_single_threaded.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="one thread of 2"):
+            native.warn_if_single_threaded()
+    finally:
+        native.warn_if_single_threaded.cache_clear()

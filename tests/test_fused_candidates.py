@@ -1,5 +1,5 @@
-"""The output projection fused with the search's choice of candidates (porting/skinny_candidates.c,
-``skinny.candidates``), against what it replaces: log_softmax of the logits, fairseq's column rules,
+"""The output projection fused with the search's choice of candidates (porting/kernels/skinny_candidates.c,
+``native.candidates``), against what it replaces: log_softmax of the logits, fairseq's column rules,
 the cumulative scores added, torch.topk per sentence. End to end, the parity suites decode every
 recorded and live setting through it (a single model on the fast kernels).
 
@@ -17,10 +17,10 @@ import pytest
 import torch
 from torch import nn
 
-from porting import skinny
+from porting.kernels import native
 from tests.helpers import same_up_to_ties
 
-pytestmark = pytest.mark.skipif(not skinny.available(), reason=f"few-row kernels unavailable: {skinny.unavailable_reason()}")
+pytestmark = pytest.mark.skipif(not native.available(), reason=f"few-row kernels unavailable: {native.unavailable_reason()}")
 
 PAD, EOS, UNK = 1, 2, 3
 U = 2.0 ** -24
@@ -48,8 +48,8 @@ def reference(x, layer, prev, group, count, unkpen=0.0, ban_eos=False):
     return values, index, bound
 
 def check(x, layer, prev, group, count, **rules):
-    p = skinny.pack(layer.weight, layer.bias)
-    got = skinny.candidates(x, p, prev, group, count, pad=PAD, unk=UNK, eos=EOS, **rules)
+    p = native.pack(layer.weight, layer.bias)
+    got = native.candidates(x, p, prev, group, count, pad=PAD, unk=UNK, eos=EOS, **rules)
     assert got is not None
     values, index, bound = reference(x, layer, prev, group, count, rules.get("unkpen", 0.0), rules.get("ban_eos", False))
     assert torch.equal(got[1], index)
@@ -91,15 +91,15 @@ def test_threads_change_no_choice():
     """Split between torch's threads or not, the same candidates (scores: the sums' order differs)."""
     torch.manual_seed(0)
     layer = nn.Linear(128, 6992, bias=False).requires_grad_(False)
-    p = skinny.pack(layer.weight, None)
+    p = native.pack(layer.weight, None)
     x, prev = torch.randn(40, 128) * 3, -torch.rand(40) * 5
     rules = dict(pad=PAD, unk=UNK, eos=EOS)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = skinny.candidates(x, p, prev, 5, 10, **rules)
+        one = native.candidates(x, p, prev, 5, 10, **rules)
         torch.set_num_threads(2)
-        two = skinny.candidates(x, p, prev, 5, 10, **rules)
+        two = native.candidates(x, p, prev, 5, 10, **rules)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one[1], two[1]) and (one[0] - two[0]).abs().max() < 1e-5
@@ -109,34 +109,34 @@ def test_hands_back_what_torch_must_decide():
     """A NaN or infinite logit, a -inf cumulative score or too few finite candidates: None (the
     search then takes torch's path, which applies fairseq's rules to those exactly)."""
     layer = nn.Linear(16, 64, bias=False).requires_grad_(False)
-    p = skinny.pack(layer.weight, None)
+    p = native.pack(layer.weight, None)
     rules = dict(pad=PAD, unk=UNK, eos=EOS)
     x = torch.randn(5, 16)
-    assert skinny.candidates(x, p, None, 5, 10, **rules) is not None
+    assert native.candidates(x, p, None, 5, 10, **rules) is not None
     for bad in (math.nan, math.inf):
         y = x.clone()
         y[2, 3] = bad
-        assert skinny.candidates(y, p, None, 5, 10, **rules) is None
+        assert native.candidates(y, p, None, 5, 10, **rules) is None
     prev = torch.zeros(5)
     prev[1:] = -math.inf                                       # one live row: 63 finite candidates
-    assert skinny.candidates(x, p, prev, 5, 63, **rules) is not None
-    assert skinny.candidates(x, p, prev, 5, 64, **rules) is None
-    tiny = skinny.pack(torch.randn(8, 16), None)               # 8 columns, <pad> and </s> out: 6 left
-    assert skinny.candidates(x[:1], tiny, None, 1, 6, ban_eos=True, **rules) is not None
-    assert skinny.candidates(x[:1], tiny, None, 1, 7, ban_eos=True, **rules) is None
+    assert native.candidates(x, p, prev, 5, 63, **rules) is not None
+    assert native.candidates(x, p, prev, 5, 64, **rules) is None
+    tiny = native.pack(torch.randn(8, 16), None)               # 8 columns, <pad> and </s> out: 6 left
+    assert native.candidates(x[:1], tiny, None, 1, 6, ban_eos=True, **rules) is not None
+    assert native.candidates(x[:1], tiny, None, 1, 7, ban_eos=True, **rules) is None
 
 
 def test_refuses_what_it_cannot_read():
-    p = skinny.pack(torch.randn(64, 16), None)
+    p = native.pack(torch.randn(64, 16), None)
     rules = dict(pad=PAD, unk=UNK, eos=EOS)
     with pytest.raises(ValueError, match="16 -> 64"):
-        skinny.candidates(torch.randn(5, 17), p, None, 5, 10, **rules)       # wrong depth
+        native.candidates(torch.randn(5, 17), p, None, 5, 10, **rules)       # wrong depth
     with pytest.raises(ValueError):
-        skinny.candidates(torch.randn(6, 16), p, None, 5, 10, **rules)       # rows not whole sentences
+        native.candidates(torch.randn(6, 16), p, None, 5, 10, **rules)       # rows not whole sentences
     with pytest.raises(ValueError):
-        skinny.candidates(torch.randn(5, 16), p, torch.zeros(4), 5, 10, **rules)   # prev of other rows
+        native.candidates(torch.randn(5, 16), p, torch.zeros(4), 5, 10, **rules)   # prev of other rows
     with pytest.raises(ValueError):
-        skinny.candidates(torch.randn(5, 16), p, None, 5, 321, **rules)      # more than 5 x 64
+        native.candidates(torch.randn(5, 16), p, None, 5, 321, **rules)      # more than 5 x 64
 
 
 def test_search_gives_the_same_hypotheses_with_and_without_fusion(converted, monkeypatch):
@@ -147,15 +147,17 @@ def test_search_gives_the_same_hypotheses_with_and_without_fusion(converted, mon
     import json
 
     from parity import shipped
-    from porting.generate import Ensemble, GenerationOptions, generate, left_pad
-    from porting.load import load_ensemble
+    from porting.generation.beam import generate, left_pad
+    from porting.generation.ensemble import Ensemble
+    from porting.generation.options import GenerationOptions
+    from porting.model.load import load_ensemble
 
     ids = json.loads((shipped.RUNS / "ende-sep" / "inputs.json").read_text())["ids"]
     ensemble = Ensemble(load_ensemble(converted["ende-sep"])[1], kernels="fast")
     assert ensemble.fuses_candidates()
     calls = []
-    real = skinny.candidates
-    monkeypatch.setattr(skinny, "candidates", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = native.candidates
+    monkeypatch.setattr(native, "candidates", lambda *a, **k: calls.append(1) or real(*a, **k))
     opts = GenerationOptions(beam=5, nbest=5, min_len=4, unkpen=0.5, lenpen=0.6)
     batches = [ids[i:i + 25] for i in range(0, len(ids), 25)] + [[line] for line in ids[:10]]
     fused = [generate(ensemble, left_pad(b), opts) for b in batches]

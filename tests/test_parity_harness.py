@@ -89,7 +89,7 @@ def test_layer_norm_epsilon_changed(converted, tmp_path, monkeypatch):
     default rtol, so under default tolerances the error only shows once it has grown (later); the
     report's first inexact tensor already names the layer, and shadow mode with rtol 0 makes it the
     first divergence."""
-    import porting.model as model
+    import porting.model.transformer as model
 
     monkeypatch.setattr(model, "LAYER_NORM_EPS", 1e-12)
     assert parity(converted["ende-sep"], tmp_path / "r") == 1
@@ -112,21 +112,22 @@ def test_embedding_scale_missing(broken, tmp_path):
 
 
 def test_positions_offset_by_one(converted, tmp_path, monkeypatch):
-    import porting.model as model
+    import porting.model.transformer as model
 
     real = model.positions_for
-    monkeypatch.setattr(model, "positions_for", lambda tokens, pad, offset=0: real(tokens, pad, offset + 1))
+    # every real token one position further on (padding keeps padding_idx)
+    monkeypatch.setattr(model, "positions_for", lambda tokens, pad: real(tokens, pad) + tokens.ne(pad).int())
     assert parity(converted["ende-sep"], tmp_path / "r") == 1
     assert first_divergence(tmp_path / "r") == "encoder.embed"
 
 
 def test_decoder_started_from_bos(converted, tmp_path, monkeypatch):
     """Tensors are fine (teacher forcing feeds fairseq's </s>), generation is not."""
-    import porting.generate as gen
+    import porting.generation.beam as gen
 
     real_search = gen._search
 
-    def search_from_bos(ensemble, encs, opts, bsz, beam, max_len):
+    def search_from_bos(ensemble, encs, opts, state):
         # both ways the search steps the decoder (the fused candidates step and the plain one)
         # see <s> instead of </s> as the first token
         originals = {name: getattr(ensemble, name) for name in ("step", "step_candidates")}
@@ -140,7 +141,7 @@ def test_decoder_started_from_bos(converted, tmp_path, monkeypatch):
         for name, original in originals.items():
             setattr(ensemble, name, from_bos(original))
         try:
-            return real_search(ensemble, encs, opts, bsz, beam, max_len)
+            return real_search(ensemble, encs, opts, state)
         finally:
             for name, original in originals.items():
                 setattr(ensemble, name, original)
@@ -173,7 +174,7 @@ def test_early_stopping_semantics_swapped(converted, tmp_path, monkeypatch):
 @requires_fairseq
 def test_prenorm_treated_as_postnorm(tmp_path, monkeypatch):
     """Live fairseq on a pre-norm checkpoint; the port's sublayers ignore normalize_before."""
-    import porting.model as model
+    import porting.model.transformer as model
     from tests.fairseq_models import build
     from tests.helpers import convert_cli
 
@@ -215,7 +216,7 @@ def test_live_fairseq_and_record(converted, tmp_path):
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-BAR_RED = (0xC6, 0x28, 0x28)   # the plot's colour for tensors beyond tolerance (html_report.py)
+BAR_RED = (0xC6, 0x28, 0x28)   # the plot's colour for tensors beyond tolerance (parity/report.py)
 
 
 def screenshot(page, png):

@@ -8,8 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parity.settings import SETTINGS
-from porting.generate import KERNELS, Ensemble, GenerationOptions, generate
-from porting.load import load_ensemble
+from porting.generation.beam import generate
+from porting.generation.ensemble import KERNELS, Ensemble
+from porting.generation.options import GenerationOptions
+from porting.model.load import load_ensemble
 from porting.tokenizer import Tokenizer
 from tests.conftest import requires_fairseq
 from tests.fairseq_models import VARIANTS, build
@@ -72,12 +74,12 @@ def test_generation_matches_live_fairseq(pair, setting, kernels):
 
 def test_few_row_kernels_match_live_fairseq(pair):
     """Each line alone (beam 5: 5 rows), so that every step runs the fast step's few-row path
-    (porting/skinny.c's decoder layers, then porting/skinny_candidates.c's output step) on
+    (porting/kernels/skinny.c's decoder layers, then porting/kernels/skinny_candidates.c's output step) on
     this architecture: pre-norm, gelu, learned positions, embedding layer norm, untied deep-shallow."""
-    from porting import skinny
+    from porting.kernels import native
 
-    if not skinny.available():
-        pytest.skip(f"few-row kernels unavailable: {skinny.unavailable_reason()}")
+    if not native.available():
+        pytest.skip(f"few-row kernels unavailable: {native.unavailable_reason()}")
     hub, _, out = pair
     ensemble = Ensemble(load_ensemble(out)[1], kernels="fast")
     assert all(d.layers_c is not None for d in ensemble.decoders) and ensemble.fuses_candidates()

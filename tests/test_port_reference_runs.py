@@ -12,8 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from parity import shipped
-from porting.generate import KERNELS, Ensemble, GenerationOptions, generate, left_pad
-from porting.load import load_ensemble
+from porting.generation.beam import generate, left_pad
+from porting.generation.ensemble import KERNELS, Ensemble
+from porting.generation.options import GenerationOptions
+from porting.model.load import load_ensemble
 from porting.tokenizer import Tokenizer
 from tests.helpers import same_up_to_ties
 
@@ -30,7 +32,7 @@ def load(run, name):
 @pytest.fixture(scope="module", params=KERNELS)
 def ensembles(converted, request):
     """Both kernel sets must give every recorded hypothesis: the exact one (fairseq's kernels) and
-    the fast one (porting/fast.py), which only reorders float sums."""
+    the fast one (porting/kernels/fast_decoder.py), which only reorders float sums."""
     torch.set_num_threads(MANIFEST["threads"])
     return {run: Ensemble(load_ensemble(converted[run])[1], kernels=request.param) for run in MANIFEST["runs"]}
 
@@ -71,18 +73,18 @@ ALONE = 100   # lines decoded one at a time below
 @pytest.mark.parametrize("run,setting", [(r, s) for r, spec in MANIFEST["runs"].items() for s in spec["settings"]
                                          if not MANIFEST["settings"][s].get("max_len_a")])
 def test_few_rows_match_fairseq_one_sentence_at_a_time(converted, run, setting):
-    """fairseq's batches hold 50 sentences (250 rows), so porting/skinny.c's layers run there with
+    """fairseq's batches hold 50 sentences (250 rows), so porting/kernels/skinny.c's layers run there with
     attention split between threads and meet few rows only once few sentences are left. Alone,
     each sentence runs every step with 5 rows (attention on one thread). The recorded hypotheses
     do not depend on the batch (max_len does not when max_len_a is 0: those settings only)."""
-    from porting import skinny
+    from porting.kernels import native
 
-    if not skinny.available():
-        pytest.skip(f"few-row kernels unavailable: {skinny.unavailable_reason()}")
+    if not native.available():
+        pytest.skip(f"few-row kernels unavailable: {native.unavailable_reason()}")
     torch.set_num_threads(MANIFEST["threads"])
     ensemble = Ensemble(load_ensemble(converted[run])[1], kernels="fast")
     assert all(d.layers_c is not None for d in ensemble.decoders)
-    assert ensemble.fuses_candidates() or len(ensemble.models) > 1       # porting/skinny_candidates.c
+    assert ensemble.fuses_candidates() or len(ensemble.models) > 1       # porting/kernels/skinny_candidates.c
     rec = load(run, f"generation/{setting}.json")
     mismatches, worst = replay(ensemble, rec, load(run, "inputs.json")["ids"], [[i] for i in range(ALONE)])
     assert mismatches == [], f"{len(mismatches)} of {ALONE} differ, first at line {mismatches[:5]}"

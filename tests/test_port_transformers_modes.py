@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from parity import shipped
-from porting.generate import Ensemble, GenerationOptions, generate
-from porting.load import load_ensemble
+from porting.generation.beam import generate
+from porting.generation.ensemble import Ensemble
+from porting.generation.options import GenerationOptions
+from porting.model.load import load_ensemble
 from porting.tokenizer import Tokenizer
 
 transformers = pytest.importorskip("transformers")

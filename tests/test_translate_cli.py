@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-
 from parity import shipped
 from porting.translator import Translator
 

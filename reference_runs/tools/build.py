@@ -191,8 +191,9 @@ def stage_export(work: Path) -> None:
 
 def stage_bleu(work: Path) -> None:
     sys.path.insert(0, str(ROOT))
-    from parity.fairseq_hub import load_hub, translate_lines
     import sacrebleu
+
+    from parity.fairseq_hub import load_hub, translate_lines
 
     src = (DATA_DIR / f"test.{SRC}").read_text(encoding="utf-8").splitlines()
     ref = (DATA_DIR / f"test.{TGT}").read_text(encoding="utf-8").splitlines()

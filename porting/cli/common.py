@@ -1,0 +1,45 @@
+"""What several commands share: the generation flags (made from porting.generation.options, so a
+new option is a new flag everywhere), the kernel flags, and the Translator they ask for."""
+from __future__ import annotations
+
+KERNELS_HELP = ("fast (default): cheaper kernels, same hypotheses; portable: the fast path on torch's kernels "
+                "alone (what runs where the C kernels cannot be built); exact: fairseq's kernels, bitwise equal scores")
+
+
+def add_generation_flags(p) -> None:
+    """fairseq's generation options, by fairseq's names (defaults: the model's generation_config.json),
+    then the batching and kernel flags."""
+    from porting.generation import options
+
+    for f in options.fields():
+        kwargs = {"help": f.metadata["help"]}
+        if f.metadata["choices"]:
+            kwargs["choices"] = list(f.metadata["choices"])
+        else:
+            kwargs["type"] = f.type
+        p.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--kernels", choices=["fast", "portable", "exact"], default="fast", help=KERNELS_HELP)
+    p.add_argument("--quantize", choices=["none", "int8"], default="none",
+                   help="int8: dynamic int8 linear layers (faster, approximate: see README for its BLEU cost)")
+
+
+def load_translator(args, **kwargs):
+    """The Translator the generation flags ask for."""
+    import torch
+
+    from porting.translator import Translator
+
+    return Translator.from_pretrained(*args.model, dtype=getattr(torch, args.dtype), kernels=args.kernels,
+                                      quantize=args.quantize, **kwargs)
+
+
+def generation_options(args, model_dir=None) -> dict:
+    """The model's defaults (default: the first --model), overridden by the flags given."""
+    from porting.generation.options import names
+    from porting.translator import Translator
+
+    options = Translator.default_options(model_dir if model_dir is not None else args.model[0])
+    options.update({k: getattr(args, k) for k in names() if getattr(args, k) is not None})
+    return options

@@ -1,0 +1,92 @@
+"""The on-disk contract between the converters and the native runtime, declared once.
+
+A converted directory's ``config.json`` carries a ``porting`` section: the architecture (``Arch``),
+the special ids, the format version, the ties and the ensemble members. The converters write it
+from the names here; the runtime reads it back only through ``read_config``, which checks the
+format version and the special ids, so a directory this runtime cannot run is refused by name
+instead of running wrong.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# Raised whenever what a converted directory holds changes meaning; read_config refuses newer ones.
+FORMAT_VERSION = 1
+
+# fairseq's Dictionary() puts these four first, in this order, before the file's entries.
+SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    bos: int = 0
+    pad: int = 1
+    eos: int = 2
+    unk: int = 3
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+# The ids the port runs with. fairseq's own models always have them (the Dictionary constructor
+# adds the specials first); the model's position numbering (from pad + 1) and the search's
+# rules depend on them, so a directory with other ids is refused rather than remapped.
+SPECIAL_IDS = SpecialIds()
+BOS, PAD, EOS, UNK = SPECIAL_IDS.bos, SPECIAL_IDS.pad, SPECIAL_IDS.eos, SPECIAL_IDS.unk
+
+
+class ConfigError(Exception):
+    """A directory that is not a converted model this runtime can run."""
+
+
+@dataclass(frozen=True)
+class Arch:
+    """The architecture section of a converted config.json (``porting.architecture``): every option
+    that changes the math, named as fairseq names it."""
+    encoder_layers: int
+    decoder_layers: int
+    embed_dim: int
+    encoder_ffn_embed_dim: int
+    decoder_ffn_embed_dim: int
+    encoder_attention_heads: int
+    decoder_attention_heads: int
+    encoder_normalize_before: bool
+    decoder_normalize_before: bool
+    encoder_learned_pos: bool
+    decoder_learned_pos: bool
+    layernorm_embedding: bool
+    no_scale_embedding: bool
+    activation_fn: str
+    max_source_positions: int
+    max_target_positions: int
+    decoder_final_norm: bool
+
+    @classmethod
+    def from_config(cls, arch: dict) -> "Arch":
+        missing = [k for k in cls.__dataclass_fields__ if k not in arch]
+        if missing:
+            raise ConfigError(f"the architecture lacks {', '.join(missing)}")
+        return cls(**{k: arch[k] for k in cls.__dataclass_fields__})
+
+
+def read_config(model_dir: str | Path) -> dict:
+    """config.json of a converted directory, checked against this contract."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{model_dir}: no config.json (is this a converted model directory?)")
+    config = json.loads(path.read_text(encoding="utf-8"))
+    section = config.get("porting")
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: no `porting` section: convert with `porting convert fairseq`")
+    version = section.get("format_version")
+    if not isinstance(version, int):
+        raise ConfigError(f"{path}: no format_version in its `porting` section")
+    if version > FORMAT_VERSION:
+        raise ConfigError(f"{path}: written in format version {version}; this workbench reads up to "
+                          f"{FORMAT_VERSION}: upgrade porting-workbench, or convert again with this one")
+    ids = section.get("special_ids")
+    if ids != SPECIAL_IDS.to_dict():
+        raise ConfigError(f"{path}: special ids {ids}; the port runs fairseq's {SPECIAL_IDS.to_dict()}")
+    return config
