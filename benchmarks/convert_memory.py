@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from parity import shipped  # noqa: E402
+from porting.files import read_lines  # noqa: E402
 
 BIN = Path(sys.executable).parent
 VOCAB = 31232
@@ -52,7 +53,7 @@ def make_checkpoint(work: Path) -> Path:
     text = work / "text"
     text.mkdir(exist_ok=True)
     for lang in ("en", "de"):  # any segmented text will do: the weights are what is measured
-        lines = shipped.read_lines(shipped.DATA / f"valid.{lang}")[:200]
+        lines = read_lines(shipped.DATA / f"valid.{lang}")[:200]
         (text / f"train.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
     data = work / "data"
     subprocess.run([BIN / "fairseq-preprocess", "-s", "en", "-t", "de", "--trainpref", text / "train",

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from converters.io.hashing import sha256_file as sha256
 from parity import shipped
 from parity.settings import ENSEMBLE_SETTINGS, SETTINGS
+from porting.files import sha256_file as sha256
 
 CHUNK_SIZE = 50          # lines per hub.generate call
 TEACHER_FORCED = 8       # sentences recorded layer by layer (the first N of the test set)

@@ -5,6 +5,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from porting.files import read_lines
+
 REFERENCE_RUNS = Path(__file__).resolve().parents[1] / "reference_runs"
 MODELS = REFERENCE_RUNS / "models"
 DATA = REFERENCE_RUNS / "data"
@@ -26,11 +28,6 @@ def catalog() -> dict[str, ShippedModel]:
     return {name: ShippedModel(name, MODELS / name, e["source_lang"], e["target_lang"],
                                tuple(e["checkpoints"]), e["default_checkpoint"])
             for name, e in entries.items()}
-
-
-def read_lines(path: Path) -> list[str]:
-    """Lines of a UTF-8 text file, without their newline (a trailing empty line is not a line)."""
-    return path.read_text(encoding="utf-8").splitlines()
 
 
 def test_set(source_lang: str = "en", target_lang: str = "de", split: str = "test") -> tuple[list[str], list[str]]:

@@ -37,6 +37,11 @@ SPECIAL_IDS = SpecialIds()
 BOS, PAD, EOS, UNK = SPECIAL_IDS.bos, SPECIAL_IDS.pad, SPECIAL_IDS.eos, SPECIAL_IDS.unk
 
 
+# The longest position table the port builds (fairseq builds it too, at model construction):
+# 65536 positions x 1024 dims is 256 MiB; a checkpoint asking for 10**12 would ask for terabytes.
+MAX_POSITIONS = 1 << 16
+
+
 class ConfigError(Exception):
     """A directory that is not a converted model this runtime can run."""
 
@@ -68,7 +73,34 @@ class Arch:
         missing = [k for k in cls.__dataclass_fields__ if k not in arch]
         if missing:
             raise ConfigError(f"the architecture lacks {', '.join(missing)}")
-        return cls(**{k: arch[k] for k in cls.__dataclass_fields__})
+        made = cls(**{k: arch[k] for k in cls.__dataclass_fields__})
+        if problems := made.problems():
+            raise ConfigError("the architecture is not one the port can run: " + "; ".join(problems))
+        return made
+
+    def problems(self) -> list[str]:
+        """Every field of the wrong type or out of range, named (the converter and the loader ask)."""
+        out, typed = [], set()
+        for name, kind in Arch.__annotations__.items():
+            value = getattr(self, name)
+            expected = {"int": int, "bool": bool, "str": str}[kind]
+            if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
+                typed.add(name)
+            else:
+                out.append(f"{name} {value!r}: not {'an' if kind == 'int' else 'a'} {kind}")
+
+        def check(names: tuple[str, ...], ok, why: str) -> None:
+            if set(names) <= typed and not ok(*(getattr(self, n) for n in names)):
+                out.append(f"{names[0]} {getattr(self, names[0])}: {why}")
+        for name in ("encoder_layers", "decoder_layers", "embed_dim", "encoder_ffn_embed_dim", "decoder_ffn_embed_dim"):
+            check((name,), lambda v: v >= 1, "at least 1")
+        for side in ("encoder", "decoder"):
+            check((f"{side}_attention_heads", "embed_dim"), lambda heads, dim: heads >= 1 and dim % heads == 0,
+                  f"must be at least 1 and divide embed_dim {self.embed_dim}")
+        for name in ("max_source_positions", "max_target_positions"):
+            check((name,), lambda v: 1 <= v <= MAX_POSITIONS,
+                  f"between 1 and {MAX_POSITIONS} (a position table this long is built when the model is)")
+        return out
 
 
 def read_config(model_dir: str | Path) -> dict:

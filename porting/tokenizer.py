@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sacremoses import MosesDetokenizer, MosesPunctNormalizer, MosesTokenizer
 
+from porting.files import read_lines
 from porting.format import EOS, SPECIALS, UNK, read_config
 
 _SPACE = re.compile(r"\s+")
@@ -38,7 +39,7 @@ def from_fsmt_vocab(vocab: dict[str, int]) -> dict[str, int]:
 def read_codes(path: str | Path) -> dict[tuple[str, str], int]:
     """merges.txt or fastBPE's bpecodes: ``left right [count]`` per line -> rank (line order)."""
     ranks = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for line in read_lines(path):
         parts = line.split()
         if len(parts) >= 2 and not line.startswith("#version"):
             ranks.setdefault((parts[0], parts[1]), len(ranks))
@@ -82,6 +83,22 @@ class BPE:
     @staticmethod
     def remove(text: str) -> str:
         return (text + " ").replace("@@ ", "").rstrip()  # fairseq's fastbpe decode
+
+
+def vocabulary_difference(a: str | Path, b: str | Path) -> str | None:
+    """Where two converted directories' vocabularies part (the first differing id per side), or
+    None when they are the same: ensemble members must agree on every id, not only on the sizes."""
+    for side, name in (("source", "vocab-src.json"), ("target", "vocab-tgt.json")):
+        symbols = []
+        for d in (a, b):
+            vocab = json.loads((Path(d) / name).read_text(encoding="utf-8"))
+            symbols.append({i: s for s, i in vocab.items()})
+        ids = sorted(set(symbols[0]) | set(symbols[1]))
+        for i in ids:
+            if symbols[0].get(i) != symbols[1].get(i):
+                return (f"the {side} vocabularies differ first at id {i}: {symbols[0].get(i)!r} in {a}, "
+                        f"{symbols[1].get(i)!r} in {b}")
+    return None
 
 
 class Tokenizer:

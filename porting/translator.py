@@ -16,7 +16,7 @@ from porting.generation.beam import Hypothesis, generate, left_pad
 from porting.generation.ensemble import Ensemble
 from porting.generation.options import GenerationOptions
 from porting.model.load import load_ensemble
-from porting.tokenizer import Tokenizer
+from porting.tokenizer import Tokenizer, vocabulary_difference
 
 
 class InputError(ValueError):
@@ -57,9 +57,11 @@ class Translator:
             config, members = load_ensemble(d, dtype)
             if first is None:
                 first = config
-            elif (config["src_vocab_size"], config["tgt_vocab_size"], config["langs"]) != \
-                    (first["src_vocab_size"], first["tgt_vocab_size"], first["langs"]):
-                raise ValueError(f"{d}: vocabularies or languages differ from {model_dirs[0]}: cannot ensemble")
+            elif config["langs"] != first["langs"]:
+                raise ValueError(f"{d}: languages {config['langs']} differ from {model_dirs[0]}'s {first['langs']}: "
+                                 "cannot ensemble")
+            elif (difference := vocabulary_difference(model_dirs[0], d)) is not None:
+                raise ValueError(f"cannot ensemble {model_dirs[0]} and {d}: {difference}")
             models += members
         ensemble = Ensemble(models, kernels)
         if quantize == "int8":

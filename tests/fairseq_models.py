@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from parity import shipped
+from porting.files import read_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".build" / "test-models"
@@ -57,7 +58,7 @@ def _data(work: Path) -> Path:
     text.mkdir(parents=True, exist_ok=True)
     bpe = fastBPE.fastBPE(str(model.path / "bpecodes"))
     for lang in ("en", "de"):
-        lines = shipped.read_lines(shipped.DATA / f"valid.{lang}")
+        lines = read_lines(shipped.DATA / f"valid.{lang}")
         tok = MosesTokenizer(lang)
         moses = [tok.tokenize(line, aggressive_dash_splits=True, escape=True, return_str=True) for line in lines]
         (text / f"train.{lang}").write_text("\n".join(bpe.apply(moses)) + "\n", encoding="utf-8")

@@ -138,3 +138,58 @@ def test_paired_bootstrap_identical_and_different():
     worse = [h.replace("cat", "dog").replace("home", "out") for h in refs]
     diff = paired_bootstrap(refs, worse, refs, samples=200)
     assert not diff["identical"] and diff["p_value"] < 0.05
+
+
+def test_one_line_rule_for_every_command(tmp_path):
+    """Lines end at "\\n" only, as `wc -l`, fairseq and `porting translate` count them: a U+2028 in
+    a source line and a form feed in a reference line stay inside their lines (str.splitlines made
+    both files one line longer, paired every later line with the wrong one, and said nothing)."""
+    src, ref = tmp_path / "src", tmp_path / "ref"
+    src.write_text("one\ntwo\u2028still two\nthree\n", encoding="utf-8")
+    ref.write_text("eins\nzwei\nd\x0crei\r\n", encoding="utf-8")
+    source, reference = read_parallel(src, ref)
+    assert source == ["one", "two\u2028still two", "three"] and reference == ["eins", "zwei", "d\x0crei"]
+    ref.write_text("eins\nzwei\n", encoding="utf-8")
+    with pytest.raises(DataError, match="line counts differ"):
+        read_parallel(src, ref)
+
+
+def test_resumed_search_notices_weights_changed_in_place(converted, tmp_path):
+    """The fingerprint covers whole files: one weight zeroed in place, past the first 64 KiB and
+    without changing the file's size, makes the finished settings of the old weights stale."""
+    import shutil
+
+    from porting.evaluation.grid import fingerprint
+
+    model = tmp_path / "model"
+    shutil.copytree(converted["ende-sep"], model)
+    before = fingerprint([model], ["a"], ["b"], {})
+    weights = model / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-4096:-4092] = b"\0\0\0\0"
+    weights.write_bytes(bytes(data))
+    assert fingerprint([model], ["a"], ["b"], {}) != before
+    (model / "README.md").write_text("a card edited by hand")     # not what a result depends on
+    weights.write_bytes(weights.read_bytes())
+    assert fingerprint([model], ["a"], ["b"], {}) == fingerprint([model], ["a"], ["b"], {})
+
+
+def test_torn_last_state_record_is_skipped_with_a_warning(converted, data, tmp_path):
+    src, ref = read_parallel(data / "valid.en", data / "valid.de")
+    state = tmp_path / "state.jsonl"
+    first = run_grid([converted["ende-sep"]], src, ref, parse_grid("beam=2 lenpen=0.6:1.0"), {}, state)
+    text = state.read_text()
+    state.write_text(text[: len(text) - 20])                    # the last record torn by an interrupt
+    with pytest.warns(UserWarning, match="unfinished record"):
+        again = run_grid([converted["ende-sep"]], src, ref, parse_grid("beam=2 lenpen=0.6:1.0"), {}, state)
+    assert again == first
+    assert [json.loads(line)["setting"] for line in state.read_text().split("\n")[:-1] if line.endswith("}")] \
+        == [r["setting"] for r in first]
+
+
+def test_nonsense_options_are_refused_by_name(converted, data):
+    with pytest.raises(GridError, match="lenpen must be finite"):
+        parse_grid("lenpen=nan:1.0")
+    for flag in (["--lenpen", "nan"], ["--unkpen", "nan"], ["--unkpen=-inf"], ["--max-len-b", "-1"]):
+        assert main(["bleu", "--model", str(converted["ende-sep"]), "--input", str(data / "valid.en"),
+                     "--reference", str(data / "valid.de"), *flag]) == 1, flag

@@ -43,6 +43,10 @@ def test_jsonl_nbest_and_api_agree(converted):
     assert rc == 0
     records = [json.loads(x) for x in out.splitlines()]
     assert [r["source"] for r in records] == lines
+    from porting.files import json_line
+
+    assert json.loads(json_line({"s": "a\u0085b\u2028c"})) == {"s": "a\u0085b\u2028c"}
+    assert len(json_line({"s": "a\u0085b\u2028c\u2029"}).splitlines()) == 1
     t = Translator.from_pretrained(converted["ende-sep"])
     api = t.generate(lines, beam=5, nbest=3)
     for r, a in zip(records, api):
@@ -101,3 +105,44 @@ def test_kernels_and_int8(converted):
     assert sum(a == b for a, b in zip(int8[1].splitlines(), fast[1].splitlines())) >= 10
     rc, _, err = translate(["--model", converted["ende-sep"], "--quantize", "int8", "--dtype", "bfloat16"], stdin)
     assert rc == 1 and "int8 quantization needs --dtype float32" in err
+
+
+def test_ensemble_members_must_share_every_vocabulary_id(converted, tmp_path):
+    """Same sizes are not enough: a target dictionary with ids reordered changes what every member
+    means by an id. Refused, naming the first id where the vocabularies part."""
+    import shutil
+
+    import pytest
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(converted["ende-sep"], a)
+    shutil.copytree(converted["ende-sep"], b)
+    vocab = json.loads((b / "vocab-tgt.json").read_text(encoding="utf-8"))
+    by_id = sorted(vocab, key=vocab.get)
+    moved = by_id[100:300]                                   # 200 ids, reordered
+    vocab.update({s: vocab[t] for s, t in zip(moved, moved[::-1])})
+    (b / "vocab-tgt.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    Translator.from_pretrained(a, a)                         # the same vocabularies: fine
+    with pytest.raises(ValueError, match=r"target vocabularies differ first at id 100: "):
+        Translator.from_pretrained(a, b)
+    rc, out, err = translate(["--model", a, "--model", b], b"Delete the selected rows?\n")
+    assert rc == 1 and out == "" and "differ first at id 100" in err and "Traceback" not in err
+
+
+def test_jsonl_records_survive_readers_that_split_on_unicode_line_breaks(converted):
+    lines = ["Delete the\u2028selected rows?", "Click on the arrow\u2029."]
+    rc, out, err = translate(["--model", converted["ende-sep"], "--beam", "2", "--format", "jsonl"],
+                             "".join(line + "\n" for line in lines).encode())
+    assert rc == 0
+    records = [json.loads(x) for x in out.splitlines()]        # str.splitlines: the strictest reader
+    assert [r["source"] for r in records] == lines
+    from porting.files import json_line
+
+    assert json.loads(json_line({"s": "a\u0085b\u2028c"})) == {"s": "a\u0085b\u2028c"}
+    assert len(json_line({"s": "a\u0085b\u2028c\u2029"}).splitlines()) == 1
+
+
+def test_nonsense_generation_options_are_one_line_errors(converted):
+    for flag in (["--lenpen", "nan"], ["--unkpen", "nan"], ["--unkpen=-inf"]):
+        rc, out, err = translate(["--model", converted["ende-sep"], *flag], b"Delete the selected rows?\n")
+        assert rc == 1 and out == "" and "must be finite" in err and "Traceback" not in err, flag

@@ -121,26 +121,25 @@ def read_architecture(args: dict) -> Architecture:
     for key in ("encoder_layers_to_keep", "decoder_layers_to_keep"):
         if a.get(key):
             problems.append(f"{key} {a[key]!r}: layer pruning at load time is not supported")
-    for side in ("encoder", "decoder"):
-        dim, heads = a["encoder_embed_dim"], a[f"{side}_attention_heads"]
-        if heads and dim % heads:
-            problems.append(f"{side}_attention_heads {heads} does not divide the model dimension {dim}")
-    if problems:
-        raise UnsupportedArchitecture(problems)
-    return Architecture(
-        arch=arch, encoder_layers=int(a["encoder_layers"]), decoder_layers=int(a["decoder_layers"]),
-        embed_dim=int(a["encoder_embed_dim"]),
-        encoder_ffn_embed_dim=int(a["encoder_ffn_embed_dim"]), decoder_ffn_embed_dim=int(a["decoder_ffn_embed_dim"]),
-        encoder_attention_heads=int(a["encoder_attention_heads"]), decoder_attention_heads=int(a["decoder_attention_heads"]),
+    made = Architecture(
+        arch=arch, encoder_layers=a["encoder_layers"], decoder_layers=a["decoder_layers"],
+        embed_dim=a["encoder_embed_dim"],
+        encoder_ffn_embed_dim=a["encoder_ffn_embed_dim"], decoder_ffn_embed_dim=a["decoder_ffn_embed_dim"],
+        encoder_attention_heads=a["encoder_attention_heads"], decoder_attention_heads=a["decoder_attention_heads"],
         encoder_normalize_before=bool(a["encoder_normalize_before"]),
         decoder_normalize_before=bool(a["decoder_normalize_before"]),
         encoder_learned_pos=bool(a["encoder_learned_pos"]), decoder_learned_pos=bool(a["decoder_learned_pos"]),
         layernorm_embedding=bool(a["layernorm_embedding"]), no_scale_embedding=bool(a["no_scale_embedding"]),
         activation_fn=str(a["activation_fn"]), share_all_embeddings=bool(a["share_all_embeddings"]),
         share_decoder_input_output_embed=bool(a["share_decoder_input_output_embed"] or a["share_all_embeddings"]),
-        max_source_positions=int(a["max_source_positions"]), max_target_positions=int(a["max_target_positions"]),
+        max_source_positions=a["max_source_positions"], max_target_positions=a["max_target_positions"],
         # fairseq builds decoder.layer_norm only for pre-norm decoders, unless no_decoder_final_norm
         decoder_final_norm=bool(a["decoder_normalize_before"]) and not a["no_decoder_final_norm"],
-        dropout=float(a["dropout"]), attention_dropout=float(a["attention_dropout"]),
-        activation_dropout=float(a.get("activation_dropout") or 0.0),
+        dropout=a["dropout"], attention_dropout=a["attention_dropout"],
+        activation_dropout=a.get("activation_dropout") or 0.0,
     )
+    # the checks the runtime makes too (types, ranges: porting/format.py), every problem at once
+    problems += made.problems()
+    if problems:
+        raise UnsupportedArchitecture(problems)
+    return made

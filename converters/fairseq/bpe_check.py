@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converters.fairseq.dictionary import Dictionary
+from porting.files import read_lines
 from porting.format import SPECIALS
 
 MIN_PRODUCIBLE_SHARE = 0.95  # our own dictionaries score 1.00; the wrong codes score far lower
@@ -29,7 +30,7 @@ class BpeFit:
 def read_merges(path: str | Path) -> list[tuple[str, str]]:
     """fastBPE codes: ``left right [count]`` per line, ``</w>`` marking a word end."""
     merges = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_lines(path), 1):       # fastBPE reads lines up to "\n"
         parts = line.split()
         if not parts or line.startswith("#version"):
             continue

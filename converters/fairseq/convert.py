@@ -28,9 +28,9 @@ from converters.fairseq.arch import Architecture, UnsupportedArchitecture, model
 from converters.fairseq.dictionary import Dictionary, DictionaryError, read_dictionary, to_fsmt_vocab
 from converters.fairseq.upgrade import upgrade
 from converters.io import safetensors_io
-from converters.io.atomic import atomic_dir, check_writable
+from converters.io.atomic import OutputExists, atomic_dir, check_writable
 from converters.io.checkpoint import CheckpointError, load_untrusted
-from converters.io.hashing import sha256_file
+from porting.files import sha256_file
 from porting.format import FORMAT_VERSION, SPECIAL_IDS
 from porting.generation.options import fairseq_defaults
 from porting.model import layout
@@ -189,7 +189,7 @@ def _check_arguments(job: Job) -> None:
         job.problems.append(f"--dtype {job.dtype!r}: choose one of {', '.join(DTYPES)}")
     if not job.checkpoints:
         job.problems.append("no --checkpoint given")
-    if (p := check_writable(job.out, job.force)):
+    if (p := check_writable(job.out, job.force, [*job.checkpoints, job.data_dir])):
         job.problems.append(p)
     if not job.data_dir.is_dir():
         job.problems.append(f"--data-dir {job.data_dir}: not a directory")
@@ -334,22 +334,30 @@ def _write(job: Job) -> dict:
                   "tokenizer_config.json": model_card.tokenizer_config(job.source_lang, job.target_lang, first.arch),
                   "generation_config.json": model_card.generation_config(fairseq_defaults()),
                   "provenance.json": provenance}
-    with atomic_dir(job.out, job.force) as tmp:
-        problems = []
-        for f, m in zip(_member_files(job), job.members):
-            (tmp / f).parent.mkdir(parents=True, exist_ok=True)
-            safetensors_io.write(tmp / f, m.tensors, metadata)
-            problems += safetensors_io.verify(tmp / f, m.tensors, metadata)
-        for name, obj in json_files.items():
-            _dump(tmp / name, obj)
-        (tmp / "merges.txt").write_text("".join(f"{a} {b}\n" for a, b in job.merges), encoding="utf-8")
-        (tmp / "README.md").write_text(model_card.readme(config, provenance), encoding="utf-8")
-        for name in ("config.json", "vocab-src.json", "vocab-tgt.json"):
-            if json.loads((tmp / name).read_text(encoding="utf-8")) != json_files[name]:
-                problems.append(f"{name}: re-read differs from what was meant")
-        if problems:
-            raise ConversionError(problems)
+    try:
+        with atomic_dir(job.out, job.force, [*job.checkpoints, job.data_dir], kind="converted model") as tmp:
+            _write_files(job, tmp, json_files, metadata, config, provenance)
+    except OutputExists as e:                         # found once this run held the output's lock
+        raise ConversionError([str(e)]) from None
     return provenance
+
+
+def _write_files(job: Job, tmp: Path, json_files: dict, metadata: dict, config: dict, provenance: dict) -> None:
+    """Every file of the output into `tmp`, each re-read and checked."""
+    problems = []
+    for f, m in zip(_member_files(job), job.members):
+        (tmp / f).parent.mkdir(parents=True, exist_ok=True)
+        safetensors_io.write(tmp / f, m.tensors, metadata)
+        problems += safetensors_io.verify(tmp / f, m.tensors, metadata)
+    for name, obj in json_files.items():
+        _dump(tmp / name, obj)
+    (tmp / "merges.txt").write_text("".join(f"{a} {b}\n" for a, b in job.merges), encoding="utf-8")
+    (tmp / "README.md").write_text(model_card.readme(config, provenance), encoding="utf-8")
+    for name in ("config.json", "vocab-src.json", "vocab-tgt.json"):
+        if json.loads((tmp / name).read_text(encoding="utf-8")) != json_files[name]:
+            problems.append(f"{name}: re-read differs from what was meant")
+    if problems:
+        raise ConversionError(problems)
 
 
 def _jsonable(v):

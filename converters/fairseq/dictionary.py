@@ -34,7 +34,11 @@ def read_dictionary(path: str | Path) -> Dictionary:
     symbols, counts = list(SPECIALS), [1] * len(SPECIALS)
     indices = {s: i for i, s in enumerate(SPECIALS)}
     shadowed, problems = [], []
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    # fairseq reads the file with readlines() in text mode: lines end at "\n", "\r\n" or "\r" only
+    # (str.splitlines would also split symbols holding U+2028, U+0085, ...)
+    with open(path, encoding="utf-8") as f:
+        raws = [raw.rstrip("\n") for raw in f.readlines()]
+    for lineno, raw in enumerate(raws, 1):
         line = raw.rstrip()
         overwrite = line.endswith(" " + OVERWRITE)
         if overwrite:

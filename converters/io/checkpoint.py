@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from converters.io.storage_sizes import short_records
+
 # Classes fairseq puts into its checkpoints besides tensors and builtin containers:
 #   argparse.Namespace -- `args` (old checkpoints) and `cfg["model"]` (fairseq >= 0.10)
 # numpy scalars are not included: fairseq's model state never needs them.
@@ -43,6 +45,8 @@ def load_untrusted(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     mmap = is_zip_checkpoint(path)
+    if mmap:
+        _check_storage_sizes(path)
     try:
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
@@ -58,3 +62,15 @@ def load_untrusted(path: str | Path) -> dict:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict at the top level, found {type(obj).__name__}")
     return obj
+
+
+def _check_storage_sizes(path: Path) -> None:
+    """A mapped load trusts the sizes the pickle declares; a record cut short would be filled with
+    the bytes after it (converters/io/storage_sizes.py). Refuse such a file before mapping it."""
+    try:
+        problems = short_records(path)
+    except (ValueError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
+    if problems:
+        raise CheckpointError(f"{path}: truncated or corrupt: " + "; ".join(problems[:5])
+                              + (f"; and {len(problems) - 5} more" if len(problems) > 5 else ""))

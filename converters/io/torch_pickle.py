@@ -64,7 +64,7 @@ def convert_pickle(src: Path, out: Path, force: bool = False) -> dict:
             raise TorchConversionError("\n".join(problems))
 
     try:
-        write_file_atomic(out, write, force)
+        write_file_atomic(out, write, force, inputs=[src])
     except OutputExists as e:
         raise TorchConversionError(str(e)) from None
     return {"tensors": len(kept), "aliases": aliases,

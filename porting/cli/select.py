@@ -25,7 +25,7 @@ def add_arguments(p) -> None:
 
 def converted(checkpoint: Path, data_dir: Path, out: Path) -> Path:
     from converters.fairseq.convert import convert
-    from converters.io.hashing import sha256_file
+    from porting.files import sha256_file
 
     target = out / checkpoint.stem
     prov = target / "provenance.json"

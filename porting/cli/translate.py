@@ -6,7 +6,6 @@ UTF-8; invalid bytes are replaced (and reported), control characters other than 
 """
 from __future__ import annotations
 
-import json
 import sys
 import unicodedata
 from pathlib import Path
@@ -48,6 +47,7 @@ def clean_lines(raw: bytes) -> tuple[list[str], list[str]]:
 
 
 def run(args) -> int:
+    from porting.files import json_line
     from porting.format import ConfigError
     from porting.translator import InputError
 
@@ -74,10 +74,10 @@ def run(args) -> int:
         if args.format == "text":
             out.write(r.texts[0] + "\n")
         else:
-            out.write(json.dumps({
+            out.write(json_line({
                 "source": r.source, "source_ids": r.source_ids, "truncated": r.truncated,
                 "hypotheses": [{"tokens": h.tokens, "text": t, "score": h.score,
                                 "positional_scores": h.positional_scores}
-                               for h, t in zip(r.hypotheses, r.texts)]}, ensure_ascii=False) + "\n")
+                               for h, t in zip(r.hypotheses, r.texts)]}) + "\n")
     out.flush()
     return 0

@@ -12,10 +12,12 @@ import hashlib
 import itertools
 import json
 import os
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from porting.evaluation.scoring import score
+from porting.files import json_line, sha256_file, split_lines
 from porting.generation import options
 
 # key -> parser of one value: the searchable generation options, as porting.generation.options declares them
@@ -69,24 +71,48 @@ def setting_key(setting: dict) -> str:
 
 
 def fingerprint(model_dirs: list[Path], source: list[str], reference: list[str], base: dict) -> str:
-    """What a state file belongs to: the models' weights, the data and the fixed options."""
+    """What a state file belongs to: every file of the models a result depends on (whole-file
+    hashes: a weight changed in place changes the fingerprint), the data and the fixed options."""
     h = hashlib.sha256()
     for d in model_dirs:
-        for f in sorted(Path(d).rglob("*.safetensors")):
-            with open(f, "rb") as fh:  # size + header + first weights identify a file without reading it all
-                h.update(f.name.encode() + str(f.stat().st_size).encode() + fh.read(1 << 16))
+        for f in sorted(p for p in Path(d).rglob("*") if p.is_file() and _result_depends_on(p)):
+            h.update(str(f.relative_to(d)).encode() + b"\0" + sha256_file(f).encode())
     h.update("\n".join(source).encode() + b"\0" + "\n".join(reference).encode())
     h.update(json.dumps(base, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
+def _result_depends_on(path: Path) -> bool:
+    """The weights, the architecture and the vocabularies; not the card, the provenance, or
+    generation_config.json (its settings enter through the fixed options)."""
+    return path.suffix == ".safetensors" or path.name in ("config.json", "vocab-src.json", "vocab-tgt.json", "merges.txt")
+
+
+def _end_torn_line(path: Path) -> None:
+    """A record torn by an interrupt has no newline: end it, so the next record starts a line of its own."""
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+
+
 def load_state(path: Path, fp: str) -> dict[str, dict]:
+    """Finished settings of this fingerprint. A line that is not JSON is a record an interrupt tore
+    while it was written: skipped, with a warning (its setting runs again)."""
     done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
+    if not path.exists():
+        return done
+    lines = split_lines(path.read_text(encoding="utf-8"))
+    for n, line in enumerate(lines, 1):
+        try:
             rec = json.loads(line)
-            if rec.get("fingerprint") == fp:
-                done[setting_key(rec["setting"])] = rec
+        except json.JSONDecodeError:
+            warnings.warn(f"{path}:{n}: an unfinished record (an interrupted write) is skipped; its setting runs again",
+                          stacklevel=2)
+            continue
+        if rec.get("fingerprint") == fp:
+            done[setting_key(rec["setting"])] = rec
     return done
 
 
@@ -120,12 +146,13 @@ def run_grid(model_dirs: list[Path], source: list[str], reference: list[str], se
         progress.total = len(settings)
         progress.update(len(settings) - len(todo))
     state.parent.mkdir(parents=True, exist_ok=True)
+    _end_torn_line(state)
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
 
     def record(setting, hyps):
         rec = {"fingerprint": fp, "setting": setting, **score(hyps, reference).to_dict()}
         with open(state, "a") as f:                 # appended as each finishes: resumable
-            f.write(json.dumps(rec) + "\n")
+            f.write(json_line(rec) + "\n")
         done[setting_key(setting)] = rec
         if progress is not None:
             progress.update(1)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from sacrebleu.metrics import BLEU, CHRF
 
+from porting.files import read_lines
+
 
 class DataError(ValueError):
     pass
@@ -22,7 +24,7 @@ def read_parallel(source: Path, reference: Path | None) -> tuple[list[str], list
             problems.append(f"--{name} {path}: no such file")
             continue
         try:
-            texts[name] = Path(path).read_text(encoding="utf-8").splitlines()
+            texts[name] = read_lines(path)
         except UnicodeDecodeError as e:
             problems.append(f"--{name} {path}: not UTF-8 ({e})")
             continue

@@ -5,6 +5,7 @@ writes into generation_config.json (converters) and the validation all come from
 """
 # No `from __future__ import annotations` here: the fields' types are read at run time (flags, grid).
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -50,19 +51,37 @@ class GenerationOptions:
                                  "True/False/'never'", choices=EARLY_STOPPING, parse=_early_stopping)
 
     def __post_init__(self):
-        problems = []
+        problems = [p for f in fields() if (p := _type_problem(f, getattr(self, f.name)))]
+        if problems:                     # ranges mean nothing on values of the wrong type
+            raise ValueError("; ".join(problems))
         if self.beam < 1:
             problems.append(f"beam must be >= 1, got {self.beam}")
         if not 1 <= self.nbest <= self.beam:
             problems.append(f"nbest must be between 1 and beam ({self.beam}), got {self.nbest}")
-        if self.min_len < 0 or self.no_repeat_ngram_size < 0:
-            problems.append("min_len and no_repeat_ngram_size must be >= 0")
+        for name in ("min_len", "no_repeat_ngram_size", "max_len_a", "max_len_b"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         for f in fields():
             choices = f.metadata["choices"]
             if choices and getattr(self, f.name) not in choices:
                 problems.append(f"{f.name} must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}")
         if problems:
             raise ValueError("; ".join(problems))
+
+
+def _type_problem(f: dataclasses.Field, value) -> str | None:
+    """Why a value cannot be this option: a wrong type, or a float that is not finite (a NaN length
+    penalty makes every score NaN; an infinite <unk> penalty makes every output <unk>)."""
+    if f.type is int and (not isinstance(value, int) or isinstance(value, bool)):
+        return f"{f.name} must be an integer, got {value!r}"
+    if f.type is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return f"{f.name} must be a number, got {value!r}"
+        if not math.isfinite(value):
+            return f"{f.name} must be finite, got {value!r}"
+    if f.type is str and not isinstance(value, str):
+        return f"{f.name} must be a string, got {value!r}"
+    return None
 
 
 def fields() -> tuple[dataclasses.Field, ...]:
