@@ -108,8 +108,11 @@ def read_config(model_dir: str | Path) -> dict:
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{model_dir}: no config.json (is this a converted model directory?)")
-    config = json.loads(path.read_text(encoding="utf-8"))
-    section = config.get("porting")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"{path}: not readable JSON ({e})") from None
+    section = config.get("porting") if isinstance(config, dict) else None
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: no `porting` section: convert with `porting convert fairseq`")
     version = section.get("format_version")

@@ -108,6 +108,20 @@ def _tie_flag(key: str) -> str:
     return "share_all_embeddings" if key.startswith("encoder") else "share_decoder_input_output_embed"
 
 
+# what a weight may be stored as; anything else (complex, float8, integers) is no fairseq transformer weight
+WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _not_weights(state: dict) -> str | None:
+    """Why a checkpoint's `model` dict is not a transformer's weights, or None."""
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            return f"model.{key} is a {type(value).__name__}, not a tensor"
+        if value.dtype not in WEIGHT_DTYPES:
+            return f"model.{key} is {str(value.dtype).removeprefix('torch.')}, not a float weight"
+    return None
+
+
 def read_member(path: Path, problems: list[str]) -> Member | None:
     try:
         state = load_untrusted(path)
@@ -127,7 +141,14 @@ def read_member(path: Path, problems: list[str]) -> Member | None:
     except UnsupportedArchitecture as e:
         problems += [f"{path}: {p}" for p in e.problems]
         return None
-    weights, notes = upgrade(state["model"])
+    if problem := _not_weights(state["model"]):
+        problems.append(f"{path}: {problem}")
+        return None
+    try:
+        weights, notes = upgrade(state["model"])
+    except ValueError as e:
+        problems.append(f"{path}: {e}")
+        return None
     m = Member(path, sha256_file(path), arch, args, upgrades=notes)
     m.tensors = weights  # fairseq names for now; mapped once the dictionaries are known
     ignored = sorted(k for k in state if k not in ("model", "args", "cfg"))
@@ -229,14 +250,20 @@ def _gather_data(job: Job) -> None:
                 job.problems.append(f"{path}: missing (the {side} dictionary)")
             except DictionaryError as e:
                 job.problems.append(str(e))
+            except (OSError, UnicodeDecodeError) as e:
+                job.problems.append(f"{path}: not a readable UTF-8 dictionary ({e})")
     codes = job.data_dir / "bpecodes"
     if not codes.is_file():
         job.problems.append(f"{codes}: missing (the BPE codes)")
         return
     try:
         job.merges = bpe_check.read_merges(codes)
+    except UnicodeDecodeError as e:
+        job.problems.append(f"{codes}: not UTF-8 ({e})")
     except ValueError as e:
         job.problems.append(str(e))
+    except OSError as e:
+        job.problems.append(f"{codes}: not readable ({e.strerror})")
 
 
 def _check_vocabularies(job: Job) -> None:
@@ -335,10 +362,13 @@ def _write(job: Job) -> dict:
                   "generation_config.json": model_card.generation_config(fairseq_defaults()),
                   "provenance.json": provenance}
     try:
-        with atomic_dir(job.out, job.force, [*job.checkpoints, job.data_dir], kind="converted model") as tmp:
+        # no marker file: provenance.json marks a conversion as the workbench's (is_our_output)
+        with atomic_dir(job.out, job.force, [*job.checkpoints, job.data_dir], kind=None) as tmp:
             _write_files(job, tmp, json_files, metadata, config, provenance)
     except OutputExists as e:                         # found once this run held the output's lock
         raise ConversionError([str(e)]) from None
+    except OSError as e:                              # read-only, full, or a file where a directory should be
+        raise ConversionError([f"--out {job.out}: cannot write there ({e.strerror or e})"]) from None
     return provenance
 
 

@@ -132,9 +132,10 @@ def _mark(directory: Path, kind: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(out: str | Path, force: bool = False, inputs: list[Path] = (), kind: str = "output"):
+def atomic_dir(out: str | Path, force: bool = False, inputs: list[Path] = (), kind: str | None = "output"):
     """Yield a temporary directory beside `out`; on success it replaces `out` by rename (marked as
-    the workbench's), on any failure it is removed and `out` is left exactly as it was."""
+    the workbench's with `kind`; None: the caller's files mark it, as a conversion's provenance.json
+    does), on any failure it is removed and `out` is left exactly as it was."""
     out = Path(out)
     with output_lock(out):
         if problem := check_writable(out, force, inputs):        # again, now that this run holds the lock
@@ -145,7 +146,8 @@ def atomic_dir(out: str | Path, force: bool = False, inputs: list[Path] = (), ki
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should look like any new directory
         try:
             yield tmp
-            _mark(tmp, kind)
+            if kind is not None:
+                _mark(tmp, kind)
             _swap_in(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -51,17 +51,28 @@ def load_untrusted(path: str | Path) -> dict:
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
-        blocked = re.search(r"(?:Unsupported global|GLOBAL): ?(?:GLOBAL )?([\w.]+)", str(e))
-        what = f" ({blocked.group(1)})" if blocked else ""
-        raise UnsafeCheckpoint(
-            f"{path}: refused: the pickle asks to construct an object outside the allowlist{what}. "
-            "Checkpoints are untrusted data; only tensors, containers and argparse.Namespace are accepted. "
-            "If you trust this file, convert it with the tool that wrote it instead.") from None
+        raise _refusal(path, str(e)) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict at the top level, found {type(obj).__name__}")
     return obj
+
+
+def _refusal(path: Path, message: str) -> CheckpointError:
+    """torch's restricted unpickler said no: name the global the pickle asked for, or say that the
+    bytes are no pickle at all (random bytes, a text file) rather than call them unsafe."""
+    blocked = re.search(r"GLOBAL:? ?([\w.]+)", message)
+    if blocked:
+        return UnsafeCheckpoint(
+            f"{path}: refused: the pickle asks to construct {blocked.group(1)}, which is outside the allowlist. "
+            "Checkpoints are untrusted data; only tensors, containers and argparse.Namespace are accepted. "
+            "If you trust this file, convert it with the tool that wrote it instead.")
+    if re.search(r"Unsupported operand|invalid load key|magic number|truncated|ran out of input", message, re.I):
+        return CheckpointError(f"{path}: not a PyTorch checkpoint (its bytes are not a pickle torch writes)")
+    detail = message.split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0][:200]
+    return UnsafeCheckpoint(f"{path}: refused: the pickle asks for something outside the allowlist ({detail}). "
+                            "Checkpoints are untrusted data; only tensors, containers and argparse.Namespace are accepted.")
 
 
 def _check_storage_sizes(path: Path) -> None:

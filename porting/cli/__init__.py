@@ -32,12 +32,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one subcommand. What goes wrong outside it is one line, never a traceback: an interrupt
+    at any time (exit 130), a reader that closed our output early (`| head`: quiet, exit 141 as a
+    shell reports SIGPIPE), an output that cannot be written (a full disk, /dev/full: exit 1)."""
     try:
+        args = build_parser().parse_args(argv)
         return importlib.import_module(args._module).run(args) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+    except OSError as e:
+        if e.filename is None and e.errno is not None:       # a write to standard output or error
+            _silence_stdout()
+            print(f"error: cannot write the output: {e.strerror}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _silence_stdout() -> None:
+    """Python flushes stdout again at exit; point it at /dev/null so that flush cannot fail too."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

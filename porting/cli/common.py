@@ -6,6 +6,19 @@ KERNELS_HELP = ("fast (default): cheaper kernels, same hypotheses; portable: the
                 "alone (what runs where the C kernels cannot be built); exact: fairseq's kernels, bitwise equal scores")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
+    return value
+
+
 def add_generation_flags(p) -> None:
     """fairseq's generation options, by fairseq's names (defaults: the model's generation_config.json),
     then the batching and kernel flags."""
@@ -18,7 +31,7 @@ def add_generation_flags(p) -> None:
         else:
             kwargs["type"] = f.type
         p.add_argument("--" + f.name.replace("_", "-"), **kwargs)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32, help="sentences decoded together")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--kernels", choices=["fast", "portable", "exact"], default="fast", help=KERNELS_HELP)
     p.add_argument("--quantize", choices=["none", "int8"], default="none",

@@ -51,13 +51,20 @@ def run(args) -> int:
     from porting.format import ConfigError
     from porting.translator import InputError
 
+    if args.input is not None and not args.input.is_file():
+        print(f"error: --input {args.input}: {'a directory' if args.input.is_dir() else 'no such file'}", file=sys.stderr)
+        return 1
     try:
         translator = load_translator(args, normalize_punctuation=args.normalize_punctuation)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+        options = generation_options(args)
+    except (ConfigError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    options = generation_options(args)
-    raw = args.input.read_bytes() if args.input else sys.stdin.buffer.read()
+    try:
+        raw = args.input.read_bytes() if args.input else sys.stdin.buffer.read()
+    except OSError as e:
+        print(f"error: --input {args.input}: {e.strerror}", file=sys.stderr)
+        return 1
     lines, warnings = clean_lines(raw)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)

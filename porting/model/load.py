@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from porting.format import Arch, ConfigError, read_config
@@ -57,7 +58,10 @@ def load_member(model_dir: str | Path, file: str, config: dict | None = None, dt
     expected = layout.expected_shapes(arch, src_vocab, tgt_vocab)
     model = Transformer(arch, src_vocab, tgt_vocab)
     _check_module_tree(model, expected)
-    stored = load_file(str(model_dir / file))
+    try:
+        stored = load_file(str(model_dir / file))
+    except (SafetensorError, OSError) as e:      # missing, truncated, a header that lies about its length
+        raise LoadError(f"{model_dir / file}: not a readable safetensors file ({e})") from None
     derived = {k: v for k, v in layout.derived_tensors(arch).items() if k in p.get("derived", {})}
     problems = _stored_problems(stored, expected, p["ties"], derived, file)
     if problems:
