@@ -193,3 +193,9 @@ def test_nonsense_options_are_refused_by_name(converted, data):
     for flag in (["--lenpen", "nan"], ["--unkpen", "nan"], ["--unkpen=-inf"], ["--max-len-b", "-1"]):
         assert main(["bleu", "--model", str(converted["ende-sep"]), "--input", str(data / "valid.en"),
                      "--reference", str(data / "valid.de"), *flag]) == 1, flag
+
+
+def test_a_setting_the_model_cannot_take_is_one_line(converted, data, tmp_path, capsys):
+    rc = main(["search", "--model", str(converted["ende-sep"]), "--input", str(data / "valid.en"),
+               "--reference", str(data / "valid.de"), "--search", "min_len=1000", "--out", str(tmp_path / "s")])
+    assert rc == 1 and "min_len 1000 is larger than max_len" in capsys.readouterr().err

@@ -33,6 +33,7 @@ def run(args) -> int:
 
     from porting.evaluation.grid import GridError, markdown_table, parse_grid, run_grid
     from porting.evaluation.scoring import DataError, paired_bootstrap, read_parallel, score
+    from porting.format import ConfigError
     from porting.translator import Translator
 
     problems = []
@@ -57,8 +58,12 @@ def run(args) -> int:
     state = out / "state.jsonl"
     if args.restart and state.exists():
         state.unlink()
-    with tqdm(desc="settings", unit="setting", disable=None) as bar:
-        records = run_grid(args.model, source, reference, settings, base, state, args.jobs, args.batch_size, bar)
+    try:
+        with tqdm(desc="settings", unit="setting", disable=None) as bar:
+            records = run_grid(args.model, source, reference, settings, base, state, args.jobs, args.batch_size, bar)
+    except (ValueError, ConfigError) as e:      # a setting the model cannot take (min_len above the length cap, ...)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     table = markdown_table(records, keys, defaults)
     best = max(records, key=lambda r: (r["bleu"], r["chrf"]))
     report = {"tuned_on": str(args.input), "grid": args.search, "fixed": base, "results": records,

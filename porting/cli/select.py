@@ -56,7 +56,11 @@ def run(args) -> int:
     rows = []
     candidates = [(d.name, [d]) for d in dirs] + ([("ensemble of all", dirs)] if len(dirs) > 1 else [])
     for name, members in candidates:
-        hyps = Translator.from_pretrained(*members).translate(source, batch_size=args.batch_size, **options)
+        try:
+            hyps = Translator.from_pretrained(*members).translate(source, batch_size=args.batch_size, **options)
+        except ValueError as e:
+            print(f"error: {name}: {e}", file=sys.stderr)
+            return 1
         rows.append((name, score(hyps, reference)))
         print(f"{name}: BLEU {rows[-1][1].bleu:.2f}", file=sys.stderr)
     rows.sort(key=lambda r: -r[1].bleu)

@@ -1,4 +1,7 @@
-"""Before a zip checkpoint is memory-mapped: does every storage record hold the bytes its pickle
+"""Reading what a checkpoint's pickle names without building any of it: the storages it declares
+(their sizes) and the globals it asks for.
+
+Before a zip checkpoint is memory-mapped: does every storage record hold the bytes its pickle
 says it holds?
 
 torch's memory-mapped load (``torch.load(mmap=True)``) maps each storage at its record's offset in
@@ -12,6 +15,10 @@ Written by hand because no library reads a pickle's persistent ids without const
 names: the pickle is walked by a ``pickle.Unpickler`` whose every global is an inert stand-in (no
 code of the file's choosing runs, and nothing is built from it but these stand-ins), and whose
 persistent ids, torch's ``('storage', storage type, key, location, numel)``, are collected.
+
+When torch's restricted unpickler refuses a file for an opcode rather than a global (protocol 0's
+INST, for one), the same walk names the globals the file asks for, so a refusal always says what
+was asked.
 """
 from __future__ import annotations
 
@@ -50,12 +57,14 @@ class _Inert:
         pass
 
 
-class _DeclaredStorages(pickle.Unpickler):
-    def __init__(self, data: bytes):
-        super().__init__(io.BytesIO(data))
+class _Scanner(pickle.Unpickler):
+    def __init__(self, stream: io.BytesIO):
+        super().__init__(stream)
         self.declared: dict[str, int] = {}         # record key -> bytes the pickle says it holds
+        self.globals: list[str] = []               # every global asked for, in order
 
     def find_class(self, module: str, name: str):
+        self.globals.append(f"{module}.{name}")
         return type(name, (_Inert,), {"qualified": f"{module}.{name}"})
 
     def persistent_load(self, pid):
@@ -87,7 +96,7 @@ def short_records(path) -> list[str]:
         if len(pickles) != 1:
             raise ValueError(f"expected one data.pkl in the archive, found {len(pickles)}")
         prefix = pickles[0][: -len("data.pkl")]
-        reader = _DeclaredStorages(z.read(pickles[0]))
+        reader = _Scanner(io.BytesIO(z.read(pickles[0])))
         try:
             reader.load()
         except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError) as e:
@@ -102,3 +111,26 @@ def short_records(path) -> list[str]:
         elif have < need:
             problems.append(f"storage {key}: record {record} holds {have} bytes, its tensors need {need}")
     return problems
+
+
+def globals_named(path) -> list[str]:
+    """The globals a checkpoint's pickles ask for (a zip's data.pkl, or the pickles a legacy file
+    starts with), in order, as far as they can be read."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            streams = [z.read(n) for n in z.namelist() if n.endswith("data.pkl")]
+    else:
+        with open(path, "rb") as f:
+            streams = [f.read()]
+    found = []
+    for data in streams:
+        stream = io.BytesIO(data)
+        for _ in range(8):                           # a legacy file: a few pickles, then raw storage bytes
+            scanner = _Scanner(stream)
+            try:
+                scanner.load()
+            except Exception:                        # noqa: BLE001 -- only the names it reached are wanted
+                found += scanner.globals
+                break
+            found += scanner.globals
+    return list(dict.fromkeys(found))
