@@ -48,11 +48,17 @@ def load_hub(model_dir: str | Path, checkpoints: str | list[str] | tuple[str, ..
 
     Languages must be given: fairseq's Moses tokenizer otherwise detokenizes with English rules.
     """
+    root_level = logging.getLogger().level
     try:
         from fairseq.models.transformer import TransformerModel
     except Exception as e:  # pragma: no cover - depends on the installation
         raise FairseqMissing(f"fairseq is not importable here ({e}); run `make setup`") from e
-    logging.getLogger("fairseq").setLevel(logging.WARNING)
+    # importing fairseq runs a basicConfig(level=DEBUG) in one of its tasks: matplotlib alone then
+    # logs ~2,000 font-manager lines. Put the root level back; fairseq's own loggers to warnings.
+    logging.getLogger().setLevel(root_level)
+    for name in list(logging.root.manager.loggerDict):
+        if name.split(".")[0] in ("fairseq", "fairseq_cli", "matplotlib", "hydra", "urllib3", "PIL"):
+            logging.getLogger(name).setLevel(max(logging.WARNING, root_level))
     if not isinstance(checkpoints, str):
         checkpoints = ":".join(checkpoints)
     model_dir = Path(model_dir).resolve()

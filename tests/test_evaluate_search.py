@@ -98,7 +98,7 @@ def test_search_command_reports_on_test_and_writes_best(converted, data, tmp_pat
     shutil.copytree(converted["ende-sep"], model)
     rc = main(["search", "--model", str(model), "--input", str(data / "valid.en"), "--reference", str(data / "valid.de"),
                "--search", "beam=1:3 lenpen=0.6:1.0", "--test-input", str(data / "test.en"),
-               "--test-reference", str(data / "test.de"), "--out", str(tmp_path / "out"), "--write-best"])
+               "--test-reference", str(data / "test.de"), "--out", str(tmp_path / "out"), "--write-best", "--force"])
     assert rc == 0
     out = capsys.readouterr().out
     assert out.index("bleu | chrf | beam | lenpen") < out.index("reported on")
@@ -199,3 +199,29 @@ def test_a_setting_the_model_cannot_take_is_one_line(converted, data, tmp_path, 
     rc = main(["search", "--model", str(converted["ende-sep"]), "--input", str(data / "valid.en"),
                "--reference", str(data / "valid.de"), "--search", "min_len=1000", "--out", str(tmp_path / "s")])
     assert rc == 1 and "min_len 1000 is larger than max_len" in capsys.readouterr().err
+
+
+def test_commands_take_only_options_they_apply(converted, data, tmp_path, capsys):
+    """--nbest means nothing to scoring commands (refused as unknown); --kernels/--dtype/--quantize
+    are applied by search and recorded in results.json."""
+    with pytest.raises(SystemExit) as e:
+        main(["bleu", "--model", str(converted["ende-sep"]), "--input", str(data / "valid.en"),
+              "--reference", str(data / "valid.de"), "--nbest", "2"])
+    assert e.value.code == 2 and "--nbest" in capsys.readouterr().err
+    out = tmp_path / "s"
+    assert main(["search", "--model", str(converted["ende-sep"]), "--input", str(data / "valid.en"),
+                 "--reference", str(data / "valid.de"), "--search", "beam=2", "--kernels", "exact",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "results.json").read_text())
+    assert report["runtime"] == {"dtype": "float32", "kernels": "exact", "quantize": "none"}
+
+
+def test_overwrites_need_force(converted, data, tmp_path, capsys):
+    common = ["--model", str(converted["ende-sep"]), "--input", str(data / "valid.en"), "--reference",
+              str(data / "valid.de")]
+    assert main(["search", *common, "--search", "beam=2", "--write-best", "--restart", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "--restart deletes" in err and "--write-best replaces" in err
+    (tmp_path / "hyps.txt").write_text("mine\n")
+    assert main(["bleu", *common, "--output", str(tmp_path / "hyps.txt")]) == 1
+    assert (tmp_path / "hyps.txt").read_text() == "mine\n"

@@ -245,3 +245,10 @@ def test_html_page_in_headless_chromium(broken, tmp_path):
     red_without = (screenshot(tmp_path / "r" / "no-plot.html", tmp_path / "no-plot.png") == BAR_RED).all(-1).sum()
     # the four failing tensors' bars are ~40 x 150 px each; the red text of their table rows ~2,500 px
     assert red > 10_000 > red_without, (red, red_without)
+
+
+def test_unknown_setting_is_a_usage_error(converted, tmp_path, capsys):
+    rc = main(["parity", "--original", f"recorded:{shipped.RUNS / 'ende-sep'}", "--port", str(converted["ende-sep"]),
+               "--settings", "beam5", "--report", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown beam5" in err and "beam5_nbest5" in err and not (tmp_path / "r").exists()

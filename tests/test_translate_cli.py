@@ -146,3 +146,36 @@ def test_nonsense_generation_options_are_one_line_errors(converted):
     for flag in (["--lenpen", "nan"], ["--unkpen", "nan"], ["--unkpen=-inf"]):
         rc, out, err = translate(["--model", converted["ende-sep"], *flag], b"Delete the selected rows?\n")
         assert rc == 1 and out == "" and "must be finite" in err and "Traceback" not in err, flag
+
+
+def test_api_reads_the_models_generation_defaults_as_the_command_does(converted, tmp_path):
+    """A tuned generation_config.json (what `search --write-best` writes) is what `translate` and
+    `Translator.translate` both run with; explicit options still override it."""
+    import os
+    import shutil
+
+    from porting import Translator as FromPackage
+    from porting.cli.search import write_best
+
+    assert FromPackage is Translator
+    model = tmp_path / "model"
+    shutil.copytree(converted["ende-sep"], model)
+    write_best(model, {"beam": 3, "lenpen": 0.6})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (model / "generation_config.json").stat().st_mode & 0o777 == 0o666 & ~umask
+    lines, _ = shipped.test_set()
+    lines = lines[:30]
+    tuned = Translator.from_pretrained(model)
+    assert tuned.options()["lenpen"] == 0.6 and tuned.options(lenpen=1.0)["lenpen"] == 1.0
+    ours = tuned.translate(lines)
+    rc, out, _ = translate(["--model", model], "".join(line + "\n" for line in lines).encode())
+    assert rc == 0 and out.splitlines() == ours
+    assert ours == Translator.from_pretrained(converted["ende-sep"]).translate(lines, beam=3, lenpen=0.6)
+
+
+def test_a_string_is_one_line_not_its_characters(converted):
+    t = Translator.from_pretrained(converted["ende-sep"])
+    one = t.translate("Delete the selected rows?")
+    assert isinstance(one, str) and one == t.translate(["Delete the selected rows?"])[0]
+    assert t.generate("Delete the selected rows?").source == "Delete the selected rows?"

@@ -1,9 +1,16 @@
-"""The `porting` command. Each subcommand lives in its own module, imported only when it runs,
-so that commands of the native side never pull in fairseq."""
+"""porting: convert fairseq translation models, run them without fairseq, and prove nothing changed.
+
+Convert checkpoints to safetensors (`convert`), translate with the native port (`translate`), score
+and tune it (`bleu`, `search`, `select`), and compare it with the original layer by layer
+(`parity`). Each command's --help lists its options and their defaults.
+"""
+# Each subcommand lives in its own module; building the parser imports only their argument lists,
+# so `porting --help` starts at once and commands of the native side never pull in fairseq.
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 # name -> (module with add_arguments(parser) and run(args) -> int, one-line help)
@@ -22,13 +29,32 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="porting", description=__doc__)
+    from porting import __version__
+
+    parser = argparse.ArgumentParser(prog="porting", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"porting-workbench {__version__}")
+    verbosity = argparse.ArgumentParser(add_help=False)
+    group = verbosity.add_argument_group("output")
+    group.add_argument("-v", "--verbose", action="count", default=0, help="more detail on standard error (-vv: debug)")
+    group.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on standard error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[verbosity],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         p.set_defaults(_module=module)
         importlib.import_module(module).add_arguments(p)
     return parser
+
+
+def configure_logging(args) -> None:
+    """Ours at INFO (-v: DEBUG; -q: WARNING); every other library's at WARNING unless -vv, so that
+    matplotlib, fairseq, torch and the rest keep their chatter to themselves."""
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=level, force=True)
+    for name in logging.root.manager.loggerDict:
+        if name.split(".")[0] not in ("porting", "converters", "parity"):
+            logging.getLogger(name).setLevel(logging.DEBUG if args.verbose > 1 else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     shell reports SIGPIPE), an output that cannot be written (a full disk, /dev/full: exit 1)."""
     try:
         args = build_parser().parse_args(argv)
+        configure_logging(args)
         return importlib.import_module(args._module).run(args) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -19,12 +19,15 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_generation_flags(p) -> None:
+def add_generation_flags(p, nbest: bool = True) -> None:
     """fairseq's generation options, by fairseq's names (defaults: the model's generation_config.json),
-    then the batching and kernel flags."""
+    then the batching and kernel flags. nbest: only for commands that print more than the best
+    hypothesis (scoring uses the best one alone)."""
     from porting.generation import options
 
     for f in options.fields():
+        if f.name == "nbest" and not nbest:
+            continue
         kwargs = {"help": f.metadata["help"]}
         if f.metadata["choices"]:
             kwargs["choices"] = list(f.metadata["choices"])
@@ -38,21 +41,24 @@ def add_generation_flags(p) -> None:
                    help="int8: dynamic int8 linear layers (faster, approximate: see README for its BLEU cost)")
 
 
+def runtime(args) -> dict:
+    """How the models run (dtype, kernels, quantization): Translator.from_pretrained's keywords,
+    recorded beside every result they produce."""
+    return {"dtype": args.dtype, "kernels": args.kernels, "quantize": args.quantize}
+
+
 def load_translator(args, **kwargs):
     """The Translator the generation flags ask for."""
-    import torch
-
     from porting.translator import Translator
 
-    return Translator.from_pretrained(*args.model, dtype=getattr(torch, args.dtype), kernels=args.kernels,
-                                      quantize=args.quantize, **kwargs)
+    return Translator.from_pretrained(*args.model, **runtime(args), **kwargs)
 
 
 def generation_options(args, model_dir=None) -> dict:
-    """The model's defaults (default: the first --model), overridden by the flags given."""
+    """The model's defaults (default: the first --model), overridden by the flags given: the
+    Translator's own merge (porting.translator.merged_options)."""
     from porting.generation.options import names
-    from porting.translator import Translator
+    from porting.translator import default_options, merged_options
 
-    options = Translator.default_options(model_dir if model_dir is not None else args.model[0])
-    options.update({k: getattr(args, k) for k in names() if getattr(args, k) is not None})
-    return options
+    defaults = default_options(model_dir if model_dir is not None else args.model[0])
+    return merged_options(defaults, {k: getattr(args, k, None) for k in names()})

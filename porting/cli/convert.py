@@ -1,7 +1,6 @@
 """`porting convert fairseq ...` and `porting convert torch ...`."""
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -19,13 +18,13 @@ def add_arguments(p) -> None:
     f.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     f.add_argument("--force", action="store_true", help="replace an existing output")
     t = sub.add_parser("torch", help="any PyTorch pickle (e.g. pytorch_model.bin) -> model.safetensors")
-    t.add_argument("--in", dest="input", type=Path, required=True)
-    t.add_argument("--out", type=Path, required=True)
-    t.add_argument("--force", action="store_true")
+    t.add_argument("--input", "--in", dest="input", type=Path, required=True,
+                   help="the pickle (--in: its former name)")
+    t.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")
+    t.add_argument("--force", action="store_true", help="replace an existing file")
 
 
 def run(args) -> int:
-    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
     if args.source == "fairseq":
         from converters.fairseq.convert import ConversionError, convert
 

@@ -29,7 +29,10 @@ def add_arguments(p) -> None:
                         "so a layer's own error is separated from the error it inherited (default: %(default)s)")
     p.add_argument("--kernels", choices=("fast", "portable", "exact"), default="fast",
                    help="the port's decoding kernels (default: %(default)s, what `porting translate` uses)")
-    p.add_argument("--settings", help="comma-separated generation settings (default: all in the run)")
+    from parity.settings import SETTINGS
+
+    p.add_argument("--settings", help=f"comma-separated generation settings, from: {', '.join(SETTINGS)} "
+                                      "(default: all in the run)")
     p.add_argument("--report", type=Path, required=True, help="directory for report.json, report.md and report.html")
     p.add_argument("--record", action="store_true", help="keep the live fairseq run in the report directory")
     p.add_argument("--force", action="store_true", help="replace an existing report")
@@ -48,18 +51,33 @@ def original_run(args, settings: list[str] | None) -> Path:
         if not (Path(where) / "inputs.json").exists():
             raise UsageError(f"{where}: not a recorded run (no inputs.json)")
         return Path(where)
+    from parity.fairseq_hub import fairseq_available
     from parity.record import record_live
     from parity.settings import SETTINGS
     from porting.evaluation.scoring import DataError, read_parallel
 
     if not args.input:
         raise UsageError("fairseq:… needs --input (and --reference for BLEU)")
+    if unknown := [s for s in settings or [] if s not in SETTINGS]:
+        raise UsageError(f"--settings: unknown {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
+    if not fairseq_available():
+        raise UsageError("fairseq:… runs the original, and fairseq is not importable here: install it as the "
+                         "README's set-up does (`make setup`), or compare against a recorded run (recorded:RUN_DIR)")
     try:
         source, reference = read_parallel(args.input, args.reference)
     except DataError as e:
         raise UsageError(str(e)) from None
     target = args.report / "original-run" if args.record else Path(tempfile.mkdtemp(prefix="parity-run-"))
     return record_live(where, args.port, source, reference, settings or list(SETTINGS), target)
+
+
+def _check_settings(settings: list[str] | None, run_dir: Path) -> None:
+    """Every asked-for setting must be one the run holds: a misspelt name is a usage error, before
+    any comparison runs, not a failed comparison after it."""
+    available = sorted(p.stem for p in (run_dir / "generation").glob("*.json"))
+    unknown = [s for s in settings or [] if s not in available]
+    if unknown:
+        raise UsageError(f"--settings: unknown {', '.join(unknown)}; this run has {', '.join(available)}")
 
 
 def summary(report: dict) -> list[str]:
@@ -90,6 +108,7 @@ def run(args) -> int:
     settings = args.settings.split(",") if args.settings else None
     try:
         run_dir = original_run(args, settings)
+        _check_settings(settings, run_dir)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

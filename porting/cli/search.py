@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from porting.cli.common import add_generation_flags, generation_options
+from porting.cli.common import add_generation_flags, generation_options, runtime
 
 
 def add_arguments(p) -> None:
@@ -24,8 +24,10 @@ def add_arguments(p) -> None:
                    help="write the best setting into the first model's generation_config.json")
     p.add_argument("--jobs", type=int, default=1, help="processes to spread settings over")
     p.add_argument("--out", type=Path, help="results directory (default: .build/search/<model>); holds the resumable state")
-    p.add_argument("--restart", action="store_true", help="ignore finished settings from an earlier run")
-    add_generation_flags(p)
+    p.add_argument("--restart", action="store_true",
+                   help="discard the finished settings of an earlier run (needs --force: it deletes them)")
+    p.add_argument("--force", action="store_true", help="allow --restart and --write-best to replace what exists")
+    add_generation_flags(p, nbest=False)
 
 
 def run(args) -> int:
@@ -48,10 +50,17 @@ def run(args) -> int:
         test = read_parallel(args.test_input, args.test_reference) if args.test_input and args.test_reference else None
     except DataError as e:
         problems.append(str(e))
+    try:
+        base = generation_options(args)
+    except (ValueError, ConfigError) as e:
+        problems.append(str(e))
+    if args.restart and not args.force:
+        problems.append("--restart deletes the finished settings of an earlier run: add --force")
+    if args.write_best and not args.force:
+        problems.append(f"--write-best replaces {args.model[0] / 'generation_config.json'}: add --force")
     if problems:
         print("error: " + "\n".join(problems), file=sys.stderr)
         return 1
-    base = generation_options(args)
     keys = list(settings[0])
     defaults = {k: base.get(k) for k in keys}
     out = args.out or Path(".build") / "search" / args.model[0].resolve().name
@@ -60,18 +69,20 @@ def run(args) -> int:
         state.unlink()
     try:
         with tqdm(desc="settings", unit="setting", disable=None) as bar:
-            records = run_grid(args.model, source, reference, settings, base, state, args.jobs, args.batch_size, bar)
+            records = run_grid(args.model, source, reference, settings, base, state, args.jobs, args.batch_size, bar,
+                               runtime(args))
     except (ValueError, ConfigError) as e:      # a setting the model cannot take (min_len above the length cap, ...)
         print(f"error: {e}", file=sys.stderr)
         return 1
     table = markdown_table(records, keys, defaults)
     best = max(records, key=lambda r: (r["bleu"], r["chrf"]))
-    report = {"tuned_on": str(args.input), "grid": args.search, "fixed": base, "results": records,
+    report = {"tuned_on": str(args.input), "grid": args.search, "fixed": base, "runtime": runtime(args),
+              "results": records,
               "best": best["setting"], "best_bleu": best["bleu"], "signature": best["bleu_signature"]}
     print(f"tuned on {args.input} ({len(source)} lines); {best['bleu_signature']}\n")
     print(table)
     if test:
-        t = Translator.from_pretrained(*args.model)
+        t = Translator.from_pretrained(*args.model, **runtime(args))
         cache: dict = {}
         tuned = t.translate(test[0], encoder_cache=cache, **{**base, **best["setting"]})
         default = t.translate(test[0], encoder_cache=cache, **base)
@@ -91,9 +102,9 @@ def run(args) -> int:
 
 
 def write_best(model_dir: Path, setting: dict) -> None:
-    """Into the fairseq section and the transformers equivalents, written atomically."""
-    import os
-    import tempfile
+    """Into the fairseq section and the transformers equivalents, written atomically (the file keeps
+    normal permissions: the umask's)."""
+    from converters.io.atomic import write_file_atomic
 
     path = model_dir / "generation_config.json"
     config = json.loads(path.read_text())
@@ -104,7 +115,4 @@ def write_best(model_dir: Path, setting: dict) -> None:
         config["length_penalty"] = setting["lenpen"]
     if setting.get("early_stopping") in ("true", "false", "never"):
         config["early_stopping"] = {"true": True, "false": False, "never": "never"}[setting["early_stopping"]]
-    fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".generation_config.")
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(config, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_file_atomic(path, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"), force=True)

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from porting.cli.common import add_generation_flags, generation_options
+from porting.cli.common import add_generation_flags, generation_options, runtime
 
 
 def add_arguments(p) -> None:
@@ -20,7 +20,7 @@ def add_arguments(p) -> None:
     p.add_argument("--reference", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path(".build") / "select",
                    help="where conversions are kept (default: %(default)s)")
-    add_generation_flags(p)
+    add_generation_flags(p, nbest=False)
 
 
 def converted(checkpoint: Path, data_dir: Path, out: Path) -> Path:
@@ -57,7 +57,8 @@ def run(args) -> int:
     candidates = [(d.name, [d]) for d in dirs] + ([("ensemble of all", dirs)] if len(dirs) > 1 else [])
     for name, members in candidates:
         try:
-            hyps = Translator.from_pretrained(*members).translate(source, batch_size=args.batch_size, **options)
+            hyps = Translator.from_pretrained(*members, **runtime(args)).translate(source, batch_size=args.batch_size,
+                                                                                   **options)
         except ValueError as e:
             print(f"error: {name}: {e}", file=sys.stderr)
             return 1

@@ -121,13 +121,13 @@ def load_state(path: Path, fp: str) -> dict[str, dict]:
 _WORKER: dict = {}
 
 
-def _init_worker(model_dirs, source, batch_size, threads):
+def _init_worker(model_dirs, source, batch_size, threads, runtime):
     import torch
 
     from porting.translator import Translator
 
     torch.set_num_threads(threads)
-    _WORKER.update(translator=Translator.from_pretrained(*model_dirs), source=source,
+    _WORKER.update(translator=Translator.from_pretrained(*model_dirs, **runtime), source=source,
                    batch_size=batch_size, cache={})
 
 
@@ -137,9 +137,12 @@ def _run_setting(options: dict) -> list[str]:
 
 
 def run_grid(model_dirs: list[Path], source: list[str], reference: list[str], settings: list[dict], base: dict,
-             state: Path, jobs: int = 1, batch_size: int = 32, progress=None) -> list[dict]:
-    """Score every setting (merged over ``base``); returns one record per setting, resumed ones included."""
-    fp = fingerprint(model_dirs, source, reference, base)
+             state: Path, jobs: int = 1, batch_size: int = 32, progress=None, runtime: dict | None = None) -> list[dict]:
+    """Score every setting (merged over ``base``) with the models run as ``runtime`` says
+    (Translator.from_pretrained's dtype, kernels, quantize); returns one record per setting,
+    resumed ones included."""
+    runtime = dict(runtime or {})
+    fp = fingerprint(model_dirs, source, reference, {**base, "runtime": runtime})
     done = load_state(state, fp)
     todo = [s for s in settings if setting_key(s) not in done]
     if progress is not None:
@@ -158,12 +161,12 @@ def run_grid(model_dirs: list[Path], source: list[str], reference: list[str], se
             progress.update(1)
 
     if jobs <= 1 or len(todo) <= 1:
-        _init_worker(model_dirs, source, batch_size, threads)
+        _init_worker(model_dirs, source, batch_size, threads, runtime)
         for s in todo:
             record(s, _run_setting({**base, **s}))
     else:
         with ProcessPoolExecutor(jobs, initializer=_init_worker,
-                                 initargs=(model_dirs, source, batch_size, threads)) as pool:
+                                 initargs=(model_dirs, source, batch_size, threads, runtime)) as pool:
             for s, hyps in zip(todo, pool.map(_run_setting, [{**base, **s} for s in todo])):
                 record(s, hyps)
     return [done[setting_key(s)] for s in settings]
