@@ -179,3 +179,8 @@ def test_a_string_is_one_line_not_its_characters(converted):
     one = t.translate("Delete the selected rows?")
     assert isinstance(one, str) and one == t.translate(["Delete the selected rows?"])[0]
     assert t.generate("Delete the selected rows?").source == "Delete the selected rows?"
+
+
+def test_nbest_needs_jsonl(converted):
+    rc, out, err = translate(["--model", converted["ende-sep"], "--beam", "3", "--nbest", "3"], b"hello\n")
+    assert rc == 1 and out == "" and "--nbest 3 needs --format jsonl" in err

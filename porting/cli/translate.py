@@ -60,6 +60,12 @@ def run(args) -> int:
     except (ConfigError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if args.format == "text" and options.get("nbest", 1) > 1:
+        # one line out per line in: an n-best list needs records (fairseq-interactive's H- lines are
+        # not a format other tools read back)
+        print(f"error: --nbest {options['nbest']} needs --format jsonl (text prints one translation a line)",
+              file=sys.stderr)
+        return 1
     try:
         raw = args.input.read_bytes() if args.input else sys.stdin.buffer.read()
     except OSError as e:
