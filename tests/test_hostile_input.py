@@ -219,3 +219,8 @@ def test_broken_conversion_inputs_are_one_line(tmp_path):
         r = porting("convert", "fairseq", "--checkpoint", tmp_path / f"{name}.pt", "--data-dir", SEP,
                     "--out", tmp_path / f"out-{name}")
         assert r.returncode == 1 and b"Traceback" not in r.stderr and not (tmp_path / f"out-{name}").exists(), name
+
+
+def test_verbosity_flags_reach_nested_commands(tmp_path):
+    r = porting("convert", "fairseq", "--checkpoint", SEP / "model2.pt", "--data-dir", SEP, "--out", tmp_path / "o", "-q")
+    assert r.returncode == 0 and b"Traceback" not in r.stderr

@@ -252,3 +252,9 @@ def test_unknown_setting_is_a_usage_error(converted, tmp_path, capsys):
                "--settings", "beam5", "--report", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert rc == 2 and "unknown beam5" in err and "beam5_nbest5" in err and not (tmp_path / "r").exists()
+
+
+def test_port_that_is_no_model_is_a_usage_error(tmp_path, capsys):
+    rc = main(["parity", "--original", f"recorded:{shipped.RUNS / 'ende-sep'}", "--port", str(tmp_path / "nothing"),
+               "--report", str(tmp_path / "r")])
+    assert rc == 2 and "--port" in capsys.readouterr().err and not (tmp_path / "r").exists()

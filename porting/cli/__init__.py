@@ -34,10 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="porting", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"porting-workbench {__version__}")
-    verbosity = argparse.ArgumentParser(add_help=False)
-    group = verbosity.add_argument_group("output")
-    group.add_argument("-v", "--verbose", action="count", default=0, help="more detail on standard error (-vv: debug)")
-    group.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on standard error")
+    verbosity = verbosity_options()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, parents=[verbosity],
@@ -45,6 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(_module=module)
         importlib.import_module(module).add_arguments(p)
     return parser
+
+
+def verbosity_options() -> argparse.ArgumentParser:
+    """-v/-q, as a parent parser: every command has them, and so does every nested one (convert's)."""
+    verbosity = argparse.ArgumentParser(add_help=False)
+    group = verbosity.add_argument_group("output")
+    group.add_argument("-v", "--verbose", action="count", default=0, help="more detail on standard error (-vv: debug)")
+    group.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on standard error")
+    return verbosity
 
 
 def configure_logging(args) -> None:

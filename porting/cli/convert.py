@@ -6,9 +6,15 @@ from pathlib import Path
 
 
 def add_arguments(p) -> None:
+    import argparse
+
+    from porting.cli import verbosity_options
+
     sub = p.add_subparsers(dest="source", metavar="SOURCE", required=True)
+    nested = {"parents": [verbosity_options()], "formatter_class": argparse.ArgumentDefaultsHelpFormatter}
     f = sub.add_parser("fairseq", help="fairseq checkpoint(s) + dict.*.txt + bpecodes -> model directory",
-                       description="Convert fairseq transformer checkpoints. Several --checkpoint = ensemble members.")
+                       description="Convert fairseq transformer checkpoints. Several --checkpoint = ensemble members.",
+                       **nested)
     f.add_argument("--checkpoint", type=Path, action="append", required=True,
                    help="a model*.pt; repeat for an ensemble (the first is the primary model)")
     f.add_argument("--data-dir", type=Path, required=True, help="directory with dict.<lang>.txt and bpecodes")
@@ -17,7 +23,7 @@ def add_arguments(p) -> None:
     f.add_argument("--target-lang", help="default: read from the checkpoint")
     f.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     f.add_argument("--force", action="store_true", help="replace an existing output")
-    t = sub.add_parser("torch", help="any PyTorch pickle (e.g. pytorch_model.bin) -> model.safetensors")
+    t = sub.add_parser("torch", help="any PyTorch pickle (e.g. pytorch_model.bin) -> model.safetensors", **nested)
     t.add_argument("--input", "--in", dest="input", type=Path, required=True,
                    help="the pickle (--in: its former name)")
     t.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")

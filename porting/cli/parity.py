@@ -105,14 +105,25 @@ def run(args) -> int:
     if (args.report / "report.json").exists() and not args.force:
         print(f"error: {args.report} already holds a report (pass --force to replace it)", file=sys.stderr)
         return 2
+    from porting.format import ConfigError, read_config
+
     settings = args.settings.split(",") if args.settings else None
+    try:
+        read_config(args.port)                    # before fairseq is run for nothing
+    except ConfigError as e:
+        print(f"error: --port: {e}", file=sys.stderr)
+        return 2
     try:
         run_dir = original_run(args, settings)
         _check_settings(settings, run_dir)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result = harness.compare(args.port, run_dir, settings, args.atol, args.rtol, args.mode, args.kernels)
+    try:
+        result = harness.compare(args.port, run_dir, settings, args.atol, args.rtol, args.mode, args.kernels)
+    except ConfigError as e:                      # --port is no converted model this runtime can run
+        print(f"error: --port: {e}", file=sys.stderr)
+        return 2
     result = {"original": args.original, "port": str(args.port), **result}
     report.write(result, args.report)
     print("\n".join(summary(result)))
