@@ -167,7 +167,11 @@ def test_interrupt_during_start_up_is_exit_130():
     time.sleep(0.5)                                               # importing torch, loading
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
-    assert p.returncode == 130 and b"Traceback" not in err, err[-2000:]
+    # 130 from our handler; or, when the signal lands inside a C extension's start-up (seen once in
+    # a CI run: "interrupted" printed, then the process ended by SIGINT), -SIGINT, which a shell
+    # reports as the same 130. Either way: one line, no traceback.
+    assert p.returncode in (130, -signal.SIGINT) and b"Traceback" not in err, (p.returncode, err[-2000:])
+    assert err.strip().endswith(b"interrupted")
 
 
 def test_broken_model_directories_are_one_line(converted, tmp_path):
