@@ -261,12 +261,19 @@ def _manifest(wanted: list[Run], tmp: Path, lines: int) -> dict:
 
 def record_live(spec: str, port: Path, source: list[str], reference: list[str] | None, settings: list[str],
                 out: Path) -> Path:
-    """Run live fairseq (spec: MODEL_DIR[:ckpt1.pt,ckpt2.pt]) in the port's languages and record it into `out`."""
+    """Run live fairseq (spec: MODEL_DIR[:a.pt:b.pt]) in the port's languages and record it into `out`."""
     from parity.fairseq_hub import load_hub
 
-    model_dir, _, ckpts = spec.partition(":")
+    model_dir, checkpoints = fairseq_spec(spec)
     config = json.loads((port / "config.json").read_text())
     src, tgt = config["langs"]
-    hub = load_hub(model_dir, ckpts.split(",") if ckpts else "model.pt", src, tgt)
-    record_hub(hub, tgt, settings, len(ckpts.split(",")) <= 1, out, source, reference, label="fairseq")
+    hub = load_hub(model_dir, checkpoints, src, tgt)
+    record_hub(hub, tgt, settings, len(checkpoints) <= 1, out, source, reference, label="fairseq")
     return out
+
+
+def fairseq_spec(spec: str) -> tuple[str, list[str]]:
+    """MODEL_DIR[:a.pt:b.pt] -> (MODEL_DIR, checkpoints): an ensemble written as fairseq writes it
+    (colons), or with commas; model.pt when none is named."""
+    model_dir, _, ckpts = spec.partition(":")
+    return model_dir, [c for c in ckpts.replace(",", ":").split(":") if c] or ["model.pt"]

@@ -225,3 +225,19 @@ def test_overwrites_need_force(converted, data, tmp_path, capsys):
     (tmp_path / "hyps.txt").write_text("mine\n")
     assert main(["bleu", *common, "--output", str(tmp_path / "hyps.txt")]) == 1
     assert (tmp_path / "hyps.txt").read_text() == "mine\n"
+
+
+def test_grid_keys_as_users_type_them():
+    """The flags' spelling and transformers' names (run_eval_search's grids) mean the same keys."""
+    assert parse_grid("num_beams=2:3 length_penalty=0.6 max-len-b=50") == parse_grid(
+        "beam=2:3 lenpen=0.6 max_len_b=50")
+    with pytest.raises(GridError, match="also spelled"):
+        parse_grid("temperature=1")
+
+
+def test_ensembles_are_written_as_fairseq_writes_them():
+    from parity.record import fairseq_spec
+
+    assert fairseq_spec("dir:model1.pt:model2.pt") == ("dir", ["model1.pt", "model2.pt"])
+    assert fairseq_spec("dir:model1.pt,model2.pt") == ("dir", ["model1.pt", "model2.pt"])
+    assert fairseq_spec("dir") == ("dir", ["model.pt"])

@@ -38,6 +38,7 @@ def run(args) -> int:
         return 1
     if args.output:
         args.output.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+        print(f"wrote the translations to {args.output}", file=sys.stderr)
     s = score(hyps, reference)
     if args.json:
         print(json.dumps({**s.to_dict(), "options": options, "runtime": runtime(args), "lines": len(source)}))

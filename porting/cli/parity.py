@@ -17,7 +17,8 @@ from pathlib import Path
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--original", required=True, help="recorded:RUN_DIR or fairseq:MODEL_DIR[:ckpt1.pt,ckpt2.pt]")
+    p.add_argument("--original", required=True,
+                   help="recorded:RUN_DIR or fairseq:MODEL_DIR[:a.pt:b.pt] (an ensemble as fairseq writes it; commas work too)")
     p.add_argument("--port", type=Path, required=True, help="converted model directory")
     p.add_argument("--input", type=Path, help="source lines (live fairseq only)")
     p.add_argument("--reference", type=Path, help="reference lines (live fairseq only; without them tensors are "

@@ -95,6 +95,7 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "table.md").write_text(table + "\n")
+    print(f"\nwrote {out / 'results.json'} and {out / 'table.md'}")
     if args.write_best:
         write_best(args.model[0], best["setting"])
         print(f"\nwrote {best['setting']} into {args.model[0] / 'generation_config.json'}")

@@ -22,6 +22,10 @@ from porting.generation import options
 
 # key -> parser of one value: the searchable generation options, as porting.generation.options declares them
 KEYS = options.searchable()
+# what else users type for them: the flags' spelling, and transformers' names for the options that
+# mean the same there (run_eval_search's grids use these; min_length/max_length count differently)
+ALIASES = {"num_beams": "beam", "length_penalty": "lenpen",
+           **{key.replace("_", "-"): key for key in KEYS if "_" in key}}
 
 
 class GridError(ValueError):
@@ -36,8 +40,10 @@ def parse_grid(spec: str) -> list[dict]:
         if not sep or not values:
             problems.append(f"{part!r}: expected key=value1:value2:...")
             continue
+        key = ALIASES.get(key, key)
         if key not in KEYS:
-            problems.append(f"unknown search key {key!r}; known: {', '.join(KEYS)}")
+            problems.append(f"unknown search key {key!r}; known: {', '.join(KEYS)} "
+                            f"(also spelled {', '.join(ALIASES)})")
             continue
         if key in axes:
             problems.append(f"{key} given twice")
