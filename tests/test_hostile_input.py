@@ -3,6 +3,7 @@ clear line and a non-zero exit (never a traceback), nothing of the crafted code 
 line is lost. Every crafted input is made here; nothing large is shipped."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pickle
@@ -57,7 +58,7 @@ def malicious_files(tmp: Path, marker: Path) -> dict[str, tuple[Path, str]]:
     files["legacy"] = (saved("legacy.pt", {**state, "extra": Payload(marker)}, _use_new_zipfile_serialization=False),
                        "system")
     files["nested"] = (saved("nested.pt", {**state, "a": [{"b": ({"c": Payload(marker)},)}]}), "system")
-    ns = argparse_namespace(payload=Payload(marker))             # inside an allowed class's state
+    ns = argparse.Namespace(payload=Payload(marker))             # inside an allowed class's state
     files["allowed-class-state"] = (saved("state.pt", {**state, "args": ns}), "system")
     files["subprocess"] = (saved("popen.pt", {"model": Payload(marker, subprocess.Popen)}), "Popen")
     files["eval"] = (saved("eval.pt", {"model": Payload(marker, eval)}), "eval")
@@ -68,12 +69,6 @@ def malicious_files(tmp: Path, marker: Path) -> dict[str, tuple[Path, str]]:
     files["stack-global"] = (_raw(tmp / "sg.pt", b"\x80\x04\x8c\x02os\x8c\x06system\x93\x8c" + bytes([len(cmd)]) + cmd
                                   + b"\x85R."), "system")
     return files
-
-
-def argparse_namespace(**kw):
-    import argparse
-
-    return argparse.Namespace(**kw)
 
 
 def test_malicious_pickles_never_run_and_each_refusal_names_its_global(tmp_path):

@@ -96,7 +96,10 @@ def recover(out: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
     for tmp, pid in _leftovers(out, "tmp"):
         if not _pid_alive(pid):
-            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+            if tmp.is_dir():                         # a directory's temporary, or a single file's
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
             log.warning("%s: removed %s, left by an interrupted run (process %d)", out, tmp.name, pid)
 
 

@@ -68,7 +68,8 @@ def compiler_version(cc: str) -> str:
         done = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise Unavailable(f"the C compiler {cc} does not run: {e}") from e
-    return (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr).strip() else cc
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0] if lines else cc
 
 
 def check_machine() -> None:

@@ -25,7 +25,6 @@ from porting.kernels import build
 from porting.model.activation import Activation
 
 PANEL = 16                  # output columns per panel, as in skinny.c
-Unavailable = build.Unavailable
 
 
 class _Layer(ctypes.Structure):
@@ -58,8 +57,8 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
         lib = ctypes.CDLL(str(build.library()))
         mismatch = abi_mismatch(lib)
         if mismatch:
-            raise Unavailable(f"ABI mismatch between porting/kernels/skinny.c and native.py: {mismatch}")
-    except Unavailable as e:
+            raise build.Unavailable(f"ABI mismatch between porting/kernels/skinny.c and native.py: {mismatch}")
+    except build.Unavailable as e:
         if os.environ.get("PORTING_NATIVE", "1") != "0":    # not asked for: say so once, it costs speed
             warnings.warn(f"porting: few-row kernels unavailable ({e}); torch's kernels stand in (slower)",
                           RuntimeWarning, stacklevel=3)
