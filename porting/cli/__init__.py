@@ -56,11 +56,13 @@ def verbosity_options() -> argparse.ArgumentParser:
 def configure_logging(args) -> None:
     """Ours at INFO (-v: DEBUG; -q: WARNING); every other library's at WARNING unless -vv, so that
     matplotlib, fairseq, torch and the rest keep their chatter to themselves."""
-    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
-    logging.basicConfig(format="%(levelname)s: %(message)s", level=level, force=True)
-    for name in logging.root.manager.loggerDict:
-        if name.split(".")[0] not in ("porting", "converters", "parity"):
-            logging.getLogger(name).setLevel(logging.DEBUG if args.verbose > 1 else logging.WARNING)
+    # the root's level is what every other library's loggers inherit, those created later too (torch
+    # creates some at exit and logs cache statistics at INFO): warnings, unless -vv
+    logging.basicConfig(format="%(levelname)s: %(message)s", force=True,
+                        level=logging.DEBUG if args.verbose > 1 else logging.WARNING)
+    ours = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    for name in ("porting", "converters", "parity"):
+        logging.getLogger(name).setLevel(ours)
 
 
 def main(argv: list[str] | None = None) -> int:
