@@ -15,6 +15,11 @@ from pathlib import Path
 # Raised whenever what a converted directory holds changes meaning; read_config refuses newer ones.
 FORMAT_VERSION = 1
 
+# The safetensors metadata keys every file we write carries (``convert fairseq`` and ``convert torch``):
+# a tied tensor is stored once under its canonical name, and TIES_METADATA maps alias -> canonical.
+TIES_METADATA = "porting.ties"
+VERSION_METADATA = "porting.format_version"
+
 # fairseq's Dictionary() puts these four first, in this order, before the file's entries.
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 

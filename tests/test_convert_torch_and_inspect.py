@@ -31,9 +31,27 @@ def test_torch_pickle_to_safetensors(tmp_path):
     for k in back:
         assert torch.equal(back[k], state[k]) and back[k].is_contiguous()
     with safe_open(str(tmp_path / "m.safetensors"), "pt") as f:
-        assert json.loads(f.metadata()["aliases"]) == {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
+        assert json.loads(f.metadata()["porting.ties"]) == {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
     # no overwrite without --force
     assert main(["convert", "torch", "--in", str(tmp_path / "pytorch_model.bin"), "--out", str(tmp_path / "m.safetensors")]) == 1
+
+
+def test_a_fairseq_checkpoint_is_named_and_tied_as_convert_fairseq_does(tmp_path):
+    """convert torch on a fairseq checkpoint: the `model.` prefix, the same canonical name for each
+    tie group and the same metadata key as convert fairseq (issue 19, item 14)."""
+    src = model_dir("ende-joined") / "model.pt"
+    assert main(["convert", "torch", "--input", str(src), "--out", str(tmp_path / "t.safetensors")]) == 0
+    assert main(["convert", "fairseq", "--checkpoint", str(src), "--data-dir", str(src.parent),
+                 "--out", str(tmp_path / "f"), "-q"]) == 0
+    with safe_open(str(tmp_path / "t.safetensors"), "pt") as t, safe_open(str(tmp_path / "f" / "model.safetensors"), "pt") as f:
+        assert all(k.startswith("model.") for k in t.keys())
+        assert json.loads(t.metadata()["porting.ties"]) == json.loads(f.metadata()["porting.ties"])
+        # convert fairseq adds the sinusoidal tables and drops fairseq's version counters; the rest is the same
+        derived = {k for k in f.keys() if k.endswith("embed_positions.weight")}
+        assert set(f.keys()) - derived <= set(t.keys())
+        assert {k for k in set(t.keys()) - set(f.keys())} == {"model.encoder.version", "model.decoder.version"}
+        for k in set(f.keys()) - derived:
+            assert torch.equal(t.get_tensor(k), f.get_tensor(k)), k
 
 
 def test_inspect_checkpoint_and_directory(tmp_path, capsys):

@@ -9,6 +9,7 @@ import argparse
 from dataclasses import asdict, dataclass
 
 from porting.format import Arch
+from porting.model import layout
 from porting.model.activation import names as activation_names
 
 # fairseq's `base_architecture` defaults, for keys that older checkpoints predate.
@@ -51,9 +52,9 @@ class Architecture(Arch):
         """alias -> the stored tensor it shares (fairseq names)."""
         out = {}
         if self.share_decoder_input_output_embed:
-            out["decoder.output_projection.weight"] = "decoder.embed_tokens.weight"
+            out["decoder.output_projection.weight"] = layout.TIE_CANONICAL
         if self.share_all_embeddings:
-            out["encoder.embed_tokens.weight"] = "decoder.embed_tokens.weight"
+            out["encoder.embed_tokens.weight"] = layout.TIE_CANONICAL
         return out
 
     def fsmt_incompatibilities(self) -> list[str]:

@@ -31,7 +31,7 @@ from converters.io import safetensors_io
 from converters.io.atomic import OutputExists, atomic_dir, check_writable
 from converters.io.checkpoint import CheckpointError, load_untrusted
 from porting.files import sha256_file
-from porting.format import FORMAT_VERSION, SPECIAL_IDS
+from porting.format import FORMAT_VERSION, SPECIAL_IDS, TIES_METADATA, VERSION_METADATA
 from porting.generation.options import fairseq_defaults
 from porting.model import layout
 
@@ -356,7 +356,7 @@ def _write(job: Job) -> dict:
     """Every file into a temporary directory, each re-read and checked, then swapped in at once."""
     config, provenance = _config(job), _provenance(job)
     first = job.members[0]
-    metadata = {"format": "pt", "porting.ties": json.dumps(first.tied), "porting.format_version": str(FORMAT_VERSION)}
+    metadata = {"format": "pt", TIES_METADATA: json.dumps(first.tied), VERSION_METADATA: str(FORMAT_VERSION)}
     json_files = {"config.json": config, "vocab-src.json": job.vocabs["src"], "vocab-tgt.json": job.vocabs["tgt"],
                   "tokenizer_config.json": model_card.tokenizer_config(job.source_lang, job.target_lang, first.arch),
                   "generation_config.json": model_card.generation_config(fairseq_defaults()),

@@ -2,6 +2,9 @@
 
 For runtimes that read safetensors (tch-rs, candle): tensors made contiguous, tensors that share
 storage stored once with the alias recorded in the metadata, the file read back and compared.
+Names and ties follow ``convert fairseq``: a fairseq checkpoint's weights are named under
+``model.`` (as its ``model`` entry holds them and as ``convert fairseq`` writes them), and the ties
+are recorded under the same metadata key (``porting.format.TIES_METADATA``, alias -> canonical).
 """
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ import torch
 from converters.io import safetensors_io
 from converters.io.atomic import OutputExists, write_file_atomic
 from converters.io.checkpoint import CheckpointError, load_untrusted
+from porting.format import TIES_METADATA
+from porting.model.layout import PREFIX, TIE_CANONICAL
 
 
 class TorchConversionError(Exception):
@@ -35,27 +40,51 @@ def _storage_key(t: torch.Tensor):
     return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
 
 
+def state_of(obj) -> tuple[dict, str]:
+    """The state dict inside a loaded pickle, and the prefix its names take.
+
+    fairseq checkpoints hold the weights under ``model`` next to ``args``/``cfg``; their names get
+    the ``model.`` prefix, as ``convert fairseq`` writes them (and as transformers' FSMT names them).
+    Lightning checkpoints hold them under ``state_dict``; a bare state dict is its own state.
+    """
+    if not isinstance(obj, dict):
+        return {}, ""
+    if isinstance(obj.get("model"), dict) and ("args" in obj or "cfg" in obj):
+        return obj["model"], PREFIX
+    if isinstance(obj.get("state_dict"), dict):
+        return obj["state_dict"], ""
+    return obj, ""
+
+
+def store_once(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors that are the same view of the same storage (tied weights) kept once, made contiguous.
+
+    Returns (kept, alias -> canonical). A group's canonical is the name ``convert fairseq`` stores
+    ties under when the group has it (``model.decoder.embed_tokens.weight``), otherwise its first name.
+    """
+    groups: dict[tuple, list[str]] = {}
+    for name, t in tensors.items():
+        key = _storage_key(t) if t.numel() else ("empty", name)   # empty tensors share no data
+        groups.setdefault(key, []).append(name)
+    kept, aliases = {}, {}
+    for names in groups.values():
+        canonical = PREFIX + TIE_CANONICAL if PREFIX + TIE_CANONICAL in names else names[0]
+        kept[canonical] = tensors[canonical].contiguous()
+        aliases.update({n: canonical for n in names if n != canonical})
+    return kept, aliases
+
+
 def convert_pickle(src: Path, out: Path, force: bool = False) -> dict:
     try:
         obj = load_untrusted(src)
     except CheckpointError as e:
         raise TorchConversionError(str(e)) from None
-    state = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else obj
-    tensors = flatten_state(state)
+    state, prefix = state_of(obj)
+    tensors = flatten_state(state, prefix)
     if not tensors:
         raise TorchConversionError(f"{src}: no tensors found")
-    # Tensors that are the same view of the same storage (tied weights) are stored once.
-    first: dict = {}
-    aliases: dict[str, str] = {}
-    kept: dict[str, torch.Tensor] = {}
-    for name, t in tensors.items():
-        key = _storage_key(t)
-        if t.numel() and key in first:
-            aliases[name] = first[key]
-        else:
-            first.setdefault(key, name)
-            kept[name] = t.contiguous()
-    metadata = {"format": "pt", "aliases": json.dumps(aliases)}
+    kept, aliases = store_once(tensors)
+    metadata = {"format": "pt", TIES_METADATA: json.dumps(aliases)}
 
     def write(tmp: Path) -> None:
         safetensors_io.write(tmp, kept, metadata)

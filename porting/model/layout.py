@@ -14,6 +14,9 @@ from porting.format import PAD, Arch
 from porting.model.positions import sinusoidal_table
 
 PREFIX = "model."
+# The name a group of tied embeddings is stored under (the others are aliases of it): every tie
+# fairseq makes touches the target embedding (decoder output projection, shared source embedding).
+TIE_CANONICAL = "decoder.embed_tokens.weight"
 _ATTN = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
