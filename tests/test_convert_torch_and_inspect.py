@@ -31,7 +31,8 @@ def test_torch_pickle_to_safetensors(tmp_path):
     for k in back:
         assert torch.equal(back[k], state[k]) and back[k].is_contiguous()
     with safe_open(str(tmp_path / "m.safetensors"), "pt") as f:
-        assert json.loads(f.metadata()["porting.ties"]) == {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
+        ties = json.loads(f.metadata()["porting.ties"])
+        assert ties == {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
     # no overwrite without --force
     assert main(["convert", "torch", "--in", str(tmp_path / "pytorch_model.bin"), "--out", str(tmp_path / "m.safetensors")]) == 1
 

@@ -3,6 +3,9 @@ grid, resumable, parallel, and clear errors."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -51,12 +54,48 @@ def test_data_errors_all_reported(tmp_path):
 def test_bleu_command_scores_the_port(converted, data, tmp_path, capsys):
     assert main(["bleu", "--model", str(converted["ende-sep"]), "--input", str(data / "test.en"),
                  "--reference", str(data / "test.de"), "--output", str(tmp_path / "hyp"), "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    bleu, chrf = json.loads(capsys.readouterr().out)
     hyps = (tmp_path / "hyp").read_text(encoding="utf-8").splitlines()
     refs = (data / "test.de").read_text(encoding="utf-8").splitlines()
-    assert out["bleu"] == round(score(hyps, refs).bleu, 2) and "tok:13a" in out["bleu_signature"]
+    assert bleu["score"] == round(score(hyps, refs).bleu, 2) and "tok:13a" in bleu["signature"]
+    assert chrf["name"] == "chrF2" and chrf["score"] == round(score(hyps, refs).chrf, 2)
     assert main(["bleu", "--model", str(converted["ende-sep"]), "--input", str(data / "test.en"),
                  "--reference", str(tmp_path / "hyp-missing")]) == 1
+
+
+def test_bleu_prints_what_sacrebleu_prints(data, tmp_path):
+    """--hypotheses scores a file; every sacreBLEU option we take gives sacreBLEU's own output, byte
+    for byte, against its command line run on the same files (issue 19, item 15)."""
+    refs = data / "test.de"
+    lines = refs.read_text(encoding="utf-8").splitlines()[:60]
+    (tmp_path / "ref").write_text("".join(f"{x}\n" for x in lines), encoding="utf-8")
+    (tmp_path / "ref2").write_text("".join(f"{x.replace(' ein ', ' eine ')}\n" for x in lines), encoding="utf-8")
+    (tmp_path / "hyp").write_text("".join(f"{x.replace('der', 'Die')}\n" for x in lines), encoding="utf-8")
+    ref, ref2, hyp = (str(tmp_path / n) for n in ("ref", "ref2", "hyp"))
+    sacrebleu = str(Path(sys.executable).with_name("sacrebleu"))
+    for refs, ours, theirs in (
+            ([ref], ["--json", "-m", "bleu", "chrf", "ter"], ["-m", "bleu", "chrf", "ter", "-w", "2"]),
+            ([ref], ["--tokenize", "intl", "--lowercase", "-m", "bleu", "--width", "3"],
+             ["-tok", "intl", "-lc", "-w", "3", "-f", "text"]),
+            ([ref, ref2], ["-m", "bleu", "chrf", "--json"], ["-m", "bleu", "chrf", "-w", "2"]),
+            ([ref], ["--confidence", "--confidence-n", "200", "-m", "bleu"],
+             ["--confidence", "-cin", "200", "-w", "2", "-f", "text"])):
+        got = subprocess.run([sys.executable, "-m", "porting.cli", "bleu", "--hypotheses", hyp, "--reference", *refs, *ours],
+                             capture_output=True, text=True)
+        want = subprocess.run([sacrebleu, *refs, "-i", hyp, *theirs], capture_output=True, text=True)
+        assert got.returncode == 0 and want.returncode == 0, got.stderr + want.stderr
+        assert got.stdout == want.stdout, ours
+
+
+def test_bleu_refuses_what_it_would_ignore(data, tmp_path):
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "porting.cli", "bleu", *a], capture_output=True, text=True)
+
+    r = run("--hypotheses", str(data / "test.de"), "--reference", str(data / "test.de"), "--beam", "3", "--input", "x")
+    assert r.returncode == 2 and "--beam, --input: only apply when translating" in r.stderr
+    (tmp_path / "short").write_text("eins\n", encoding="utf-8")
+    r = run("--hypotheses", str(data / "test.de"), "--reference", str(tmp_path / "short"))
+    assert r.returncode == 1 and "line counts differ" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_grid_runs_the_encoder_once_and_matches_independent_runs(converted, data, tmp_path, monkeypatch):

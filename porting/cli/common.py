@@ -41,6 +41,13 @@ def add_generation_flags(p, nbest: bool = True) -> None:
                    help="int8: dynamic int8 linear layers (faster, approximate: see README for its BLEU cost)")
 
 
+def translation_flags(args) -> list[str]:
+    """The generation flags given on this command line (their defaults are None: the model's)."""
+    from porting.generation.options import names
+
+    return [f"--{n.replace('_', '-')}" for n in names() if getattr(args, n, None) is not None]
+
+
 def runtime(args) -> dict:
     """How the models run (dtype, kernels, quantization): Translator.from_pretrained's keywords,
     recorded beside every result they produce."""

@@ -14,10 +14,11 @@ class DataError(ValueError):
     pass
 
 
-def read_parallel(source: Path, reference: Path | None) -> tuple[list[str], list[str] | None]:
-    """Source and reference lines (None without a reference file); every problem reported at once."""
+def read_aligned(files: dict[str, Path | None]) -> dict[str, list[str]]:
+    """Each named file's lines (None entries skipped); every problem reported at once: a missing,
+    undecodable or empty file, and files whose line counts differ."""
     problems, texts = [], {}
-    for name, path in (("input", source), ("reference", reference)):
+    for name, path in files.items():
         if path is None:
             continue
         if not Path(path).is_file():
@@ -30,10 +31,17 @@ def read_parallel(source: Path, reference: Path | None) -> tuple[list[str], list
             continue
         if not texts[name]:
             problems.append(f"--{name} {path}: empty file")
-    if len(texts) == 2 and texts["input"] and len(texts["input"]) != len(texts["reference"]):
-        problems.append(f"line counts differ: {source} has {len(texts['input'])}, {reference} has {len(texts['reference'])}")
+    counts = {files[name]: len(lines) for name, lines in texts.items() if lines}
+    if len(set(counts.values())) > 1:
+        problems.append("line counts differ: " + ", ".join(f"{path} has {n}" for path, n in counts.items()))
     if problems:
         raise DataError("\n".join(problems))
+    return texts
+
+
+def read_parallel(source: Path, reference: Path | None) -> tuple[list[str], list[str] | None]:
+    """Source and reference lines (None without a reference file); every problem reported at once."""
+    texts = read_aligned({"input": source, "reference": reference})
     return texts["input"], texts.get("reference")
 
 
@@ -53,6 +61,35 @@ def score(hypotheses: list[str], references: list[str]) -> Scores:
     bleu, chrf = BLEU(), CHRF()
     return Scores(bleu.corpus_score(hypotheses, [references]).score, chrf.corpus_score(hypotheses, [references]).score,
                   str(bleu.get_signature()), str(chrf.get_signature()))
+
+
+# sacreBLEU's metrics by the names its command line gives them (-m bleu chrf ter).
+METRICS = ("bleu", "chrf", "ter")
+
+
+def sacrebleu_metrics(names: list[str], tokenize: str | None = None, lowercase: bool = False) -> dict:
+    """sacreBLEU metric objects as its command line builds them from -m, --tokenize and --lowercase
+    (tokenize None: sacreBLEU's own default, 13a). Their signatures record these choices.
+    TER stays case-insensitive whatever --lowercase says, as sacreBLEU's command line has it
+    (its --ter-case-sensitive defaults to off), so its TER numbers are ours."""
+    from sacrebleu.metrics import TER
+
+    made = {"bleu": lambda: BLEU(tokenize=tokenize, lowercase=lowercase),
+            "chrf": lambda: CHRF(lowercase=lowercase),
+            "ter": lambda: TER(case_sensitive=False)}
+    return {name: made[name]() for name in names}
+
+
+def sacrebleu_results(hypotheses: list[str], references: list[list[str]], metrics: dict, width: int,
+                      confidence_n: int | None = None, as_json: bool = False) -> list[str]:
+    """Each metric's score formatted exactly as ``sacrebleu`` prints it (its text line or its JSON
+    object, full signature), with bootstrap confidence intervals when confidence_n is given."""
+    out = []
+    for name in sorted(metrics):                       # sacreBLEU's own order
+        metric = metrics[name]
+        result = metric.corpus_score(hypotheses, references, n_bootstrap=confidence_n or 1)
+        out.append(result.format(width, False, metric.get_signature().format(False), as_json))
+    return out
 
 
 def paired_bootstrap(baseline: list[str], system: list[str], references: list[str], samples: int = 1000) -> dict:
