@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 
 # The main job on the shipped example model.
 example: $(STAMP)
-	$(BIN)/porting example
+	$(BIN)/porting example --out .build/example
 
 # The whole test suite, after the linter (ruff: line length, import order, unused names; pyproject.toml).
 test: $(STAMP)

@@ -1,4 +1,8 @@
-"""The example models shipped under reference_runs/ and their held-out data."""
+"""The example models shipped under reference_runs/ and their held-out data.
+
+``reference_runs`` sits beside this package both in a checkout and in an installed wheel (where its
+models and data are package data), so the same path serves both; the recorded runs exist only in a
+checkout (``in_checkout``)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +15,11 @@ REFERENCE_RUNS = Path(__file__).resolve().parents[1] / "reference_runs"
 MODELS = REFERENCE_RUNS / "models"
 DATA = REFERENCE_RUNS / "data"
 RUNS = REFERENCE_RUNS / "runs"
+
+
+def in_checkout() -> bool:
+    """Whether this is a source checkout (with the recorded runs), not an installed wheel."""
+    return (REFERENCE_RUNS.parent / "pyproject.toml").is_file() and RUNS.is_dir()
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[2] / ".build" / "example"
+from porting.cli.common import positive_int
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", default="ende-sep", help="a shipped example model (default: %(default)s)")
-    p.add_argument("--lines", type=int, default=5, help="how many test lines (default: %(default)s)")
-    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--model", default="ende-sep", help="a shipped example model")
+    p.add_argument("--lines", type=positive_int, default=5, help="how many test lines")
+    p.add_argument("--beam", type=positive_int, default=5, help="beam size, for the port and for fairseq")
+    p.add_argument("--out", type=Path, default=Path("porting-example"),
+                   help="where the converted model goes (OUT/MODEL), relative to the current directory; "
+                        "a previous example's output there is replaced, anything else is refused")
 
 
 def run(args) -> int:
@@ -28,9 +31,11 @@ def run(args) -> int:
     source, reference = shipped.test_set(m.source_lang, m.target_lang)
     source, reference = source[:args.lines], reference[:args.lines]
 
-    out = OUT / m.name
+    out = args.out / m.name
     print(f"1. convert {m.path / m.default_checkpoint} -> {out}")
     try:
+        # force replaces only a converted directory of ours (converters/io/atomic.py): a rerun
+        # refreshes the previous example, and never anything the user put there
         convert([m.path / m.default_checkpoint], m.path, out, force=True)
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""fairseq checkpoints, dictionaries and BPE codes -> a converted model directory."""

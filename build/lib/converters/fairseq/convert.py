@@ -1,0 +1,398 @@
+"""fairseq checkpoint(s) + dictionaries + BPE codes -> one clean model directory.
+
+    porting convert fairseq --checkpoint model.pt [--checkpoint model2.pt ...] --data-dir DIR --out OUT
+
+Output layout (see converters/README.md):
+  model.safetensors           the first checkpoint's tensors, each tied tensor once
+  ensemble/<name>.safetensors further checkpoints (ensemble members), same layout
+  config.json                 transformers' FSMT config + a "porting" section (every option, ties, ensemble)
+  vocab-src.json vocab-tgt.json merges.txt tokenizer_config.json   FSMT tokenizer files
+  generation_config.json      fairseq's generation defaults (and transformers' closest equivalents)
+  provenance.json             source sha256, kept training args, every dropped key and why, versions
+  README.md                   model card
+
+Nothing is written unless every check passes; every problem found is reported at once.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from converters.fairseq import bpe_check
+from converters.fairseq import card as model_card
+from converters.fairseq.arch import Architecture, UnsupportedArchitecture, model_args, read_architecture, task_languages
+from converters.fairseq.dictionary import Dictionary, DictionaryError, read_dictionary, to_fsmt_vocab
+from converters.fairseq.upgrade import upgrade
+from converters.io import safetensors_io
+from converters.io.atomic import OutputExists, atomic_dir, check_writable
+from converters.io.checkpoint import CheckpointError, load_untrusted
+from porting.files import sha256_file
+from porting.format import FORMAT_VERSION, SPECIAL_IDS, TIES_METADATA, VERSION_METADATA
+from porting.generation.options import fairseq_defaults
+from porting.model import layout
+
+CONVERTER = "porting-workbench fairseq converter"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Training-only options worth keeping in the provenance (the rest of args are dropped from it).
+KEPT_ARGS = ("arch", "task", "criterion", "label_smoothing", "optimizer", "lr", "max_tokens", "max_update",
+             "max_epoch", "seed", "dropout", "attention_dropout", "activation_dropout", "weight_decay",
+             "source_lang", "target_lang", "bpe", "tokenizer")
+
+log = logging.getLogger(__name__)
+
+
+class ConversionError(Exception):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"{len(problems)} problem(s), nothing written:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass
+class Member:
+    """One checkpoint, mapped: our tensor name -> tensor, plus what was dropped or tied, and why."""
+    path: Path
+    sha256: str
+    arch: Architecture
+    args: dict
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
+    tied: dict[str, str] = field(default_factory=dict)
+    upgrades: list[tuple[str, str]] = field(default_factory=list)
+    langs: tuple[str | None, str | None] = (None, None)
+
+
+def _drop_reason(key: str) -> str | None:
+    if key.endswith(".version") or key == "version":
+        return "fairseq's module version marker, not a weight"
+    if key.endswith("embed_positions._float_tensor"):
+        return "dummy buffer of fairseq's sinusoidal positions; the table is regenerated from the config"
+    return None
+
+
+def map_state(state: dict[str, torch.Tensor], arch: Architecture, src_vocab: int, tgt_vocab: int,
+              problems: list[str], label: str) -> tuple[dict, dict, dict]:
+    """fairseq keys -> our names, checked against the declared layout. Returns (tensors, dropped, tied)."""
+    expected = layout.expected_shapes(arch, src_vocab, tgt_vocab)
+    ties = arch.ties()
+    tensors, dropped, tied = {}, {}, {}
+    for key, value in state.items():
+        reason = _drop_reason(key)
+        if reason:
+            dropped[key] = reason
+        elif key not in expected:
+            problems.append(f"{label}: unexpected tensor {key} {tuple(value.shape)}: no place for it in this architecture")
+        elif tuple(value.shape) != expected[key]:
+            problems.append(f"{label}: {key} has shape {tuple(value.shape)}, the architecture needs {expected[key]}")
+        elif key in ties:
+            canonical = ties[key]
+            if canonical in state and state[canonical].shape == value.shape and not torch.equal(state[canonical], value):
+                problems.append(f"{label}: {key} should be tied to {canonical} ({_tie_flag(key)}) but differs from it")
+            tied[layout.PREFIX + key] = layout.PREFIX + canonical
+            dropped[key] = f"tied to {canonical}: stored once under that name"
+        else:
+            tensors[layout.PREFIX + key] = value
+    for key in expected:
+        if key not in state and key not in ties:
+            problems.append(f"{label}: missing tensor {key} {expected[key]}")
+    for alias, canonical in ties.items():
+        if alias not in state and canonical in state:
+            tied[layout.PREFIX + alias] = layout.PREFIX + canonical  # e.g. no output_projection key at all
+    return tensors, dropped, tied
+
+
+def _tie_flag(key: str) -> str:
+    return "share_all_embeddings" if key.startswith("encoder") else "share_decoder_input_output_embed"
+
+
+# what a weight may be stored as; anything else (complex, float8, integers) is no fairseq transformer weight
+WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _not_weights(state: dict) -> str | None:
+    """Why a checkpoint's `model` dict is not a transformer's weights, or None."""
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            return f"model.{key} is a {type(value).__name__}, not a tensor"
+        if value.dtype not in WEIGHT_DTYPES:
+            return f"model.{key} is {str(value.dtype).removeprefix('torch.')}, not a float weight"
+    return None
+
+
+def read_member(path: Path, problems: list[str]) -> Member | None:
+    try:
+        state = load_untrusted(path)
+    except CheckpointError as e:
+        problems.append(str(e))
+        return None
+    try:
+        args = model_args(state)
+    except ValueError as e:
+        problems.append(f"{path}: {e}")
+        return None
+    if "model" not in state or not isinstance(state["model"], dict):
+        problems.append(f"{path}: no `model` state dict")
+        return None
+    try:
+        arch = read_architecture(args)
+    except UnsupportedArchitecture as e:
+        problems += [f"{path}: {p}" for p in e.problems]
+        return None
+    if problem := _not_weights(state["model"]):
+        problems.append(f"{path}: {problem}")
+        return None
+    try:
+        weights, notes = upgrade(state["model"])
+    except ValueError as e:
+        problems.append(f"{path}: {e}")
+        return None
+    m = Member(path, sha256_file(path), arch, args, upgrades=notes)
+    m.tensors = weights  # fairseq names for now; mapped once the dictionaries are known
+    ignored = sorted(k for k in state if k not in ("model", "args", "cfg"))
+    m.dropped.update({k: "training state (optimizer, scheduler, data iterator), not needed to run the model"
+                      for k in ignored})
+    m.langs = task_languages(state)
+    return m
+
+
+@dataclass
+class Job:
+    """One conversion: what was asked, what has been gathered so far, and every problem found."""
+    checkpoints: list[Path]
+    data_dir: Path
+    out: Path
+    source_lang: str | None
+    target_lang: str | None
+    dtype: str
+    force: bool
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    members: list[Member] = field(default_factory=list)
+    dicts: dict[str, Dictionary] = field(default_factory=dict)
+    vocabs: dict[str, dict[str, int]] = field(default_factory=dict)
+    merges: list[tuple[str, str]] | None = None
+
+    @property
+    def sides(self) -> tuple[tuple[str, str | None], ...]:
+        return ("src", self.source_lang), ("tgt", self.target_lang)
+
+
+def convert(checkpoints: list[Path], data_dir: Path, out: Path, source_lang: str | None = None,
+            target_lang: str | None = None, dtype: str = "float32", force: bool = False) -> dict:
+    """Convert, or raise ConversionError listing every problem. Returns the provenance record.
+
+    Each check runs as soon as what it needs is available, whatever else has failed, so that one
+    run reports everything that is wrong: validate the arguments, gather the members and the data
+    files, check them against each other, and only then cast and write."""
+    job = Job(list(checkpoints), data_dir, out, source_lang, target_lang, dtype, force)
+    _check_arguments(job)
+    _gather_members(job)
+    _gather_data(job)
+    _check_vocabularies(job)
+    _map_members(job)
+    if job.problems:
+        raise ConversionError(job.problems)
+    for w in job.warnings:
+        log.warning(w)
+    cast = DTYPES[dtype]
+    derived = layout.derived_tensors(job.members[0].arch)
+    for m in job.members:
+        m.tensors.update(derived)
+        m.tensors = {k: (v.to(cast) if v.is_floating_point() else v) for k, v in m.tensors.items()}
+    return _write(job)
+
+
+def _check_arguments(job: Job) -> None:
+    if job.dtype not in DTYPES:
+        job.problems.append(f"--dtype {job.dtype!r}: choose one of {', '.join(DTYPES)}")
+    if not job.checkpoints:
+        job.problems.append("no --checkpoint given")
+    if (p := check_writable(job.out, job.force, [*job.checkpoints, job.data_dir])):
+        job.problems.append(p)
+    if not job.data_dir.is_dir():
+        job.problems.append(f"--data-dir {job.data_dir}: not a directory")
+    names = [c.stem for c in job.checkpoints]
+    if len(set(names)) != len(names):
+        job.problems.append(f"checkpoints must have distinct file names, got {names}")
+
+
+def _gather_members(job: Job) -> None:
+    """Read every checkpoint; members must agree on languages and architecture."""
+    members = job.members = [m for c in job.checkpoints if (m := read_member(c, job.problems))]
+    if members:
+        langs = {m.langs for m in members}
+        if len(langs) > 1:
+            job.problems.append(f"ensemble members disagree on languages: {sorted(langs, key=str)}")
+        job.source_lang = job.source_lang or members[0].langs[0]
+        job.target_lang = job.target_lang or members[0].langs[1]
+        for m in members[1:]:
+            if m.arch != members[0].arch:
+                diff = {k: (v, getattr(m.arch, k)) for k, v in members[0].arch.to_dict().items()
+                        if getattr(m.arch, k) != v}
+                job.problems.append(f"{m.path}: architecture differs from {members[0].path}: {diff}")
+    if members and len(members) == len(job.checkpoints) and (not job.source_lang or not job.target_lang):
+        job.problems.append("languages not recorded in the checkpoint: pass --source-lang and --target-lang")
+
+
+def _gather_data(job: Job) -> None:
+    """The two dictionaries and the BPE codes from the data directory."""
+    if not job.data_dir.is_dir():
+        return
+    if job.source_lang and job.target_lang:
+        for side, lang in job.sides:
+            path = job.data_dir / f"dict.{lang}.txt"
+            try:
+                job.dicts[side] = read_dictionary(path)
+            except FileNotFoundError:
+                job.problems.append(f"{path}: missing (the {side} dictionary)")
+            except DictionaryError as e:
+                job.problems.append(str(e))
+            except (OSError, UnicodeDecodeError) as e:
+                job.problems.append(f"{path}: not a readable UTF-8 dictionary ({e})")
+    codes = job.data_dir / "bpecodes"
+    if not codes.is_file():
+        job.problems.append(f"{codes}: missing (the BPE codes)")
+        return
+    try:
+        job.merges = bpe_check.read_merges(codes)
+    except UnicodeDecodeError as e:
+        job.problems.append(f"{codes}: not UTF-8 ({e})")
+    except ValueError as e:
+        job.problems.append(str(e))
+    except OSError as e:
+        job.problems.append(f"{codes}: not readable ({e.strerror})")
+
+
+def _check_vocabularies(job: Job) -> None:
+    """FSMT's vocabularies from the dictionaries, and whether the BPE codes can produce their pieces."""
+    if len(job.dicts) != 2:
+        return
+    try:
+        job.vocabs = {side: to_fsmt_vocab(d) for side, d in job.dicts.items()}
+    except DictionaryError as e:
+        job.problems.append(str(e))
+    if job.merges is None:
+        return
+    for side, lang in job.sides:
+        fit = bpe_check.producible_share(job.dicts[side], job.merges)
+        if fit.share < bpe_check.MIN_PRODUCIBLE_SHARE:
+            job.warnings.append(
+                f"bpecodes fit dict.{lang}.txt poorly: only {fit.share:.1%} of its {fit.checked} pieces can be "
+                f"produced by these codes (e.g. {', '.join(fit.examples)}). The codes may belong to another "
+                "model (one wmt19 en-ru archive shipped the en-de codes).")
+
+
+def _map_members(job: Job) -> None:
+    """Each member's embeddings against the dictionaries, then its tensors onto the declared layout."""
+    if not job.members or len(job.dicts) != 2:
+        return
+    arch = job.members[0].arch
+    sizes = {side: len(d) for side, d in job.dicts.items()}
+    if arch.share_all_embeddings and job.dicts["src"].symbols != job.dicts["tgt"].symbols:
+        job.problems.append("share_all_embeddings needs one joined dictionary, but the two dict files differ")
+    for m in job.members:
+        rows_ok = True
+        for key, (side, lang) in zip(("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"), job.sides):
+            if key in m.tensors and m.tensors[key].shape[0] != sizes[side]:
+                rows_ok = False
+                job.problems.append(f"{m.path}: {key} has {m.tensors[key].shape[0]} rows but dict.{lang}.txt gives "
+                                    f"{sizes[side]} symbols (4 specials + entries): wrong dictionary for this checkpoint?")
+        if rows_ok:
+            m.tensors, dropped, m.tied = map_state(m.tensors, arch, sizes["src"], sizes["tgt"], job.problems, str(m.path))
+            m.dropped.update(dropped)
+
+
+def _member_files(job: Job) -> list[str]:
+    return ["model.safetensors"] + [f"ensemble/{m.path.stem}.safetensors" for m in job.members[1:]]
+
+
+def _config(job: Job) -> dict:
+    """transformers' FSMT config with our `porting` section (porting/format.py's contract)."""
+    arch: Architecture = job.members[0].arch
+    incompatible = arch.fsmt_incompatibilities()
+    config = model_card.fsmt_config(arch, job.source_lang, job.target_lang, len(job.dicts["src"]),
+                                    len(job.dicts["tgt"]), job.dtype)
+    config["porting"] = {
+        "format_version": FORMAT_VERSION,
+        "architecture": arch.to_dict(),
+        "ties": job.members[0].tied,
+        "derived": {k: "fairseq's sinusoidal table, not trained; stored so that transformers' FSMT loads "
+                       "with nothing missing; the native port regenerates and checks it"
+                    for k in layout.derived_tensors(arch)},
+        "ensemble": _member_files(job),
+        "transformers_compatible": not incompatible,
+        "transformers_incompatibilities": incompatible,
+        "dtype": job.dtype,
+        "special_ids": SPECIAL_IDS.to_dict(),
+    }
+    return config
+
+
+def _provenance(job: Job) -> dict:
+    from converters import __version__ as converter_version
+
+    data_files = [job.data_dir / f"dict.{lang}.txt" for lang in dict.fromkeys((job.source_lang, job.target_lang))]
+    data_files.append(job.data_dir / "bpecodes")
+    first = job.members[0]
+    return {
+        "converter": {"name": CONVERTER, "version": converter_version, "format_version": FORMAT_VERSION},
+        "torch": torch.__version__,
+        "sources": {**{str(m.path): m.sha256 for m in job.members}, **{str(f): sha256_file(f) for f in data_files}},
+        "members": {
+            f: {"checkpoint": str(m.path), "sha256": m.sha256, "dropped": m.dropped, "tied": m.tied,
+                "upgraded": dict(m.upgrades), "tensors": len(m.tensors),
+                "parameters": sum(t.numel() for t in m.tensors.values())}
+            for f, m in zip(_member_files(job), job.members)},
+        "training_args": {k: _jsonable(first.args.get(k)) for k in KEPT_ARGS if k in first.args},
+        "dictionary_shadowed_symbols": {side: d.shadowed for side, d in job.dicts.items() if d.shadowed},
+        "warnings": job.warnings,
+    }
+
+
+def _write(job: Job) -> dict:
+    """Every file into a temporary directory, each re-read and checked, then swapped in at once."""
+    config, provenance = _config(job), _provenance(job)
+    first = job.members[0]
+    metadata = {"format": "pt", TIES_METADATA: json.dumps(first.tied), VERSION_METADATA: str(FORMAT_VERSION)}
+    json_files = {"config.json": config, "vocab-src.json": job.vocabs["src"], "vocab-tgt.json": job.vocabs["tgt"],
+                  "tokenizer_config.json": model_card.tokenizer_config(job.source_lang, job.target_lang, first.arch),
+                  "generation_config.json": model_card.generation_config(fairseq_defaults()),
+                  "provenance.json": provenance}
+    try:
+        # no marker file: provenance.json marks a conversion as the workbench's (is_our_output)
+        with atomic_dir(job.out, job.force, [*job.checkpoints, job.data_dir], kind=None) as tmp:
+            _write_files(job, tmp, json_files, metadata, config, provenance)
+    except OutputExists as e:                         # found once this run held the output's lock
+        raise ConversionError([str(e)]) from None
+    except OSError as e:                              # read-only, full, or a file where a directory should be
+        raise ConversionError([f"--out {job.out}: cannot write there ({e.strerror or e})"]) from None
+    return provenance
+
+
+def _write_files(job: Job, tmp: Path, json_files: dict, metadata: dict, config: dict, provenance: dict) -> None:
+    """Every file of the output into `tmp`, each re-read and checked."""
+    problems = []
+    for f, m in zip(_member_files(job), job.members):
+        (tmp / f).parent.mkdir(parents=True, exist_ok=True)
+        safetensors_io.write(tmp / f, m.tensors, metadata)
+        problems += safetensors_io.verify(tmp / f, m.tensors, metadata)
+    for name, obj in json_files.items():
+        _dump(tmp / name, obj)
+    (tmp / "merges.txt").write_text("".join(f"{a} {b}\n" for a, b in job.merges), encoding="utf-8")
+    (tmp / "README.md").write_text(model_card.readme(config, provenance), encoding="utf-8")
+    for name in ("config.json", "vocab-src.json", "vocab-tgt.json"):
+        if json.loads((tmp / name).read_text(encoding="utf-8")) != json_files[name]:
+            problems.append(f"{name}: re-read differs from what was meant")
+    if problems:
+        raise ConversionError(problems)
+
+
+def _jsonable(v):
+    return v if isinstance(v, (str, int, float, bool, type(None), list)) else repr(v)
+
+
+def _dump(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,1 @@
+"""Reading untrusted checkpoints, writing safetensors, atomic outputs, hashes."""

@@ -1,0 +1,279 @@
+"""Record what fairseq does with the shipped example models: the golden files the port is checked
+against where fairseq is absent.
+
+    porting record [--out reference_runs/runs] [--runs ende-sep,...] [--force]
+
+Per run (a model directory and one or several checkpoints) it writes:
+  inputs.json                 source and reference lines; fairseq's Moses tokens, BPE pieces, source ids
+  teacher_forced.safetensors  for a handful of sentences, teacher-forced on the reference: embeddings,
+  teacher_forced.json         every encoder/decoder layer's output, final layer norms, logits, log-probs
+  generation/<setting>.json   per line, every hypothesis: token ids, BPE string, detokenized text,
+                              score and positional scores (floats written exactly)
+and one manifest.json for all runs: versions, settings, chunking, thread count, sha256 of every file.
+
+Generation runs over the test set in fixed chunks of consecutive lines (one ``hub.generate`` call
+each), so a replay of any chunk reproduces fairseq's batching, and with it its numbers, exactly.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from tqdm import tqdm
+
+from parity import shipped
+from parity.settings import ENSEMBLE_SETTINGS, SETTINGS
+from porting.files import sha256_file as sha256
+
+CHUNK_SIZE = 50          # lines per hub.generate call
+TEACHER_FORCED = 8       # sentences recorded layer by layer (the first N of the test set)
+THREADS = 1              # intra-op threads while recording: float reductions can depend on it
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    model: str                       # entry of reference_runs/models/catalog.json
+    checkpoints: tuple[str, ...]     # several = an ensemble
+    settings: tuple[str, ...] = tuple(SETTINGS)
+    teacher_forced: bool = True
+
+
+RUNS = (
+    Run("ende-sep", "ende-sep", ("model2.pt",)),
+    Run("ende-sep-ensemble", "ende-sep", ("model1.pt", "model2.pt"), ENSEMBLE_SETTINGS, teacher_forced=False),
+    Run("ende-joined", "ende-joined", ("model.pt",)),
+)
+
+
+# ---------------------------------------------------------------- pieces a replay also uses
+
+def open_run(run: Run):
+    from parity.fairseq_hub import load_hub
+
+    m = shipped.catalog()[run.model]
+    return load_hub(m.path, run.checkpoints, m.source_lang, m.target_lang), m
+
+
+def hypothesis_record(hub, hypo) -> dict:
+    tokens = hypo["tokens"].tolist()
+    bpe = hub.string(hypo["tokens"])
+    return {
+        "tokens": tokens,
+        "bpe": bpe,
+        "text": hub.detokenize(hub.remove_bpe(bpe)),
+        # float32 values become Python floats exactly; JSON keeps every digit.
+        "score": float(hypo["score"]),
+        "positional_scores": hypo["positional_scores"].tolist(),
+    }
+
+
+def generate_chunk(hub, lines: list[str], options: dict, tokenized=None) -> list[list[dict]]:
+    """fairseq's hypotheses for one chunk of source lines (one ``hub.generate`` call)."""
+    options = dict(options)
+    beam = options.pop("beam", 5)
+    tokenized = tokenized if tokenized is not None else [hub.encode(line) for line in lines]
+    return [[hypothesis_record(hub, h) for h in hypos]
+            for hypos in hub.generate(tokenized, beam=beam, **options)]
+
+
+def chunk_batches(hub, tokenized) -> list[list[int]]:
+    """The batches fairseq's hub forms from one tokenized chunk (indices into the chunk, in batch order).
+
+    fairseq sorts by length and packs up to ``max_tokens``; since ``max_len_a`` applies to a batch's
+    padded width, a replay must use the same batches to reproduce the same length limits."""
+    return [batch["id"].tolist() for batch in hub._build_batches(tokenized, False)]
+
+
+def teacher_forced(hub, source: str, reference: str, target_lang: str) -> tuple[dict, list[str]]:
+    """Named tensors, in forward order, of each model's forward pass on (source, reference).
+
+    Shapes: token tensors [T]; states [T, C] (batch of one, batch dimension dropped); logits and
+    log-probs [T_tgt, V]. The decoder input is fairseq's: </s> followed by the target without its
+    final </s>.
+    """
+    import torch
+    from fairseq.data.encoders.moses_tokenizer import MosesTokenizer, MosesTokenizerConfig
+
+    # hub.tokenize uses source-language rules; the reference needs the target language's.
+    tgt_moses = MosesTokenizer(MosesTokenizerConfig(source_lang=target_lang, target_lang=target_lang))
+    src = hub.encode(source).unsqueeze(0)                                    # [1, S]
+    tgt = hub.tgt_dict.encode_line(hub.apply_bpe(tgt_moses.encode(reference)),
+                                   add_if_not_exist=False).long().unsqueeze(0)  # [1, T]
+    prev = torch.cat([tgt.new_full((1, 1), hub.tgt_dict.eos()), tgt[:, :-1]], dim=1)
+    tensors: dict[str, torch.Tensor] = {"src_tokens": src[0], "target": tgt[0], "prev_output_tokens": prev[0]}
+    order = list(tensors)
+    model = hub.models[0]
+    captured: list[tuple[str, torch.Tensor]] = []
+
+    def keep(name):
+        def hook(_module, _inputs, output):
+            x = output[0] if isinstance(output, tuple) else output
+            captured.append((name, x[:, 0]))                              # [T, B, C] -> [T, C]
+        return hook
+
+    def keep_input(name):
+        def hook(_module, inputs):
+            captured.append((name, inputs[0][:, 0]))                      # [T, B, C] -> [T, C]
+        return hook
+
+    from parity.names import of_fairseq_model
+
+    handles = []
+    for b in of_fairseq_model(model):      # the declared correspondence; logits/lprobs are taken below
+        if not b.fairseq_module:
+            continue
+        module = model.get_submodule(b.fairseq_module)
+        # the decoder's final norm runs on [T, B, C] too, before its transpose to batch-first
+        handles.append(module.register_forward_pre_hook(keep_input(b.name)) if b.taken_from == "input"
+                       else module.register_forward_hook(keep(b.name)))
+    try:
+        with torch.no_grad():
+            encoder_out = model.encoder(src, src_lengths=torch.tensor([src.shape[1]]))
+            logits, extra = model.decoder(prev, encoder_out=encoder_out)          # [1, T, V]
+            lprobs = model.get_normalized_probs((logits, extra), log_probs=True)  # [1, T, V]
+    finally:
+        for h in handles:
+            h.remove()
+    for name, x in captured:
+        tensors[name] = x.detach().clone().contiguous()
+        order.append(name)
+    tensors["decoder.logits"] = logits[0].contiguous()
+    tensors["decoder.lprobs"] = lprobs[0].float().contiguous()
+    order += ["decoder.logits", "decoder.lprobs"]
+    return tensors, order
+
+
+# ---------------------------------------------------------------- recording
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, ensure_ascii=False, indent=None, separators=(",", ":")) + "\n",
+                    encoding="utf-8")
+
+
+def record_run(run: Run, out: Path, source: list[str], reference: list[str]) -> None:
+    hub, m = open_run(run)
+    record_hub(hub, m.target_lang, run.settings, run.teacher_forced, out, source, reference, label=run.name)
+
+
+def record_hub(hub, target_lang: str, settings, with_teacher_forced: bool, out: Path, source: list[str],
+               reference: list[str] | None, label: str = "") -> None:
+    """Record one loaded fairseq hub (a model or an ensemble) into `out`.
+
+    Without references, the teacher-forced targets are the original's own beam-5 translations
+    (then no BLEU can be computed, and inputs.json says so with "reference": null)."""
+    from safetensors.torch import save_file
+
+    moses = [hub.tokenize(line) for line in source]
+    bpe = [hub.apply_bpe(t) for t in moses]
+    write_json(out / "inputs.json", {
+        "source": source, "reference": reference,
+        "moses": [t.split() for t in moses], "bpe": [b.split() for b in bpe],
+        "ids": [hub.binarize(b).tolist() for b in bpe]})
+
+    if with_teacher_forced:
+        n = min(TEACHER_FORCED, len(source))
+        targets = reference[:n] if reference is not None else hub.translate(source[:n], beam=5)
+        all_tensors, orders = {}, []
+        for i in range(n):
+            tensors, order = teacher_forced(hub, source[i], targets[i], target_lang)
+            all_tensors.update({f"s{i}/{k}": v for k, v in tensors.items()})
+            orders.append(order)
+        save_file(all_tensors, str(out / "teacher_forced.safetensors"))
+        write_json(out / "teacher_forced.json", {
+            "sentences": list(range(n)), "forward_order": orders[0],
+            "key_format": "s<sentence>/<tensor>",
+            "layout": "token tensors [T]; states [T, C] for a batch of one; logits and lprobs [T_tgt, V]",
+            **({} if reference is not None else {"targets": "the original's own beam-5 translations"})})
+
+    for name in settings:
+        options = SETTINGS[name]
+        hyps, batches = [], []
+        chunks = range(0, len(source), CHUNK_SIZE)
+        for start in tqdm(chunks, desc=f"{label} {name}", unit="chunk", leave=False):
+            lines = source[start:start + CHUNK_SIZE]
+            tokenized = [hub.encode(line) for line in lines]
+            hyps += generate_chunk(hub, lines, options, tokenized)
+            batches += [[start + i for i in b] for b in chunk_batches(hub, tokenized)]
+        write_json(out / "generation" / f"{name}.json",
+                   {"setting": name, "options": options, "batches": batches, "hypotheses": hyps})
+
+
+def versions() -> dict:
+    names = ["torch", "fairseq-fixed", "sacremoses", "fastBPE", "sacrebleu", "numpy"]
+    found = {}
+    for n in names:
+        try:
+            found[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            found[n] = None
+    import torch
+
+    # the instruction set the kernels dispatched to: floats differ between them (parity/machine.py)
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), **found}
+
+
+def record_runs(wanted: list[Run], out: Path, source: list[str], reference: list[str]) -> None:
+    """Record each run into `out`, written into a temporary sibling and then swapped in: a failure
+    leaves the old runs untouched."""
+    import torch
+
+    torch.set_num_threads(THREADS)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".record-", dir=out.parent))
+    try:
+        for r in wanted:
+            print(f"recording {r.name} ({'+'.join(r.checkpoints)}) on {len(source)} lines", flush=True)
+            record_run(r, tmp / r.name, source, reference)
+        manifest = _manifest(wanted, tmp, len(source))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _manifest(wanted: list[Run], tmp: Path, lines: int) -> dict:
+    catalog = shipped.catalog()
+    return {
+        "versions": versions(), "threads": THREADS, "chunk_size": CHUNK_SIZE,
+        "test_set": {"source": "reference_runs/data/test.en", "reference": "reference_runs/data/test.de",
+                     "lines": lines,
+                     "sha256": {p.name: sha256(p) for p in (shipped.DATA / "test.en", shipped.DATA / "test.de")}},
+        "settings": SETTINGS,
+        "runs": {r.name: {"model": r.model, "checkpoints": list(r.checkpoints), "settings": list(r.settings),
+                          "teacher_forced": r.teacher_forced,
+                          "source_lang": catalog[r.model].source_lang, "target_lang": catalog[r.model].target_lang,
+                          "model_files": {p.name: sha256(p) for p in sorted(catalog[r.model].path.iterdir())}}
+                 for r in wanted},
+        "files": {str(p.relative_to(tmp)): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
+    }
+
+
+def record_live(spec: str, port: Path, source: list[str], reference: list[str] | None, settings: list[str],
+                out: Path) -> Path:
+    """Run live fairseq (spec: MODEL_DIR[:a.pt:b.pt]) in the port's languages and record it into `out`."""
+    from parity.fairseq_hub import load_hub
+
+    model_dir, checkpoints = fairseq_spec(spec)
+    config = json.loads((port / "config.json").read_text())
+    src, tgt = config["langs"]
+    hub = load_hub(model_dir, checkpoints, src, tgt)
+    record_hub(hub, tgt, settings, len(checkpoints) <= 1, out, source, reference, label="fairseq")
+    return out
+
+
+def fairseq_spec(spec: str) -> tuple[str, list[str]]:
+    """MODEL_DIR[:a.pt:b.pt] -> (MODEL_DIR, checkpoints): an ensemble written as fairseq writes it
+    (colons), or with commas; model.pt when none is named."""
+    model_dir, _, ckpts = spec.partition(":")
+    return model_dir, [c for c in ckpts.replace(",", ":").split(":") if c] or ["model.pt"]

@@ -1,0 +1,149 @@
+"""The parity report as files: report.json (everything), report.md, and report.html, one
+self-contained page (the per-layer error plot embedded as a PNG data URI, styles inline, no
+scripts), so it opens from disk or a CI artifact without a server."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from parity import names
+
+
+def write(report: dict, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    (directory / "report.md").write_text(markdown(report), encoding="utf-8")
+    (directory / "report.html").write_text(render(report), encoding="utf-8")
+
+
+
+
+def error_plot_png(tensors: list[dict], atol: float, mode: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to memory
+    import matplotlib.pyplot as plt
+
+    names = [t["name"] for t in tensors]
+    errors = [max(t["max_abs"], 1e-12) for t in tensors]   # log scale: exact zeros drawn at 1e-12
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(names)), 3.6), dpi=100)
+    colors = ["#2e7d32" if t["ok"] else "#c62828" for t in tensors]
+    ax.bar(range(len(names)), errors, color=colors)
+    for i, t in enumerate(tensors):
+        if t["max_abs"] == 0:
+            ax.annotate("0", (i, 1e-12), ha="center", va="bottom", fontsize=8)   # bitwise equal
+    ax.axhline(atol, color="#555", linestyle="--", linewidth=1, label=f"atol {atol:g}")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("max |port - original|")
+    ax.set_title(f"teacher-forced error per layer ({mode})", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def render(report: dict) -> str:
+    e = html.escape
+    verdict = "PASS" if report["ok"] else "FAIL"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Parity {verdict}: {e(report['port'])}</title>",
+             "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}.bad{color:#c62828}.good{color:#2e7d32}</style>",
+             f"</head><body><h1 class='{'good' if report['ok'] else 'bad'}'>Parity {verdict}</h1>",
+             f"<p>port <code>{e(report['port'])}</code> against <code>{e(report['original'])}</code></p>"]
+    t = report["tensors"]
+    if "tensors" in t:
+        png = base64.b64encode(error_plot_png(t["tensors"], t["atol"], t["mode"])).decode()
+        parts += [f"<h2>Tensors</h2><p>mode {e(t['mode'])}; first divergence: "
+                  f"<b id='first-divergence'>{e(t['first_divergence'] or 'none')}</b>"
+                  f" (atol {t['atol']:g}, rtol {t['rtol']:g}); first tensor that differs at all: "
+                  f"<b id='first-inexact'>{e(t['first_inexact'] or 'none (bitwise equal)')}</b></p>",
+                  f"<img alt='per-layer error plot' src='data:image/png;base64,{png}'>",
+                  "<table><tr><th>tensor</th><th>shape</th><th>max abs</th><th>mean abs</th><th>max rel</th>"
+                  "<th>NMSE</th><th>atol needed</th><th>ok</th></tr>"]
+        parts += [f"<tr class='{'good' if d['ok'] else 'bad'}'><td>{e(d['name'])}</td><td>{d['shape']}</td>"
+                  f"<td>{d['max_abs']:.3g}</td><td>{d['mean_abs']:.3g}</td><td>{d['max_rel']:.3g}</td>"
+                  f"<td>{d['nmse']:.3g}</td><td>{d['atol_needed']:.3g}</td><td>{'✓' if d['ok'] else '✗'}</td></tr>"
+                  for d in t["tensors"]]
+        parts.append("</table>")
+        parts += [f"<p class='bad'>{e(p)}</p>" for p in t["problems"]]
+        parts.append("<h3>Where each tensor is taken</h3><table><tr><th>name</th><th>fairseq module</th>"
+                     "<th>taken from</th><th>meaning</th></tr>")
+        parts += [f"<tr><td>{e(b['name'])}</td><td><code>{e(b['fairseq_module'] or 'model')}</code></td>"
+                  f"<td>{e(b['taken_from'])}</td><td>{e(b['meaning'])}</td></tr>" for b in t["correspondence"]]
+        parts.append("</table>")
+    tok = report["tokenization"]
+    parts.append(f"<h2>Tokenization</h2><p>{tok['lines']} lines; mismatches: {e(str(tok['counts']))}</p>")
+    parts.append("<h2>Generation</h2><table><tr><th>setting</th><th>identical</th><th>max score diff</th></tr>")
+    for name, g in report["generation"].items():
+        cells = (f"<td colspan=2>{e(g['error'])}</td>" if "error" in g else
+                 f"<td>{g['identical']}/{g['lines']}</td><td>{g['max_score_diff']:.3g}</td>")
+        parts.append(f"<tr class='{'good' if g.get('ok') else 'bad'}'><td>{e(name)}</td>{cells}</tr>")
+    parts.append("</table>")
+    for name, g in report["generation"].items():
+        for m in g.get("mismatches", [])[:10]:
+            a = m["at_that_step"]
+            parts.append(f"<div class='mismatch'><h3>{e(name)}, line {m['line']}</h3><p>source: {e(m['source'])}<br>"
+                         f"port: {e(m['port'])} ({m['port_score']:.4f})<br>original: {e(m['original'])} "
+                         f"({m['original_score']:.4f})<br>they part at step {m['first_differing_step']}: port chose "
+                         f"<code>{e(a['port_token'])}</code> ({a['port_token_logprob']:.4f}), the original "
+                         f"<code>{e(a['original_token'])}</code> ({a['original_token_logprob']:.4f})</p></div>")
+    if report.get("bleu"):
+        b = report["bleu"]
+        parts.append(f"<h2>BLEU</h2><p>{e(b['setting'])}: port {b['port']['bleu']} / original {b['original']['bleu']}, "
+                     f"chrF {b['port']['chrf']} / {b['original']['chrf']}; paired bootstrap p = "
+                     f"{b['paired_bootstrap'].get('note') or b['paired_bootstrap']['p_value']}"
+                     f"<br><code>{e(b['port']['bleu_signature'])}</code></p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def markdown(report: dict) -> str:
+    c = report["conditions"]
+    lines = [f"# Parity report: {report['port']} vs {report['original']}", "",
+             f"**{'PASS' if report['ok'] else 'FAIL'}**", "",
+             f"conditions: {c['threads']} thread(s), {c['cpu_capability']} (recorded: {c['recorded_threads']} thread(s), "
+             f"{c['recorded_cpu_capability']})" + (f"; **{c['note']}**" if c.get("note") else ""), ""]
+    t = report["tensors"]
+    if "tensors" in t:
+        lines += ["## Tensors (teacher-forced, worst sentence)", "",
+                  f"mode {t['mode']}; first divergence: **{t['first_divergence'] or 'none'}** "
+                  f"(atol {t['atol']}, rtol {t['rtol']}); beyond tolerance: {', '.join(t['failing']) or 'none'}; "
+                  f"first tensor that differs at all: {t['first_inexact'] or 'none (bitwise equal)'}", "",
+                  "| tensor | shape | max abs | mean abs | max rel | NMSE | atol needed | ok |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {d['name']} | {d['shape']} | {d['max_abs']:.3g} | {d['mean_abs']:.3g} | {d['max_rel']:.3g} | "
+                  f"{d['nmse']:.3g} | {d['atol_needed']:.3g} | {'✓' if d['ok'] else '✗'} |" for d in t["tensors"]]
+        lines += [f"- {p}" for p in t["problems"]]
+        lines += ["", "### Where each tensor is taken", ""]
+        lines += names.markdown_table([names.Boundary(**b) for b in t["correspondence"]])
+    else:
+        lines += ["## Tensors", "", t.get("skipped", "")]
+    tok = report["tokenization"]
+    lines += ["", "## Tokenization", "", f"{tok['lines']} lines; mismatches: {tok['counts']}"]
+    lines += ["", "## Generation", "", "| setting | identical | max score diff |", "|---|---|---|"]
+    for name, g in report["generation"].items():
+        if "error" in g:
+            lines.append(f"| {name} | {g['error']} | |")
+        else:
+            lines.append(f"| {name} | {g['identical']}/{g['lines']} | {g['max_score_diff']:.3g} |")
+    for name, g in report["generation"].items():
+        for m in g.get("mismatches", [])[:10]:
+            a = m["at_that_step"]
+            lines += ["", f"- {name}, line {m['line']}: parts at step {m['first_differing_step']}: port chose "
+                      f"`{a['port_token']}` ({a['port_token_logprob']:.4f}), original `{a['original_token']}` "
+                      f"({a['original_token_logprob']:.4f})", f"  - source: {m['source']}",
+                      f"  - port: {m['port']} ({m['port_score']:.4f})",
+                      f"  - original: {m['original']} ({m['original_score']:.4f})"]
+    if report.get("bleu"):
+        b = report["bleu"]
+        p = b["paired_bootstrap"].get("note") or b["paired_bootstrap"]["p_value"]
+        lines += ["", "## BLEU", "", f"setting {b['setting']}: port {b['port']['bleu']} / original {b['original']['bleu']} "
+                  f"(chrF {b['port']['chrf']} / {b['original']['chrf']}); paired bootstrap p = {p}",
+                  f"`{b['port']['bleu_signature']}`"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,100 @@
+"""`porting bleu`: score the port's translations, or an existing hypothesis file, with sacreBLEU.
+
+Scores, signatures and the JSON are sacreBLEU's own (its metric objects and its formatting), so a
+number printed here is the number ``sacrebleu REF -i HYP`` prints with the same options.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from porting.cli.common import add_generation_flags, generation_options, load_translator, runtime, translation_flags
+
+
+def add_arguments(p) -> None:
+    from porting.evaluation.scoring import METRICS
+
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", type=Path, action="append",
+                      help="converted model directory to translate --input with (repeat: ensemble)")
+    what.add_argument("--hypotheses", type=Path, help="score this file of translations instead (one line per reference line)")
+    p.add_argument("--input", type=Path, help="source text to translate (with --model)")
+    p.add_argument("--reference", type=Path, nargs="+", required=True,
+                   help="reference file(s), line-aligned; several for multi-reference BLEU (sacreBLEU's REFS)")
+    p.add_argument("--metrics", "-m", nargs="+", choices=METRICS, default=["bleu", "chrf"], help="sacreBLEU's -m")
+    p.add_argument("--tokenize", "-tok", choices=_tokenizers(), default=None,
+                   help="BLEU's tokenizer, sacreBLEU's --tokenize (default: sacreBLEU's, 13a)")
+    p.add_argument("--lowercase", "-lc", action="store_true", help="case-insensitive scores (sacreBLEU's --lowercase)")
+    p.add_argument("--width", "-w", type=int, default=2,
+                   help="decimals printed (sacreBLEU's default is 1; 2 matches the search and select reports)")
+    p.add_argument("--confidence", "-ci", action="store_true",
+                   help="bootstrap confidence intervals (sacreBLEU's --confidence)")
+    p.add_argument("--confidence-n", "-cin", type=int, default=1000, help="bootstrap resamples for --confidence")
+    p.add_argument("--json", action="store_true", help="print sacreBLEU's JSON (a list when several metrics)")
+    add_generation_flags(p, nbest=False)
+    p.add_argument("--output", type=Path, help="also write the translations here (with --model)")
+    p.add_argument("--force", action="store_true", help="replace an existing --output")
+
+
+def _tokenizers() -> list[str]:
+    # sacreBLEU's own table of BLEU tokenizers (mecab/spm ones need their extra packages at scoring time)
+    from sacrebleu.metrics import BLEU
+
+    return list(BLEU.TOKENIZERS)
+
+
+def usage_problems(args) -> list[str]:
+    """Options that would be ignored, or that are missing, for the mode chosen."""
+    problems = []
+    if args.model and args.input is None:
+        problems.append("--model translates --input: give --input")
+    if args.hypotheses is not None:
+        ignored = [flag for flag in translation_flags(args) if flag] + \
+                  [f"--{n}" for n in ("input", "output") if getattr(args, n) is not None]
+        if ignored:
+            problems.append(f"{', '.join(ignored)}: only apply when translating (--model), not to --hypotheses")
+    return problems
+
+
+def run(args) -> int:
+    from converters.io.atomic import OutputExists
+    from porting.evaluation.scoring import DataError, read_aligned, sacrebleu_metrics, sacrebleu_results
+    from porting.format import ConfigError
+
+    problems = usage_problems(args)
+    if problems:
+        print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
+        return 2
+    if args.output is not None and args.output.exists() and not args.force:   # refused before translating
+        print(f"error: --output {args.output} exists; pass --force to replace it", file=sys.stderr)
+        return 1
+    files = {"input" if args.model else "hypotheses": args.input if args.model else args.hypotheses}
+    files.update({f"reference {i + 1}" if len(args.reference) > 1 else "reference": r for i, r in enumerate(args.reference)})
+    try:
+        texts = read_aligned(files)
+        metrics = sacrebleu_metrics(args.metrics, args.tokenize, args.lowercase)
+        hyps = _translate(args, texts["input"]) if args.model else texts["hypotheses"]
+    except (DataError, ConfigError, ValueError, OutputExists) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    references = [lines for name, lines in texts.items() if name.startswith("reference")]
+    results = sacrebleu_results(hyps, references, metrics, args.width, args.confidence_n if args.confidence else None,
+                                as_json=args.json)
+    print(("[\n" + ",\n".join(results) + "\n]") if args.json and len(results) > 1 else "\n".join(results))
+    return 0
+
+
+def _translate(args, source: list[str]) -> list[str]:
+    from tqdm import tqdm
+
+    translator = load_translator(args)
+    options = generation_options(args)
+    with tqdm(total=len(source), desc="translating", unit="line", disable=None) as bar:
+        hyps = translator.translate(source, batch_size=args.batch_size, progress=bar.update, **options)
+    print(f"translated {len(source)} lines with {options} on {runtime(args)}", file=sys.stderr)
+    if args.output:
+        from converters.io.atomic import write_file_atomic
+        write_file_atomic(args.output, lambda tmp: tmp.write_text("".join(h + "\n" for h in hyps), encoding="utf-8"),
+                          force=args.force, inputs=[args.input, *args.reference])
+        print(f"wrote the translations to {args.output}", file=sys.stderr)
+    return hyps

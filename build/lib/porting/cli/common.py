@@ -1,0 +1,71 @@
+"""What several commands share: the generation flags (made from porting.generation.options, so a
+new option is a new flag everywhere), the kernel flags, and the Translator they ask for."""
+from __future__ import annotations
+
+KERNELS_HELP = ("fast (default): cheaper kernels, same hypotheses; portable: the fast path on torch's kernels "
+                "alone (what runs where the C kernels cannot be built); exact: fairseq's kernels, bitwise equal scores")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
+    return value
+
+
+def add_generation_flags(p, nbest: bool = True) -> None:
+    """fairseq's generation options, by fairseq's names (defaults: the model's generation_config.json),
+    then the batching and kernel flags. nbest: only for commands that print more than the best
+    hypothesis (scoring uses the best one alone)."""
+    from porting.generation import options
+
+    for f in options.fields():
+        if f.name == "nbest" and not nbest:
+            continue
+        kwargs = {"help": f.metadata["help"]}
+        if f.metadata["choices"]:
+            kwargs["choices"] = list(f.metadata["choices"])
+        else:
+            kwargs["type"] = f.type
+        p.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    p.add_argument("--batch-size", type=positive_int, default=32, help="sentences decoded together")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--kernels", choices=["fast", "portable", "exact"], default="fast", help=KERNELS_HELP)
+    p.add_argument("--quantize", choices=["none", "int8"], default="none",
+                   help="int8: dynamic int8 linear layers (faster, approximate: see README for its BLEU cost)")
+
+
+def translation_flags(args) -> list[str]:
+    """The generation flags given on this command line (their defaults are None: the model's)."""
+    from porting.generation.options import names
+
+    return [f"--{n.replace('_', '-')}" for n in names() if getattr(args, n, None) is not None]
+
+
+def runtime(args) -> dict:
+    """How the models run (dtype, kernels, quantization): Translator.from_pretrained's keywords,
+    recorded beside every result they produce."""
+    return {"dtype": args.dtype, "kernels": args.kernels, "quantize": args.quantize}
+
+
+def load_translator(args, **kwargs):
+    """The Translator the generation flags ask for."""
+    from porting.translator import Translator
+
+    return Translator.from_pretrained(*args.model, **runtime(args), **kwargs)
+
+
+def generation_options(args, model_dir=None) -> dict:
+    """The model's defaults (default: the first --model), overridden by the flags given: the
+    Translator's own merge (porting.translator.merged_options)."""
+    from porting.generation.options import names
+    from porting.translator import default_options, merged_options
+
+    defaults = default_options(model_dir if model_dir is not None else args.model[0])
+    return merged_options(defaults, {k: getattr(args, k, None) for k in names()})

@@ -1,0 +1,55 @@
+"""`porting convert fairseq ...` and `porting convert torch ...`."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def add_arguments(p) -> None:
+    import argparse
+
+    from porting.cli import verbosity_options
+
+    sub = p.add_subparsers(dest="source", metavar="SOURCE", required=True)
+    nested = {"parents": [verbosity_options()], "formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+    f = sub.add_parser("fairseq", help="fairseq checkpoint(s) + dict.*.txt + bpecodes -> model directory",
+                       description="Convert fairseq transformer checkpoints. Several --checkpoint = ensemble members.",
+                       **nested)
+    f.add_argument("--checkpoint", type=Path, action="append", required=True,
+                   help="a model*.pt; repeat for an ensemble (the first is the primary model)")
+    f.add_argument("--data-dir", type=Path, required=True, help="directory with dict.<lang>.txt and bpecodes")
+    f.add_argument("--out", type=Path, required=True, help="output directory (refused if it exists, unless --force)")
+    f.add_argument("--source-lang", help="default: read from the checkpoint")
+    f.add_argument("--target-lang", help="default: read from the checkpoint")
+    f.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    f.add_argument("--force", action="store_true", help="replace an existing output")
+    t = sub.add_parser("torch", help="any PyTorch pickle (e.g. pytorch_model.bin) -> model.safetensors", **nested)
+    t.add_argument("--input", "--in", dest="input", type=Path, required=True,
+                   help="the pickle (--in: its former name)")
+    t.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")
+    t.add_argument("--force", action="store_true", help="replace an existing file")
+
+
+def run(args) -> int:
+    if args.source == "fairseq":
+        from converters.fairseq.convert import ConversionError, convert
+
+        try:
+            prov = convert(args.checkpoint, args.data_dir, args.out, args.source_lang, args.target_lang,
+                           args.dtype, args.force)
+        except ConversionError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        n = sum(m["parameters"] for m in prov["members"].values())
+        print(f"wrote {args.out}: {len(prov['members'])} member(s), {n:,} parameters stored")
+        return 0
+    from converters.io.torch_pickle import TorchConversionError, convert_pickle
+
+    try:
+        report = convert_pickle(args.input, args.out, args.force)
+    except TorchConversionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}: {report['tensors']} tensors, {report['bytes']:,} bytes"
+          + (f"; shared storage stored once: {report['aliases']}" if report["aliases"] else ""))
+    return 0

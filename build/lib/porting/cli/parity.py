@@ -1,0 +1,132 @@
+"""`porting parity`: the port against the original, with a report that points at the first divergence.
+
+    porting parity --original recorded:RUN_DIR | fairseq:DIR[:model1.pt,model2.pt] --port OUT \
+        [--input test.src --reference test.ref] [--atol 1e-5 --rtol 1e-4] [--mode accumulate|shadow] \
+        [--kernels fast|portable|exact] \
+        [--settings beam5_nbest5,greedy] --report REPORT_DIR [--record] [--force]
+
+Exit status 1 when parity fails (tensors beyond tolerance, a tokenization or hypothesis mismatch),
+so it can gate CI. fairseq:… runs live fairseq on --input/--reference and compares against that run;
+--record keeps it (as REPORT_DIR/original-run) to replay later without fairseq.
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--original", required=True,
+                   help="recorded:RUN_DIR or fairseq:MODEL_DIR[:a.pt:b.pt] (an ensemble as fairseq writes it; commas work too)")
+    p.add_argument("--port", type=Path, required=True, help="converted model directory")
+    p.add_argument("--input", type=Path, help="source lines (live fairseq only)")
+    p.add_argument("--reference", type=Path, help="reference lines (live fairseq only; without them tensors are "
+                   "teacher-forced on the original's own translations and BLEU is skipped)")
+    p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument("--rtol", type=float, default=1e-4)
+    p.add_argument("--mode", choices=("accumulate", "shadow"), default="accumulate",
+                   help="accumulate: the port runs on its own; shadow: each port layer gets the original's input, "
+                        "so a layer's own error is separated from the error it inherited (default: %(default)s)")
+    p.add_argument("--kernels", choices=("fast", "portable", "exact"), default="fast",
+                   help="the port's decoding kernels (default: %(default)s, what `porting translate` uses)")
+    from parity.settings import SETTINGS
+
+    p.add_argument("--settings", help=f"comma-separated generation settings, from: {', '.join(SETTINGS)} "
+                                      "(default: all in the run)")
+    p.add_argument("--report", type=Path, required=True, help="directory for report.json, report.md and report.html")
+    p.add_argument("--record", action="store_true", help="keep the live fairseq run in the report directory")
+    p.add_argument("--force", action="store_true", help="replace an existing report")
+
+
+class UsageError(Exception):
+    pass
+
+
+def original_run(args, settings: list[str] | None) -> Path:
+    """The original's side as a run directory: the recorded one, or live fairseq recorded now."""
+    kind, _, where = args.original.partition(":")
+    if kind not in ("recorded", "fairseq") or not where:
+        raise UsageError("--original must be recorded:RUN_DIR or fairseq:MODEL_DIR[:ckpts]")
+    if kind == "recorded":
+        if not (Path(where) / "inputs.json").exists():
+            raise UsageError(f"{where}: not a recorded run (no inputs.json)")
+        return Path(where)
+    from parity.fairseq_hub import fairseq_available
+    from parity.record import record_live
+    from parity.settings import SETTINGS
+    from porting.evaluation.scoring import DataError, read_parallel
+
+    if not args.input:
+        raise UsageError("fairseq:… needs --input (and --reference for BLEU)")
+    if unknown := [s for s in settings or [] if s not in SETTINGS]:
+        raise UsageError(f"--settings: unknown {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
+    if not fairseq_available():
+        raise UsageError("fairseq:… runs the original, and fairseq is not importable here: install it as the "
+                         "README's set-up does (`make setup`), or compare against a recorded run (recorded:RUN_DIR)")
+    try:
+        source, reference = read_parallel(args.input, args.reference)
+    except DataError as e:
+        raise UsageError(str(e)) from None
+    target = args.report / "original-run" if args.record else Path(tempfile.mkdtemp(prefix="parity-run-"))
+    return record_live(where, args.port, source, reference, settings or list(SETTINGS), target)
+
+
+def _check_settings(settings: list[str] | None, run_dir: Path) -> None:
+    """Every asked-for setting must be one the run holds: a misspelt name is a usage error, before
+    any comparison runs, not a failed comparison after it."""
+    available = sorted(p.stem for p in (run_dir / "generation").glob("*.json"))
+    unknown = [s for s in settings or [] if s not in available]
+    if unknown:
+        raise UsageError(f"--settings: unknown {', '.join(unknown)}; this run has {', '.join(available)}")
+
+
+def summary(report: dict) -> list[str]:
+    lines = [f"note: {report['conditions']['note']}"] if report["conditions"].get("note") else []
+    t = report["tensors"]
+    if t.get("first_divergence"):
+        lines += [f"tensors ({t['mode']}): first divergence at {t['first_divergence']}; "
+                 f"beyond tolerance: {', '.join(t['failing'])}"]
+    else:
+        lines += [f"tensors: {t.get('skipped') or ', '.join(t['problems']) or 'all within tolerance'}"
+                 + (f" (first inexact: {t['first_inexact']})" if t.get("first_inexact") else "")]
+    lines.append(f"tokenization: {report['tokenization']['counts']} mismatches over {report['tokenization']['lines']} lines")
+    for name, g in report["generation"].items():
+        lines.append(f"generation {name}: " + (g["error"] if "error" in g else f"{g['identical']}/{g['lines']} identical"))
+    if report["bleu"]:
+        b = report["bleu"]
+        lines.append(f"BLEU ({b['setting']}): port {b['port']['bleu']} / original {b['original']['bleu']}  "
+                     f"({b['port']['bleu_signature']})")
+    return lines
+
+
+def run(args) -> int:
+    from parity import harness, report
+
+    if (args.report / "report.json").exists() and not args.force:
+        print(f"error: {args.report} already holds a report (pass --force to replace it)", file=sys.stderr)
+        return 2
+    from porting.format import ConfigError, read_config
+
+    settings = args.settings.split(",") if args.settings else None
+    try:
+        read_config(args.port)                    # before fairseq is run for nothing
+    except ConfigError as e:
+        print(f"error: --port: {e}", file=sys.stderr)
+        return 2
+    try:
+        run_dir = original_run(args, settings)
+        _check_settings(settings, run_dir)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        result = harness.compare(args.port, run_dir, settings, args.atol, args.rtol, args.mode, args.kernels)
+    except ConfigError as e:                      # --port is no converted model this runtime can run
+        print(f"error: --port: {e}", file=sys.stderr)
+        return 2
+    result = {"original": args.original, "port": str(args.port), **result}
+    report.write(result, args.report)
+    print("\n".join(summary(result)))
+    print(f"{'PASS' if result['ok'] else 'FAIL'}: report in {args.report}")
+    return 0 if result["ok"] else 1

@@ -1,0 +1,119 @@
+"""`porting search`: BLEU over a grid of generation settings, tuned on one split and reported on another.
+
+    porting search --model OUT --input valid.en --reference valid.de \
+        --search "beam=5:8:11:15 lenpen=0.6:0.7:0.8:0.9:1.0:1.1 early_stopping=true:false" \
+        [--test-input test.en --test-reference test.de] [--write-best] [--jobs N]
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from porting.cli.common import add_generation_flags, generation_options, runtime
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", type=Path, action="append", required=True, help="converted model directory (repeat: ensemble)")
+    p.add_argument("--input", type=Path, required=True, help="tuning source (a validation split)")
+    p.add_argument("--reference", type=Path, required=True)
+    p.add_argument("--search", required=True, help='e.g. "beam=5:8 lenpen=0.6:1.0 early_stopping=true:false"')
+    p.add_argument("--test-input", type=Path, help="re-score the best setting on this split (never tuned on)")
+    p.add_argument("--test-reference", type=Path)
+    p.add_argument("--write-best", action="store_true",
+                   help="write the best setting into the first model's generation_config.json")
+    p.add_argument("--jobs", type=int, default=1, help="processes to spread settings over")
+    p.add_argument("--out", type=Path, help="results directory (default: .build/search/<model>); holds the resumable state")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the finished settings of an earlier run (needs --force: it deletes them)")
+    p.add_argument("--force", action="store_true", help="allow --restart and --write-best to replace what exists")
+    add_generation_flags(p, nbest=False)
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from porting.evaluation.grid import GridError, markdown_table, parse_grid, run_grid
+    from porting.evaluation.scoring import DataError, paired_bootstrap, read_parallel, score
+    from porting.format import ConfigError
+    from porting.translator import Translator
+
+    problems = []
+    try:
+        settings = parse_grid(args.search)
+    except GridError as e:
+        problems.append(str(e))
+    if (args.test_input is None) != (args.test_reference is None):
+        problems.append("--test-input and --test-reference go together")
+    try:
+        source, reference = read_parallel(args.input, args.reference)
+        test = read_parallel(args.test_input, args.test_reference) if args.test_input and args.test_reference else None
+    except DataError as e:
+        problems.append(str(e))
+    try:
+        base = generation_options(args)
+    except (ValueError, ConfigError) as e:
+        problems.append(str(e))
+    if args.restart and not args.force:
+        problems.append("--restart deletes the finished settings of an earlier run: add --force")
+    if args.write_best and not args.force:
+        problems.append(f"--write-best replaces {args.model[0] / 'generation_config.json'}: add --force")
+    if problems:
+        print("error: " + "\n".join(problems), file=sys.stderr)
+        return 1
+    keys = list(settings[0])
+    defaults = {k: base.get(k) for k in keys}
+    out = args.out or Path(".build") / "search" / args.model[0].resolve().name
+    state = out / "state.jsonl"
+    if args.restart and state.exists():
+        state.unlink()
+    try:
+        with tqdm(desc="settings", unit="setting", disable=None) as bar:
+            records = run_grid(args.model, source, reference, settings, base, state, args.jobs, args.batch_size, bar,
+                               runtime(args))
+    except (ValueError, ConfigError) as e:      # a setting the model cannot take (min_len above the length cap, ...)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    table = markdown_table(records, keys, defaults)
+    best = max(records, key=lambda r: (r["bleu"], r["chrf"]))
+    report = {"tuned_on": str(args.input), "grid": args.search, "fixed": base, "runtime": runtime(args),
+              "results": records,
+              "best": best["setting"], "best_bleu": best["bleu"], "signature": best["bleu_signature"]}
+    print(f"tuned on {args.input} ({len(source)} lines); {best['bleu_signature']}\n")
+    print(table)
+    if test:
+        t = Translator.from_pretrained(*args.model, **runtime(args))
+        cache: dict = {}
+        tuned = t.translate(test[0], encoder_cache=cache, **{**base, **best["setting"]})
+        default = t.translate(test[0], encoder_cache=cache, **base)
+        sig = paired_bootstrap(default, tuned, test[1])
+        report["test"] = {"split": str(args.test_input), "best": score(tuned, test[1]).to_dict(),
+                          "defaults": score(default, test[1]).to_dict(), "paired_bootstrap": sig}
+        print(f"\nreported on {args.test_input} ({len(test[0])} lines, never tuned on): best setting BLEU "
+              f"{sig['system_bleu']:.2f} vs current defaults {sig['baseline_bleu']:.2f}, paired bootstrap "
+              f"p = {sig['p_value']:.4f} ({sig['signature']})")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "table.md").write_text(table + "\n")
+    print(f"\nwrote {out / 'results.json'} and {out / 'table.md'}")
+    if args.write_best:
+        write_best(args.model[0], best["setting"])
+        print(f"\nwrote {best['setting']} into {args.model[0] / 'generation_config.json'}")
+    return 0
+
+
+def write_best(model_dir: Path, setting: dict) -> None:
+    """Into the fairseq section and the transformers equivalents, written atomically (the file keeps
+    normal permissions: the umask's)."""
+    from converters.io.atomic import write_file_atomic
+
+    path = model_dir / "generation_config.json"
+    config = json.loads(path.read_text())
+    config.setdefault("fairseq", {}).update(setting)
+    if "beam" in setting:
+        config["num_beams"] = setting["beam"]
+    if "lenpen" in setting:
+        config["length_penalty"] = setting["lenpen"]
+    if setting.get("early_stopping") in ("true", "false", "never"):
+        config["early_stopping"] = {"true": True, "false": False, "never": "never"}[setting["early_stopping"]]
+    write_file_atomic(path, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"), force=True)

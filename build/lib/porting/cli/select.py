@@ -1,0 +1,73 @@
+"""`porting select`: which checkpoint is best, and does the ensemble of all beat it?
+
+What the wmt19 porters did by hand (eval-each-checkpoint): convert each checkpoint (reusing a
+conversion whose recorded source hash still matches), score each and the ensemble of all on one
+split, report the table and the best.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from porting.cli.common import add_generation_flags, generation_options, runtime
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--checkpoint", type=Path, action="append", required=True, help="fairseq checkpoint (repeat)")
+    p.add_argument("--data-dir", type=Path, required=True, help="dict.*.txt and bpecodes")
+    p.add_argument("--input", type=Path, required=True)
+    p.add_argument("--reference", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=Path(".build") / "select",
+                   help="where conversions are kept (default: %(default)s)")
+    add_generation_flags(p, nbest=False)
+
+
+def converted(checkpoint: Path, data_dir: Path, out: Path) -> Path:
+    from converters.fairseq.convert import convert
+    from porting.files import sha256_file
+
+    target = out / checkpoint.stem
+    prov = target / "provenance.json"
+    if prov.exists():
+        sources = json.loads(prov.read_text())["sources"]
+        if sources.get(str(checkpoint)) == sha256_file(checkpoint):
+            return target  # reuse: converted from this very file
+    convert([checkpoint], data_dir, target, force=True)
+    return target
+
+
+def run(args) -> int:
+    from converters.fairseq.convert import ConversionError
+    from porting.evaluation.scoring import DataError, read_parallel, score
+    from porting.translator import Translator
+
+    names = [c.stem for c in args.checkpoint]
+    if len(set(names)) != len(names):
+        print(f"error: checkpoint file names must differ, got {names}", file=sys.stderr)
+        return 1
+    try:
+        source, reference = read_parallel(args.input, args.reference)
+        dirs = [converted(c, args.data_dir, args.out) for c in args.checkpoint]
+    except (DataError, ConversionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    options = generation_options(args, dirs[0])
+    rows = []
+    candidates = [(d.name, [d]) for d in dirs] + ([("ensemble of all", dirs)] if len(dirs) > 1 else [])
+    for name, members in candidates:
+        try:
+            hyps = Translator.from_pretrained(*members, **runtime(args)).translate(source, batch_size=args.batch_size,
+                                                                                   **options)
+        except ValueError as e:
+            print(f"error: {name}: {e}", file=sys.stderr)
+            return 1
+        rows.append((name, score(hyps, reference)))
+        print(f"{name}: BLEU {rows[-1][1].bleu:.2f}", file=sys.stderr)
+    rows.sort(key=lambda r: -r[1].bleu)
+    print(f"scored on {args.input} ({len(source)} lines); {rows[0][1].bleu_signature}\n")
+    print("bleu | chrf | model\n---- | ---- | -----")
+    for name, s in rows:
+        print(f"{s.bleu:.2f} | {s.chrf:.2f} | {name}")
+    print(f"\nbest: {rows[0][0]}")
+    return 0

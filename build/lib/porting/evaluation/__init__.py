@@ -1,0 +1,1 @@
+"""Scoring translations (sacreBLEU) and the grid search over generation settings."""

@@ -1,0 +1,1 @@
+"""Generation as fairseq's SequenceGenerator does it: options, ensembles, beam search."""

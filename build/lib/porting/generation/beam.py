@@ -1,0 +1,329 @@
+"""Beam search and greedy decoding as fairseq's ``SequenceGenerator`` does them, step by step.
+
+Exact agreement with fairseq is possible only by reproducing its rules, not by re-deriving them:
+  * 2 x beam candidates per sentence from one top-k over (beam x vocab) cumulative scores
+    (at step 0 only the first beam row, since all rows are equal);
+  * a candidate ending in </s> is finalised only if it ranks in the top `beam` candidates;
+  * a sentence is done once `beam` hypotheses are finalised (not the best `beam`: the first), or at
+    max_len, where everything but </s> is masked;
+  * finalised scores are cumulative log-probs (</s> included) / (length incl. </s>) ** lenpen;
+  * max_len = min(int(max_len_a * padded batch width + max_len_b), max positions - 1);
+  * </s> is masked while step < min_len; <pad> is never chosen; unkpen is subtracted from <unk>;
+  * ensembles average probabilities: logsumexp over the models' log-probs minus log(N).
+Greedy decoding is this search with beam 1, as in fairseq.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from porting.format import EOS, PAD, UNK
+from porting.generation.ensemble import Ensemble
+from porting.generation.options import GenerationOptions
+from porting.model.transformer import EncoderOut
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]                 # ends with </s>; the leading </s> decoder input is not included
+    score: float
+    positional_scores: list[float]
+
+
+def left_pad(rows: list[list[int]]) -> Tensor:
+    """Id lists -> [B, S] padded on the left, as fairseq batches sources."""
+    width = max(map(len, rows))
+    out = torch.full((len(rows), width), PAD, dtype=torch.long)
+    for r, ids in enumerate(rows):
+        out[r, width - len(ids):] = torch.tensor(ids)
+    return out
+
+
+def _ban_repeated_ngrams(tokens: Tensor, lprobs: Tensor, step: int, n: int, mode: str) -> None:
+    """In place. tokens: the whole [N, max_len + 2] buffer, as fairseq passes it."""
+    if step + 2 - n < 0:
+        return
+    rows = tokens.tolist()
+    for r, row in enumerate(rows):
+        # fairseq's intent: the last n-1 generated tokens; fairseq main takes the buffer's tail (padding)
+        current = row[step + 2 - n: step + 1] if mode == "correct" else row[-(n - 1):]
+        banned = [row[i + n - 1] for i in range(step + 2 - n) if row[i:i + n - 1] == current]
+        if banned:
+            lprobs[r, torch.tensor(banned, dtype=torch.long)] = -math.inf
+
+
+@dataclass
+class Ended:
+    """A finalised hypothesis as the search keeps it (fairseq's ``finalized`` entries)."""
+    tokens: Tensor                    # [length], ending with </s>
+    score: Tensor                     # [] normalised score
+    positional_scores: Tensor         # [length]
+
+
+@dataclass
+class BeamState:
+    """What the search carries from one step to the next (fairseq's SequenceGenerator locals).
+
+    Rows are sentence * beam + beam row over the sentences still going on (`bsz` of them);
+    ``finalized`` and ``finished`` are indexed by the batch's original sentence numbers."""
+    beam: int
+    max_len: int
+    bsz: int
+    tokens: Tensor                    # [bsz * beam, max_len + 2]: the start </s>, then the tokens so far, <pad>
+    scores: Tensor                    # [bsz * beam, max_len + 1]: cumulative scores, 0 after the step
+    ignored: list[list[bool]]         # fairseq's cands_to_ignore: rows kept only to fill the beam
+    finalized: list[list[Ended]]
+    finished: list[bool]
+    # the rows the caches must follow before the next step (the decoders apply it: FastDecoder
+    # folds it into porting/kernels/skinny.c's cache copy), None at the first step
+    pending_order: Tensor | None = None
+
+    @classmethod
+    def start(cls, bsz: int, beam: int, max_len: int) -> "BeamState":
+        tokens = torch.full((bsz * beam, max_len + 2), PAD, dtype=torch.long)   # + 2 for </s> and the start
+        tokens[:, 0] = EOS
+        return cls(beam, max_len, bsz, tokens, torch.zeros(bsz * beam, max_len + 1),   # + 1 for </s>
+                   [[False] * beam for _ in range(bsz)], [[] for _ in range(bsz)], [False] * bsz)
+
+    def sentence_of(self, positions: list[int]) -> list[int]:
+        """Batch positions of the shrunken batch -> original sentence numbers."""
+        unfinished = [sent for sent, f in enumerate(self.finished) if not f]
+        return [unfinished[p] for p in positions]
+
+    def ended(self, step: int, rows: Tensor, eos_scores: Tensor) -> tuple[Tensor, Tensor]:
+        """Token ids (leading </s> dropped, final </s> set) and per-position scores of hypotheses
+        ending now in these rows."""
+        tokens = self.tokens.index_select(0, rows)[:, 1: step + 2]
+        tokens[:, step] = EOS
+        pos_scores = self.scores.index_select(0, rows)[:, : step + 1]
+        pos_scores[:, step] = eos_scores
+        pos_scores[:, 1:] = pos_scores[:, 1:] - pos_scores[:, :-1]          # cumulative -> per position
+        return tokens, pos_scores
+
+    def drop(self, going_on: list[int]) -> None:
+        """Keep only the sentences at these batch positions."""
+        kept = torch.tensor(going_on)
+        self.scores = self.scores.view(self.bsz, -1)[kept].view(len(going_on) * self.beam, -1)
+        self.tokens = self.tokens.view(self.bsz, -1)[kept].view(len(going_on) * self.beam, -1)
+
+    def follow(self, step: int, old_rows: list[int], new_rows: list[int], next_tokens: list[int],
+               next_scores: list[float], ignored: list[list[bool]]) -> None:
+        """Continue each row from the row it follows with its next token and score."""
+        # whole rows: the columns after this step's are still <pad> (tokens) and 0 (scores) in every row
+        rows = torch.tensor(new_rows)
+        self.tokens, self.scores = self.tokens.index_select(0, rows), self.scores.index_select(0, rows)
+        self.tokens[:, step + 1] = torch.tensor(next_tokens)
+        self.scores[:, step] = torch.tensor(next_scores, dtype=torch.float32)
+        self.bsz = len(ignored)
+        self.ignored = ignored
+        self.pending_order = torch.tensor(old_rows)
+
+    def hypotheses(self) -> list[list[Hypothesis]]:
+        out = []
+        for sent in self.finalized:
+            order = torch.sort(torch.tensor([float(h.score.item()) for h in sent]), descending=True)[1]
+            out.append([Hypothesis(sent[i].tokens.tolist(), float(sent[i].score), sent[i].positional_scores.tolist())
+                        for i in order])
+        return out
+
+
+def generate(ensemble: Ensemble, src_tokens: Tensor, opts: GenerationOptions,
+             encoder_outs: list[EncoderOut] | None = None) -> list[list[Hypothesis]]:
+    """Every finalised hypothesis (``beam`` of them) for a batch of left-padded sources [B, S], best
+    first. Like fairseq's generator, this ignores ``nbest``: callers keep the first ``nbest``.
+    ``encoder_outs`` (from ``ensemble.encode(src_tokens)``) skips the encoder when already computed."""
+    bsz, src_len = src_tokens.shape
+    max_len = min(int(opts.max_len_a * src_len + opts.max_len_b), ensemble.max_decoder_positions - 1)
+    if opts.min_len > max_len:
+        raise ValueError(f"min_len {opts.min_len} is larger than max_len {max_len}")
+    with torch.no_grad():
+        # the encoder's output does not depend on generation options: callers may pass it in
+        encs = encoder_outs if encoder_outs is not None else ensemble.encode(src_tokens)
+        state = BeamState.start(bsz, opts.beam, max_len)
+        _search(ensemble, ensemble.for_beam(encs, opts.beam), opts, state)
+        return state.hypotheses()
+
+
+def _search(ensemble: Ensemble, encs: list[EncoderOut], opts: GenerationOptions, state: BeamState) -> None:
+    """Steps until every sentence is finished: choose candidates, end some, continue the rest.
+    The bookkeeping is fairseq's, on Python lists: per candidate it is a few comparisons, which
+    cost ~10 us a step as lists and ~25 torch calls of 5-20 us each as tensors."""
+    caches = ensemble.new_caches()
+    vocab = ensemble.vocab_size
+    remaining = state.bsz
+    # the candidates straight from the decoder's last states (porting/kernels/skinny_candidates.c);
+    # n-gram bans need the log-probs
+    fused = ensemble.fuses_candidates() and opts.no_repeat_ngram_size == 0
+    for step in range(state.max_len + 1):  # one extra step for </s>
+        if state.pending_order is not None:
+            ensemble.reorder_caches(caches, state.pending_order)
+        cand_scores, cand_indices = _step(ensemble, encs, caches, state, step, opts, fused)
+        flat, values = cand_indices.tolist(), cand_scores.tolist()      # [B][2 x beam]: beam row * V + token
+        eos_rows, eos_values, stops = _ends(flat, values, state.ignored, state.beam, vocab)
+        finalized_sents = _end(state, step, eos_rows, eos_values, cand_scores, cand_indices.fmod(vocab), opts)
+        remaining -= len(finalized_sents)
+        if remaining == 0:
+            break
+        assert step < state.max_len, f"{step} < {state.max_len}"
+        going_on = list(range(state.bsz))
+        if finalized_sents:
+            done = set(finalized_sents)
+            going_on = [b for b in range(state.bsz) if b not in done]
+            state.drop(going_on)
+        state.follow(step, *_continue(going_on, stops, flat, values, state.beam, vocab))
+
+
+def _step(ensemble: Ensemble, encs: list[EncoderOut], caches, state: BeamState, step: int,
+          opts: GenerationOptions, fused: bool) -> tuple[Tensor, Tensor]:
+    """One decoder step and the 2 x beam best candidates per sentence: (scores, flat indices
+    beam_row * V + token) [B, 2 x beam]."""
+    beam, vocab = state.beam, ensemble.vocab_size
+    tokens = state.tokens[:, : step + 1]
+    if fused and step < state.max_len:             # the last step allows only </s>: torch's path
+        found, lprobs = ensemble.step_candidates(
+            tokens, encs, caches, None if step == 0 else state.scores[:, step - 1], beam,
+            min(2 * beam, (1 if step == 0 else beam) * vocab - 1), opts.unkpen, step < opts.min_len)
+        if found is not None:
+            return found
+    else:
+        lprobs = ensemble.step(tokens, encs, caches)   # [N, V]
+    return _top_candidates(ensemble, lprobs, state, step, opts)
+
+
+def _end(state: BeamState, step: int, eos_rows: list[int], eos_values: list[float], cand_scores: Tensor,
+         cand_tokens: Tensor, opts: GenerationOptions) -> list[int]:
+    """Finalise the hypotheses ending here; returns the batch positions of sentences now done."""
+    finalized_sents: list[int] = []
+    if eos_rows:
+        rows = torch.tensor(eos_rows)
+        eos_scores = torch.tensor(eos_values, dtype=torch.float32)   # exact: the values are float32's
+        if opts.early_stopping == "fairseq":
+            finalized_sents = _finalize(state, step, rows, eos_scores, opts.lenpen)
+        else:
+            _keep_best(state, step, rows, eos_scores, opts.lenpen)
+    if opts.early_stopping != "fairseq":
+        finalized_sents = _transformers_done(state, step, cand_scores, cand_tokens, opts)
+    return finalized_sents
+
+
+def _ends(flat: list[list[int]], values: list[list[float]], ignored: list[list[bool]], beam: int,
+          vocab: int) -> tuple[list[int], list[float], list[list[bool]]]:
+    """Candidates ending in </s> with a finite score among each sentence's first `beam` that are not
+    ignored are finalised: their rows (sentence * beam + beam row) and scores. Every candidate that
+    ends, and every ignored one, stops: stops[sentence][candidate]."""
+    eos_rows, eos_values, stops = [], [], []
+    for b, (f_b, v_b, ignored_b) in enumerate(zip(flat, values, ignored)):
+        stop = [f % vocab == EOS and v != -math.inf for f, v in zip(f_b, v_b)]
+        for j in range(beam):
+            if stop[j] and not ignored_b[j]:
+                eos_rows.append(b * beam + f_b[j] // vocab)
+                eos_values.append(v_b[j])
+            stop[j] = stop[j] or ignored_b[j]
+        stops.append(stop)
+    return eos_rows, eos_values, stops
+
+
+def _continue(going_on: list[int], stops: list[list[bool]], flat: list[list[int]], values: list[list[float]],
+              beam: int, vocab: int) -> tuple[list[int], list[int], list[int], list[float], list[list[bool]]]:
+    """Each sentence still going on continues with its `beam` best candidates that do not stop (if
+    there are fewer, stopped ones fill the beam and are ignored from then on): fairseq's topk over
+    stopped * 2 x beam + position, smallest first. Returns the rows followed in this step's batch
+    (the caches') and in the batch without finished sentences (tokens' and scores'), the new
+    tokens and cumulative scores, and the ignored flags."""
+    old_rows, new_rows, next_tokens, next_scores, ignored = [], [], [], [], []
+    for new_b, b in enumerate(going_on):
+        stop, f_b = stops[b], flat[b]
+        take = ([j for j, s in enumerate(stop) if not s] + [j for j, s in enumerate(stop) if s])[:beam]
+        ignored.append([stop[j] for j in take])
+        rows = [f_b[j] // vocab for j in take]
+        old_rows += [b * beam + r for r in rows]
+        new_rows += [new_b * beam + r for r in rows]
+        next_tokens += [f_b[j] % vocab for j in take]
+        next_scores += [values[b][j] for j in take]
+    return old_rows, new_rows, next_tokens, next_scores, ignored
+
+
+def _top_candidates(ensemble: Ensemble, lprobs: Tensor, state: BeamState, step: int,
+                    opts: GenerationOptions) -> tuple[Tensor, Tensor]:
+    """fairseq's rules on the step's log-probs [N, V] (in place), then the 2 x beam best cumulative
+    scores per sentence: (scores, flat indices beam_row * V + token) [B, 2 x beam]."""
+    vocab = lprobs.size(-1)
+    # fairseq: lprobs[lprobs != lprobs] = -inf; the same values, without a [N, V] mask (~15x faster)
+    torch.nan_to_num_(lprobs, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+    lprobs[:, PAD] = -math.inf
+    if opts.unkpen:                                                 # x - 0.0 is x: skip the call
+        lprobs[:, UNK] -= opts.unkpen
+    if step >= state.max_len:
+        lprobs[:, :EOS] = -math.inf
+        lprobs[:, EOS + 1:] = -math.inf
+    if step < opts.min_len:
+        lprobs[:, EOS] = -math.inf
+    if opts.no_repeat_ngram_size > 0:
+        _ban_repeated_ngrams(state.tokens, lprobs, step, opts.no_repeat_ngram_size, opts.ngram_blocking)
+
+    # one search step: the 2*beam best continuations per sentence
+    bsz, beam = state.bsz, state.beam
+    lp = lprobs.view(bsz, -1, vocab)
+    if step == 0:
+        lp = lp[:, ::beam, :].contiguous()                              # all rows are equal at step 0
+    else:
+        lp = lp.add_(state.scores.view(bsz, beam, -1)[:, :, step - 1].unsqueeze(-1))   # in place: not read again
+    flat = lp.view(bsz, -1)
+    return ensemble.top_candidates(flat, min(2 * beam, flat.size(1) - 1))
+
+
+def _finalize(state: BeamState, step: int, rows: Tensor, eos_scores: Tensor, lenpen: float) -> list[int]:
+    """Record hypotheses ending in </s> at this step; returns the batch positions of sentences that
+    are now done (fairseq's ``finalize_hypos``)."""
+    tokens, pos_scores = state.ended(step, rows, eos_scores)
+    eos_scores /= (step + 1) ** lenpen
+    unfinished = [row // state.beam for row in rows.tolist()]          # batch positions
+    sents = state.sentence_of(unfinished)
+    for i, sent in enumerate(sents):
+        if len(state.finalized[sent]) < state.beam:
+            state.finalized[sent].append(Ended(tokens[i], eos_scores[i], pos_scores[i]))
+    newly = []
+    for sent, position in sorted(set(zip(sents, unfinished))):       # fairseq: torch.unique, sorted
+        if not state.finished[sent] and (len(state.finalized[sent]) == state.beam or step == state.max_len):
+            state.finished[sent] = True
+            newly.append(position)
+    return newly
+
+
+def _keep_best(state: BeamState, step: int, rows: Tensor, eos_scores: Tensor, lenpen: float) -> None:
+    """transformers' rule: an ended hypothesis joins the kept set if it is among the `beam` best."""
+    tokens, pos_scores = state.ended(step, rows, eos_scores)
+    eos_scores = eos_scores / (step + 1) ** lenpen
+    for i, sent in enumerate(state.sentence_of([row // state.beam for row in rows.tolist()])):
+        kept = state.finalized[sent]
+        kept.append(Ended(tokens[i], eos_scores[i], pos_scores[i]))
+        kept.sort(key=lambda h: -float(h.score))   # stable: earlier (better-ranked) ones first on ties
+        del kept[state.beam:]
+
+
+def _transformers_done(state: BeamState, step: int, cand_scores: Tensor, cand_tokens: Tensor,
+                       opts: GenerationOptions) -> list[int]:
+    """Batch positions of sentences that transformers' stopping rule ends after this step."""
+    newly = []
+    sents = state.sentence_of(list(range(cand_scores.size(0))))
+    for pos, sent in enumerate(sents):
+        kept = state.finalized[sent]
+        if step == state.max_len:
+            done = True
+        elif len(kept) < state.beam:
+            done = False
+        elif opts.early_stopping == "true":
+            done = True
+        else:
+            running = cand_scores[pos][cand_tokens[pos] != EOS]   # best continuing hypothesis first
+            length = state.max_len + 1 if opts.early_stopping == "never" and opts.lenpen > 0 else step + 1
+            best = float(running[0]) / length ** opts.lenpen if running.numel() else -math.inf
+            done = not best > min(float(h.score) for h in kept)
+        if done:
+            newly.append(pos)
+    for pos in newly:
+        state.finished[sents[pos]] = True
+    return newly

@@ -1,0 +1,107 @@
+"""Building porting/kernels/skinny.c and skinny_candidates.c into a shared library, and the cache it
+is kept in.
+
+Compiled on first use with the machine's C compiler (cc, or $CC) into ``$PORTING_CACHE`` (default
+``$XDG_CACHE_HOME/porting-workbench`` or ``~/.cache/porting-workbench``), under a name hashed
+from the sources, the flags and the compiler's path and version, so that a changed source or
+compiler is rebuilt. A library is compiled code that this process will run: it is loaded only
+from a directory this user owns and nobody else can write (created 0700; another owner, or group
+or world write permission, turns the kernels off with that reason). It is written under a
+temporary name and then renamed, so concurrent first uses never see a half-written library.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).parent
+SOURCES = (HERE / "skinny.c", HERE / "skinny_candidates.c")
+HEADERS = (HERE / "skinny_tiles.h",)
+FLAGS = ("-O3", "-std=c99", "-mavx2", "-mfma", "-shared", "-fPIC")
+
+
+class Unavailable(RuntimeError):
+    """Why the compiled kernels cannot be used here (torch's kernels stand in)."""
+
+
+def cache_dir() -> Path:
+    xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return Path(os.environ.get("PORTING_CACHE") or xdg / "porting-workbench") / "native"
+
+
+def _private_dir(path: Path) -> None:
+    """Create `path` (and missing parents) 0700, then refuse it unless this user owns it and neither
+    group nor others may write to it: a library loaded from there runs as this user."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = path.stat()
+    except OSError as e:
+        raise Unavailable(f"cannot create the kernel cache {path}: {e}") from e
+    if info.st_uid != os.getuid():
+        raise Unavailable(f"the kernel cache {path} belongs to another user (uid {info.st_uid}); "
+                          "set PORTING_CACHE to a directory of your own")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise Unavailable(f"the kernel cache {path} is writable by others (mode {stat.S_IMODE(info.st_mode):o}); "
+                          "chmod go-w it or set PORTING_CACHE to a private directory")
+
+
+def compiler() -> str:
+    found = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not found:
+        raise Unavailable("no C compiler (cc, gcc or clang) on PATH")
+    return found
+
+
+@functools.cache
+def compiler_version(cc: str) -> str:
+    """The compiler's first --version line: part of the library's name, so an upgraded compiler rebuilds."""
+    try:
+        done = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise Unavailable(f"the C compiler {cc} does not run: {e}") from e
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0] if lines else cc
+
+
+def check_machine() -> None:
+    if os.environ.get("PORTING_NATIVE", "1") == "0":
+        raise Unavailable("disabled by PORTING_NATIVE=0")
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        raise Unavailable(f"needs an x86-64 CPU, this is {platform.machine()}")
+    capability = torch.backends.cpu.get_cpu_capability()    # "AVX2" means AVX2 and FMA to ATen too
+    if capability not in ("AVX2", "AVX512"):
+        raise Unavailable(f"needs AVX2 and FMA; torch reports this CPU as {capability}")
+
+
+def library() -> Path:
+    """The compiled library, built now if the cache does not hold it; Unavailable says why not."""
+    check_machine()
+    cc = compiler()
+    text = b"".join(f.read_bytes() for f in (*SOURCES, *HEADERS))
+    key = hashlib.sha256(text + repr((FLAGS, cc, compiler_version(cc))).encode()).hexdigest()[:16]
+    directory = cache_dir()
+    _private_dir(directory)
+    lib = directory / f"skinny-{key}.so"
+    if lib.exists():
+        return lib
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".skinny-", suffix=".so")
+    os.close(fd)
+    try:
+        done = subprocess.run([cc, *FLAGS, *map(str, SOURCES), "-o", tmp, "-lm"], capture_output=True, text=True)
+        if done.returncode:
+            raise Unavailable(f"{cc} could not compile {' '.join(f.name for f in SOURCES)}: "
+                              f"{done.stderr.strip()[-800:]}")
+        os.replace(tmp, lib)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return lib

@@ -1,0 +1,301 @@
+"""The compiled kernels' Python side: products (``linear``), attention (``attention``), embeddings
+(``embed``), the decoder's layers in one call (``DecoderLayers``) from porting/kernels/skinny.c, and the
+output projection fused with the search's candidate selection (``candidates``) from
+skinny_candidates.c. Why they are written by hand: see there. Building them: porting/kernels/build.py.
+
+Where they cannot be built or loaded (no x86-64 with AVX2/FMA, no compiler, an unsafe cache, or
+``PORTING_NATIVE=0``), ``available()`` is False, ``unavailable_reason()`` says why (and a
+RuntimeWarning says it once, unless it was turned off on purpose), and the fast kernels use torch's
+instead (same hypotheses, slower: the parity suites run that path too, as ``--kernels portable``).
+On load, the library's ``struct layer`` is checked against this file's ctypes mirror (size and
+every field's offset): a mismatch refuses the library instead of corrupting memory.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from porting.kernels import build
+from porting.model.activation import Activation
+
+PANEL = 16                  # output columns per panel, as in skinny.c
+
+
+class _Layer(ctypes.Structure):
+    """skinny.c's struct layer, field for field (checked against skinny_abi when the library loads)."""
+    _fields_ = [(name, ctypes.c_void_p) for name in (
+        "qkv_w", "qkv_b", "self_out_w", "self_out_b", "self_ln_w", "self_ln_b", "q_w", "q_b",
+        "cross_out_w", "cross_out_b", "cross_ln_w", "cross_ln_b", "fc1_w", "fc1_b", "fc2_w", "fc2_b",
+        "final_ln_w", "final_ln_b")] + [(name, ctypes.c_int) for name in ("c", "ffn", "heads", "pre_norm", "activation")] \
+        + [("scaling", ctypes.c_float), ("eps", ctypes.c_float)]
+
+
+def abi_mismatch(lib: ctypes.CDLL) -> str | None:
+    """How the library's struct layer differs from _Layer (size, then the first field that moved), or None."""
+    out = (ctypes.c_int64 * 256)()                # room for any struct skinny.c may declare
+    lib.skinny_abi.argtypes, lib.skinny_abi.restype = [ctypes.c_void_p], ctypes.c_int
+    written = lib.skinny_abi(out)
+    if written != len(_Layer._fields_) + 1:
+        return f"the library's struct layer has {written - 1} fields, the Python mirror {len(_Layer._fields_)}"
+    if out[0] != ctypes.sizeof(_Layer):
+        return f"the library's struct layer takes {out[0]} bytes, the Python mirror {ctypes.sizeof(_Layer)}"
+    for (name, _), offset in zip(_Layer._fields_, out[1:]):
+        if getattr(_Layer, name).offset != offset:
+            return f"field {name} is at byte {offset} in the library, {getattr(_Layer, name).offset} in the mirror"
+    return None
+
+
+@functools.cache
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+    try:
+        lib = ctypes.CDLL(str(build.library()))
+        mismatch = abi_mismatch(lib)
+        if mismatch:
+            raise build.Unavailable(f"ABI mismatch between porting/kernels/skinny.c and native.py: {mismatch}")
+    except build.Unavailable as e:
+        if os.environ.get("PORTING_NATIVE", "1") != "0":    # not asked for: say so once, it costs speed
+            warnings.warn(f"porting: few-row kernels unavailable ({e}); torch's kernels stand in (slower)",
+                          RuntimeWarning, stacklevel=3)
+        return None, str(e)
+    except OSError as e:                                    # a library that does not load
+        return None, f"the compiled kernel does not load: {e}"
+    lib.skinny_linear_threads.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2 + [ctypes.c_int]
+    lib.skinny_linear_threads.restype = None
+    lib.skinny_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 5
+    lib.skinny_embed.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_float,
+                                 ctypes.c_void_p, ctypes.c_void_p]
+    lib.skinny_embed.restype = ctypes.c_int
+    lib.skinny_attention.restype = None
+    lib.skinny_decoder_layers.argtypes = [ctypes.POINTER(_Layer), ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+                                          ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 5 + [ctypes.c_int] * 2 \
+        + [ctypes.c_void_p] * 2 + [ctypes.c_int]
+    lib.skinny_decoder_layers.restype = ctypes.c_int
+    lib.skinny_candidates.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 3 + [ctypes.c_void_p] \
+        + [ctypes.c_int] * 5 + [ctypes.c_float, ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int]
+    lib.skinny_candidates.restype = ctypes.c_int
+    lib.skinny_activation_supported.argtypes, lib.skinny_activation_supported.restype = [ctypes.c_int], ctypes.c_int
+    return lib, None
+
+
+@functools.cache
+def _openmp() -> tuple[int | None, int | None]:
+    """torch's GOMP_parallel and omp_get_thread_num, where torch runs on GNU OpenMP (its libgomp is
+    then already loaded: RTLD_NOLOAD finds that copy and never loads a second runtime, whose threads
+    would fight torch's for the cores); (None, None) otherwise, and the kernels run on one thread."""
+    try:
+        gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD)
+        return (ctypes.cast(gomp.GOMP_parallel, ctypes.c_void_p).value,
+                ctypes.cast(gomp.omp_get_thread_num, ctypes.c_void_p).value)
+    except (OSError, AttributeError):
+        return None, None
+
+
+def available() -> bool:
+    return _load()[0] is not None
+
+
+def threaded() -> bool:
+    """Whether large products and attention rows are split between torch's threads (torch on GNU
+    OpenMP); elsewhere (Intel's OpenMP, macOS) the kernels run on one thread."""
+    return _openmp()[0] is not None
+
+
+@functools.cache
+def warn_if_single_threaded() -> None:
+    if available() and not threaded() and torch.get_num_threads() > 1:
+        warnings.warn(f"porting: torch does not run on GNU OpenMP here, so the compiled kernels use one thread "
+                      f"of {torch.get_num_threads()} (slower on large batches)", RuntimeWarning, stacklevel=3)
+
+
+def activation_supported(activation: Activation) -> bool:
+    """Whether skinny.c's ``activate`` has a case for it (``available()`` must be True)."""
+    return bool(_load()[0].skinny_activation_supported(activation.code))
+
+
+def unavailable_reason() -> str | None:
+    return _load()[1]
+
+
+@dataclass(frozen=True)
+class Panels:
+    """A linear layer's weights packed for skinny.c: [ceil(n / 16), k, 16], zero-padded; bias
+    zero-padded to the same width (or None)."""
+    panels: Tensor
+    bias: Tensor | None
+    out_features: int
+    in_features: int
+
+
+def pack(weight: Tensor, bias: Tensor | None) -> Panels:
+    """weight [n, k] (and bias [n]) float32 -> Panels."""
+    n, k = weight.shape
+    n16 = -(-n // PANEL) * PANEL
+    padded = weight.detach().new_zeros(n16, k)
+    padded[:n] = weight.detach()
+    # [n16, k] -> [n16 / 16, 16, k] -> [n16 / 16, k, 16]
+    panels = padded.view(n16 // PANEL, PANEL, k).transpose(1, 2).contiguous()
+    b = None
+    if bias is not None:
+        b = bias.detach().new_zeros(n16)
+        b[:n] = bias.detach()
+    return Panels(panels, b, n, k)
+
+
+def linear(x: Tensor, p: Panels) -> Tensor:
+    """x [m, k] float32 -> [m, n]; ``available()`` must be True. Large products are split between
+    torch's threads (skinny.c's THREADED_MACS)."""
+    m, k = x.shape
+    if k != p.in_features or x.dtype != torch.float32:
+        raise ValueError(f"native.linear: x {tuple(x.shape)} {x.dtype} for a float32 {p.in_features} -> "
+                         f"{p.out_features} layer")
+    x = x.contiguous()
+    y = torch.empty(m, p.out_features)
+    args = (x.data_ptr(), p.panels.data_ptr(), None if p.bias is None else p.bias.data_ptr(), y.data_ptr(),
+            m, k, p.out_features)
+    _load()[0].skinny_linear_threads(*args, *_openmp(), torch.get_num_threads())
+    return y
+
+
+def embed(tokens: Tensor, table: Tensor, scale: float, position: Tensor) -> Tensor:
+    """scale * table[tokens] + position for tokens [N] int64, table [V, C] and position [C] float32
+    -> [N, C], bitwise as torch computes it (one call instead of four)."""
+    n, (vocab, c) = tokens.numel(), table.shape
+    if (tokens.dtype != torch.long or tokens.dim() != 1 or table.dtype != torch.float32 or position.shape != (c,)
+            or position.dtype != torch.float32):
+        raise ValueError(f"native.embed: tokens {tuple(tokens.shape)} {tokens.dtype}, table {tuple(table.shape)} "
+                         f"{table.dtype}, position {tuple(position.shape)}")
+    tokens, table, position = tokens.contiguous(), table.contiguous(), position.contiguous()
+    x = torch.empty(n, c)
+    if _load()[0].skinny_embed(tokens.data_ptr(), n, table.data_ptr(), vocab, c, scale, position.data_ptr(), x.data_ptr()):
+        raise IndexError(f"native.embed: a token id outside 0..{vocab - 1}")
+    return x
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """softmax(q k^T + mask) v for q [N, H, Q, D] (already scaled), k and v [N, H, T, D], mask additive
+    (0 or -inf) [N, 1, 1, T] or None -> [N, H, Q, D], float32; ``available()`` must be True."""
+    n, heads, rows, dim = q.shape
+    keys = k.size(2)
+    if (k.shape != (n, heads, keys, dim) or v.shape != k.shape or (mask is not None and mask.shape != (n, 1, 1, keys))
+            or any(t is not None and t.dtype != torch.float32 for t in (q, k, v, mask))):
+        raise ValueError(f"native.attention: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, mask "
+                         f"{None if mask is None else tuple(mask.shape)}: "
+                         "want float32 [N, H, Q, D], [N, H, T, D] x2, [N, 1, 1, T]")
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    mask = None if mask is None else mask.contiguous()
+    out = torch.empty(n, heads, rows, dim)
+    _load()[0].skinny_attention(q.data_ptr(), k.data_ptr(), v.data_ptr(), None if mask is None else mask.data_ptr(),
+                                out.data_ptr(), n * heads, rows, keys, dim, heads)
+    return out
+
+
+def candidates(x: Tensor, p: Panels, prev: Tensor | None, group: int, count: int, *, pad: int, unk: int, eos: int,
+               unkpen: float = 0.0, ban_eos: bool = False) -> tuple[Tensor, Tensor] | None:
+    """A beam-search step's candidates straight from the decoder's last states (porting/kernels/skinny_candidates.c):
+    x [m, k] float32 with `group` rows per sentence, p the output projection's panels, prev [m]
+    the rows' cumulative scores (None: nothing added) -> the `count` best (scores, flat indices
+    row_in_group * n + token) per sentence, [m / group, count] each, best first: torch.topk over
+    log_softmax(x W^T + b) + prev per sentence, with <pad> never chosen, unkpen subtracted from
+    <unk> and </s> never chosen when ``ban_eos``. None where torch's path must decide (a NaN or
+    infinite logit, or fewer than `count` finite candidates). ``available()`` must be True."""
+    m, k = x.shape
+    if (k != p.in_features or x.dtype != torch.float32 or group < 1 or m % group or not 1 <= count <= group * p.out_features
+            or (prev is not None and (prev.shape != (m,) or prev.dtype != torch.float32))):
+        raise ValueError(f"native.candidates: x {tuple(x.shape)} {x.dtype}, prev {None if prev is None else tuple(prev.shape)}, "
+                         f"{group} rows per sentence, {count} candidates for a float32 {p.in_features} -> {p.out_features} layer")
+    x = x.contiguous()
+    prev = None if prev is None else prev.contiguous()
+    scores, index = torch.empty(m // group, count), torch.empty(m // group, count, dtype=torch.long)
+    gomp, thread_num = _openmp()
+    status = _load()[0].skinny_candidates(
+        x.data_ptr(), p.panels.data_ptr(), None if p.bias is None else p.bias.data_ptr(), m, k, p.out_features,
+        None if prev is None else prev.data_ptr(), group, count, pad, unk, eos, unkpen, int(ban_eos),
+        scores.data_ptr(), index.data_ptr(), gomp, thread_num, torch.get_num_threads())
+    if status < 0:
+        raise MemoryError("native.candidates: no scratch memory")
+    return (scores, index) if status == 0 else None
+
+
+class DecoderLayer:
+    """One decoder layer's weights as skinny.c's ``struct layer`` reads them (the tensors are kept
+    here: the struct holds only their addresses). ``DecoderLayers`` runs them."""
+
+    def __init__(self, linears: dict[str, Panels], norms: dict[str, nn.LayerNorm], ffn: int, heads: int,
+                 pre_norm: bool, activation: Activation, scaling: float):
+        self.c = linears["qkv"].in_features
+        if not activation_supported(activation):
+            raise ValueError(f"native.DecoderLayer: skinny.c has no case for activation {activation.fairseq_name}")
+        if self.c % heads or any(p.bias is None for p in linears.values()):
+            raise ValueError("native.DecoderLayer: width must divide into heads, and every linear layer needs a bias")
+        eps = {n.eps for n in norms.values()}
+        if len(eps) != 1 or any(n.weight is None or n.bias is None or n.weight.dtype != torch.float32 for n in norms.values()):
+            raise ValueError("native.DecoderLayer: float32 layer norms with weights and one eps")
+        self.keep: list = [*linears.values()]          # the struct holds addresses only
+        fields = {}
+        for name, p in linears.items():
+            fields[f"{name}_w"], fields[f"{name}_b"] = p.panels.data_ptr(), p.bias.data_ptr()
+        for name, norm in norms.items():
+            w, b = norm.weight.detach().contiguous(), norm.bias.detach().contiguous()
+            self.keep += [w, b]
+            fields[f"{name}_w"], fields[f"{name}_b"] = w.data_ptr(), b.data_ptr()
+        self.struct = _Layer(**fields, c=self.c, ffn=ffn, heads=heads, pre_norm=int(pre_norm), activation=activation.code,
+                             scaling=scaling, eps=eps.pop())
+        self.heads = heads
+
+
+class DecoderLayers:
+    """A decoder's layers as one skinny.c call a step (``skinny_decoder_layers``): at batch 1 the
+    per-layer Python calls and the search's cache reordering cost as much as a layer's arithmetic."""
+
+    def __init__(self, layers: list[DecoderLayer]):
+        if len({(layer.c, layer.heads) for layer in layers}) != 1:
+            raise ValueError("native.DecoderLayers: every layer of one width and head count")
+        self.layers = layers
+        self.c, self.heads = layers[0].c, layers[0].heads
+        self.structs = (_Layer * len(layers))(*(layer.struct for layer in layers))
+
+    def __call__(self, x: Tensor, kvs: list[Tensor | None], order: Tensor | None, enc_k: list[Tensor],
+                 enc_v: list[Tensor], enc_mask: Tensor | None) -> list[Tensor]:
+        """x [N, C] float32 contiguous, updated in place; kvs: each layer's [2, N_old, H, t, D] (None
+        at the first step); order [N] int64: the old row each row follows (None: row r follows row
+        r, N_old = N); enc_k, enc_v: each layer's [B, H, S, D]; enc_mask additive [B, 1, 1, S] or
+        None -> each layer's new [2, N, H, t + 1, D]."""
+        n, c = x.shape
+        count = len(self.layers)
+        first = kvs[0]
+        t = 0 if first is None else first.size(3)
+        n_old = n if first is None else first.size(1)
+        b, heads, s, d = enc_k[0].shape
+        if (c != self.c or not x.is_contiguous() or x.dtype != torch.float32 or n % b or heads != self.heads
+                or len(kvs) != count or len(enc_k) != count or len(enc_v) != count
+                or any((kv is None) != (first is None) or (kv is not None and kv.shape != (2, n_old, heads, t, d))
+                       for kv in kvs)
+                or any(k.shape != (b, heads, s, d) for k in (*enc_k, *enc_v))
+                or (order is None and n_old != n) or (order is not None and (order.shape != (n,) or order.dtype != torch.long))
+                or (enc_mask is not None and enc_mask.shape != (b, 1, 1, s))):
+            raise ValueError(f"native.DecoderLayers: x {tuple(x.shape)}, kv {None if first is None else tuple(first.shape)}, "
+                             f"order {None if order is None else tuple(order.shape)}, encoder keys {tuple(enc_k[0].shape)} "
+                             f"do not fit {count} {self.c}-wide layers of {self.heads} heads")
+        kvs = [None if kv is None else kv.contiguous() for kv in kvs]
+        enc_k, enc_v = [k.contiguous() for k in enc_k], [v.contiguous() for v in enc_v]
+        order = None if order is None else order.contiguous()
+        enc_mask = None if enc_mask is None else enc_mask.contiguous()
+        new = [torch.empty(2, n, heads, t + 1, d) for _ in range(count)]
+        pointers = ctypes.c_void_p * count
+        status = _load()[0].skinny_decoder_layers(
+            self.structs, count, x.data_ptr(), n, t, pointers(*(0 if kv is None else kv.data_ptr() for kv in kvs)),
+            n_old, None if order is None else order.data_ptr(), pointers(*(a.data_ptr() for a in new)),
+            pointers(*(k.data_ptr() for k in enc_k)), pointers(*(v.data_ptr() for v in enc_v)),
+            None if enc_mask is None else enc_mask.data_ptr(), b, s, *_openmp(), torch.get_num_threads())
+        if status == -2:
+            raise ValueError(f"native.DecoderLayers: order has rows outside 0..{n_old - 1}")
+        if status == -3:
+            raise ValueError("native.DecoderLayers: an activation skinny.c has no case for")
+        if status:
+            raise MemoryError("native.DecoderLayers: no scratch memory")
+        return new

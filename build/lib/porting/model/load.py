@@ -1,0 +1,76 @@
+"""Loading a converted directory into the native model, strictly: the file checked against the
+declared layout (porting.model.layout, the converter's table too), every parameter filled from it
+(ties resolved), nothing left over, derived tables checked against our own computation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from porting.format import Arch, ConfigError, read_config
+from porting.model import layout
+from porting.model.transformer import Transformer
+
+PREFIX = layout.PREFIX
+
+
+class LoadError(ConfigError):
+    pass
+
+
+def _check_module_tree(model: Transformer, expected: dict[str, tuple[int, ...]]) -> None:
+    """The native module tree must name and shape its parameters as the declared layout does:
+    loading is the identity only then. A disagreement is a bug of this package, not of the input."""
+    ours = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    if ours != expected:
+        missing, extra = sorted(set(expected) - set(ours)), sorted(set(ours) - set(expected))
+        shapes = sorted(k for k in set(ours) & set(expected) if ours[k] != expected[k])
+        raise RuntimeError(f"porting.model.transformer disagrees with porting.model.layout: not built {missing}, "
+                           f"not declared {extra}, other shapes {shapes}")
+
+
+def _stored_problems(stored: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], ties: dict[str, str],
+                     derived: dict[str, torch.Tensor], file: str) -> list[str]:
+    problems = []
+    for name, shape in expected.items():
+        key = ties.get(PREFIX + name, PREFIX + name)
+        if key not in stored:
+            problems.append(f"{file}: missing {PREFIX + name}")
+        elif tuple(stored[key].shape) != shape:
+            problems.append(f"{file}: {key} has shape {tuple(stored[key].shape)}, the model needs {shape}")
+    used = {ties.get(PREFIX + n, PREFIX + n) for n in expected}
+    for key in sorted(set(stored) - used):
+        if key not in derived:
+            problems.append(f"{file}: unexpected tensor {key}")
+        elif stored[key].shape != derived[key].shape or not torch.allclose(stored[key].float(), derived[key], atol=1e-6):
+            problems.append(f"{file}: derived {key} differs from fairseq's sinusoidal table")
+    return problems
+
+
+def load_member(model_dir: str | Path, file: str, config: dict | None = None, dtype=torch.float32) -> Transformer:
+    model_dir = Path(model_dir)
+    config = config or read_config(model_dir)
+    p = config["porting"]
+    arch = Arch.from_config(p["architecture"])
+    src_vocab, tgt_vocab = config["src_vocab_size"], config["tgt_vocab_size"]
+    expected = layout.expected_shapes(arch, src_vocab, tgt_vocab)
+    model = Transformer(arch, src_vocab, tgt_vocab)
+    _check_module_tree(model, expected)
+    try:
+        stored = load_file(str(model_dir / file))
+    except (SafetensorError, OSError) as e:      # missing, truncated, a header that lies about its length
+        raise LoadError(f"{model_dir / file}: not a readable safetensors file ({e})") from None
+    derived = {k: v for k, v in layout.derived_tensors(arch).items() if k in p.get("derived", {})}
+    problems = _stored_problems(stored, expected, p["ties"], derived, file)
+    if problems:
+        raise LoadError("\n".join(problems))
+    state = {name: stored[p["ties"].get(PREFIX + name, PREFIX + name)] for name in expected}
+    model.load_state_dict(state, strict=False)  # every parameter was checked above; buffers are ours
+    return model.to(dtype).eval()
+
+
+def load_ensemble(model_dir: str | Path, dtype=torch.float32) -> tuple[dict, list[Transformer]]:
+    config = read_config(model_dir)
+    return config, [load_member(model_dir, f, config, dtype) for f in config["porting"]["ensemble"]]

@@ -1,0 +1,135 @@
+"""Text <-> ids exactly as fairseq's hub does it with ``tokenizer='moses', bpe='fastbpe'``.
+
+  encode: Moses tokenization (sacremoses: escaping on, aggressive dash splits, no punctuation
+          normalisation unless asked), BPE applied from the codes, ids from the vocabulary, </s> appended
+  decode: ids -> symbols (</s> dropped), "@@ " removed, Moses detokenization in the target language
+
+BPE is applied here rather than through fastBPE: fastBPE is a C++ extension that needs a compiler
+to install, and its algorithm is short: split a word into characters (the last one carrying
+``</w>``), then repeatedly merge the adjacent pair that comes first in the codes file.
+"""
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from sacremoses import MosesDetokenizer, MosesPunctNormalizer, MosesTokenizer
+
+from porting.files import read_lines
+from porting.format import EOS, SPECIALS, UNK, read_config
+
+_SPACE = re.compile(r"\s+")
+
+
+def from_fsmt_vocab(vocab: dict[str, int]) -> dict[str, int]:
+    """FSMT's ``</w>``-marks-the-end style back to fastBPE's ``@@``-marks-a-continuation style."""
+    out = {}
+    for key, i in vocab.items():
+        if key in SPECIALS:
+            out[key] = i
+        elif key.endswith("</w>"):
+            out[key[:-4]] = i
+        else:
+            out[key + "@@"] = i
+    return out
+
+
+def read_codes(path: str | Path) -> dict[tuple[str, str], int]:
+    """merges.txt or fastBPE's bpecodes: ``left right [count]`` per line -> rank (line order)."""
+    ranks = {}
+    for line in read_lines(path):
+        parts = line.split()
+        if len(parts) >= 2 and not line.startswith("#version"):
+            ranks.setdefault((parts[0], parts[1]), len(ranks))
+    return ranks
+
+
+class BPE:
+    def __init__(self, ranks: dict[tuple[str, str], int]):
+        self.ranks = ranks
+        self.segment = lru_cache(maxsize=1 << 16)(self._segment)
+
+    def _segment(self, word: str) -> tuple[str, ...]:
+        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(symbols) > 1:
+            pairs = [(self.ranks.get((a, b)), i) for i, (a, b) in enumerate(zip(symbols, symbols[1:]))]
+            best = min((r for r, _ in pairs if r is not None), default=None)
+            if best is None:
+                break
+            left, right = next((symbols[i], symbols[i + 1]) for r, i in pairs if r == best)
+            merged, i = [], 0
+            while i < len(symbols):
+                if i < len(symbols) - 1 and symbols[i] == left and symbols[i + 1] == right:
+                    merged.append(left + right)
+                    i += 2
+                else:
+                    merged.append(symbols[i])
+                    i += 1
+            symbols = merged
+        return tuple(symbols)
+
+    def apply(self, text: str) -> str:
+        """Space-separated tokens -> space-separated pieces, non-final pieces marked with ``@@``."""
+        pieces = []
+        for word in text.split(" "):
+            if not word:
+                continue
+            segs = self.segment(word)
+            pieces += [s + "@@" for s in segs[:-1]] + [segs[-1][:-4] if segs[-1].endswith("</w>") else segs[-1]]
+        return " ".join(pieces)
+
+    @staticmethod
+    def remove(text: str) -> str:
+        return (text + " ").replace("@@ ", "").rstrip()  # fairseq's fastbpe decode
+
+
+def vocabulary_difference(a: str | Path, b: str | Path) -> str | None:
+    """Where two converted directories' vocabularies part (the first differing id per side), or
+    None when they are the same: ensemble members must agree on every id, not only on the sizes."""
+    for side, name in (("source", "vocab-src.json"), ("target", "vocab-tgt.json")):
+        symbols = []
+        for d in (a, b):
+            vocab = json.loads((Path(d) / name).read_text(encoding="utf-8"))
+            symbols.append({i: s for s, i in vocab.items()})
+        ids = sorted(set(symbols[0]) | set(symbols[1]))
+        for i in ids:
+            if symbols[0].get(i) != symbols[1].get(i):
+                return (f"the {side} vocabularies differ first at id {i}: {symbols[0].get(i)!r} in {a}, "
+                        f"{symbols[1].get(i)!r} in {b}")
+    return None
+
+
+class Tokenizer:
+    def __init__(self, model_dir: str | Path, normalize_punctuation: bool = False):
+        model_dir = Path(model_dir)
+        config = read_config(model_dir)
+        self.source_lang, self.target_lang = config["langs"]
+        self.src_vocab = from_fsmt_vocab(json.loads((model_dir / "vocab-src.json").read_text(encoding="utf-8")))
+        tgt = from_fsmt_vocab(json.loads((model_dir / "vocab-tgt.json").read_text(encoding="utf-8")))
+        self.tgt_symbols = {i: s for s, i in tgt.items()}
+        self.bpe = BPE(read_codes(model_dir / "merges.txt"))
+        self.moses = MosesTokenizer(self.source_lang)
+        self.detok = MosesDetokenizer(self.target_lang)
+        self.normalizer = MosesPunctNormalizer(lang=self.source_lang) if normalize_punctuation else None
+
+    def moses_tokens(self, line: str) -> str:
+        if self.normalizer is not None:
+            line = self.normalizer.normalize(line)
+        return self.moses.tokenize(line, aggressive_dash_splits=True, return_str=True, escape=True)
+
+    def encode_pieces(self, line: str) -> str:
+        return self.bpe.apply(self.moses_tokens(line))
+
+    def encode(self, line: str) -> list[int]:
+        """Source ids, </s> appended (fairseq's ``encode_line``: unknown pieces become <unk>)."""
+        pieces = _SPACE.sub(" ", self.encode_pieces(line)).strip().split()
+        return [self.src_vocab.get(p, UNK) for p in pieces] + [EOS]
+
+    def symbols(self, ids: list[int]) -> str:
+        """fairseq's ``Dictionary.string``: </s> dropped, <unk> kept as its symbol."""
+        return " ".join(self.tgt_symbols.get(i, "<unk>") for i in ids if i != EOS)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.detok.detokenize(BPE.remove(self.symbols(ids)).split())

@@ -1,0 +1,167 @@
+"""The port's Python API.
+
+    from porting import Translator
+    t = Translator.from_pretrained("out/ende-sep")            # several directories = an ensemble
+    t.translate("Delete the selected rows?")                  # -> "Ausgewählte Zeilen löschen?"
+    t.translate(["Delete the selected rows?"], beam=5)         # -> ["Ausgewählte Zeilen löschen?"]
+    t.generate(["..."], nbest=5)                               # -> Translation objects with tokens and scores
+
+Generation options default to the model's generation_config.json (its ``fairseq`` section, what
+``porting search --write-best`` tunes), as transformers' ``generate()`` reads its own; keyword
+arguments override them. ``porting translate`` and the other commands merge them the same way
+(``merged_options``).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from porting.format import ConfigError
+from porting.generation.beam import Hypothesis, generate, left_pad
+from porting.generation.ensemble import Ensemble
+from porting.generation.options import GenerationOptions
+from porting.model.load import load_ensemble
+from porting.tokenizer import Tokenizer, vocabulary_difference
+
+
+class InputError(ValueError):
+    pass
+
+
+@dataclass
+class Translation:
+    source: str
+    source_ids: list[int]
+    hypotheses: list[Hypothesis]
+    texts: list[str] = field(default_factory=list)
+    truncated: bool = False
+
+
+def default_options(model_dir: str | Path) -> dict:
+    """The generation options a converted directory's generation_config.json sets (its ``fairseq``
+    section), or none."""
+    path = Path(model_dir) / "generation_config.json"
+    if not path.exists():
+        return {}
+    try:
+        fairseq = json.loads(path.read_text(encoding="utf-8")).get("fairseq", {})
+    except (ValueError, AttributeError) as e:
+        raise ConfigError(f"{path}: not a generation config ({e})") from None
+    return {k: v for k, v in fairseq.items() if k in GenerationOptions.__dataclass_fields__}
+
+
+def merged_options(defaults: dict, overrides: dict) -> dict:
+    """The one place defaults and explicit options meet: explicit ones win, None means not given;
+    the result is checked (GenerationOptions) and returned as a plain dict."""
+    merged = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
+    GenerationOptions(**merged)
+    return merged
+
+
+class Translator:
+    def __init__(self, tokenizer: Tokenizer, ensemble: Ensemble, config: dict, defaults: dict | None = None):
+        self.tokenizer, self.ensemble, self.config = tokenizer, ensemble, config
+        self.defaults = dict(defaults or {})           # from the model's generation_config.json
+        self.max_source_positions = config["porting"]["architecture"]["max_source_positions"]
+
+    @classmethod
+    def from_pretrained(cls, *model_dirs: str | Path, dtype: torch.dtype | str = torch.float32,
+                        normalize_punctuation: bool = False, kernels: str = "fast",
+                        quantize: str | None = None) -> "Translator":
+        """Each directory contributes all its members (a converted ensemble); vocabularies must agree.
+
+        kernels: "fast" (default), "portable" (the fast path on torch's kernels alone) or "exact"
+        (fairseq's kernels, bitwise equal to fairseq).
+        quantize: None or "int8" (dynamic int8 linear layers; float32 and fast kernels only)."""
+        if not model_dirs:
+            raise ValueError("give at least one converted model directory")
+        if isinstance(dtype, str):                       # "float32", "bfloat16": as the commands spell it
+            if dtype not in ("float32", "bfloat16"):
+                raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}")
+            dtype = getattr(torch, dtype)
+        if quantize not in (None, "none", "int8"):
+            raise ValueError(f"quantize must be int8 or none, got {quantize!r}")
+        if quantize == "int8" and (dtype != torch.float32 or kernels == "exact"):
+            raise ValueError("int8 quantization needs --dtype float32 and --kernels fast or portable")
+        models, first = [], None
+        for d in model_dirs:
+            config, members = load_ensemble(d, dtype)
+            if first is None:
+                first = config
+            elif config["langs"] != first["langs"]:
+                raise ValueError(f"{d}: languages {config['langs']} differ from {model_dirs[0]}'s {first['langs']}: "
+                                 "cannot ensemble")
+            elif (difference := vocabulary_difference(model_dirs[0], d)) is not None:
+                raise ValueError(f"cannot ensemble {model_dirs[0]} and {d}: {difference}")
+            models += members
+        ensemble = Ensemble(models, kernels)
+        if quantize == "int8":
+            from porting.kernels.quantize import quantize_int8
+
+            quantize_int8(ensemble.models, ensemble.decoders)
+        return cls(Tokenizer(model_dirs[0], normalize_punctuation), ensemble, first, default_options(model_dirs[0]))
+
+    default_options = staticmethod(default_options)
+
+    def options(self, **overrides) -> dict:
+        """The options a call with these keyword arguments runs with: the model's defaults, overridden."""
+        return merged_options(self.defaults, overrides)
+
+    def encode(self, line: str, truncate: bool = False) -> tuple[list[int], bool]:
+        ids = self.tokenizer.encode(line)
+        if len(ids) > self.max_source_positions:
+            if not truncate:
+                raise InputError(f"{len(ids)} tokens (with </s>), the model takes at most {self.max_source_positions}")
+            return ids[: self.max_source_positions - 1] + ids[-1:], True
+        return ids, False
+
+    def generate(self, lines: str | Sequence[str], batch_size: int = 32, truncate: bool = False, progress=None,
+                 encoder_cache: dict | None = None, **options) -> list[Translation] | Translation:
+        """Every line gets a Translation, in input order (one line as a str: its Translation).
+        Options (fairseq's names, porting.generation.options) override the model's defaults. Lines
+        are batched by length (as fairseq does); note that fairseq's max_len_a applies to a batch's
+        padded width. Pass the same dict as ``encoder_cache`` to calls over the same lines to run the
+        encoder once for all of them."""
+        if isinstance(lines, str):                       # not its characters: one line
+            return self.generate([lines], batch_size, truncate, progress, encoder_cache, **options)[0]
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        lines = list(lines)
+        opts = GenerationOptions(**self.options(**options))
+        encoded, problems = [], []
+        for n, line in enumerate(lines, 1):
+            try:
+                encoded.append(self.encode(line, truncate))
+            except InputError as e:
+                problems.append(f"line {n}: {e}")
+        if problems:
+            raise InputError("input too long for the model (use truncation to cut it):\n  " + "\n  ".join(problems))
+        order = sorted(range(len(lines)), key=lambda i: len(encoded[i][0]))
+        results: list[Translation | None] = [None] * len(lines)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            src = left_pad([encoded[i][0] for i in idx])
+            encs = None
+            if encoder_cache is not None:  # same lines, same batches: reuse the encoder's work
+                key = tuple(idx)
+                if key not in encoder_cache:
+                    with torch.no_grad():
+                        encoder_cache[key] = self.ensemble.encode(src)
+                encs = encoder_cache[key]
+            for i, hyps in zip(idx, generate(self.ensemble, src, opts, encs)):
+                hyps = hyps[: opts.nbest]
+                results[i] = Translation(lines[i], encoded[i][0], hyps,
+                                         [self.tokenizer.decode(h.tokens) for h in hyps], encoded[i][1])
+            if progress is not None:
+                progress(len(idx))
+        return results
+
+    def translate(self, lines: str | Sequence[str], **options) -> list[str] | str:
+        """The best translation of each line (one line as a str: its translation as a str)."""
+        if isinstance(lines, str):
+            return self.generate(lines, **options).texts[0]
+        return [t.texts[0] for t in self.generate(lines, **options)]
