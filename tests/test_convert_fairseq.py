@@ -114,6 +114,43 @@ def test_model_card(converted_here):
         assert digest in card
 
 
+def test_files_are_what_transformers_and_the_hub_write(converted_here, tmp_path):
+    """config.json and generation_config.json are byte for byte what transformers' save_pretrained
+    writes after loading them; the card is huggingface_hub's ModelCard with its metadata; no file
+    names the converting machine's paths (issue 19, item 12)."""
+    from huggingface_hub import ModelCard
+    from transformers import FSMTConfig, GenerationConfig
+
+    for name in ("sep", "ensemble", "joined"):
+        out = converted_here / name
+        FSMTConfig.from_pretrained(out).save_pretrained(tmp_path / name)
+        GenerationConfig.from_pretrained(out).save_pretrained(tmp_path / name)
+        for f in ("config.json", "generation_config.json"):
+            assert (out / f).read_bytes() == (tmp_path / name / f).read_bytes(), (name, f)
+        config = json.loads((out / "config.json").read_text())
+        assert "transformers_version" in config and config["dtype"] == "float32" and "torch_dtype" not in config
+        card = ModelCard.load(out / "README.md")
+        assert card.data.language == ["en", "de"] and card.data.pipeline_tag == "translation"
+        assert card.data.library_name == "transformers" and "model.generate(**batch, num_beams=5" in card.text
+        assert "max_length=202" in card.text and "punctuation" in card.text
+        for f in ("README.md", "provenance.json", "config.json"):
+            text = (out / f).read_text()
+            assert str(SEP.resolve().parent) not in text and str(Path.cwd()) not in text, (name, f)
+    prov = json.loads((converted_here / "ensemble" / "provenance.json").read_text())
+    assert set(prov["sources"]) == {"model2.pt", "model1.pt", "dict.en.txt", "dict.de.txt", "bpecodes"}
+    assert "loads only the first" in (converted_here / "ensemble" / "README.md").read_text()
+    assert "tie_word_embeddings=False" in (converted_here / "sep" / "README.md").read_text()
+    assert "tie_word_embeddings=False" not in (converted_here / "joined" / "README.md").read_text()
+
+
+def test_license_reaches_the_card(tmp_path):
+    from huggingface_hub import ModelCard
+
+    assert convert_cli("--checkpoint", SEP / "model2.pt", "--data-dir", SEP, "--out", tmp_path / "m",
+                       "--license", "cc-by-nc-4.0") == 0
+    assert ModelCard.load(tmp_path / "m" / "README.md").data.license == "cc-by-nc-4.0"
+
+
 def test_dtype(tmp_path):
     assert convert_cli("--checkpoint", SEP / "model2.pt", "--data-dir", SEP, "--out", tmp_path / "bf16",
                        "--dtype", "bfloat16") == 0

@@ -149,6 +149,11 @@ def test_search_command_reports_on_test_and_writes_best(converted, data, tmp_pat
     assert report["best"] == best["setting"] and report["best_bleu"] == best["bleu"] and "test" in report
     gen = json.loads((model / "generation_config.json").read_text())
     assert gen["fairseq"]["beam"] == report["best"]["beam"] and gen["num_beams"] == report["best"]["beam"]
+    from transformers import GenerationConfig
+
+    # still written as transformers writes it
+    GenerationConfig.from_pretrained(model).save_pretrained(tmp_path / "resaved")
+    assert (tmp_path / "resaved" / "generation_config.json").read_bytes() == (model / "generation_config.json").read_bytes()
     assert Translator.default_options(model)["lenpen"] == report["best"]["lenpen"]
     assert main(["search", "--model", str(model), "--input", str(data / "valid.en"), "--reference",
                  str(data / "valid.de"), "--search", "bogus=1"]) == 1

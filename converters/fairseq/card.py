@@ -41,7 +41,7 @@ def fsmt_config(arch: Architecture, src: str, tgt: str, src_vocab: int, tgt_voca
         "bos_token_id": 0,
         "eos_token_id": 2,
         "forced_eos_token_id": 2,
-        "torch_dtype": dtype,
+        "dtype": dtype,                       # transformers >= 4.56's name (torch_dtype before)
     }
 
 
@@ -50,30 +50,90 @@ def tokenizer_config(src: str, tgt: str, arch: Architecture) -> dict:
             "model_max_length": arch.max_source_positions, "do_lower_case": False}
 
 
-def generation_config(fairseq_defaults: dict) -> dict:
+# fairseq's early_stopping (porting/generation/options.py) -> transformers' closest rule. fairseq's
+# own rule ("a sentence is done once `beam` hypotheses ended") is transformers' early_stopping=True.
+TRANSFORMERS_EARLY_STOPPING = {"fairseq": True, "true": True, "false": False, "never": "never"}
+
+
+def transformers_generation(fairseq: dict) -> dict:
+    """transformers' generate() settings closest to fairseq's options, and what they cannot say.
+
+    max_length counts the decoder's start token and the final </s>, fairseq's max_len_b neither:
+    fairseq decodes up to max_len_b tokens and then </s>, which is max_length = max_len_b + 2.
+    """
+    mapped = {"num_beams": fairseq["beam"], "length_penalty": fairseq["lenpen"],
+              "early_stopping": TRANSFORMERS_EARLY_STOPPING[fairseq["early_stopping"]],
+              "max_length": fairseq["max_len_b"] + 2}
+    if fairseq["nbest"] > 1:
+        mapped["num_return_sequences"] = fairseq["nbest"]
+    if fairseq["no_repeat_ngram_size"]:
+        mapped["no_repeat_ngram_size"] = fairseq["no_repeat_ngram_size"]
+    # fairseq forbids </s> while fewer than min_len tokens are out (so min_len=1 forbids an empty
+    # output); transformers counts the start token in min_length
+    mapped["min_length"] = fairseq["min_len"] + 1
+    not_expressible = []
+    if fairseq["max_len_a"]:
+        not_expressible.append(f"max_len_a={fairseq['max_len_a']} (a cap growing with the source length)")
+    if fairseq["unkpen"]:
+        not_expressible.append(f"unkpen={fairseq['unkpen']}")
+    if fairseq["early_stopping"] == "fairseq":
+        not_expressible.append("fairseq's stopping rule keeps the first `beam` ended hypotheses; "
+                               "early_stopping=True keeps the best ones (they can differ)")
+    return {"settings": mapped, "not_expressible": not_expressible}
+
+
+def generation_config(fairseq: dict) -> dict:
     """transformers' GenerationConfig keys (closest to fairseq) plus fairseq's own, which the native
-    port reads. fairseq's stopping rule is transformers' early_stopping=True."""
-    return {
-        "num_beams": fairseq_defaults["beam"],
-        "length_penalty": fairseq_defaults["lenpen"],
-        "early_stopping": True,
-        "max_length": fairseq_defaults["max_len_b"],
-        "decoder_start_token_id": 2, "bos_token_id": 0, "pad_token_id": 1, "eos_token_id": 2,
-        "forced_eos_token_id": 2,
-        "fairseq": dict(fairseq_defaults),
-    }
+    port reads (the ``fairseq`` section)."""
+    return {**transformers_generation(fairseq)["settings"],
+            "decoder_start_token_id": 2, "bos_token_id": 0, "pad_token_id": 1, "eos_token_id": 2,
+            "forced_eos_token_id": 2, "fairseq": dict(fairseq)}
 
 
-def readme(config: dict, provenance: dict) -> str:
-    p = config["porting"]
+def transformers_version() -> str | None:
+    """The transformers that writes config.json and generation_config.json (None: not installed)."""
+    try:
+        import transformers
+    except ImportError:
+        return None
+    return transformers.__version__
+
+
+def as_transformers_writes(kind: str, fields: dict) -> str:
+    """The JSON text transformers' save_pretrained writes for these fields (kind "config": FSMTConfig;
+    "generation": GenerationConfig): its own classes add transformers_version and drop what equals
+    their defaults. Without transformers, the same layout (sorted keys, two-space indent) of the fields."""
+    try:
+        from transformers import FSMTConfig, GenerationConfig
+    except ImportError:
+        return json.dumps(fields, indent=2, sort_keys=True) + "\n"
+    made = FSMTConfig(**fields) if kind == "config" else GenerationConfig(**fields)
+    return made.to_json_string(use_diff=True)
+
+
+def readme(config: dict, provenance: dict, generation: dict, license: str | None = None) -> str:
+    """The model card, through huggingface_hub's ModelCard (its metadata block is what the hub reads)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
     src, tgt = config["langs"]
+    data = ModelCardData(language=[src, tgt], license=license, library_name="transformers",
+                         pipeline_tag="translation", tags=["translation", "fairseq", "fsmt"])
+    body = [f"# {src}→{tgt} fairseq transformer, converted", "",
+            f"Converted from fairseq by {provenance['converter']['name']} {provenance['converter']['version']}.", "",
+            *_architecture(config, provenance), *_use(config, generation), *_differences(config, generation)]
+    if not license:
+        body += ["## License", "", "Not stated at conversion (fairseq checkpoints do not record one): "
+                 "the original model's license applies; convert with `--license` to state it here.", ""]
+    body += ["## Provenance", "", "Source files, relative to the data directory (sha256):", ""]
+    body += [f"- `{path}`: `{digest}`" for path, digest in provenance["sources"].items()]
+    body += ["", "Every dropped key, with its reason, is listed in `provenance.json`.", ""]
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body)))
+
+
+def _architecture(config: dict, provenance: dict) -> list[str]:
+    p = config["porting"]
     arch = p["architecture"]
-    bleu = provenance.get("bleu")
-    members = list(provenance["members"])
-    lines = [
-        "---", f"language:\n- {src}\n- {tgt}", "tags:\n- translation\n- fairseq\n- fsmt", "---", "",
-        f"# {src}→{tgt} fairseq transformer, converted", "",
-        f"Converted from fairseq by {provenance['converter']['name']} {provenance['converter']['version']}.", "",
+    return [
         "## Architecture", "",
         f"- {arch['arch']}: {arch['encoder_layers']} encoder / {arch['decoder_layers']} decoder layers, "
         f"d={arch['embed_dim']}, ffn {arch['encoder_ffn_embed_dim']}/{arch['decoder_ffn_embed_dim']}, "
@@ -85,21 +145,45 @@ def readme(config: dict, provenance: dict) -> str:
         f"layernorm_embedding {'on' if arch['layernorm_embedding'] else 'off'}",
         f"- vocabularies: {config['src_vocab_size']} source / {config['tgt_vocab_size']} target symbols; "
         f"ties: {json.dumps(p['ties']) if p['ties'] else 'none'}",
-        f"- dtype {p['dtype']}; ensemble members: {', '.join(members)}", "",
-        "## Use", "",
-        "Native port (no fairseq needed):", "", "```", f"porting translate --model THIS_DIR < input.{src}", "```", "",
-    ]
-    if p["transformers_compatible"]:
-        lines += ["transformers:", "", "```python",
-                  "from transformers import FSMTForConditionalGeneration, FSMTTokenizer",
-                  "tok = FSMTTokenizer.from_pretrained(THIS_DIR)",
-                  "model = FSMTForConditionalGeneration.from_pretrained(THIS_DIR)", "```", ""]
-    else:
-        lines += ["transformers' FSMT cannot run this model faithfully:", ""]
-        lines += [f"- {why}" for why in p["transformers_incompatibilities"]] + [""]
-    if bleu:
-        lines += ["## Evaluation", "", f"BLEU {bleu}", ""]
-    lines += ["## Provenance", "", "Source files (sha256):", ""]
-    lines += [f"- `{path}`: `{digest}`" for path, digest in provenance["sources"].items()]
-    lines += ["", "Every dropped key, with its reason, is listed in `provenance.json`.", ""]
-    return "\n".join(lines)
+        f"- dtype {p['dtype']}; ensemble members: {', '.join(provenance['members'])}", ""]
+
+
+def _use(config: dict, generation: dict) -> list[str]:
+    src = config["langs"][0]
+    lines = ["## Use", "", "Native port (no fairseq needed; reads fairseq's settings from `generation_config.json`):", "",
+             "```", f"porting translate --model THIS_DIR < input.{src}", "```", ""]
+    p = config["porting"]
+    if not p["transformers_compatible"]:
+        return lines + ["transformers' FSMT cannot run this model faithfully:", "",
+                        *[f"- {why}" for why in p["transformers_incompatibilities"]], ""]
+    settings = ", ".join(f"{k}={v!r}" for k, v in transformers_generation(generation["fairseq"])["settings"].items())
+    return lines + [
+        "transformers, with the settings closest to fairseq's (they are also in `generation_config.json`):", "",
+        "```python", "from transformers import FSMTForConditionalGeneration, FSMTTokenizer", "",
+        "tok = FSMTTokenizer.from_pretrained(THIS_DIR)",
+        "model = FSMTForConditionalGeneration.from_pretrained(THIS_DIR)",
+        'batch = tok(["a sentence to translate"], return_tensors="pt")',
+        f"out = model.generate(**batch, {settings})",
+        "print(tok.batch_decode(out, skip_special_tokens=True))", "```", ""]
+
+
+def _differences(config: dict, generation: dict) -> list[str]:
+    """Why transformers' output can differ from fairseq's (and from the native port's)."""
+    p = config["porting"]
+    lines = ["## Where transformers' output can differ from fairseq's", "",
+             "- FSMTTokenizer always normalises punctuation (Moses' normaliser) before tokenizing; fairseq's "
+             "hub interface does not, so lines with quotes, dashes or odd spacing can tokenize differently.",
+             "- `max_length` counts the decoder's start token and the final `</s>`: fairseq's `max_len_b` "
+             f"{generation['fairseq']['max_len_b']} is `max_length={generation['fairseq']['max_len_b'] + 2}`; "
+             "the same number in both is off by two."]
+    lines += [f"- not expressible in transformers: {why}"
+              for why in transformers_generation(generation["fairseq"])["not_expressible"]]
+    if config["tie_word_embeddings"] and not p["architecture"]["share_all_embeddings"]:
+        lines.append("- transformers logs a warning that the encoder and decoder embeddings differ and suggests "
+                     "`tie_word_embeddings=False`: expected with separate source and target dictionaries, and the "
+                     "advice is wrong here (with `False` the output projection, stored once as the decoder's "
+                     "embedding, would be left uninitialised).")
+    if len(p["ensemble"]) > 1:
+        lines.append(f"- this is an ensemble of {len(p['ensemble'])} checkpoints: transformers loads only the first "
+                     "(`model.safetensors`); the native port runs them all (`--model` once, members from `ensemble/`).")
+    return lines + [""]

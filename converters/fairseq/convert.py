@@ -168,6 +168,7 @@ class Job:
     target_lang: str | None
     dtype: str
     force: bool
+    license: str | None = None
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     members: list[Member] = field(default_factory=list)
@@ -181,13 +182,14 @@ class Job:
 
 
 def convert(checkpoints: list[Path], data_dir: Path, out: Path, source_lang: str | None = None,
-            target_lang: str | None = None, dtype: str = "float32", force: bool = False) -> dict:
+            target_lang: str | None = None, dtype: str = "float32", force: bool = False,
+            license: str | None = None) -> dict:
     """Convert, or raise ConversionError listing every problem. Returns the provenance record.
 
     Each check runs as soon as what it needs is available, whatever else has failed, so that one
     run reports everything that is wrong: validate the arguments, gather the members and the data
     files, check them against each other, and only then cast and write."""
-    job = Job(list(checkpoints), data_dir, out, source_lang, target_lang, dtype, force)
+    job = Job(list(checkpoints), data_dir, out, source_lang, target_lang, dtype, force, license)
     _check_arguments(job)
     _gather_members(job)
     _gather_data(job)
@@ -331,6 +333,16 @@ def _config(job: Job) -> dict:
     return config
 
 
+def _portable(path: Path, data_dir: Path) -> str:
+    """A source file as the provenance and the card name it: relative to the data directory when it
+    lies there, else by its file name (its sha256 identifies it); never the converting machine's
+    absolute path, which would publish a local layout and differ from one machine to the next."""
+    try:
+        return path.resolve().relative_to(data_dir.resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
 def _provenance(job: Job) -> dict:
     from converters import __version__ as converter_version
 
@@ -340,9 +352,12 @@ def _provenance(job: Job) -> dict:
     return {
         "converter": {"name": CONVERTER, "version": converter_version, "format_version": FORMAT_VERSION},
         "torch": torch.__version__,
-        "sources": {**{str(m.path): m.sha256 for m in job.members}, **{str(f): sha256_file(f) for f in data_files}},
+        "config_written_by": (f"transformers {v} (FSMTConfig, GenerationConfig)" if (v := model_card.transformers_version())
+                              else "the converter (transformers not installed: the same layout, no transformers_version)"),
+        "sources": {**{_portable(m.path, job.data_dir): m.sha256 for m in job.members},
+                    **{_portable(f, job.data_dir): sha256_file(f) for f in data_files}},
         "members": {
-            f: {"checkpoint": str(m.path), "sha256": m.sha256, "dropped": m.dropped, "tied": m.tied,
+            f: {"checkpoint": _portable(m.path, job.data_dir), "sha256": m.sha256, "dropped": m.dropped, "tied": m.tied,
                 "upgraded": dict(m.upgrades), "tensors": len(m.tensors),
                 "parameters": sum(t.numel() for t in m.tensors.values())}
             for f, m in zip(_member_files(job), job.members)},
@@ -357,14 +372,19 @@ def _write(job: Job) -> dict:
     config, provenance = _config(job), _provenance(job)
     first = job.members[0]
     metadata = {"format": "pt", TIES_METADATA: json.dumps(first.tied), VERSION_METADATA: str(FORMAT_VERSION)}
-    json_files = {"config.json": config, "vocab-src.json": job.vocabs["src"], "vocab-tgt.json": job.vocabs["tgt"],
-                  "tokenizer_config.json": model_card.tokenizer_config(job.source_lang, job.target_lang, first.arch),
-                  "generation_config.json": model_card.generation_config(fairseq_defaults()),
-                  "provenance.json": provenance}
+    generation = model_card.generation_config(fairseq_defaults())
+    texts = {"config.json": model_card.as_transformers_writes("config", config),
+             "generation_config.json": model_card.as_transformers_writes("generation", generation),
+             **{name: _json_text(obj) for name, obj in (
+                 ("vocab-src.json", job.vocabs["src"]), ("vocab-tgt.json", job.vocabs["tgt"]),
+                 ("tokenizer_config.json", model_card.tokenizer_config(job.source_lang, job.target_lang, first.arch)),
+                 ("provenance.json", provenance))},
+             "merges.txt": "".join(f"{a} {b}\n" for a, b in job.merges),
+             "README.md": model_card.readme(config, provenance, generation, job.license)}
     try:
         # no marker file: provenance.json marks a conversion as the workbench's (is_our_output)
         with atomic_dir(job.out, job.force, [*job.checkpoints, job.data_dir], kind=None) as tmp:
-            _write_files(job, tmp, json_files, metadata, config, provenance)
+            _write_files(job, tmp, texts, metadata)
     except OutputExists as e:                         # found once this run held the output's lock
         raise ConversionError([str(e)]) from None
     except OSError as e:                              # read-only, full, or a file where a directory should be
@@ -372,19 +392,16 @@ def _write(job: Job) -> dict:
     return provenance
 
 
-def _write_files(job: Job, tmp: Path, json_files: dict, metadata: dict, config: dict, provenance: dict) -> None:
+def _write_files(job: Job, tmp: Path, texts: dict[str, str], metadata: dict) -> None:
     """Every file of the output into `tmp`, each re-read and checked."""
     problems = []
     for f, m in zip(_member_files(job), job.members):
         (tmp / f).parent.mkdir(parents=True, exist_ok=True)
         safetensors_io.write(tmp / f, m.tensors, metadata)
         problems += safetensors_io.verify(tmp / f, m.tensors, metadata)
-    for name, obj in json_files.items():
-        _dump(tmp / name, obj)
-    (tmp / "merges.txt").write_text("".join(f"{a} {b}\n" for a, b in job.merges), encoding="utf-8")
-    (tmp / "README.md").write_text(model_card.readme(config, provenance), encoding="utf-8")
-    for name in ("config.json", "vocab-src.json", "vocab-tgt.json"):
-        if json.loads((tmp / name).read_text(encoding="utf-8")) != json_files[name]:
+    for name, text in texts.items():
+        (tmp / name).write_text(text, encoding="utf-8")
+        if (tmp / name).read_text(encoding="utf-8") != text:
             problems.append(f"{name}: re-read differs from what was meant")
     if problems:
         raise ConversionError(problems)
@@ -394,5 +411,5 @@ def _jsonable(v):
     return v if isinstance(v, (str, int, float, bool, type(None), list)) else repr(v)
 
 
-def _dump(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+def _json_text(obj) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"

@@ -22,6 +22,8 @@ def add_arguments(p) -> None:
     f.add_argument("--source-lang", help="default: read from the checkpoint")
     f.add_argument("--target-lang", help="default: read from the checkpoint")
     f.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    f.add_argument("--license", help="the model's license (an SPDX id or the hub's name, e.g. mit, cc-by-nc-4.0) "
+                                     "for the model card; fairseq checkpoints do not record one")
     f.add_argument("--force", action="store_true", help="replace an existing output")
     t = sub.add_parser("torch", help="any PyTorch pickle (e.g. pytorch_model.bin) -> model.safetensors", **nested)
     t.add_argument("--input", "--in", dest="input", type=Path, required=True,
@@ -36,7 +38,7 @@ def run(args) -> int:
 
         try:
             prov = convert(args.checkpoint, args.data_dir, args.out, args.source_lang, args.target_lang,
-                           args.dtype, args.force)
+                           args.dtype, args.force, args.license)
         except ConversionError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

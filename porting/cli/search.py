@@ -103,17 +103,18 @@ def run(args) -> int:
 
 
 def write_best(model_dir: Path, setting: dict) -> None:
-    """Into the fairseq section and the transformers equivalents, written atomically (the file keeps
-    normal permissions: the umask's)."""
+    """Into the fairseq section and transformers' equivalents (the converter's one mapping), written as
+    transformers writes it, atomically (the file keeps normal permissions: the umask's)."""
+    from converters.fairseq import card
     from converters.io.atomic import write_file_atomic
+    from porting.generation.options import fairseq_defaults
 
     path = model_dir / "generation_config.json"
-    config = json.loads(path.read_text())
-    config.setdefault("fairseq", {}).update(setting)
-    if "beam" in setting:
-        config["num_beams"] = setting["beam"]
-    if "lenpen" in setting:
-        config["length_penalty"] = setting["lenpen"]
-    if setting.get("early_stopping") in ("true", "false", "never"):
-        config["early_stopping"] = {"true": True, "false": False, "never": "never"}[setting["early_stopping"]]
-    write_file_atomic(path, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"), force=True)
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config.pop("transformers_version", None)
+    config["fairseq"] = {**fairseq_defaults(), **config.get("fairseq", {}), **setting}
+    for optional in ("num_return_sequences", "no_repeat_ngram_size"):     # present only when they apply
+        config.pop(optional, None)
+    config.update(card.transformers_generation(config["fairseq"])["settings"])
+    text = card.as_transformers_writes("generation", config)
+    write_file_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), force=True)

@@ -30,9 +30,12 @@ def converted(checkpoint: Path, data_dir: Path, out: Path) -> Path:
     target = out / checkpoint.stem
     prov = target / "provenance.json"
     if prov.exists():
-        sources = json.loads(prov.read_text())["sources"]
-        if sources.get(str(checkpoint)) == sha256_file(checkpoint):
-            return target  # reuse: converted from this very file
+        recorded = json.loads(prov.read_text(encoding="utf-8"))
+        member = recorded["members"]["model.safetensors"]
+        data = {name: digest for name, digest in recorded["sources"].items() if name != member["checkpoint"]}
+        if member["sha256"] == sha256_file(checkpoint) and all(
+                (data_dir / name).is_file() and sha256_file(data_dir / name) == digest for name, digest in data.items()):
+            return target  # reuse: converted from this very checkpoint and these very data files
     convert([checkpoint], data_dir, target, force=True)
     return target
 
