@@ -184,3 +184,40 @@ def test_a_string_is_one_line_not_its_characters(converted):
 def test_nbest_needs_jsonl(converted):
     rc, out, err = translate(["--model", converted["ende-sep"], "--beam", "3", "--nbest", "3"], b"hello\n")
     assert rc == 1 and out == "" and "--nbest 3 needs --format jsonl" in err
+
+
+def test_lines_are_translated_as_they_arrive(converted, tmp_path):
+    """From a pipe, a line comes back before the input ends (fairseq-interactive's behaviour), and the
+    results equal the whole-file path's (issue 19, item 7)."""
+    import select
+
+    lines = shipped.test_set()[0][:5]
+    (tmp_path / "src").write_text("".join(f"{x}\n" for x in lines), encoding="utf-8")
+    args = [sys.executable, "-m", "porting.cli", "translate", "--model", str(converted["ende-sep"])]
+    whole = subprocess.run([*args, "--input", str(tmp_path / "src")], capture_output=True, check=True).stdout
+    p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    got = []
+    try:
+        for i, line in enumerate(lines):
+            p.stdin.write(line.encode() + b"\n")
+            p.stdin.flush()
+            assert select.select([p.stdout], [], [], 120)[0], f"no translation of line {i + 1} while the input is open"
+            got.append(p.stdout.readline())
+    finally:
+        p.stdin.close()
+    assert p.wait(timeout=120) == 0 and p.stdout.read() == b""
+    assert b"".join(got) == whole
+
+
+def test_what_has_arrived_is_batched_up_to_the_buffer_size():
+    import os
+
+    from porting.cli.translate import arriving
+
+    r, w = os.pipe()
+    os.write(w, b"".join(b"line %d\n" % i for i in range(10)) + b"no newline")
+    os.close(w)
+    chunks = list(arriving(r, buffer_size=4))
+    os.close(r)
+    assert [len(c) for c in chunks] == [4, 4, 3]               # all was ready: full buffers, no line lost
+    assert chunks[-1][-1] == b"no newline"
