@@ -102,8 +102,9 @@ def _step_log_probs(ensemble, src: list[int], prefix: list[int], tokens: tuple[i
 
 
 def generation(port_dir: Path, run: Path, settings: list[str] | None, ngram_blocking: str = "fairseq",
-               kernels: str = "fast") -> dict:
-    """Per setting: share of identical hypotheses; for each mismatch, where and how they part."""
+               kernels: str = "fast", progress=None) -> dict:
+    """Per setting: share of identical hypotheses; for each mismatch, where and how they part.
+    ``progress(n)`` is called as each batch of n lines is decoded."""
     from porting.generation.ensemble import Ensemble
 
     ensemble = Ensemble(load_ensemble(port_dir)[1], kernels)
@@ -122,6 +123,8 @@ def generation(port_dir: Path, run: Path, settings: list[str] | None, ngram_bloc
         for batch in rec["batches"]:
             for i, hyps in zip(batch, generate(ensemble, left_pad([ids[i] for i in batch]), opts)):
                 ours[i] = hyps
+            if progress is not None:
+                progress(len(batch))
         mismatches, worst = [], 0.0
         for i, theirs in enumerate(rec["hypotheses"]):
             a, b = ours[i][0], theirs[0]
@@ -160,10 +163,17 @@ def bleu(gen: dict, run: Path, setting: str) -> dict | None:
             "paired_bootstrap": paired_bootstrap(original, port, refs)}
 
 
+def generation_work(run: Path, settings: list[str] | None) -> int:
+    """How many lines the generation comparison decodes (settings x lines): a progress display's total."""
+    available = {p.stem for p in (run / "generation").glob("*.json")}
+    lines = len(_load(run, "inputs.json")["source"])
+    return lines * len([s for s in (settings or available) if s in available])
+
+
 def compare(port_dir: Path, run: Path, settings: list[str] | None, atol: float, rtol: float, mode: str,
-            kernels: str) -> dict:
+            kernels: str, progress=None) -> dict:
     """The whole comparison of the port against one run: tensors, tokenization, generation, BLEU,
-    and whether it passes."""
+    and whether it passes. ``progress(n)``: as generation decodes n more lines."""
     path = run.parent / "manifest.json"
     manifest = json.loads(path.read_text()) if path.exists() else {}
     if "threads" in manifest:  # reproduce the recording's float reductions: same thread count
@@ -171,7 +181,7 @@ def compare(port_dir: Path, run: Path, settings: list[str] | None, atol: float, 
     report = {"conditions": machine.conditions(manifest),
               "tensors": tensors(port_dir, run, atol, rtol, mode),
               "tokenization": tokenization(port_dir, run),
-              "generation": generation(port_dir, run, settings, kernels=kernels)}
+              "generation": generation(port_dir, run, settings, kernels=kernels, progress=progress)}
     main_setting = next((s for s in ("beam5_nbest5", "greedy") if s in report["generation"]), None)
     report["bleu"] = bleu(report["generation"], run, main_setting) if main_setting else None
     for g in report["generation"].values():

@@ -196,7 +196,8 @@ def record_hub(hub, target_lang: str, settings, with_teacher_forced: bool, out: 
         options = SETTINGS[name]
         hyps, batches = [], []
         chunks = range(0, len(source), CHUNK_SIZE)
-        for start in tqdm(chunks, desc=f"{label} {name}", unit="chunk", leave=False):
+        # disable=None: a bar on a terminal only, never into logs when standard error is redirected
+        for start in tqdm(chunks, desc=f"{label} {name}", unit="chunk", leave=False, disable=None):
             lines = source[start:start + CHUNK_SIZE]
             tokenized = [hub.encode(line) for line in lines]
             hyps += generate_chunk(hub, lines, options, tokenized)

@@ -121,13 +121,18 @@ def test_search_resumes_and_parallel_agrees(converted, data, tmp_path, monkeypat
     first = run_grid([converted["ende-sep"]], src, ref, parse_grid("beam=2 lenpen=0.6:1.0"), {}, state)
     ran = []
     real = search._run_setting
-    monkeypatch.setattr(search, "_run_setting", lambda o: ran.append(o) or real(o))
-    both = run_grid([converted["ende-sep"]], src, ref, parse_grid("beam=2:3 lenpen=0.6:1.0"), {}, state)
+    monkeypatch.setattr(search, "_run_setting", lambda o, progress=None: ran.append(o) or real(o, progress))
+    counted = []                                # the progress display's updates, in source lines
+    both = run_grid([converted["ende-sep"]], src, ref, parse_grid("beam=2:3 lenpen=0.6:1.0"), {}, state,
+                    batch_size=8, progress=counted.append)
     assert len(ran) == 2 and both[:2] == first  # the two finished settings came from the state file
+    assert counted[0] == 2 * len(src) and sum(counted) == 4 * len(src) and len(counted) > 3   # moves inside a setting
     monkeypatch.undo()  # worker processes must be able to pickle the real function
+    counted.clear()
     parallel = run_grid([converted["ende-sep"]], src, ref, parse_grid("beam=2:3 lenpen=0.6:1.0"), {},
-                        tmp_path / "other.jsonl", jobs=2)
+                        tmp_path / "other.jsonl", jobs=2, progress=counted.append)
     assert [(r["setting"], r["bleu"]) for r in parallel] == [(r["setting"], r["bleu"]) for r in both]
+    assert sum(counted) == 4 * len(src)
 
 
 def test_search_command_reports_on_test_and_writes_best(converted, data, tmp_path, capsys):

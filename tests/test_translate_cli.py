@@ -221,3 +221,46 @@ def test_what_has_arrived_is_batched_up_to_the_buffer_size():
     os.close(r)
     assert [len(c) for c in chunks] == [4, 4, 3]               # all was ready: full buffers, no line lost
     assert chunks[-1][-1] == b"no newline"
+
+
+def _stderr_on_a_terminal(args: list[str]) -> str:
+    """Run a command with standard error on a pseudo-terminal; what it showed there."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))   # a real terminal's size, not 0x0
+    p = subprocess.Popen([sys.executable, "-m", "porting.cli", *args], stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            data = os.read(master, 1 << 16)
+        except OSError:                               # the terminal closed: the process is gone
+            break
+        if not data:
+            break
+        shown += data
+    os.close(master)
+    assert p.wait(timeout=300) == 0, shown
+    return shown.decode("utf-8", "replace")
+
+
+def test_one_progress_display_on_a_terminal_none_when_piped(converted, tmp_path):
+    """A bar with an ETA on a terminal; nothing in a pipe or log (issue 19, item 6)."""
+    lines = shipped.test_set()[0][:24]
+    (tmp_path / "src").write_text("".join(f"{x}\n" for x in lines), encoding="utf-8")
+    (tmp_path / "ref").write_text("".join(f"{x}\n" for x in shipped.test_set()[1][:24]), encoding="utf-8")
+    model = str(converted["ende-sep"])
+    args = ["translate", "--model", model, "--input", str(tmp_path / "src"), "--batch-size", "4"]
+    shown = _stderr_on_a_terminal(args)
+    assert "translating" in shown and "/24 [" in shown and "<" in shown           # n/total [elapsed<ETA
+    piped = subprocess.run([sys.executable, "-m", "porting.cli", *args], capture_output=True, text=True)
+    assert piped.returncode == 0 and piped.stderr == ""
+    shown = _stderr_on_a_terminal(["search", "--model", model, "--input", str(tmp_path / "src"), "--reference",
+                                   str(tmp_path / "ref"), "--search", "beam=1:2", "--batch-size", "4",
+                                   "--out", str(tmp_path / "s")])
+    assert "2 settings" in shown and "/48 [" in shown and "0setting" not in shown  # moves inside a setting

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from porting.cli.common import add_generation_flags, generation_options, load_translator, runtime, translation_flags
+from porting.cli.common import add_generation_flags, generation_options, load_translator, progress_bar, runtime, translation_flags
 
 
 def add_arguments(p) -> None:
@@ -85,11 +85,9 @@ def run(args) -> int:
 
 
 def _translate(args, source: list[str]) -> list[str]:
-    from tqdm import tqdm
-
     translator = load_translator(args)
     options = generation_options(args)
-    with tqdm(total=len(source), desc="translating", unit="line", disable=None) as bar:
+    with progress_bar(len(source), "translating") as bar:
         hyps = translator.translate(source, batch_size=args.batch_size, progress=bar.update, **options)
     print(f"translated {len(source)} lines with {options} on {runtime(args)}", file=sys.stderr)
     if args.output:

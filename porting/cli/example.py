@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from porting.cli.common import positive_int
+from porting.cli.common import positive_int, progress_bar
 
 
 def add_arguments(p) -> None:
@@ -32,7 +32,7 @@ def run(args) -> int:
     source, reference = source[:args.lines], reference[:args.lines]
 
     out = args.out / m.name
-    print(f"1. convert {m.path / m.default_checkpoint} -> {out}")
+    print(f"1. convert {m.path / m.default_checkpoint} -> {out}", flush=True)
     try:
         # force replaces only a converted directory of ours (converters/io/atomic.py): a rerun
         # refreshes the previous example, and never anything the user put there
@@ -40,11 +40,12 @@ def run(args) -> int:
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"2. translate {len(source)} test lines with the native port (beam {args.beam})")
-    ours = Translator.from_pretrained(out).translate(source, beam=args.beam)
+    print(f"2. translate {len(source)} test lines with the native port (beam {args.beam})", flush=True)
+    with progress_bar(len(source), "port") as bar:
+        ours = Translator.from_pretrained(out).translate(source, beam=args.beam, progress=bar.update)
     theirs = None
     if fairseq_available():
-        print("3. the same lines with fairseq, the original")
+        print("3. the same lines with fairseq, the original (loading it takes a few seconds)", flush=True)
         try:
             theirs = translate_lines(load_hub(m.path, m.default_checkpoint, m.source_lang, m.target_lang),
                                      source, beam=args.beam)

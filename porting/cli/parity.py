@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from porting.cli.common import progress_bar
+
 
 def add_arguments(p) -> None:
     p.add_argument("--original", required=True,
@@ -121,7 +123,9 @@ def run(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        result = harness.compare(args.port, run_dir, settings, args.atol, args.rtol, args.mode, args.kernels)
+        with progress_bar(harness.generation_work(run_dir, settings), "decoding") as bar:
+            result = harness.compare(args.port, run_dir, settings, args.atol, args.rtol, args.mode, args.kernels,
+                                     bar.update)
     except ConfigError as e:                      # --port is no converted model this runtime can run
         print(f"error: --port: {e}", file=sys.stderr)
         return 2

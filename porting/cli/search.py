@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from porting.cli.common import add_generation_flags, generation_options, runtime
+from porting.cli.common import add_generation_flags, generation_options, progress_bar, runtime
 
 
 def add_arguments(p) -> None:
@@ -31,7 +31,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from tqdm import tqdm
 
     from porting.evaluation.grid import GridError, markdown_table, parse_grid, run_grid
     from porting.evaluation.scoring import DataError, paired_bootstrap, read_parallel, score
@@ -68,9 +67,10 @@ def run(args) -> int:
     if args.restart and state.exists():
         state.unlink()
     try:
-        with tqdm(desc="settings", unit="setting", disable=None) as bar:
-            records = run_grid(args.model, source, reference, settings, base, state, args.jobs, args.batch_size, bar,
-                               runtime(args))
+        # one bar in lines (settings x source lines), so that it moves inside a setting too
+        with progress_bar(len(settings) * len(source), f"{len(settings)} settings") as bar:
+            records = run_grid(args.model, source, reference, settings, base, state, args.jobs, args.batch_size,
+                               bar.update, runtime(args))
     except (ValueError, ConfigError) as e:      # a setting the model cannot take (min_len above the length cap, ...)
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from porting.cli.common import add_generation_flags, generation_options, runtime
+from porting.cli.common import add_generation_flags, generation_options, progress_bar, runtime
 
 
 def add_arguments(p) -> None:
@@ -51,7 +51,11 @@ def run(args) -> int:
         return 1
     try:
         source, reference = read_parallel(args.input, args.reference)
-        dirs = [converted(c, args.data_dir, args.out) for c in args.checkpoint]
+        dirs = []
+        with progress_bar(len(args.checkpoint), "converting", unit="checkpoint") as bar:
+            for checkpoint in args.checkpoint:
+                dirs.append(converted(checkpoint, args.data_dir, args.out))
+                bar.update(1)
     except (DataError, ConversionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -60,8 +64,9 @@ def run(args) -> int:
     candidates = [(d.name, [d]) for d in dirs] + ([("ensemble of all", dirs)] if len(dirs) > 1 else [])
     for name, members in candidates:
         try:
-            hyps = Translator.from_pretrained(*members, **runtime(args)).translate(source, batch_size=args.batch_size,
-                                                                                   **options)
+            translator = Translator.from_pretrained(*members, **runtime(args))
+            with progress_bar(len(source), name) as bar:
+                hyps = translator.translate(source, batch_size=args.batch_size, progress=bar.update, **options)
         except ValueError as e:
             print(f"error: {name}: {e}", file=sys.stderr)
             return 1

@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
-from porting.cli.common import add_generation_flags, generation_options, load_translator, positive_int
+from porting.cli.common import add_generation_flags, generation_options, load_translator, positive_int, progress_bar
 
 
 def add_arguments(p) -> None:
@@ -131,16 +131,13 @@ def run(args) -> int:
 
 def _translate(translator, lines: list[str], warnings: list[str], args, options: dict, progress: int = 0) -> int:
     """Translate these lines and write their results, flushed; a bar on a terminal for a whole file."""
-    from tqdm import tqdm
-
     from porting.files import json_line
     from porting.translator import InputError
 
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     try:
-        with tqdm(total=progress, desc="translating", unit="line", disable=None if progress > 1 else True,
-                  leave=False) as bar:
+        with progress_bar(progress, "translating") as bar:
             results = translator.generate(lines, batch_size=args.batch_size, truncate=args.long_input == "truncate",
                                           progress=bar.update, **options)
     except (InputError, ValueError) as e:

@@ -137,44 +137,45 @@ def _init_worker(model_dirs, source, batch_size, threads, runtime):
                    batch_size=batch_size, cache={})
 
 
-def _run_setting(options: dict) -> list[str]:
+def _run_setting(options: dict, progress=None) -> list[str]:
     w = _WORKER
-    return w["translator"].translate(w["source"], batch_size=w["batch_size"], encoder_cache=w["cache"], **options)
+    return w["translator"].translate(w["source"], batch_size=w["batch_size"], encoder_cache=w["cache"],
+                                     progress=progress, **options)
 
 
 def run_grid(model_dirs: list[Path], source: list[str], reference: list[str], settings: list[dict], base: dict,
              state: Path, jobs: int = 1, batch_size: int = 32, progress=None, runtime: dict | None = None) -> list[dict]:
     """Score every setting (merged over ``base``) with the models run as ``runtime`` says
     (Translator.from_pretrained's dtype, kernels, quantize); returns one record per setting,
-    resumed ones included."""
+    resumed ones included. ``progress(n)`` is called with each number of source lines translated
+    (resumed settings count at once; in parallel runs, a setting counts when it finishes)."""
     runtime = dict(runtime or {})
     fp = fingerprint(model_dirs, source, reference, {**base, "runtime": runtime})
     done = load_state(state, fp)
     todo = [s for s in settings if setting_key(s) not in done]
     if progress is not None:
-        progress.total = len(settings)
-        progress.update(len(settings) - len(todo))
+        progress((len(settings) - len(todo)) * len(source))
     state.parent.mkdir(parents=True, exist_ok=True)
     _end_torn_line(state)
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
 
-    def record(setting, hyps):
+    def record(setting, hyps, counted: bool):
         rec = {"fingerprint": fp, "setting": setting, **score(hyps, reference).to_dict()}
         with open(state, "a") as f:                 # appended as each finishes: resumable
             f.write(json_line(rec) + "\n")
         done[setting_key(setting)] = rec
-        if progress is not None:
-            progress.update(1)
+        if progress is not None and not counted:
+            progress(len(source))
 
     if jobs <= 1 or len(todo) <= 1:
         _init_worker(model_dirs, source, batch_size, threads, runtime)
         for s in todo:
-            record(s, _run_setting({**base, **s}))
+            record(s, _run_setting({**base, **s}, progress), counted=True)
     else:
         with ProcessPoolExecutor(jobs, initializer=_init_worker,
                                  initargs=(model_dirs, source, batch_size, threads, runtime)) as pool:
             for s, hyps in zip(todo, pool.map(_run_setting, [{**base, **s} for s in todo])):
-                record(s, hyps)
+                record(s, hyps, counted=False)
     return [done[setting_key(s)] for s in settings]
 
 
