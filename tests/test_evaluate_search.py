@@ -172,6 +172,7 @@ def test_select_scores_each_checkpoint_and_the_ensemble(data, tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "model1" in out and "model2" in out and "ensemble of all" in out and "best:" in out
+    assert f"the conversions are in {tmp_path / 'sel'}" in out
     stamp = (tmp_path / "sel" / "model1" / "model.safetensors").stat().st_mtime_ns
     assert main(args) == 0  # second run reuses the conversions
     assert (tmp_path / "sel" / "model1" / "model.safetensors").stat().st_mtime_ns == stamp

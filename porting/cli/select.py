@@ -78,4 +78,5 @@ def run(args) -> int:
     for name, s in rows:
         print(f"{s.bleu:.2f} | {s.chrf:.2f} | {name}")
     print(f"\nbest: {rows[0][0]}")
+    print(f"the conversions are in {args.out} (reused by a later run on the same checkpoints)")
     return 0
