@@ -91,8 +91,9 @@ def test_bleu_refuses_what_it_would_ignore(data, tmp_path):
     def run(*a):
         return subprocess.run([sys.executable, "-m", "porting.cli", "bleu", *a], capture_output=True, text=True)
 
-    r = run("--hypotheses", str(data / "test.de"), "--reference", str(data / "test.de"), "--beam", "3", "--input", "x")
-    assert r.returncode == 2 and "--beam, --input: only apply when translating" in r.stderr
+    r = run("--hypotheses", str(data / "test.de"), "--reference", str(data / "test.de"), "--beam", "3", "--input", "x",
+            "--out", "y")
+    assert r.returncode == 2 and "--beam, --input, --out: only apply when translating" in r.stderr
     (tmp_path / "short").write_text("eins\n", encoding="utf-8")
     r = run("--hypotheses", str(data / "test.de"), "--reference", str(tmp_path / "short"))
     assert r.returncode == 1 and "line counts differ" in r.stderr and "Traceback" not in r.stderr

@@ -32,7 +32,8 @@ def add_arguments(p) -> None:
     p.add_argument("--confidence-n", "-cin", type=int, default=1000, help="bootstrap resamples for --confidence")
     p.add_argument("--json", action="store_true", help="print sacreBLEU's JSON (a list when several metrics)")
     add_generation_flags(p, nbest=False)
-    p.add_argument("--output", type=Path, help="also write the translations here (with --model)")
+    p.add_argument("--out", "--output", dest="output", type=Path,
+                   help="also write the translations to this file (with --model; --output: the same)")
     p.add_argument("--force", action="store_true", help="replace an existing --output")
 
 
@@ -50,7 +51,7 @@ def usage_problems(args) -> list[str]:
         problems.append("--model translates --input: give --input")
     if args.hypotheses is not None:
         ignored = [flag for flag in translation_flags(args) if flag] + \
-                  [f"--{n}" for n in ("input", "output") if getattr(args, n) is not None]
+                  [f"--{flag}" for n, flag in (("input", "input"), ("output", "out")) if getattr(args, n) is not None]
         if ignored:
             problems.append(f"{', '.join(ignored)}: only apply when translating (--model), not to --hypotheses")
     return problems
@@ -66,7 +67,7 @@ def run(args) -> int:
         print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
         return 2
     if args.output is not None and args.output.exists() and not args.force:   # refused before translating
-        print(f"error: --output {args.output} exists; pass --force to replace it", file=sys.stderr)
+        print(f"error: --out {args.output} exists; pass --force to replace it", file=sys.stderr)
         return 1
     files = {"input" if args.model else "hypotheses": args.input if args.model else args.hypotheses}
     files.update({f"reference {i + 1}" if len(args.reference) > 1 else "reference": r for i, r in enumerate(args.reference)})

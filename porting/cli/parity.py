@@ -36,7 +36,8 @@ def add_arguments(p) -> None:
 
     p.add_argument("--settings", help=f"comma-separated generation settings, from: {', '.join(SETTINGS)} "
                                       "(default: all in the run)")
-    p.add_argument("--report", type=Path, required=True, help="directory for report.json, report.md and report.html")
+    p.add_argument("--report", "--out", dest="report", type=Path, required=True,
+                   help="directory for report.json, report.md and report.html (--out: the same)")
     p.add_argument("--record", action="store_true", help="keep the live fairseq run in the report directory")
     p.add_argument("--force", action="store_true", help="replace an existing report")
 
