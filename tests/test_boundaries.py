@@ -31,6 +31,7 @@ LAYERS = {
     "converters": 7,              # the package itself
     "converters.io": 7,
     "converters.fairseq": 8,
+    "converters.ctranslate2": 8,      # our directories into CTranslate2 models
     "parity": 9,
     "porting.cli": 10,
 }

@@ -82,6 +82,26 @@ def transformers_generation(fairseq: dict) -> dict:
     return {"settings": mapped, "not_expressible": not_expressible}
 
 
+def fairseq_generation(settings: dict, defaults: dict) -> tuple[dict, list[str]]:
+    """transformers' generation settings (a hub directory's generation_config.json) back to fairseq's
+    options, the inverse of transformers_generation; returns (options, what was read from where).
+    Absent keys keep fairseq's defaults; fairseq's own stopping rule stays (the model is fairseq's)."""
+    out, notes = dict(defaults), []
+
+    def take(key: str, option: str, convert) -> None:
+        if settings.get(key) is not None:
+            out[option] = convert(settings[key])
+            notes.append(f"{option}={out[option]} from {key}={settings[key]}")
+    take("num_beams", "beam", int)
+    take("length_penalty", "lenpen", float)
+    take("max_length", "max_len_b", lambda v: max(1, int(v) - 2))        # the start token and </s> counted there
+    take("min_length", "min_len", lambda v: max(1, int(v) - 1))
+    take("no_repeat_ngram_size", "no_repeat_ngram_size", int)
+    take("num_return_sequences", "nbest", int)
+    out["nbest"] = min(out["nbest"], out["beam"])
+    return out, notes
+
+
 def generation_config(fairseq: dict) -> dict:
     """transformers' GenerationConfig keys (closest to fairseq) plus fairseq's own, which the native
     port reads (the ``fairseq`` section)."""

@@ -169,6 +169,9 @@ class Job:
     dtype: str
     force: bool
     license: str | None = None
+    origin: str = "fairseq checkpoints"          # what was read, for the provenance
+    data_files: list[Path] = field(default_factory=list)     # sources besides the members, hashed
+    generation: dict = field(default_factory=fairseq_defaults)   # fairseq's options the output defaults to
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     members: list[Member] = field(default_factory=list)
@@ -193,13 +196,19 @@ def convert(checkpoints: list[Path], data_dir: Path, out: Path, source_lang: str
     _check_arguments(job)
     _gather_members(job)
     _gather_data(job)
+    return finish(job)
+
+
+def finish(job: Job) -> dict:
+    """What every input shares once its members, dictionaries and merges are gathered: the
+    vocabularies, the tensors onto the declared layout, and (if nothing is wrong) the cast and the write."""
     _check_vocabularies(job)
     _map_members(job)
     if job.problems:
         raise ConversionError(job.problems)
     for w in job.warnings:
         log.warning(w)
-    cast = DTYPES[dtype]
+    cast = DTYPES[job.dtype]
     derived = layout.derived_tensors(job.members[0].arch)
     for m in job.members:
         m.tensors.update(derived)
@@ -255,6 +264,8 @@ def _gather_data(job: Job) -> None:
             except (OSError, UnicodeDecodeError) as e:
                 job.problems.append(f"{path}: not a readable UTF-8 dictionary ({e})")
     codes = job.data_dir / "bpecodes"
+    job.data_files = [job.data_dir / f"dict.{lang}.txt" for lang in dict.fromkeys((job.source_lang, job.target_lang))]
+    job.data_files.append(codes)
     if not codes.is_file():
         job.problems.append(f"{codes}: missing (the BPE codes)")
         return
@@ -346,16 +357,15 @@ def _portable(path: Path, data_dir: Path) -> str:
 def _provenance(job: Job) -> dict:
     from converters import __version__ as converter_version
 
-    data_files = [job.data_dir / f"dict.{lang}.txt" for lang in dict.fromkeys((job.source_lang, job.target_lang))]
-    data_files.append(job.data_dir / "bpecodes")
     first = job.members[0]
     return {
         "converter": {"name": CONVERTER, "version": converter_version, "format_version": FORMAT_VERSION},
+        "converted_from": job.origin,
         "torch": torch.__version__,
         "config_written_by": (f"transformers {v} (FSMTConfig, GenerationConfig)" if (v := model_card.transformers_version())
                               else "the converter (transformers not installed: the same layout, no transformers_version)"),
         "sources": {**{_portable(m.path, job.data_dir): m.sha256 for m in job.members},
-                    **{_portable(f, job.data_dir): sha256_file(f) for f in data_files}},
+                    **{_portable(f, job.data_dir): sha256_file(f) for f in job.data_files}},
         "members": {
             f: {"checkpoint": _portable(m.path, job.data_dir), "sha256": m.sha256, "dropped": m.dropped, "tied": m.tied,
                 "upgraded": dict(m.upgrades), "tensors": len(m.tensors),
@@ -372,7 +382,7 @@ def _write(job: Job) -> dict:
     config, provenance = _config(job), _provenance(job)
     first = job.members[0]
     metadata = {"format": "pt", TIES_METADATA: json.dumps(first.tied), VERSION_METADATA: str(FORMAT_VERSION)}
-    generation = model_card.generation_config(fairseq_defaults())
+    generation = model_card.generation_config(job.generation)
     texts = {"config.json": model_card.as_transformers_writes("config", config),
              "generation_config.json": model_card.as_transformers_writes("generation", generation),
              **{name: _json_text(obj) for name, obj in (

@@ -8,6 +8,7 @@ from pathlib import Path
 def add_arguments(p) -> None:
     import argparse
 
+    from converters.ctranslate2 import QUANTIZATIONS
     from porting.cli import verbosity_options
 
     sub = p.add_subparsers(dest="source", metavar="SOURCE", required=True)
@@ -25,6 +26,23 @@ def add_arguments(p) -> None:
     f.add_argument("--license", help="the model's license (an SPDX id or the hub's name, e.g. mit, cc-by-nc-4.0) "
                                      "for the model card; fairseq checkpoints do not record one")
     f.add_argument("--force", action="store_true", help="replace an existing output")
+    h = sub.add_parser("transformers", help="a transformers FSMT directory (as on the hub) -> model directory",
+                       description="Read a transformers FSMT directory (config.json, model.safetensors or "
+                                   "pytorch_model.bin, vocab-src.json, vocab-tgt.json, merges.txt) back as the "
+                                   "fairseq model it was made from, and write our layout.", **nested)
+    h.add_argument("--model", type=Path, required=True, help="the FSMT directory")
+    h.add_argument("--out", type=Path, required=True, help="output directory (refused if it exists, unless --force)")
+    h.add_argument("--license", help="the model's license for the model card (e.g. apache-2.0)")
+    h.add_argument("--force", action="store_true", help="replace an earlier output of the workbench")
+    c = sub.add_parser("ctranslate2", help="a converted directory -> a CTranslate2 model directory",
+                       description="Write a CTranslate2 model from a converted directory through CTranslate2's "
+                                   "spec API (no fairseq, no unpickling). CTranslate2 runs one model: an "
+                                   "ensemble's first member is written.", **nested)
+    c.add_argument("--model", type=Path, required=True, help="a converted model directory (porting convert fairseq)")
+    c.add_argument("--out", type=Path, required=True, help="the CTranslate2 model directory to write")
+    c.add_argument("--quantization", choices=QUANTIZATIONS, default=None,
+                   help="CTranslate2's weight type (default: float32, as converted)")
+    c.add_argument("--force", action="store_true", help="replace an earlier output of the workbench")
     t = sub.add_parser("torch", help="any PyTorch pickle (e.g. pytorch_model.bin) -> model.safetensors", **nested)
     t.add_argument("--input", "--in", dest="input", type=Path, required=True,
                    help="the pickle (--in: its former name)")
@@ -45,6 +63,10 @@ def run(args) -> int:
         n = sum(m["parameters"] for m in prov["members"].values())
         print(f"wrote {args.out}: {len(prov['members'])} member(s), {n:,} parameters stored")
         return 0
+    if args.source == "ctranslate2":
+        return _ctranslate2(args)
+    if args.source == "transformers":
+        return _transformers(args)
     from converters.io.torch_pickle import TorchConversionError, convert_pickle
 
     try:
@@ -54,4 +76,31 @@ def run(args) -> int:
         return 1
     print(f"wrote {args.out}: {report['tensors']} tensors, {report['bytes']:,} bytes"
           + (f"; shared storage stored once: {report['aliases']}" if report["aliases"] else ""))
+    return 0
+
+
+def _ctranslate2(args) -> int:
+    from converters.ctranslate2.convert import CTranslate2Error, convert
+
+    try:
+        done = convert(args.model, args.out, args.quantization, args.force)
+    except CTranslate2Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}: CTranslate2 model, {done['quantization']} weights"
+          + "".join(f"; left out: {note}" for note in done["left_out"]))
+    return 0
+
+
+def _transformers(args) -> int:
+    from converters.fairseq.convert import ConversionError
+    from converters.fairseq.fsmt import convert_fsmt
+
+    try:
+        prov = convert_fsmt(args.model, args.out, args.force, args.license)
+    except ConversionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    n = sum(m["parameters"] for m in prov["members"].values())
+    print(f"wrote {args.out}: from {args.model}, {n:,} parameters stored")
     return 0

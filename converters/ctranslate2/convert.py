@@ -1,0 +1,177 @@
+"""A converted directory -> a CTranslate2 model directory, through CTranslate2's own spec API.
+
+    porting convert ctranslate2 --model OUT --out CT2_DIR [--quantization int8] [--force]
+
+CTranslate2's fairseq converter imports fairseq and unpickles the checkpoint with code execution
+allowed (``--unsafe_deserialization`` under torch >= 2.6). Here the weights come from our checked
+safetensors through the native loader (porting.model.load: layout, ties and derived tables already
+verified), and CTranslate2's ``TransformerSpec`` receives them: the spec validates names, shapes and
+dtypes, and applies the quantization. Every architecture option either maps or is refused by name.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from converters.ctranslate2 import QUANTIZATIONS
+from converters.io.atomic import OutputExists, atomic_dir
+from porting.format import PAD, SPECIALS, Arch, ConfigError, read_config
+from porting.model.layout import derived_tensors
+from porting.tokenizer import from_fsmt_vocab
+
+log = logging.getLogger(__name__)
+
+# fairseq's activation_fn -> CTranslate2's Activation member name (fairseq's "gelu" is the erf one)
+ACTIVATIONS = {"relu": "RELU", "gelu": "GELU"}
+
+
+class CTranslate2Error(Exception):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"{len(problems)} problem(s), nothing written:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def inexpressible(arch: Arch) -> list[str]:
+    """Options CTranslate2's Transformer cannot take (it has one pre_norm flag, one head count and
+    one final-norm flag for both sides), each named with its value."""
+    out = []
+    if arch.encoder_normalize_before != arch.decoder_normalize_before:
+        out.append(f"encoder_normalize_before={arch.encoder_normalize_before} with decoder_normalize_before="
+                   f"{arch.decoder_normalize_before}: CTranslate2 has one pre_norm for both sides")
+    if arch.encoder_attention_heads != arch.decoder_attention_heads:
+        out.append(f"encoder_attention_heads={arch.encoder_attention_heads} with decoder_attention_heads="
+                   f"{arch.decoder_attention_heads}: CTranslate2 has one head count")
+    if arch.decoder_normalize_before and not arch.decoder_final_norm:
+        out.append("a pre-norm decoder without its final layer norm (no_decoder_final_norm): CTranslate2's "
+                   "no_final_norm would drop the encoder's too")
+    if arch.activation_fn not in ACTIVATIONS:
+        out.append(f"activation_fn {arch.activation_fn!r}: mapped are {', '.join(ACTIVATIONS)}")
+    return out
+
+
+def fairseq_vocabulary(vocab_file: Path) -> list[str]:
+    """fairseq's symbols in id order (from our FSMT vocabulary), as CTranslate2 names them: it calls
+    the padding symbol <blank>."""
+    ids = from_fsmt_vocab(json.loads(vocab_file.read_text(encoding="utf-8")))
+    tokens = [t for t, _ in sorted(ids.items(), key=lambda kv: kv[1])]
+    if tokens[:len(SPECIALS)] != list(SPECIALS) or [ids[t] for t in tokens] != list(range(len(tokens))):
+        raise ConfigError(f"{vocab_file}: not fairseq's ids 0..n-1 with {', '.join(SPECIALS)} first")
+    return ["<blank>" if t == "<pad>" else t for t in tokens]
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().contiguous().numpy()
+
+
+def _linear(spec, module) -> None:
+    spec.weight = _np(module.weight)
+    if module.bias is not None:
+        spec.bias = _np(module.bias)
+
+
+def _norm(spec, module) -> None:
+    spec.gamma, spec.beta = _np(module.weight), _np(module.bias)
+
+
+def _fused(spec, modules) -> None:
+    """Projections CTranslate2 runs as one matrix (q,k,v for self-attention; k,v for the encoder's):
+    weights stacked along the output dimension, [3*d, d] or [2*d, d]."""
+    spec.weight = np.concatenate([_np(m.weight) for m in modules])
+    spec.bias = np.concatenate([_np(m.bias) for m in modules])
+
+
+def _attention(spec, attn, layer_norm, self_attention: bool) -> None:
+    # CTranslate2 scales queries by 1/sqrt(head_dim) itself, as fairseq does in forward: no folding here
+    if self_attention:
+        _fused(spec.linear[0], (attn.q_proj, attn.k_proj, attn.v_proj))
+    else:
+        _linear(spec.linear[0], attn.q_proj)
+        _fused(spec.linear[1], (attn.k_proj, attn.v_proj))
+    _linear(spec.linear[-1], attn.out_proj)
+    _norm(spec.layer_norm, layer_norm)
+
+
+def _ffn(spec, layer) -> None:
+    _norm(spec.layer_norm, layer.final_layer_norm)
+    _linear(spec.linear_0, layer.fc1)
+    _linear(spec.linear_1, layer.fc2)
+
+
+def _embeddings(spec, side, arch: Arch, name: str) -> None:
+    embeddings = spec.embeddings[0] if isinstance(spec.embeddings, list) else spec.embeddings  # one source factor
+    embeddings.weight = _np(side.embed_tokens.weight)
+    # fairseq numbers positions from padding_idx + 1: CTranslate2's table starts at that row
+    table = side.embed_positions.weight if side.learned else derived_tensors(arch)[f"model.{name}.embed_positions.weight"]
+    spec.position_encodings.encodings = _np(table[PAD + 1:])
+    spec.scale_embeddings = side.scale
+    if side.layernorm_embedding is not None:
+        _norm(spec.layernorm_embedding, side.layernorm_embedding)
+
+
+def build_spec(model_dir: Path):
+    """The CTranslate2 TransformerSpec of a converted directory's first member."""
+    from ctranslate2.specs import common_spec, transformer_spec
+
+    from porting.model.load import load_member
+
+    config = read_config(model_dir)
+    arch = Arch.from_config(config["porting"]["architecture"])
+    problems = inexpressible(arch)
+    if problems:
+        raise CTranslate2Error(problems)
+    model = load_member(model_dir, config["porting"]["ensemble"][0], config)
+    spec = transformer_spec.TransformerSpec.from_config(
+        (arch.encoder_layers, arch.decoder_layers), arch.encoder_attention_heads,
+        pre_norm=arch.encoder_normalize_before, activation=getattr(common_spec.Activation, ACTIVATIONS[arch.activation_fn]),
+        layernorm_embedding=arch.layernorm_embedding,
+        # 0: every head (no alignment was trained), as CTranslate2's own fairseq converter writes it
+        alignment_heads=0)
+    enc, dec = model.encoder, model.decoder
+    _embeddings(spec.encoder, enc, arch, "encoder")
+    _embeddings(spec.decoder, dec, arch, "decoder")
+    for layer_spec, layer in zip(spec.encoder.layer, enc.layers):
+        _attention(layer_spec.self_attention, layer.self_attn, layer.self_attn_layer_norm, self_attention=True)
+        _ffn(layer_spec.ffn, layer)
+    for layer_spec, layer in zip(spec.decoder.layer, dec.layers):
+        _attention(layer_spec.self_attention, layer.self_attn, layer.self_attn_layer_norm, self_attention=True)
+        _attention(layer_spec.attention, layer.encoder_attn, layer.encoder_attn_layer_norm, self_attention=False)
+        _ffn(layer_spec.ffn, layer)
+    if enc.layer_norm is not None:
+        _norm(spec.encoder.layer_norm, enc.layer_norm)
+    if dec.layer_norm is not None:
+        _norm(spec.decoder.layer_norm, dec.layer_norm)
+    spec.decoder.projection.weight = _np(dec.output_projection.weight)
+    spec.register_source_vocabulary(fairseq_vocabulary(model_dir / "vocab-src.json"))
+    spec.register_target_vocabulary(fairseq_vocabulary(model_dir / "vocab-tgt.json"))
+    # fairseq's decoder starts from </s>, and its source ends with </s>
+    spec.config.decoder_start_token = spec.config.eos_token
+    spec.config.add_source_eos = True
+    return spec, config
+
+
+def convert(model_dir: Path, out: Path, quantization: str | None = None, force: bool = False) -> dict:
+    """Write the CTranslate2 model; returns what was written and what it leaves out."""
+    model_dir, out = Path(model_dir), Path(out)
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise CTranslate2Error([f"--quantization {quantization!r}: choose one of {', '.join(QUANTIZATIONS)}"])
+    try:
+        spec, config = build_spec(model_dir)
+    except ConfigError as e:
+        raise CTranslate2Error([f"--model {model_dir}: {e}"]) from None
+    spec.validate()
+    spec.optimize(quantization=quantization)
+    members = config["porting"]["ensemble"]
+    left_out = [f"ensemble members {', '.join(members[1:])}: CTranslate2 runs one model; the first is written"] \
+        if len(members) > 1 else []
+    try:
+        with atomic_dir(out, force, [model_dir]) as tmp:
+            spec.save(str(tmp))
+    except OutputExists as e:
+        raise CTranslate2Error([str(e)]) from None
+    for note in left_out:
+        log.warning(note)
+    return {"out": str(out), "quantization": quantization or "float32", "left_out": left_out}

@@ -1,0 +1,175 @@
+"""A transformers FSMT directory (as published on the hub) read back as the fairseq model it was
+made from, then written by the same phases as ``convert fairseq`` (convert.finish).
+
+    porting convert transformers --model HF_DIR --out OUT [--force]
+
+FSMT ("FairSeq Machine Translation") is transformers' port of fairseq's transformer: post-norm,
+sinusoidal positions, fairseq's names under ``model.``. What a hub directory lacks is the fairseq
+side: the options (read from FSMTConfig's fields), the dictionaries (FSMT's vocabularies with their
+``</w>`` marks turned back into fastBPE's ``@@``), the ties (transformers drops tied copies when it
+saves) and fairseq's generation settings (mapped back from transformers' names).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from converters.fairseq import bpe_check
+from converters.fairseq import card as model_card
+from converters.fairseq.arch import UnsupportedArchitecture, read_architecture
+from converters.fairseq.convert import ConversionError, Job, Member, finish
+from converters.fairseq.dictionary import Dictionary
+from converters.io.atomic import check_writable
+from converters.io.checkpoint import CheckpointError, load_untrusted
+from porting.files import sha256_file
+from porting.format import SPECIALS
+from porting.generation.options import fairseq_defaults
+from porting.model import layout
+from porting.tokenizer import from_fsmt_vocab
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+FILES = ("config.json", "vocab-src.json", "vocab-tgt.json", "merges.txt")
+
+
+def fairseq_options(config: dict) -> dict:
+    """FSMTConfig's fields as fairseq's transformer options (FSMT has no switch for the others: it is
+    post-norm, with sinusoidal positions and no embedding layer norm)."""
+    d = config["d_model"]
+    return {
+        "arch": "transformer", "encoder_layers": config["encoder_layers"], "decoder_layers": config["decoder_layers"],
+        "encoder_embed_dim": d, "decoder_embed_dim": d,
+        "encoder_ffn_embed_dim": config["encoder_ffn_dim"], "decoder_ffn_embed_dim": config["decoder_ffn_dim"],
+        "encoder_attention_heads": config["encoder_attention_heads"],
+        "decoder_attention_heads": config["decoder_attention_heads"],
+        "activation_fn": config.get("activation_function", "relu"),
+        "max_source_positions": config["max_position_embeddings"],
+        "max_target_positions": config["max_position_embeddings"],
+        "no_scale_embedding": not config.get("scale_embedding", True),
+        "dropout": config.get("dropout", 0.1), "attention_dropout": config.get("attention_dropout", 0.0),
+        "activation_dropout": config.get("activation_dropout", 0.0),
+    }
+
+
+def _dictionary(vocab_file: Path, problems: list[str]) -> Dictionary | None:
+    ids = from_fsmt_vocab(json.loads(vocab_file.read_text(encoding="utf-8")))
+    symbols = [s for s, _ in sorted(ids.items(), key=lambda kv: kv[1])]
+    if symbols[:len(SPECIALS)] != list(SPECIALS) or [ids[s] for s in symbols] != list(range(len(symbols))):
+        problems.append(f"{vocab_file}: not fairseq's ids 0..n-1 with {', '.join(SPECIALS)} first")
+        return None
+    return Dictionary(symbols, dict(ids), [1] * len(symbols))
+
+
+def _weights(hf_dir: Path, problems: list[str]) -> tuple[Path, dict[str, torch.Tensor]] | None:
+    """The weights, read safely (safetensors, or a pickle through the allowlisted loader)."""
+    for name in WEIGHT_FILES:
+        path = hf_dir / name
+        if not path.is_file():
+            continue
+        try:
+            state = load_file(str(path)) if name.endswith(".safetensors") else load_untrusted(path)
+        except (SafetensorError, CheckpointError, OSError) as e:
+            problems.append(f"{path}: not readable ({e})")
+            return None
+        return path, state
+    problems.append(f"{hf_dir}: no {' or '.join(WEIGHT_FILES)}")
+    return None
+
+
+def _fairseq_names(state: dict[str, torch.Tensor], path: Path, problems: list[str]) -> dict[str, torch.Tensor]:
+    """FSMT's names are fairseq's under ``model.``."""
+    out = {}
+    for key, value in state.items():
+        if not key.startswith(layout.PREFIX) or not isinstance(value, torch.Tensor):
+            problems.append(f"{path}: {key} is no FSMT weight")
+            continue
+        out[key[len(layout.PREFIX):]] = value
+    return out
+
+
+def _restore_ties(tensors: dict[str, torch.Tensor], tied: bool, joined: bool) -> tuple[bool, bool]:
+    """transformers saves a tied group once; put the dropped names back and say which ties hold:
+    (share_decoder_input_output_embed, share_all_embeddings)."""
+    group = ["decoder.embed_tokens.weight", "decoder.output_projection.weight"]
+    if joined:
+        group.insert(0, "encoder.embed_tokens.weight")
+    present = [k for k in group if k in tensors]
+    if not present:
+        return False, False
+    for k in group:
+        if k not in tensors and (tied or k == "encoder.embed_tokens.weight"):
+            tensors[k] = tensors[present[0]]
+
+    def same(a: str, b: str) -> bool:
+        return a in tensors and b in tensors and tensors[a].shape == tensors[b].shape and torch.equal(tensors[a], tensors[b])
+    share_output = same("decoder.embed_tokens.weight", "decoder.output_projection.weight")
+    share_all = joined and share_output and same("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+    return share_output, share_all
+
+
+def _drop_positions(m: Member, problems: list[str]) -> None:
+    """FSMT stores fairseq's sinusoidal tables; the output regenerates them: dropped if they are
+    exactly fairseq's, refused otherwise (trained positions FSMT would not have)."""
+    derived = layout.derived_tensors(m.arch)
+    for side in ("encoder", "decoder"):
+        key = f"{side}.embed_positions.weight"
+        if key not in m.tensors:
+            continue
+        table = m.tensors.pop(key)
+        ours = derived[layout.PREFIX + key]
+        if table.shape != ours.shape or not torch.allclose(table.float(), ours, atol=1e-6):
+            problems.append(f"{m.path}: {layout.PREFIX + key} is not fairseq's sinusoidal table")
+        m.dropped[key] = "FSMT's copy of fairseq's sinusoidal table (checked equal); regenerated from the config"
+
+
+def read_fsmt(hf_dir: Path, out: Path, force: bool = False, license: str | None = None) -> Job:
+    """An FSMT directory as a conversion job, every problem collected."""
+    hf_dir = Path(hf_dir)
+    problems: list[str] = []
+    missing = [f for f in FILES if not (hf_dir / f).is_file()]
+    if not hf_dir.is_dir() or missing:
+        raise ConversionError([f"--model {hf_dir}: not a transformers FSMT directory (missing {', '.join(missing or FILES)})"])
+    config = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
+    if config.get("model_type") != "fsmt":
+        raise ConversionError([f"--model {hf_dir}: a {config.get('model_type')!r} model; this reads FSMT (model_type 'fsmt')"])
+    if problem := check_writable(Path(out), force, [hf_dir]):
+        problems.append(problem)
+    src, tgt = config["langs"]
+    dicts = {side: _dictionary(hf_dir / f"vocab-{side}.json", problems) for side in ("src", "tgt")}
+    weights = _weights(hf_dir, problems)
+    job = Job([weights[0] if weights else hf_dir / WEIGHT_FILES[0]], hf_dir, Path(out), src, tgt,
+              config.get("dtype") or config.get("torch_dtype") or "float32", force, license,
+              origin="a transformers FSMT directory", data_files=[hf_dir / f for f in FILES], problems=problems)
+    if job.dtype not in ("float32", "float16", "bfloat16"):
+        job.dtype = "float32"
+    if weights is None or None in dicts.values():
+        raise ConversionError(problems)
+    path, state = weights
+    tensors = _fairseq_names(state, path, problems)
+    joined = dicts["src"].symbols == dicts["tgt"].symbols
+    share_output, share_all = _restore_ties(tensors, bool(config.get("tie_word_embeddings")), joined)
+    options = {**fairseq_options(config), "share_decoder_input_output_embed": share_output,
+               "share_all_embeddings": share_all}
+    try:
+        arch = read_architecture(options)
+    except UnsupportedArchitecture as e:
+        raise ConversionError([f"{hf_dir}: {p}" for p in e.problems]) from None
+    member = Member(path, sha256_file(path), arch, options, tensors=tensors, langs=(src, tgt))
+    _drop_positions(member, problems)
+    job.members, job.dicts = [member], dicts
+    job.merges = bpe_check.read_merges(hf_dir / "merges.txt")
+    generation = hf_dir / "generation_config.json"
+    if generation.is_file():
+        job.data_files.append(generation)
+        job.generation, notes = model_card.fairseq_generation(json.loads(generation.read_text(encoding="utf-8")),
+                                                              fairseq_defaults())
+        member.upgrades += [("generation_config.json", note) for note in notes]
+    return job
+
+
+def convert_fsmt(hf_dir: Path, out: Path, force: bool = False, license: str | None = None) -> dict:
+    """Convert, or raise ConversionError listing every problem; returns the provenance record."""
+    return finish(read_fsmt(hf_dir, out, force, license))
