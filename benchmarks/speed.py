@@ -2,7 +2,7 @@
 one run, on the same inputs, beam 5, on the CPU with the same thread count.
 
     .venv/bin/python benchmarks/speed.py [--models shipped,wmt19-size] [--batch-sizes 1,32]
-        [--systems fairseq,transformers,ctranslate2,port,port-exact,port-bf16,port-int8]
+        [--systems fairseq,transformers,ctranslate2,ctranslate2-int8,port,port-exact,port-bf16,port-int8]
         [--threads 2] [--rounds 2] [--repeat 2] [--work .build/bench] [--out .build/bench/speed.json]
 
 Models: `shipped` is the shipped ende-sep model (model2.pt); `wmt19-size` is a
@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SYSTEMS = ("fairseq", "transformers", "ctranslate2", "port", "port-exact", "port-bf16", "port-int8")
+SYSTEMS = ("fairseq", "transformers", "ctranslate2", "ctranslate2-int8", "port", "port-exact", "port-bf16", "port-int8")
 BEAM = 5
 
 
@@ -56,26 +56,26 @@ def model_setups(work: Path) -> dict:
 
 
 def env() -> dict:
-    return {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}   # fairseq's and CT2's converter's loads only
+    return {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}   # fairseq's own loads only (its worker)
 
 
 def prepare(name: str, setup: dict, work: Path) -> dict:
-    """Converted directories for the port/transformers and CTranslate2 (made once, kept in work/)."""
+    """Converted directories for the port/transformers and CTranslate2 (made once, kept in work/);
+    CTranslate2's float32 and int8 models both by `porting convert ctranslate2`."""
     bin_ = Path(sys.executable).parent
     if name == "wmt19-size" and not (setup["dir"] / "model.pt").exists():
         subprocess.run([sys.executable, ROOT / "benchmarks" / "convert_memory.py", "--work", work], check=True)
-    ours, ct2 = work / "speed" / name / "converted", work / "speed" / name / "ct2"
+    ours = work / "speed" / name / "converted"
     if not (ours / "config.json").exists():
         subprocess.run([bin_ / "porting", "convert", "fairseq", "--checkpoint", setup["dir"] / setup["ckpt"],
                         "--data-dir", setup["dir"], "--out", ours, "--force"], check=True, capture_output=True)
-    if not (ct2 / "model.bin").exists():
-        r = subprocess.run([bin_ / "ct2-fairseq-converter", "--model_path", setup["dir"] / setup["ckpt"],
-                            "--data_dir", setup["dir"], "--source_lang", "en", "--target_lang", "de",
-                            "--output_dir", ct2, "--force", "--unsafe_deserialization"],
-                           env=env(), capture_output=True, text=True)
-        if r.returncode:
-            raise SystemExit(f"ct2-fairseq-converter failed:\n{r.stderr[-2000:]}")
-    return {"converted": str(ours), "ct2": str(ct2), "fairseq_dir": str(setup["dir"]), "ckpt": setup["ckpt"]}
+    ct2 = {q: work / "speed" / name / f"ct2-{q}" for q in ("float32", "int8")}
+    for quantization, path in ct2.items():
+        if not (path / "model.bin").exists():
+            subprocess.run([bin_ / "porting", "convert", "ctranslate2", "--model", ours, "--out", path,
+                            "--quantization", quantization, "--force"], check=True, capture_output=True)
+    return {"converted": str(ours), "ct2": str(ct2["float32"]), "ct2-int8": str(ct2["int8"]),
+            "fairseq_dir": str(setup["dir"]), "ckpt": setup["ckpt"]}
 
 
 def batches_of(ids: list[list[int]], batch_size: int) -> list[list[int]]:
@@ -157,22 +157,26 @@ def _transformers(job):
     return run
 
 
-def _ctranslate2(job):
+def _ctranslate2(job, int8: bool = False):
     import ctranslate2
 
     from porting.tokenizer import Tokenizer
 
-    tr = ctranslate2.Translator(job["ct2"], device="cpu", compute_type="float32",
-                                inter_threads=1, intra_threads=job["threads"])
+    tr = ctranslate2.Translator(job["ct2-int8" if int8 else "ct2"], device="cpu",
+                                compute_type="int8" if int8 else "float32", inter_threads=1,
+                                intra_threads=job["threads"])
     tok = Tokenizer(Path(job["converted"]))
     src_symbols = {i: s for s, i in tok.src_vocab.items()}
     tgt_vocab = {s: i for i, s in tok.tgt_symbols.items()}
 
     def run(batch):
         pieces = [[src_symbols[i] for i in ids[:-1]] for ids in batch]       # CT2 appends </s> itself
-        res = tr.translate_batch(pieces, beam_size=BEAM, max_decoding_length=job["max_len_b"] + 1,
+        # fairseq's cap in CTranslate2's terms (porting/NOTES.md): max_len_b tokens before </s>; at the
+        # cap CTranslate2 stops without </s> where fairseq forces one, so it is added for the comparison
+        res = tr.translate_batch(pieces, beam_size=BEAM, max_decoding_length=job["max_len_b"], min_decoding_length=1,
                                  length_penalty=1.0, max_batch_size=len(batch), return_end_token=True)
         hyps = [[tgt_vocab[t] for t in r.hypotheses[0]] for r in res]
+        hyps = [h if h[-1:] == [2] else h + [2] for h in hyps]
         return hyps, [[tok.src_vocab[p] for p in ps] + [2] for ps in pieces]
     return run
 
@@ -204,7 +208,8 @@ def worker(system: str, job: dict) -> dict:
     import torch
 
     torch.set_num_threads(job["threads"])
-    runner = {"fairseq": _fairseq, "transformers": _transformers, "ctranslate2": _ctranslate2}.get(system)
+    runner = {"fairseq": _fairseq, "transformers": _transformers, "ctranslate2": _ctranslate2,
+              "ctranslate2-int8": lambda job: _ctranslate2(job, int8=True)}.get(system)
     run = runner(job) if runner else _port(job, system)
     ids = job["ids"]
     batches = [[ids[i] for i in b] for b in job["batches"]]
@@ -226,14 +231,14 @@ def worker(system: str, job: dict) -> dict:
 # ---------------------------------------------------------------- report
 
 def table(rows: list[dict]) -> str:
-    head = (f"{'model':<11} {'batch':>5} {'system':<13} {'sent/s':>8} {'tok/s':>9} {'peak RSS GB':>11} "
+    head = (f"{'model':<11} {'batch':>5} {'system':<17} {'sent/s':>8} {'tok/s':>9} {'peak RSS GB':>11} "
             f"{'ours / it':>9} {'= fairseq':>10} {'BLEU':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['model']:<11} {r['batch']:>5} {r['system']:<13} failed: {r['error']}")
+            lines.append(f"{r['model']:<11} {r['batch']:>5} {r['system']:<17} failed: {r['error']}")
             continue
-        lines.append(f"{r['model']:<11} {r['batch']:>5} {r['system']:<13} {r['sent_s']:>8.2f} {r['tok_s']:>9.1f} "
+        lines.append(f"{r['model']:<11} {r['batch']:>5} {r['system']:<17} {r['sent_s']:>8.2f} {r['tok_s']:>9.1f} "
                      f"{r['peak_rss'] / 1e9:>11.2f} {r['speedup_of_port']:>8.2f}x {r['agree']:>4}/{r['lines']:<5} "
                      f"{r['bleu'] if 'bleu' in r else '-':>6}")
     return "\n".join(lines)

@@ -54,21 +54,24 @@ def test_an_error_in_a_later_round_is_the_result():
 
 @requires_fairseq
 def test_tiny_benchmark_run_reports_both_systems_on_the_same_inputs(tmp_path):
-    """fairseq and the port on 4 shipped lines, 2 rounds x 1 repetition (~20 s)."""
+    """fairseq, the port and CTranslate2 (float32 and int8, written by porting convert ctranslate2) on
+    4 shipped lines, 2 rounds x 1 repetition (~30 s)."""
     out = tmp_path / "speed.json"
     run = subprocess.run([sys.executable, str(SPEED), "--models", "shipped", "--batch-sizes", "1",
-                          "--systems", "port,fairseq", "--lines", "4", "--rounds", "2", "--repeat", "1",
+                          "--systems", "port,fairseq,ctranslate2,ctranslate2-int8", "--lines", "4",
+                          "--rounds", "2", "--repeat", "1",
                           "--threads", "1", "--work", str(tmp_path / "work"), "--out", str(out)],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     rows = {r["system"]: r for r in json.loads(out.read_text())["rows"]}
-    assert set(rows) == {"fairseq", "port"}
+    assert set(rows) == {"fairseq", "port", "ctranslate2", "ctranslate2-int8"}
     for row in rows.values():
         assert "error" not in row
         assert len(row["all_seconds"]) == 2                       # one repetition in each of two rounds
         assert row["seconds"] == min(row["all_seconds"])
         assert row["lines"] == 4 and row["target_tokens"] > 0
     assert rows["port"]["agree"] == 4                             # the fast port's best hypotheses are fairseq's
+    assert rows["ctranslate2"]["agree"] == 4                      # so are CTranslate2's on our conversion
     assert rows["port"]["target_tokens"] == rows["fairseq"]["target_tokens"]
     assert rows["port"]["bleu"] == rows["fairseq"]["bleu"]
     assert rows["fairseq"]["speedup_of_port"] == pytest.approx(rows["port"]["tok_s"] / rows["fairseq"]["tok_s"])
