@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# transformers' FSMT keeps fairseq's module names under this prefix (FSMTForConditionalGeneration.model):
+# its boundary table is fairseq's, prefixed (parity/peers.py hooks these modules)
+FSMT_PREFIX = "model."
+
 
 @dataclass(frozen=True)
 class Boundary:

@@ -260,14 +260,13 @@ def _manifest(wanted: list[Run], tmp: Path, lines: int) -> dict:
     }
 
 
-def record_live(spec: str, port: Path, source: list[str], reference: list[str] | None, settings: list[str],
-                out: Path) -> Path:
-    """Run live fairseq (spec: MODEL_DIR[:a.pt:b.pt]) in the port's languages and record it into `out`."""
+def record_live(spec: str, languages: tuple[str, str], source: list[str], reference: list[str] | None,
+                settings: list[str], out: Path) -> Path:
+    """Run live fairseq (spec: MODEL_DIR[:a.pt:b.pt]) in these languages and record it into `out`."""
     from parity.fairseq_hub import load_hub
 
     model_dir, checkpoints = fairseq_spec(spec)
-    config = json.loads((port / "config.json").read_text())
-    src, tgt = config["langs"]
+    src, tgt = languages
     hub = load_hub(model_dir, checkpoints, src, tgt)
     record_hub(hub, tgt, settings, len(checkpoints) <= 1, out, source, reference, label="fairseq")
     return out

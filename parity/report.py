@@ -21,6 +21,20 @@ def write(report: dict, directory: Path) -> None:
 
 
 
+def cause_rows(report: dict) -> list[list[str]]:
+    """The table at the top of every report: per setting, identical out of the total and the count of
+    each cause of the differences (parity/causes.py)."""
+    from parity.causes import CAUSES
+
+    rows = [["setting", "identical", *CAUSES]]
+    for name, g in report["generation"].items():
+        if "error" in g:
+            rows.append([name, g["error"], *[""] * len(CAUSES)])
+        else:
+            rows.append([name, f"{g['identical']}/{g['total']}", *[str(g["causes"][c]) for c in CAUSES]])
+    return rows
+
+
 def error_plot_png(tensors: list[dict], atol: float, mode: str) -> bytes:
     import matplotlib
 
@@ -56,6 +70,11 @@ def render(report: dict) -> str:
              "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}.bad{color:#c62828}.good{color:#2e7d32}</style>",
              f"</head><body><h1 class='{'good' if report['ok'] else 'bad'}'>Parity {verdict}</h1>",
              f"<p>port <code>{e(report['port'])}</code> against <code>{e(report['original'])}</code></p>"]
+    head, *rows = cause_rows(report)
+    parts.append("<h2>Differences and their causes</h2><table id='causes'><tr>"
+                 + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
+    parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
+    parts.append("</table>")
     t = report["tensors"]
     if "tensors" in t:
         png = base64.b64encode(error_plot_png(t["tensors"], t["atol"], t["mode"])).decode()
@@ -92,7 +111,9 @@ def render(report: dict) -> str:
                          f"port: {e(m['port'])} ({m['port_score']:.4f})<br>original: {e(m['original'])} "
                          f"({m['original_score']:.4f})<br>they part at step {m['first_differing_step']}: port chose "
                          f"<code>{e(a['port_token'])}</code> ({a['port_token_logprob']:.4f}), the original "
-                         f"<code>{e(a['original_token'])}</code> ({a['original_token_logprob']:.4f})</p></div>")
+                         f"<code>{e(a['original_token'])}</code> ({a['original_token_logprob']:.4f})<br>"
+                         f"cause: <b>{e(m['cause']['cause'])}</b> {e(m['cause'].get('rule', ''))}: "
+                         f"{e(m['cause']['why'])}</p></div>")
     if report.get("bleu"):
         b = report["bleu"]
         parts.append(f"<h2>BLEU</h2><p>{e(b['setting'])}: port {b['port']['bleu']} / original {b['original']['bleu']}, "
@@ -109,6 +130,9 @@ def markdown(report: dict) -> str:
              f"**{'PASS' if report['ok'] else 'FAIL'}**", "",
              f"conditions: {c['threads']} thread(s), {c['cpu_capability']} (recorded: {c['recorded_threads']} thread(s), "
              f"{c['recorded_cpu_capability']})" + (f"; **{c['note']}**" if c.get("note") else ""), ""]
+    head, *rows = cause_rows(report)
+    lines += ["## Differences and their causes", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
     t = report["tensors"]
     if "tensors" in t:
         lines += ["## Tensors (teacher-forced, worst sentence)", "",
@@ -132,6 +156,12 @@ def markdown(report: dict) -> str:
             lines.append(f"| {name} | {g['error']} | |")
         else:
             lines.append(f"| {name} | {g['identical']}/{g['lines']} | {g['max_score_diff']:.3g} |")
+    if report.get("system", "native") != "native":
+        lines += ["", f"### fairseq's options in {report['system']}'s terms", ""]
+        for name, g in report["generation"].items():
+            if "mapping" in g:
+                lines.append(f"- {name}: {g['options']} → {g['mapping']}"
+                             + "".join(f"; not expressible: {n}" for n in g["not_expressible"]))
     for name, g in report["generation"].items():
         for m in g.get("mismatches", [])[:10]:
             a = m["at_that_step"]
@@ -139,7 +169,9 @@ def markdown(report: dict) -> str:
                       f"`{a['port_token']}` ({a['port_token_logprob']:.4f}), original `{a['original_token']}` "
                       f"({a['original_token_logprob']:.4f})", f"  - source: {m['source']}",
                       f"  - port: {m['port']} ({m['port_score']:.4f})",
-                      f"  - original: {m['original']} ({m['original_score']:.4f})"]
+                      f"  - original: {m['original']} ({m['original_score']:.4f})",
+                      f"  - cause: **{m['cause']['cause']}**" + (f" ({m['cause']['rule']})" if "rule" in m["cause"] else "")
+                      + f": {m['cause']['why']}"]
     if report.get("bleu"):
         b = report["bleu"]
         p = b["paired_bootstrap"].get("note") or b["paired_bootstrap"]["p_value"]

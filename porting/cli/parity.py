@@ -1,6 +1,8 @@
-"""`porting parity`: the port against the original, with a report that points at the first divergence.
+"""`porting parity`: a port against the original, with a report that points at the first divergence
+and gives every differing hypothesis its cause.
 
-    porting parity --original recorded:RUN_DIR | fairseq:DIR[:model1.pt,model2.pt] --port OUT \
+    porting parity --original recorded:RUN_DIR | fairseq:DIR[:model1.pt,model2.pt] \
+        --port [native:]OUT | transformers:HF_DIR | ctranslate2:CT2_DIR \
         [--input test.src --reference test.ref] [--atol 1e-5 --rtol 1e-4] [--mode accumulate|shadow] \
         [--kernels fast|portable|exact] \
         [--settings beam5_nbest5,greedy] --report REPORT_DIR [--record] [--force]
@@ -21,7 +23,12 @@ from porting.cli.common import progress_bar
 def add_arguments(p) -> None:
     p.add_argument("--original", required=True,
                    help="recorded:RUN_DIR or fairseq:MODEL_DIR[:a.pt:b.pt] (an ensemble as fairseq writes it; commas work too)")
-    p.add_argument("--port", type=Path, required=True, help="converted model directory")
+    p.add_argument("--port", required=True,
+                   help="the system under test: native:OUT (our port; a bare OUT means the same), transformers:DIR "
+                        "(an FSMT model directory) or ctranslate2:DIR (a CTranslate2 model directory)")
+    p.add_argument("--source-lang", help="with fairseq:… and a ctranslate2: port, the languages fairseq runs in "
+                                         "(a converted or transformers directory names its own)")
+    p.add_argument("--target-lang", help="see --source-lang")
     p.add_argument("--input", type=Path, help="source lines (live fairseq only)")
     p.add_argument("--reference", type=Path, help="reference lines (live fairseq only; without them tensors are "
                    "teacher-forced on the original's own translations and BLEU is skipped)")
@@ -31,7 +38,7 @@ def add_arguments(p) -> None:
                    help="accumulate: the port runs on its own; shadow: each port layer gets the original's input, "
                         "so a layer's own error is separated from the error it inherited (default: %(default)s)")
     p.add_argument("--kernels", choices=("fast", "portable", "exact"), default="fast",
-                   help="the port's decoding kernels (default: %(default)s, what `porting translate` uses)")
+                   help="the native port's decoding kernels (default: %(default)s, what `porting translate` uses)")
     from parity.settings import SETTINGS
 
     p.add_argument("--settings", help=f"comma-separated generation settings, from: {', '.join(SETTINGS)} "
@@ -46,7 +53,19 @@ class UsageError(Exception):
     pass
 
 
-def original_run(args, settings: list[str] | None) -> Path:
+def languages(args, system) -> tuple[str, str] | None:
+    """The system's languages: a converted or transformers directory's config.json names them; a
+    CTranslate2 directory does not (--source-lang/--target-lang, or the recorded run's manifest)."""
+    import json
+
+    if args.source_lang and args.target_lang:
+        return args.source_lang, args.target_lang
+    config = system.dir / "config.json"
+    langs = json.loads(config.read_text(encoding="utf-8")).get("langs") if system.kind != "ctranslate2" else None
+    return tuple(langs) if langs else None
+
+
+def original_run(args, settings: list[str] | None, langs: tuple[str, str] | None) -> Path:
     """The original's side as a run directory: the recorded one, or live fairseq recorded now."""
     kind, _, where = args.original.partition(":")
     if kind not in ("recorded", "fairseq") or not where:
@@ -64,6 +83,8 @@ def original_run(args, settings: list[str] | None) -> Path:
         raise UsageError("fairseq:… needs --input (and --reference for BLEU)")
     if unknown := [s for s in settings or [] if s not in SETTINGS]:
         raise UsageError(f"--settings: unknown {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
+    if langs is None:
+        raise UsageError("fairseq:… with a ctranslate2: port needs --source-lang and --target-lang")
     if not fairseq_available():
         raise UsageError("fairseq:… runs the original, and fairseq is not importable here: install it as the "
                          "README's set-up does (`make setup`), or compare against a recorded run (recorded:RUN_DIR)")
@@ -72,7 +93,7 @@ def original_run(args, settings: list[str] | None) -> Path:
     except DataError as e:
         raise UsageError(str(e)) from None
     target = args.report / "original-run" if args.record else Path(tempfile.mkdtemp(prefix="parity-run-"))
-    return record_live(where, args.port, source, reference, settings or list(SETTINGS), target)
+    return record_live(where, langs, source, reference, settings or list(SETTINGS), target)
 
 
 def _check_settings(settings: list[str] | None, run_dir: Path) -> None:
@@ -82,6 +103,15 @@ def _check_settings(settings: list[str] | None, run_dir: Path) -> None:
     unknown = [s for s in settings or [] if s not in available]
     if unknown:
         raise UsageError(f"--settings: unknown {', '.join(unknown)}; this run has {', '.join(available)}")
+
+
+def _recorded_target_lang(run_dir: Path) -> str | None:
+    import json
+
+    manifest = run_dir.parent / "manifest.json"
+    if not manifest.is_file():
+        return None
+    return json.loads(manifest.read_text(encoding="utf-8")).get("runs", {}).get(run_dir.name, {}).get("target_lang")
 
 
 def summary(report: dict) -> list[str]:
@@ -95,7 +125,11 @@ def summary(report: dict) -> list[str]:
                  + (f" (first inexact: {t['first_inexact']})" if t.get("first_inexact") else "")]
     lines.append(f"tokenization: {report['tokenization']['counts']} mismatches over {report['tokenization']['lines']} lines")
     for name, g in report["generation"].items():
-        lines.append(f"generation {name}: " + (g["error"] if "error" in g else f"{g['identical']}/{g['lines']} identical"))
+        if "error" in g:
+            lines.append(f"generation {name}: {g['error']}")
+            continue
+        why = ", ".join(f"{cause} {n}" for cause, n in g["causes"].items() if n or cause == "unexplained")
+        lines.append(f"generation {name}: {g['identical']}/{g['total']} identical; differences: {why}")
     if report["bleu"]:
         b = report["bleu"]
         lines.append(f"BLEU ({b['setting']}): port {b['port']['bleu']} / original {b['original']['bleu']}  "
@@ -109,27 +143,25 @@ def run(args) -> int:
     if (args.report / "report.json").exists() and not args.force:
         print(f"error: {args.report} already holds a report (pass --force to replace it)", file=sys.stderr)
         return 2
-    from porting.format import ConfigError, read_config
+    from parity.systems import SystemError, open_system
 
     settings = args.settings.split(",") if args.settings else None
     try:
-        read_config(args.port)                    # before fairseq is run for nothing
-    except ConfigError as e:
-        print(f"error: --port: {e}", file=sys.stderr)
-        return 2
-    try:
-        run_dir = original_run(args, settings)
+        system = open_system(args.port, args.kernels)           # before fairseq is run for nothing
+        if system.kind != "native" and (args.mode == "shadow" or args.kernels != "fast"):
+            raise UsageError(f"--mode shadow and --kernels apply to the native port, not to {system.kind}")
+        langs = languages(args, system)
+        run_dir = original_run(args, settings, langs)
         _check_settings(settings, run_dir)
+    except SystemError as e:
+        print(f"error: --port {e}", file=sys.stderr)
+        return 2
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    try:
-        with progress_bar(harness.generation_work(run_dir, settings), "decoding") as bar:
-            result = harness.compare(args.port, run_dir, settings, args.atol, args.rtol, args.mode, args.kernels,
-                                     bar.update)
-    except ConfigError as e:                      # --port is no converted model this runtime can run
-        print(f"error: --port: {e}", file=sys.stderr)
-        return 2
+    system.target_lang = (langs or (None, _recorded_target_lang(run_dir)))[1]
+    with progress_bar(harness.generation_work(run_dir, settings), "decoding") as bar:
+        result = harness.compare(system, run_dir, settings, args.atol, args.rtol, args.mode, bar.update)
     result = {"original": args.original, "port": str(args.port), **result}
     report.write(result, args.report)
     print("\n".join(summary(result)))
