@@ -1,0 +1,142 @@
+"""The parity harness with a peer under test (issue 16): transformers' FSMT and CTranslate2 against
+fairseq's runs, every difference given its cause, and injected bugs found where they are."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from parity import shipped
+from porting.cli import main
+from tests.conftest import requires_fairseq
+
+pytest.importorskip("transformers")
+pytest.importorskip("ctranslate2")
+
+
+def parity(*args) -> tuple[int, dict]:
+    report = args[args.index("--report") + 1]
+    rc = main(["parity", *map(str, args)])
+    return rc, json.loads((report / "report.json").read_text()) if (report / "report.json").exists() else {}
+
+
+@pytest.fixture(scope="module")
+def ct2(converted, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ct2")
+    for name in ("ende-sep", "ende-joined"):
+        assert main(["convert", "ctranslate2", "--model", str(converted[name]), "--out", str(root / name)]) == 0
+    return root
+
+
+def explained(report: dict) -> None:
+    """Every setting present, its causes adding up to its differences, none unexplained."""
+    for name, g in report["generation"].items():
+        assert sum(g["causes"].values()) == g["total"] - g["identical"], name
+        assert g["causes"]["unexplained"] == 0 and g["causes"]["numerics"] == 0, (name, g["causes"])
+        for m in g["mismatches"]:
+            assert m["cause"]["cause"] in ("tokenization", "search-rule") and m["cause"]["why"]
+
+
+@pytest.mark.parametrize("name", ["ende-sep", "ende-joined"])
+def test_ctranslate2_against_fairseqs_runs_every_difference_explained(ct2, name, tmp_path):
+    rc, report = parity("--original", f"recorded:{shipped.RUNS / name}", "--port", f"ctranslate2:{ct2 / name}",
+                        "--report", tmp_path / "r")
+    assert rc == 0 and report["system"] == "ctranslate2"
+    assert len(report["generation"]) == 8
+    explained(report)
+    for setting in ("greedy", "beam5_nbest5", "lenpen0.6", "lenpen1.3"):   # fully expressible: identical
+        assert report["generation"][setting]["identical"] == 500, setting
+    assert "exposes no tensors" in report["tensors"]["skipped"]
+    assert report["generation"]["unkpen"]["not_expressible"]
+    assert "| setting | identical | tokenization | numerics | search-rule | unexplained |" in (tmp_path / "r" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("name,settings", [("ende-sep", None), ("ende-joined", "beam5_nbest5,max_len,unkpen")])
+def test_transformers_against_fairseqs_runs_every_difference_explained(converted, name, settings, tmp_path):
+    """Our converted directory is an FSMT directory: transformers runs it. FSMT's tokenizer normalises
+    punctuation, so its tokenization differences are lines that normalisation changes, and each
+    differing hypothesis of those lines is put down to tokenization."""
+    args = ["--original", f"recorded:{shipped.RUNS / name}", "--port", f"transformers:{converted[name]}",
+            "--report", tmp_path / "r"] + (["--settings", settings] if settings else [])
+    rc, report = parity(*args)
+    assert rc == 0 and report["system"] == "transformers"
+    explained(report)
+    t = report["tensors"]
+    assert t["ok"] and t["tensors"] and [b["name"] for b in t["correspondence"]][-2:] == ["decoder.logits", "decoder.lprobs"]
+    tok_lines = {m["line"] for m in report["tokenization"]["mismatches"]["ids"]}
+    assert tok_lines                                      # the shipped test set has lines normalisation changes
+    for g in report["generation"].values():
+        assert {m["line"] for m in g["mismatches"] if m["cause"]["cause"] == "tokenization"} <= tok_lines
+
+
+def test_an_injected_transformers_bug_is_named_at_its_layer(converted, tmp_path):
+    """k and v projections of decoder layer 0 swapped in the safetensors of a transformers directory."""
+    hf = tmp_path / "hf"
+    shutil.copytree(converted["ende-sep"], hf)
+    with safe_open(str(hf / "model.safetensors"), "pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    p = "model.decoder.layers.0.self_attn"
+    for part in ("weight", "bias"):
+        tensors[f"{p}.k_proj.{part}"], tensors[f"{p}.v_proj.{part}"] = tensors[f"{p}.v_proj.{part}"], tensors[f"{p}.k_proj.{part}"]
+    save_file(tensors, str(hf / "model.safetensors"), metadata)
+    rc, report = parity("--original", f"recorded:{shipped.RUNS / 'ende-sep'}", "--port", f"transformers:{hf}",
+                        "--settings", "greedy", "--report", tmp_path / "r")
+    assert rc == 1 and report["tensors"]["first_divergence"] == "decoder.layers.0"
+    assert report["generation"]["greedy"]["causes"]["numerics"] > 0
+
+
+def test_an_injected_ctranslate2_bug_fails_with_the_step(converted, tmp_path):
+    """One decoder weight scaled, then written by convert ctranslate2: the affected lines fail as
+    numerics, each with the step where the hypotheses part."""
+    broken = tmp_path / "broken"
+    shutil.copytree(converted["ende-sep"], broken)
+    with safe_open(str(broken / "model.safetensors"), "pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    tensors["model.decoder.layers.1.fc2.weight"] = tensors["model.decoder.layers.1.fc2.weight"] * torch.tensor(1.5)
+    save_file(tensors, str(broken / "model.safetensors"), metadata)
+    assert main(["convert", "ctranslate2", "--model", str(broken), "--out", str(tmp_path / "ct2")]) == 0
+    rc, report = parity("--original", f"recorded:{shipped.RUNS / 'ende-sep'}", "--port", f"ctranslate2:{tmp_path / 'ct2'}",
+                        "--settings", "greedy", "--report", tmp_path / "r")
+    g = report["generation"]["greedy"]
+    assert rc == 1 and g["causes"]["numerics"] > 0 and g["identical"] < 500
+    for m in g["mismatches"]:
+        assert m["first_differing_step"] is not None and m["cause"]["cause"] == "numerics"
+        assert m["cause"]["difference"] > 1e-2
+
+
+def test_bad_systems_are_one_clear_error(converted, tmp_path, capsys):
+    run = f"recorded:{shipped.RUNS / 'ende-sep'}"
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    ct2 = tmp_path / "ct2"
+    assert main(["convert", "ctranslate2", "--model", str(converted["ende-sep"]), "--out", str(ct2)]) == 0
+    (ct2 / "target_vocabulary.json").unlink()
+    for port, expected in ((f"transformers:{bert}", "a 'bert' model"), (f"ctranslate2:{ct2}", "missing vocabulary"),
+                           ("ctranslate2:", "give the directory")):
+        assert main(["parity", "--original", run, "--port", port, "--report", str(tmp_path / "r")]) == 2
+        assert expected in capsys.readouterr().err, port
+    assert main(["parity", "--original", run, "--port", f"transformers:{converted['ende-sep']}", "--mode", "shadow",
+                 "--report", str(tmp_path / "r")]) == 2
+    assert "apply to the native port" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+@requires_fairseq
+def test_live_fairseq_against_both_peers(converted, ct2, tmp_path):
+    """fairseq live as the original (the same code as a replay), 40 lines, with each peer under test."""
+    lines, refs = shipped.test_set()
+    (tmp_path / "in.en").write_text("".join(f"{x}\n" for x in lines[:40]), encoding="utf-8")
+    (tmp_path / "in.de").write_text("".join(f"{x}\n" for x in refs[:40]), encoding="utf-8")
+    m = shipped.catalog()["ende-joined"]
+    common = ["--original", f"fairseq:{m.path}:{m.default_checkpoint}", "--input", tmp_path / "in.en",
+              "--reference", tmp_path / "in.de", "--settings", "greedy,beam5_nbest5,unkpen"]
+    for port, flags in ((f"ctranslate2:{ct2 / 'ende-joined'}", ["--source-lang", "en", "--target-lang", "de"]),
+                        (f"transformers:{converted['ende-joined']}", [])):
+        rc, report = parity(*common, *flags, "--port", port, "--report", tmp_path / port.split(":")[0])
+        assert rc == 0, port
+        explained(report)
