@@ -125,17 +125,25 @@ class TransformersSystem:
             hyps.append(tokens)
         grouped = [hyps[i:i + n] for i in range(0, len(hyps), n)]
         # the best one's score, normalised as fairseq normalises (the rest are listed, not compared)
-        return [[Hyp(t, self._score(src, t, options) if k == 0 else float("nan")) for k, t in enumerate(group)]
-                for src, group in zip(batch, grouped)]
+        best = self.log_probs_batch(batch, [group[0] for group in grouped])
+        lenpen = options.get("lenpen", 1.0)
+        return [[Hyp(t, sum(lp) / len(t) ** lenpen if k == 0 else float("nan")) for k, t in enumerate(group)]
+                for group, lp in zip(grouped, best)]
 
-    def _score(self, src: list[int], tokens: list[int], options: dict) -> float:
-        return sum(self.log_probs(src, tokens)) / len(tokens) ** options.get("lenpen", 1.0)
+    def log_probs_batch(self, srcs: list[list[int]], hyps: list[list[int]]) -> list[list[float]]:
+        """Teacher-forced, one forward pass for the batch: sources and decoder inputs right-padded
+        (the causal mask keeps a position from seeing the padding after it)."""
+        def padded(rows):
+            width = max(map(len, rows))
+            return torch.tensor([r + [PAD] * (width - len(r)) for r in rows])
+        src, prev = padded(srcs), padded([[EOS] + h[:-1] for h in hyps])
+        with torch.no_grad():
+            logits = self.model(input_ids=src, attention_mask=src.ne(PAD), decoder_input_ids=prev, use_cache=False).logits
+        lp = torch.log_softmax(logits.float(), -1)                                   # [B, T, V]
+        return [lp[b, :len(h)].gather(1, torch.tensor(h)[:, None])[:, 0].tolist() for b, h in enumerate(hyps)]
 
     def log_probs(self, src: list[int], tokens: list[int]) -> list[float]:
-        with torch.no_grad():
-            logits = self.model(input_ids=torch.tensor([src]), decoder_input_ids=torch.tensor([[EOS] + tokens[:-1]]),
-                                use_cache=False).logits[0]
-        return torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(tokens)[:, None])[:, 0].tolist()
+        return self.log_probs_batch([src], [tokens])[0]
 
 
 class CTranslate2System:
