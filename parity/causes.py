@@ -7,9 +7,10 @@ For each line whose best hypotheses differ, in this order:
 - ``search-rule``: the numbers agree, so the search chose differently, and the rule is named: the
   length cap (a hypothesis reached it), a tie (both hypotheses score the same within NUMERIC_TOL),
   an option the system cannot express (unkpen, fairseq's n-gram blocking), or the system's stopping
-  rule (the one it declares; which pick scores higher under the system's numbers is said);
-- ``unexplained``: anything else, among it a difference from a system that declares fairseq's own
-  rules (the native port) that is neither a tie nor the cap: that is a bug to look at.
+  rule (the one it declares, or the original's where a peer recorded the run; which pick scores
+  higher under the system's numbers is said);
+- ``unexplained``: anything else, among it a difference between two sides that both declare
+  fairseq's own rules (the native port against fairseq) that is neither a tie nor the cap: a bug.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def original_log_probs(hyp: dict, options: dict) -> list[float]:
 
 
 def classify(system, src: list[int], original_src: list[int], ours: list[int], theirs: dict, options: dict,
-             cap: int, not_expressible: list[str]) -> dict:
+             cap: int, not_expressible: list[str], original_rules: str | None = None) -> dict:
     """One mismatch's cause, with the evidence."""
     if src != original_src:
         k = _first_difference(src, original_src)
@@ -61,10 +62,11 @@ def classify(system, src: list[int], original_src: list[int], ours: list[int], t
     theirs_score = sum(lp_theirs) / len(theirs_tokens) ** lenpen
     evidence = {"max_difference": gaps[step], "system_score_of_its_pick": ours_score,
                 "system_score_of_the_originals_pick": theirs_score}
-    return {**evidence, **_rule(system, ours, theirs_tokens, ours_score, theirs_score, cap, options, not_expressible)}
+    rules = system.search_rules or original_rules      # None: both sides claim fairseq's own rules
+    return {**evidence, **_rule(rules, ours, theirs_tokens, ours_score, theirs_score, cap, options, not_expressible)}
 
 
-def _rule(system, ours, theirs, ours_score, theirs_score, cap, options, not_expressible) -> dict:
+def _rule(rules, ours, theirs, ours_score, theirs_score, cap, options, not_expressible) -> dict:
     if max(len(ours), len(theirs)) - 1 >= cap:
         return {"cause": "search-rule", "rule": "length cap", "why": f"a hypothesis reached the cap of {cap} tokens"}
     if abs(ours_score - theirs_score) <= NUMERIC_TOL:
@@ -75,12 +77,12 @@ def _rule(system, ours, theirs, ours_score, theirs_score, cap, options, not_expr
     if any(n.startswith("no_repeat_ngram_size") for n in not_expressible):
         return {"cause": "search-rule", "rule": "n-gram blocking",
                 "why": next(n for n in not_expressible if n.startswith("no_repeat_ngram_size"))}
-    if system.search_rules is None:
+    if rules is None:
         return {"cause": "unexplained", "why": "the numbers agree and the search rules are fairseq's, yet the picks "
                 f"differ ({ours_score:.6f} vs the original's pick {theirs_score:.6f})"}
     better = "the system's pick scores higher: the original's search ended before reaching it" \
         if ours_score > theirs_score else "the original's pick scores higher: the system's search ended before reaching it"
-    return {"cause": "search-rule", "rule": "stopping rule", "why": f"{system.search_rules}; {better}"}
+    return {"cause": "search-rule", "rule": "stopping rule", "why": f"{rules}; {better}"}
 
 
 def tally(mismatches: list[dict]) -> dict[str, int]:

@@ -72,6 +72,14 @@ class TransformersSystem:
     def decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
+    def target_ids(self, text: str) -> list[int]:
+        """A target-side text as the decoder's ids (FSMTTokenizer encodes the source side only): its
+        own pipeline in the target language, its BPE, the target vocabulary, then </s>."""
+        t, lang = self.tokenizer, self.tokenizer.tgt_lang
+        ids = {piece: i for i, piece in t.decoder.items()}
+        pieces = [p for w in t.moses_tokenize(t.moses_pipeline(text, lang), lang) for p in t.bpe(w).split(" ")]
+        return [ids.get(p, UNK) for p in pieces] + [EOS]
+
     def stages(self, line: str) -> dict[str, list]:
         t, lang = self.tokenizer, self.tokenizer.src_lang
         return {"moses": t.moses_tokenize(t.moses_pipeline(line, lang), lang),

@@ -277,3 +277,61 @@ def fairseq_spec(spec: str) -> tuple[str, list[str]]:
     (colons), or with commas; model.pt when none is named."""
     model_dir, _, ckpts = spec.partition(":")
     return model_dir, [c for c in ckpts.replace(",", ":").split(":") if c] or ["model.pt"]
+
+
+def record_system(system, source: list[str], reference: list[str] | None, settings: list[str], out: Path) -> Path:
+    """Record a system (parity/systems.py) as the original, in the recorder's format, so that any
+    other system can be compared against it as against fairseq: ``--original transformers:DIR``
+    verifies the port where fairseq is not installed. Positional scores follow fairseq's convention
+    (the model's log-probs, less unkpen at <unk>), the batches are the recorder's chunks sorted by
+    length, and the run says which system made it and by which search rules."""
+    import torch
+    from safetensors.torch import save_file
+
+    from parity.systems import fairseq_cap
+    from porting.format import UNK
+
+    stages = [system.stages(line) for line in source]
+    ids = [s["ids"] for s in stages]
+    write_json(out / "inputs.json", {"source": source, "reference": reference, "moses": [s["moses"] for s in stages],
+                                     "bpe": [s["bpe"] for s in stages], "ids": ids, "recorded_from": system.label})
+    if system.boundaries is not None:
+        n = min(TEACHER_FORCED, len(source))
+        targets = ([system.target_ids(r) for r in reference[:n]] if reference is not None else
+                   [h[0].tokens for h in system.translate(ids[:n], SETTINGS["beam5_nbest5"])])
+        tensors, order = {}, None
+        for i in range(n):
+            src, target = torch.tensor(ids[i]), torch.tensor(targets[i])
+            prev = torch.tensor([2] + targets[i][:-1])
+            seen = system.boundaries(src, prev)
+            order = ["src_tokens", "target", "prev_output_tokens", *(b.name for b in system.boundary_table())]
+            tensors.update({f"s{i}/src_tokens": src, f"s{i}/target": target, f"s{i}/prev_output_tokens": prev})
+            tensors.update({f"s{i}/{k}": v.contiguous() for k, v in seen.items()})
+        save_file(tensors, str(out / "teacher_forced.safetensors"))
+        write_json(out / "teacher_forced.json", {
+            "sentences": list(range(n)), "forward_order": order, "key_format": "s<sentence>/<tensor>",
+            "layout": "token tensors [T]; states [T, C] for a batch of one; logits and lprobs [T_tgt, V]",
+            **({} if reference is not None else {"targets": "the original's own beam-5 translations"})})
+    for name in settings:
+        options = SETTINGS[name]
+        batches = [sorted(range(start, min(start + CHUNK_SIZE, len(source))), key=lambda i: len(ids[i]))
+                   for start in range(0, len(source), CHUNK_SIZE)]
+        hyps: dict[int, list] = {}
+        for batch in tqdm(batches, desc=f"{system.kind} {name}", unit="chunk", leave=False, disable=None):
+            cap = fairseq_cap(options, max(len(ids[i]) for i in batch), system.max_positions)
+            for i, found in zip(batch, system.translate([ids[i] for i in batch], options, cap)):
+                hyps[i] = found
+        records = []
+        for i in range(len(source)):
+            best = hyps[i][0].tokens
+            raw = system.log_probs(ids[i], best)
+            positional = [lp - (options.get("unkpen", 0.0) if t == UNK else 0.0) for lp, t in zip(raw, best)]
+            records.append([{"tokens": best, "bpe": system.symbols(best), "text": system.decode(best),
+                             "score": sum(positional) / len(best) ** options.get("lenpen", 1.0),
+                             "positional_scores": positional}])
+        write_json(out / "generation" / f"{name}.json",
+                   {"setting": name, "options": options, "batches": batches, "hypotheses": records,
+                    "recorded_from": system.label, "search_rules": system.search_rules,
+                    "mapping": system.mapping(options).settings,
+                    "not_expressible": system.mapping(options).not_expressible})
+    return out

@@ -142,3 +142,26 @@ def test_live_fairseq_against_both_peers(converted, ct2, tmp_path):
         rc, report = parity(*common, *flags, "--port", port, "--report", tmp_path / port.split(":")[0])
         assert rc == 0, port
         explained(report)
+
+
+def test_transformers_as_the_original_without_fairseq(converted, tmp_path):
+    """--original transformers:… --port native:… where fairseq cannot be imported: the FSMT model is
+    run and recorded as the original, and the port is verified against it."""
+    import subprocess
+    import sys
+
+    lines, refs = shipped.test_set()
+    (tmp_path / "in.en").write_text("".join(f"{x}\n" for x in lines[:40]), encoding="utf-8")
+    (tmp_path / "in.de").write_text("".join(f"{x}\n" for x in refs[:40]), encoding="utf-8")
+    args = ["parity", "--original", f"transformers:{converted['ende-sep']}", "--port", f"native:{converted['ende-sep']}",
+            "--input", str(tmp_path / "in.en"), "--reference", str(tmp_path / "in.de"),
+            "--settings", "greedy,beam5_nbest5,unkpen", "--report", str(tmp_path / "r"), "--record"]
+    code = ("import sys; sys.modules['fairseq'] = None  # `import fairseq` now fails\n"
+            "from porting.cli import main; rc = main(sys.argv[1:])\n"
+            "assert 'fairseq' not in sys.modules or sys.modules['fairseq'] is None; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    explained(report)
+    assert report["tensors"]["ok"] and report["tensors"]["first_divergence"] is None
+    assert json.loads((tmp_path / "r" / "original-run" / "inputs.json").read_text())["recorded_from"].startswith("transformers:")

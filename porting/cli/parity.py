@@ -22,7 +22,8 @@ from porting.cli.common import progress_bar
 
 def add_arguments(p) -> None:
     p.add_argument("--original", required=True,
-                   help="recorded:RUN_DIR or fairseq:MODEL_DIR[:a.pt:b.pt] (an ensemble as fairseq writes it; commas work too)")
+                   help="recorded:RUN_DIR, fairseq:MODEL_DIR[:a.pt:b.pt] (live; an ensemble as fairseq writes it, commas "
+                        "work too) or transformers:DIR (an FSMT model as the original, recorded now: no fairseq needed)")
     p.add_argument("--port", required=True,
                    help="the system under test: native:OUT (our port; a bare OUT means the same), transformers:DIR "
                         "(an FSMT model directory) or ctranslate2:DIR (a CTranslate2 model directory)")
@@ -68,32 +69,60 @@ def languages(args, system) -> tuple[str, str] | None:
 def original_run(args, settings: list[str] | None, langs: tuple[str, str] | None) -> Path:
     """The original's side as a run directory: the recorded one, or live fairseq recorded now."""
     kind, _, where = args.original.partition(":")
-    if kind not in ("recorded", "fairseq") or not where:
-        raise UsageError("--original must be recorded:RUN_DIR or fairseq:MODEL_DIR[:ckpts]")
+    if kind not in ("recorded", "fairseq", "transformers") or not where:
+        raise UsageError("--original must be recorded:RUN_DIR, fairseq:MODEL_DIR[:ckpts] or transformers:DIR")
     if kind == "recorded":
         if not (Path(where) / "inputs.json").exists():
             raise UsageError(f"{where}: not a recorded run (no inputs.json)")
         return Path(where)
+    if kind == "transformers":
+        return _record_transformers(args, where, settings)
     from parity.fairseq_hub import fairseq_available
     from parity.record import record_live
     from parity.settings import SETTINGS
-    from porting.evaluation.scoring import DataError, read_parallel
 
-    if not args.input:
-        raise UsageError("fairseq:… needs --input (and --reference for BLEU)")
-    if unknown := [s for s in settings or [] if s not in SETTINGS]:
-        raise UsageError(f"--settings: unknown {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
+    source, reference = _inputs(args, settings, "fairseq")
     if langs is None:
         raise UsageError("fairseq:… with a ctranslate2: port needs --source-lang and --target-lang")
     if not fairseq_available():
         raise UsageError("fairseq:… runs the original, and fairseq is not importable here: install it as the "
-                         "README's set-up does (`make setup`), or compare against a recorded run (recorded:RUN_DIR)")
+                         "README's set-up does (`make setup`), or compare against a recorded run (recorded:RUN_DIR) "
+                         "or a transformers model (transformers:DIR)")
+    target = _run_dir(args)
+    return record_live(where, langs, source, reference, settings or list(SETTINGS), target)
+
+
+def _inputs(args, settings: list[str] | None, original: str) -> tuple[list[str], list[str] | None]:
+    from parity.settings import SETTINGS
+    from porting.evaluation.scoring import DataError, read_parallel
+
+    if not args.input:
+        raise UsageError(f"{original}:… needs --input (and --reference for BLEU)")
+    if unknown := [s for s in settings or [] if s not in SETTINGS]:
+        raise UsageError(f"--settings: unknown {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
     try:
-        source, reference = read_parallel(args.input, args.reference)
+        return read_parallel(args.input, args.reference)
     except DataError as e:
         raise UsageError(str(e)) from None
-    target = args.report / "original-run" if args.record else Path(tempfile.mkdtemp(prefix="parity-run-"))
-    return record_live(where, langs, source, reference, settings or list(SETTINGS), target)
+
+
+def _run_dir(args) -> Path:
+    return args.report / "original-run" if args.record else Path(tempfile.mkdtemp(prefix="parity-run-"))
+
+
+def _record_transformers(args, where: str, settings: list[str] | None) -> Path:
+    """A transformers model as the original: run now and recorded in the recorder's format."""
+    from parity.peers import TransformersSystem
+    from parity.record import record_system
+    from parity.settings import SETTINGS
+    from parity.systems import SystemError
+
+    source, reference = _inputs(args, settings, "transformers")
+    try:
+        original = TransformersSystem(Path(where))
+    except SystemError as e:
+        raise UsageError(f"--original {e}") from None
+    return record_system(original, source, reference, settings or list(SETTINGS), _run_dir(args))
 
 
 def _check_settings(settings: list[str] | None, run_dir: Path) -> None:
