@@ -1,1 +1,0 @@
-"""fairseq checkpoints, dictionaries and BPE codes -> a converted model directory."""

@@ -1,1 +1,0 @@
-"""Reading untrusted checkpoints, writing safetensors, atomic outputs, hashes."""

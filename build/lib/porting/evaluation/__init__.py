@@ -1,1 +1,0 @@
-"""Scoring translations (sacreBLEU) and the grid search over generation settings."""

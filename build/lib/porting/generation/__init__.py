@@ -1,1 +1,0 @@
-"""Generation as fairseq's SequenceGenerator does it: options, ensembles, beam search."""
