@@ -41,6 +41,7 @@ def explained(report: dict) -> None:
             assert m["cause"]["cause"] in ("tokenization", "search-rule") and m["cause"]["why"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ende-sep", "ende-joined"])
 def test_ctranslate2_against_fairseqs_runs_every_difference_explained(ct2, name, tmp_path):
     rc, report = parity("--original", f"recorded:{shipped.RUNS / name}", "--port", f"ctranslate2:{ct2 / name}",
@@ -56,6 +57,7 @@ def test_ctranslate2_against_fairseqs_runs_every_difference_explained(ct2, name,
     assert table in (tmp_path / "r" / "report.md").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,settings", [("ende-sep", None), ("ende-joined", "beam5_nbest5,unkpen")])
 def test_transformers_against_fairseqs_runs_every_difference_explained(converted, name, settings, tmp_path):
     """Our converted directory is an FSMT directory: transformers runs it. FSMT's tokenizer normalises
