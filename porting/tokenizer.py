@@ -18,7 +18,7 @@ from pathlib import Path
 from sacremoses import MosesDetokenizer, MosesPunctNormalizer, MosesTokenizer
 
 from porting.files import read_lines
-from porting.format import EOS, SPECIALS, UNK, read_config
+from porting.format import EOS, SPECIALS, UNK, ConfigError, read_config
 
 _SPACE = re.compile(r"\s+")
 
@@ -34,6 +34,16 @@ def from_fsmt_vocab(vocab: dict[str, int]) -> dict[str, int]:
         else:
             out[key + "@@"] = i
     return out
+
+
+def fairseq_symbols(vocab_file: str | Path) -> list[str]:
+    """An FSMT vocabulary file as fairseq's symbols in id order, checked to be fairseq's ids: 0..n-1
+    with the four specials first (ConfigError otherwise)."""
+    ids = from_fsmt_vocab(json.loads(Path(vocab_file).read_text(encoding="utf-8")))
+    symbols = [s for s, _ in sorted(ids.items(), key=lambda kv: kv[1])]
+    if symbols[:len(SPECIALS)] != list(SPECIALS) or [ids[s] for s in symbols] != list(range(len(symbols))):
+        raise ConfigError(f"{vocab_file}: not fairseq's ids 0..n-1 with {', '.join(SPECIALS)} first")
+    return symbols
 
 
 def read_codes(path: str | Path) -> dict[tuple[str, str], int]:

@@ -10,7 +10,6 @@ dtypes, and applies the quantization. Every architecture option either maps or i
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -19,9 +18,9 @@ import torch
 
 from converters.ctranslate2 import QUANTIZATIONS
 from converters.io.atomic import OutputExists, atomic_dir
-from porting.format import PAD, SPECIALS, Arch, ConfigError, read_config
+from porting.format import PAD, Arch, ConfigError, read_config
 from porting.model.layout import derived_tensors
-from porting.tokenizer import from_fsmt_vocab
+from porting.tokenizer import fairseq_symbols
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +55,7 @@ def inexpressible(arch: Arch) -> list[str]:
 def fairseq_vocabulary(vocab_file: Path) -> list[str]:
     """fairseq's symbols in id order (from our FSMT vocabulary), as CTranslate2 names them: it calls
     the padding symbol <blank>."""
-    ids = from_fsmt_vocab(json.loads(vocab_file.read_text(encoding="utf-8")))
-    tokens = [t for t, _ in sorted(ids.items(), key=lambda kv: kv[1])]
-    if tokens[:len(SPECIALS)] != list(SPECIALS) or [ids[t] for t in tokens] != list(range(len(tokens))):
-        raise ConfigError(f"{vocab_file}: not fairseq's ids 0..n-1 with {', '.join(SPECIALS)} first")
-    return ["<blank>" if t == "<pad>" else t for t in tokens]
+    return ["<blank>" if t == "<pad>" else t for t in fairseq_symbols(vocab_file)]
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

@@ -26,10 +26,10 @@ from converters.fairseq.dictionary import Dictionary
 from converters.io.atomic import check_writable
 from converters.io.checkpoint import CheckpointError, load_untrusted
 from porting.files import sha256_file
-from porting.format import SPECIALS
+from porting.format import ConfigError
 from porting.generation.options import fairseq_defaults
 from porting.model import layout
-from porting.tokenizer import from_fsmt_vocab
+from porting.tokenizer import fairseq_symbols
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 FILES = ("config.json", "vocab-src.json", "vocab-tgt.json", "merges.txt")
@@ -55,12 +55,12 @@ def fairseq_options(config: dict) -> dict:
 
 
 def _dictionary(vocab_file: Path, problems: list[str]) -> Dictionary | None:
-    ids = from_fsmt_vocab(json.loads(vocab_file.read_text(encoding="utf-8")))
-    symbols = [s for s, _ in sorted(ids.items(), key=lambda kv: kv[1])]
-    if symbols[:len(SPECIALS)] != list(SPECIALS) or [ids[s] for s in symbols] != list(range(len(symbols))):
-        problems.append(f"{vocab_file}: not fairseq's ids 0..n-1 with {', '.join(SPECIALS)} first")
+    try:
+        symbols = fairseq_symbols(vocab_file)
+    except ConfigError as e:
+        problems.append(str(e))
         return None
-    return Dictionary(symbols, dict(ids), [1] * len(symbols))
+    return Dictionary(symbols, {s: i for i, s in enumerate(symbols)}, [1] * len(symbols))
 
 
 def _weights(hf_dir: Path, problems: list[str]) -> tuple[Path, dict[str, torch.Tensor]] | None:

@@ -51,56 +51,49 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    if args.source == "fairseq":
-        from converters.fairseq.convert import ConversionError, convert
-
-        try:
-            prov = convert(args.checkpoint, args.data_dir, args.out, args.source_lang, args.target_lang,
-                           args.dtype, args.force, args.license)
-        except ConversionError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        n = sum(m["parameters"] for m in prov["members"].values())
-        print(f"wrote {args.out}: {len(prov['members'])} member(s), {n:,} parameters stored")
-        return 0
-    if args.source == "ctranslate2":
-        return _ctranslate2(args)
-    if args.source == "transformers":
-        return _transformers(args)
-    from converters.io.torch_pickle import TorchConversionError, convert_pickle
-
-    try:
-        report = convert_pickle(args.input, args.out, args.force)
-    except TorchConversionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.out}: {report['tensors']} tensors, {report['bytes']:,} bytes"
-          + (f"; shared storage stored once: {report['aliases']}" if report["aliases"] else ""))
-    return 0
-
-
-def _ctranslate2(args) -> int:
-    from converters.ctranslate2.convert import CTranslate2Error, convert
-
-    try:
-        done = convert(args.model, args.out, args.quantization, args.force)
-    except CTranslate2Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.out}: CTranslate2 model, {done['quantization']} weights"
-          + "".join(f"; left out: {note}" for note in done["left_out"]))
-    return 0
-
-
-def _transformers(args) -> int:
+    """Each source's converter reports what it wrote, or raises its error: one line, exit 1."""
+    from converters.ctranslate2.convert import CTranslate2Error
     from converters.fairseq.convert import ConversionError
+    from converters.io.torch_pickle import TorchConversionError
+
+    convert = {"fairseq": _fairseq, "transformers": _transformers, "ctranslate2": _ctranslate2, "torch": _torch}
+    try:
+        summary = convert[args.source](args)
+    except (ConversionError, CTranslate2Error, TorchConversionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}: {summary}")
+    return 0
+
+
+def _parameters(provenance: dict) -> int:
+    return sum(m["parameters"] for m in provenance["members"].values())
+
+
+def _fairseq(args) -> str:
+    from converters.fairseq.convert import convert
+
+    prov = convert(args.checkpoint, args.data_dir, args.out, args.source_lang, args.target_lang, args.dtype,
+                   args.force, args.license)
+    return f"{len(prov['members'])} member(s), {_parameters(prov):,} parameters stored"
+
+
+def _transformers(args) -> str:
     from converters.fairseq.fsmt import convert_fsmt
 
-    try:
-        prov = convert_fsmt(args.model, args.out, args.force, args.license)
-    except ConversionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    n = sum(m["parameters"] for m in prov["members"].values())
-    print(f"wrote {args.out}: from {args.model}, {n:,} parameters stored")
-    return 0
+    return f"from {args.model}, {_parameters(convert_fsmt(args.model, args.out, args.force, args.license)):,} parameters stored"
+
+
+def _ctranslate2(args) -> str:
+    from converters.ctranslate2.convert import convert
+
+    done = convert(args.model, args.out, args.quantization, args.force)
+    return f"CTranslate2 model, {done['quantization']} weights" + "".join(f"; left out: {n}" for n in done["left_out"])
+
+
+def _torch(args) -> str:
+    from converters.io.torch_pickle import convert_pickle
+
+    report = convert_pickle(args.input, args.out, args.force)
+    return (f"{report['tensors']} tensors, {report['bytes']:,} bytes"
+            + (f"; shared storage stored once: {report['aliases']}" if report["aliases"] else ""))
