@@ -38,18 +38,14 @@ def original_log_probs(hyp: dict, options: dict) -> list[float]:
     return [p + (unkpen if t == UNK else 0.0) for p, t in zip(hyp["positional_scores"], hyp["tokens"])]
 
 
-def classify(system, src: list[int], original_src: list[int], ours: list[int], theirs: dict, options: dict,
-             cap: int, not_expressible: list[str], original_rules: str | None = None) -> dict:
-    """One mismatch's cause, with the evidence."""
+def classify(system, src: list[int], original_src: list[int], ours: list[int], theirs: dict, lp_ours: list[float],
+             lp_theirs: list[float], options: dict, cap: int, not_expressible: list[str],
+             original_rules: str | None = None) -> dict:
+    """One mismatch's cause, with the evidence; lp_*: the system's teacher-forced log-probs of each pick."""
     if src != original_src:
         k = _first_difference(src, original_src)
         return {"cause": "tokenization", "why": f"the system's source ids differ from the original's at position {k}"}
     theirs_tokens = theirs["tokens"]
-    try:
-        lp_theirs = system.log_probs(src, theirs_tokens)
-        lp_ours = system.log_probs(src, ours)
-    except Exception as e:          # a system that cannot re-score this pair: said, and counted as unexplained
-        return {"cause": "unexplained", "why": f"could not re-score the pair ({type(e).__name__}: {e})"}
     recorded = original_log_probs(theirs, options)
     gaps = [abs(x - y) for x, y in zip(lp_theirs, recorded)]
     step = max(range(len(gaps)), key=gaps.__getitem__)

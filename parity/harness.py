@@ -19,7 +19,6 @@ from parity import causes, machine
 from parity.compare import TensorDiff, diff, first_differing_step, first_divergence
 from parity.systems import fairseq_cap
 from porting.evaluation.scoring import paired_bootstrap, score
-from porting.format import EOS
 
 
 def _load(run: Path, name: str):
@@ -71,48 +70,44 @@ def tensors(system, run: Path, atol: float, rtol: float, mode: str = "accumulate
             "ok": first is None and not problems}
 
 
-def tokenization(system, run: Path) -> dict:
-    inputs = _load(run, "inputs.json")
-    if system.stages is None:
+def _stages(system, inputs: dict) -> list[dict] | None:
+    """The system's own tokenization of every line, once (None: it takes pieces from its caller)."""
+    return None if system.stages is None else [system.stages(line) for line in inputs["source"]]
+
+
+def tokenization(system, inputs: dict, stages: list[dict] | None) -> dict:
+    if stages is None:
         return {"lines": len(inputs["source"]), "counts": {}, "mismatches": {}, "ok": True,
                 "skipped": f"{system.kind} takes pieces, not text: it is fed the original's BPE pieces"}
-    stages = {"moses": [], "bpe": [], "ids": []}
-    for n, line in enumerate(inputs["source"]):
-        ours = system.stages(line)
-        for stage in stages:
+    found = {"moses": [], "bpe": [], "ids": []}
+    for n, (line, ours) in enumerate(zip(inputs["source"], stages)):
+        for stage in found:
             if ours[stage] != inputs[stage][n]:
-                stages[stage].append({"line": n, "source": line, "port": ours[stage], "original": inputs[stage][n]})
-    return {"lines": len(inputs["source"]), "mismatches": {k: v[:20] for k, v in stages.items()},
-            "counts": {k: len(v) for k, v in stages.items()}, "ok": not any(stages.values())}
+                found[stage].append({"line": n, "source": line, "port": ours[stage], "original": inputs[stage][n]})
+    return {"lines": len(inputs["source"]), "mismatches": {k: v[:20] for k, v in found.items()},
+            "counts": {k: len(v) for k, v in found.items()}, "ok": not any(found.values())}
 
 
-def _source_ids(system, inputs: dict) -> list[list[int]]:
-    """What the system is fed: its own tokenization of each line (what its users get), or the
-    original's ids where it takes pieces."""
-    if system.stages is None:
-        return inputs["ids"]
-    return [system.stages(line)["ids"] for line in inputs["source"]]
-
-
-def _mismatch(system, i: int, inputs: dict, src: list[int], a, b: dict) -> dict:
-    """Where two best hypotheses part, and both tokens' log-probs there under the system."""
+def _mismatch(system, i: int, inputs: dict, a, b: dict, lp_a: list[float], lp_b: list[float]) -> dict:
+    """Where two best hypotheses part, and both tokens' log-probs there under the system (the
+    prefixes agree up to that step and both end with </s>, so both tokens are at the step itself)."""
     step = first_differing_step(a.tokens, b["tokens"])
-    prefix = b["tokens"][:step]
-    competing = [a.tokens[step] if step < len(a.tokens) else EOS, b["tokens"][step] if step < len(b["tokens"]) else EOS]
-    lps = [system.log_probs(src, prefix + [t])[-1] for t in competing]
+    competing = [a.tokens[step], b["tokens"][step]]
     return {"line": i, "source": inputs["source"][i], "port": system.decode(a.tokens), "original": b["text"],
             "port_tokens": a.tokens, "original_tokens": b["tokens"],
             "port_score": a.score, "original_score": b["score"], "first_differing_step": step,
-            "at_that_step": {"port_token": system.symbols([competing[0]]) or "</s>", "port_token_logprob": lps[0],
+            "at_that_step": {"port_token": system.symbols([competing[0]]) or "</s>", "port_token_logprob": lp_a[step],
                              "original_token": system.symbols([competing[1]]) or "</s>",
-                             "original_token_logprob": lps[1]}}
+                             "original_token_logprob": lp_b[step]}}
 
 
-def generation(system, run: Path, settings: list[str] | None, progress=None) -> dict:
+def generation(system, run: Path, inputs: dict, stages: list[dict] | None, settings: list[str] | None,
+               progress=None) -> dict:
     """Per setting: identical best hypotheses out of the total, and for each mismatch where the two
-    part and why (parity/causes.py). ``progress(n)`` is called as each batch of n lines is decoded."""
-    inputs = _load(run, "inputs.json")
-    ids = _source_ids(system, inputs)
+    part and why (parity/causes.py). ``progress(n)`` is called as each batch of n lines is decoded.
+    The system is fed its own tokenization (what its users get), or the original's ids where it
+    takes pieces."""
+    ids = inputs["ids"] if stages is None else [s["ids"] for s in stages]
     out = {}
     available = sorted(p.stem for p in (run / "generation").glob("*.json"))
     for setting in settings or available:
@@ -134,9 +129,10 @@ def generation(system, run: Path, settings: list[str] | None, progress=None) -> 
         for i, theirs in enumerate(rec["hypotheses"]):
             a, b = ours[i][0], theirs[0]
             if a.tokens != b["tokens"]:
-                m = _mismatch(system, i, inputs, ids[i], a, b)
-                m["cause"] = causes.classify(system, ids[i], inputs["ids"][i], a.tokens, b, options, caps[i],
-                                             mapping.not_expressible, rec.get("search_rules"))
+                lp_a, lp_b = system.log_probs(ids[i], a.tokens), system.log_probs(ids[i], b["tokens"])
+                m = _mismatch(system, i, inputs, a, b, lp_a, lp_b)
+                m["cause"] = causes.classify(system, ids[i], inputs["ids"][i], a.tokens, b, lp_a, lp_b, options,
+                                             caps[i], mapping.not_expressible, rec.get("search_rules"))
                 mismatches.append(m)
             else:
                 worst = max(worst, abs(a.score - b["score"]))
@@ -185,17 +181,19 @@ def compare(system, run: Path, settings: list[str] | None, atol: float, rtol: fl
     manifest = json.loads(path.read_text()) if path.exists() else {}
     if "threads" in manifest:  # reproduce the recording's float reductions: same thread count
         torch.set_num_threads(manifest["threads"])
+    inputs = _load(run, "inputs.json")
+    stages = _stages(system, inputs)
     report = {"system": system.kind, "conditions": machine.conditions(manifest),
               "tensors": tensors(system, run, atol, rtol, mode),
-              "tokenization": tokenization(system, run),
-              "generation": generation(system, run, settings, progress=progress)}
+              "tokenization": tokenization(system, inputs, stages),
+              "generation": generation(system, run, inputs, stages, settings, progress=progress)}
     main_setting = next((s for s in ("beam5_nbest5", "greedy") if s in report["generation"]), None)
     report["bleu"] = bleu(report["generation"], run, main_setting) if main_setting else None
     for g in report["generation"].values():
         g.pop("port_texts", None)
     # a peer's own tokenizer may differ from fairseq's by design (FSMT normalises punctuation): its
     # tokenization differences are reported, and counted as a cause; the verdict is on the rest
-    peer_involved = system.search_rules is not None or "recorded_from" in _load(run, "inputs.json")
+    peer_involved = system.search_rules is not None or "recorded_from" in inputs
     tokenization_ok = report["tokenization"]["ok"] or peer_involved
     report["ok"] = (report["tensors"].get("ok", True) and tokenization_ok
                     and all(g.get("ok", False) for g in report["generation"].values()))

@@ -329,9 +329,9 @@ def record_system(system, source: list[str], reference: list[str] | None, settin
             records.append([{"tokens": best, "bpe": system.symbols(best), "text": system.decode(best),
                              "score": sum(positional) / len(best) ** options.get("lenpen", 1.0),
                              "positional_scores": positional}])
+        mapping = system.mapping(options)
         write_json(out / "generation" / f"{name}.json",
                    {"setting": name, "options": options, "batches": batches, "hypotheses": records,
                     "recorded_from": system.label, "search_rules": system.search_rules,
-                    "mapping": system.mapping(options).settings,
-                    "not_expressible": system.mapping(options).not_expressible})
+                    "mapping": mapping.settings, "not_expressible": mapping.not_expressible})
     return out
