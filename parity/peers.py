@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from parity import names
-from parity.systems import Hyp, Mapping, SystemError
+from parity.systems import Hyp, Mapping, UnusableSystem
 from porting.format import EOS, PAD, UNK
 
 
@@ -45,10 +45,10 @@ class TransformersSystem:
     def __init__(self, model_dir: Path):
         config_file = Path(model_dir) / "config.json"
         if not config_file.is_file():
-            raise SystemError(f"transformers:{model_dir}: no config.json: not a transformers model directory")
+            raise UnusableSystem(f"transformers:{model_dir}: no config.json: not a transformers model directory")
         model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
         if model_type != "fsmt":
-            raise SystemError(f"transformers:{model_dir}: a {model_type!r} model; the harness declares its boundaries "
+            raise UnusableSystem(f"transformers:{model_dir}: a {model_type!r} model; the harness declares its boundaries "
                               "for FSMT (model_type 'fsmt')")
         from transformers import FSMTForConditionalGeneration, FSMTTokenizer
         from transformers.utils import logging as transformers_logging
@@ -96,7 +96,7 @@ class TransformersSystem:
 
     def boundaries(self, src: torch.Tensor, prev: torch.Tensor, replace=None) -> dict[str, torch.Tensor]:
         if replace is not None:
-            raise SystemError("shadow mode feeds the original's tensors into the port's layers: the native port only")
+            raise UnusableSystem("shadow mode feeds the original's tensors into the port's layers: the native port only")
         model = self.model
         seen, handles = {}, []
         for b in names.boundaries(len(model.model.encoder.layers), len(model.model.decoder.layers), False, False):
@@ -161,13 +161,13 @@ class CTranslate2System:
     def __init__(self, model_dir: Path):
         model_dir = Path(model_dir)
         if not (model_dir / "model.bin").is_file():
-            raise SystemError(f"ctranslate2:{model_dir}: no model.bin: not a CTranslate2 model directory")
+            raise UnusableSystem(f"ctranslate2:{model_dir}: no model.bin: not a CTranslate2 model directory")
         shared = model_dir / "shared_vocabulary.json"
         files = [shared, shared] if shared.is_file() else [model_dir / "source_vocabulary.json",
                                                            model_dir / "target_vocabulary.json"]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
-            raise SystemError(f"ctranslate2:{model_dir}: missing vocabulary {', '.join(dict.fromkeys(missing))}")
+            raise UnusableSystem(f"ctranslate2:{model_dir}: missing vocabulary {', '.join(dict.fromkeys(missing))}")
         import ctranslate2
 
         self.label, self.dir = f"ctranslate2:{model_dir}", model_dir

@@ -24,7 +24,7 @@ import torch
 KINDS = ("native", "transformers", "ctranslate2")
 
 
-class SystemError(Exception):
+class UnusableSystem(Exception):
     """A system that cannot be opened, or a comparison it cannot take part in (a usage error)."""
 
 
@@ -47,7 +47,7 @@ def parse(spec: str) -> tuple[str, Path]:
     if not sep or kind not in KINDS:
         return "native", Path(spec)
     if not where:
-        raise SystemError(f"{spec}: give the directory after {kind}:")
+        raise UnusableSystem(f"{spec}: give the directory after {kind}:")
     return kind, Path(where)
 
 
@@ -81,7 +81,7 @@ class NativeSystem:
         try:
             self.config, self.members = load_ensemble(model_dir)
         except ConfigError as e:
-            raise SystemError(f"native: {e}") from None
+            raise UnusableSystem(f"native: {e}") from None
         self.label, self.dir = f"native:{model_dir}", Path(model_dir)
         self.ensemble = Ensemble(self.members, kernels)
         self.tokenizer = Tokenizer(model_dir)

@@ -115,12 +115,12 @@ def _record_transformers(args, where: str, settings: list[str] | None) -> Path:
     from parity.peers import TransformersSystem
     from parity.record import record_system
     from parity.settings import SETTINGS
-    from parity.systems import SystemError
+    from parity.systems import UnusableSystem
 
     source, reference = _inputs(args, settings, "transformers")
     try:
         original = TransformersSystem(Path(where))
-    except SystemError as e:
+    except UnusableSystem as e:
         raise UsageError(f"--original {e}") from None
     return record_system(original, source, reference, settings or list(SETTINGS), _run_dir(args))
 
@@ -172,7 +172,7 @@ def run(args) -> int:
     if (args.report / "report.json").exists() and not args.force:
         print(f"error: {args.report} already holds a report (pass --force to replace it)", file=sys.stderr)
         return 2
-    from parity.systems import SystemError, open_system
+    from parity.systems import UnusableSystem, open_system
 
     settings = args.settings.split(",") if args.settings else None
     try:
@@ -182,7 +182,7 @@ def run(args) -> int:
         langs = languages(args, system)
         run_dir = original_run(args, settings, langs)
         _check_settings(settings, run_dir)
-    except SystemError as e:
+    except UnusableSystem as e:
         print(f"error: --port {e}", file=sys.stderr)
         return 2
     except UsageError as e:

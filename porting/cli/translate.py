@@ -118,7 +118,7 @@ def run(args) -> int:
             print(f"error: --input {args.input or 'standard input'}: {e.strerror}", file=sys.stderr)
             return 1
         lines, warnings = clean_lines(raw)
-        return _translate(translator, lines, warnings, args, options, progress=len(lines))
+        return _translate(translator, lines, warnings, args, options, total=len(lines))
     first = 1
     for chunk in arriving(sys.stdin.fileno(), args.buffer_size):
         cleaned = [clean_line(line, n) for n, line in enumerate(chunk, first)]
@@ -129,7 +129,7 @@ def run(args) -> int:
     return 0
 
 
-def _translate(translator, lines: list[str], warnings: list[str], args, options: dict, progress: int = 0) -> int:
+def _translate(translator, lines: list[str], warnings: list[str], args, options: dict, total: int = 0) -> int:
     """Translate these lines and write their results, flushed; a bar on a terminal for a whole file."""
     from porting.files import json_line
     from porting.translator import InputError
@@ -137,7 +137,7 @@ def _translate(translator, lines: list[str], warnings: list[str], args, options:
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     try:
-        with progress_bar(progress, "translating") as bar:
+        with progress_bar(total, "translating") as bar:
             results = translator.generate(lines, batch_size=args.batch_size, truncate=args.long_input == "truncate",
                                           progress=bar.update, **options)
     except (InputError, ValueError) as e:
