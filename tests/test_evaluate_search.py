@@ -94,6 +94,11 @@ def test_bleu_refuses_what_it_would_ignore(data, tmp_path):
     r = run("--hypotheses", str(data / "test.de"), "--reference", str(data / "test.de"), "--beam", "3", "--input", "x",
             "--out", "y")
     assert r.returncode == 2 and "--beam, --input, --out: only apply when translating" in r.stderr
+    r = run("--hypotheses", str(data / "test.de"), "--reference", str(data / "test.de"), "--confidence-n", "50")
+    assert r.returncode == 2 and "add --confidence" in r.stderr
+    for flag, value in (("--width", "-3"), ("--confidence-n", "0")):
+        r = run("--hypotheses", str(data / "test.de"), "--reference", str(data / "test.de"), flag, value)
+        assert r.returncode == 2 and "must be at least" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "short").write_text("eins\n", encoding="utf-8")
     r = run("--hypotheses", str(data / "test.de"), "--reference", str(tmp_path / "short"))
     assert r.returncode == 1 and "line counts differ" in r.stderr and "Traceback" not in r.stderr

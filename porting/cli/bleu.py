@@ -8,7 +8,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from porting.cli.common import add_generation_flags, generation_options, load_translator, progress_bar, runtime, translation_flags
+from porting.cli.common import (
+    add_generation_flags,
+    generation_options,
+    load_translator,
+    non_negative_int,
+    positive_int,
+    progress_bar,
+    runtime,
+    translation_flags,
+)
 
 
 def add_arguments(p) -> None:
@@ -25,11 +34,11 @@ def add_arguments(p) -> None:
     p.add_argument("--tokenize", "-tok", choices=_tokenizers(), default=None,
                    help="BLEU's tokenizer, sacreBLEU's --tokenize (default: sacreBLEU's, 13a)")
     p.add_argument("--lowercase", "-lc", action="store_true", help="case-insensitive scores (sacreBLEU's --lowercase)")
-    p.add_argument("--width", "-w", type=int, default=2,
+    p.add_argument("--width", "-w", type=non_negative_int, default=2,
                    help="decimals printed (sacreBLEU's default is 1; 2 matches the search and select reports)")
     p.add_argument("--confidence", "-ci", action="store_true",
                    help="bootstrap confidence intervals (sacreBLEU's --confidence)")
-    p.add_argument("--confidence-n", "-cin", type=int, default=1000, help="bootstrap resamples for --confidence")
+    p.add_argument("--confidence-n", "-cin", type=positive_int, default=1000, help="bootstrap resamples for --confidence")
     p.add_argument("--json", action="store_true", help="print sacreBLEU's JSON (a list when several metrics)")
     add_generation_flags(p, nbest=False)
     p.add_argument("--out", "--output", dest="output", type=Path,
@@ -54,6 +63,8 @@ def usage_problems(args) -> list[str]:
                   [f"--{flag}" for n, flag in (("input", "input"), ("output", "out")) if getattr(args, n) is not None]
         if ignored:
             problems.append(f"{', '.join(ignored)}: only apply when translating (--model), not to --hypotheses")
+    if args.confidence_n != 1000 and not args.confidence:
+        problems.append("--confidence-n sets --confidence's resamples: add --confidence")
     return problems
 
 

@@ -8,17 +8,26 @@ KERNELS_HELP = ("fast (default): cheaper kernels, same hypotheses; portable: the
                 "alone (what runs where the C kernels cannot be built); exact: fairseq's kernels, bitwise equal scores")
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
+def _whole_number(text: str, minimum: int) -> int:
     import argparse
 
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least {minimum}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number of at least 0."""
+    return _whole_number(text, 0)
 
 
 def add_generation_flags(p, nbest: bool = True) -> None:
