@@ -127,6 +127,11 @@ def test_bad_systems_are_one_clear_error(converted, tmp_path, capsys):
     assert main(["parity", "--original", run, "--port", f"transformers:{converted['ende-sep']}", "--mode", "shadow",
                  "--report", str(tmp_path / "r")]) == 2
     assert "apply to the native port" in capsys.readouterr().err
+    assert main(["convert", "ctranslate2", "--model", str(converted["ende-sep"]), "--out", str(tmp_path / "ok")]) == 0
+    for langs in (["--source-lang", "en", "--target-lang", "de"], ["--target-lang", "de"]):
+        port = f"native:{converted['ende-sep']}" if len(langs) == 4 else f"ctranslate2:{tmp_path / 'ok'}"
+        assert main(["parity", "--original", run, "--port", port, *langs, "--report", str(tmp_path / "r")]) == 2
+        assert "go together, and only with a ctranslate2: port" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 

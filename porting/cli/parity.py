@@ -27,8 +27,9 @@ def add_arguments(p) -> None:
     p.add_argument("--port", required=True,
                    help="the system under test: native:OUT (our port; a bare OUT means the same), transformers:DIR "
                         "(an FSMT model directory) or ctranslate2:DIR (a CTranslate2 model directory)")
-    p.add_argument("--source-lang", help="with fairseq:… and a ctranslate2: port, the languages fairseq runs in "
-                                         "(a converted or transformers directory names its own)")
+    p.add_argument("--source-lang", help="with a ctranslate2: port, its languages: fairseq:… runs in them, and "
+                                         "its output is detokenized in the target's (a converted or transformers "
+                                         "directory names its own; a recorded run's manifest too)")
     p.add_argument("--target-lang", help="see --source-lang")
     p.add_argument("--input", type=Path, help="source lines (live fairseq only)")
     p.add_argument("--reference", type=Path, help="reference lines (live fairseq only; without them tensors are "
@@ -179,6 +180,10 @@ def run(args) -> int:
         system = open_system(args.port, args.kernels)           # before fairseq is run for nothing
         if system.kind != "native" and (args.mode == "shadow" or args.kernels != "fast"):
             raise UsageError(f"--mode shadow and --kernels apply to the native port, not to {system.kind}")
+        given = [lang for lang in (args.source_lang, args.target_lang) if lang]
+        if given and (system.kind != "ctranslate2" or len(given) == 1):
+            raise UsageError("--source-lang and --target-lang go together, and only with a ctranslate2: port "
+                             "(a converted or transformers directory names its own languages)")
         langs = languages(args, system)
         run_dir = original_run(args, settings, langs)
         _check_settings(settings, run_dir)
