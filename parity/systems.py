@@ -126,7 +126,8 @@ class NativeSystem:
         from porting.generation.beam import generate, left_pad
         from porting.generation.options import GenerationOptions
 
-        opts = GenerationOptions(**options, ngram_blocking="fairseq")    # fairseq's own (buggy) blocking, as recorded
+        # fairseq's own rules, as recorded: its inert n-gram blocking and its cap from the batch's width
+        opts = GenerationOptions(**options, ngram_blocking="fairseq", max_len_from="batch-width")
         return [[Hyp(h.tokens, h.score) for h in hyps] for hyps in generate(self.ensemble, left_pad(batch), opts)]
 
     def log_probs(self, src: list[int], tokens: list[int]) -> list[float]:

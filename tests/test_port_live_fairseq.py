@@ -32,16 +32,18 @@ def pair(request, tmp_path_factory):
     return load_hub(src, "model.pt", "en", "de"), Ensemble(load_ensemble(out)[1], kernels="exact"), out
 
 
-def side_by_side(hub, ensemble, setting, alone=False):
+def side_by_side(hub, ensemble, setting, alone=False, fairseq_alone=False, max_len_from="batch-width"):
     """(line, port hypotheses, fairseq hypotheses) for the first LINES test lines, in fairseq's
-    batches, or each line alone (``alone``)."""
+    batches, or each line alone (``alone``); fairseq's in its batches, or each line alone (``fairseq_alone``)."""
     from parity import shipped
 
     options = dict(SETTINGS[setting])
     toks = [hub.encode(line) for line in shipped.test_set()[0][:LINES]]
     beam = options.pop("beam")
-    theirs = hub.generate(toks, beam=beam, **options)
-    opts = GenerationOptions(beam=beam, **options, ngram_blocking="fairseq")
+    theirs = ([hub.generate([t], beam=beam, **options)[0] for t in toks] if fairseq_alone else
+              hub.generate(toks, beam=beam, **options))
+    # fairseq's own rules, bug for bug: its inert n-gram blocker and its cap from the batch's width
+    opts = GenerationOptions(beam=beam, **options, ngram_blocking="fairseq", max_len_from=max_len_from)
     batches = ([([i], src[None]) for i, src in enumerate(toks)] if alone else
                [(b["id"].tolist(), b["net_input"]["src_tokens"]) for b in hub._build_batches(toks, False)])
     for ids, src_tokens in batches:
@@ -85,6 +87,15 @@ def test_few_row_kernels_match_live_fairseq(pair):
     assert all(d.layers_c is not None for d in ensemble.decoders) and ensemble.fuses_candidates()
     for i, hyps, theirs in side_by_side(hub, ensemble, "beam5_nbest5", alone=True):
         assert same_up_to_ties(hyps, as_reference(theirs), 1e-4), f"line {i}"
+
+
+def test_default_length_cap_is_fairseqs_for_each_line_alone(pair):
+    """max_len_a's cap by default takes each sentence's own length, as fairseq documents it: the
+    port in fairseq's batches gives what fairseq gives each line decoded alone (where the width is
+    the sentence's length), which fairseq's own batches do not."""
+    hub, exact, _ = pair
+    for i, hyps, theirs in side_by_side(hub, exact, "max_len", fairseq_alone=True, max_len_from="source"):
+        assert [h.tokens for h in hyps] == [t["tokens"].tolist() for t in theirs], f"line {i}"
 
 
 def test_teacher_forced_logits_bitwise(pair):

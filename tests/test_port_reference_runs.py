@@ -47,8 +47,9 @@ def test_generation_matches_fairseq(ensembles, run, setting):
 
 def replay(ensemble, rec, ids, batches) -> tuple[list[int], float]:
     """Lines whose hypotheses differ from the recorded ones, and the largest score difference."""
-    # fairseq-fixed's n-gram blocker is inert (NOTES.md); reproduce it bug for bug to compare
-    opts = GenerationOptions(**rec["options"], ngram_blocking="fairseq")
+    # fairseq-fixed's n-gram blocker is inert and its length cap follows the batch's width
+    # (NOTES.md); reproduce both bug for bug to compare
+    opts = GenerationOptions(**rec["options"], ngram_blocking="fairseq", max_len_from="batch-width")
     mismatches, worst = [], 0.0
     exact = ensemble.kernels == "exact"
     for batch in batches:

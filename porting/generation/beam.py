@@ -5,9 +5,11 @@ Exact agreement with fairseq is possible only by reproducing its rules, not by r
     (at step 0 only the first beam row, since all rows are equal);
   * a candidate ending in </s> is finalised only if it ranks in the top `beam` candidates;
   * a sentence is done once `beam` hypotheses are finalised (not the best `beam`: the first), or at
-    max_len, where everything but </s> is masked;
+    its max_len, where everything but </s> is masked;
   * finalised scores are cumulative log-probs (</s> included) / (length incl. </s>) ** lenpen;
-  * max_len = min(int(max_len_a * padded batch width + max_len_b), max positions - 1);
+  * max_len = min(int(max_len_a * x + max_len_b), max positions - 1), where fairseq takes x to be
+    the batch's padded width; by default x is each sentence's own length (</s> included), as
+    fairseq documents it, so that no output depends on its batch (options.max_len_from);
   * </s> is masked while step < min_len; <pad> is never chosen; unkpen is subtracted from <unk>;
   * ensembles average probabilities: logsumexp over the models' log-probs minus log(N).
 Greedy decoding is this search with beam 1, as in fairseq.
@@ -70,7 +72,8 @@ class BeamState:
     Rows are sentence * beam + beam row over the sentences still going on (`bsz` of them);
     ``finalized`` and ``finished`` are indexed by the batch's original sentence numbers."""
     beam: int
-    max_len: int
+    max_len: int                      # the largest of the sentences' limits: the buffers' size
+    limits: list[int]                 # each sentence's max_len (by original sentence number)
     bsz: int
     tokens: Tensor                    # [bsz * beam, max_len + 2]: the start </s>, then the tokens so far, <pad>
     scores: Tensor                    # [bsz * beam, max_len + 1]: cumulative scores, 0 after the step
@@ -82,11 +85,18 @@ class BeamState:
     pending_order: Tensor | None = None
 
     @classmethod
-    def start(cls, bsz: int, beam: int, max_len: int) -> "BeamState":
+    def start(cls, beam: int, limits: list[int]) -> "BeamState":
+        bsz, max_len = len(limits), max(limits)
         tokens = torch.full((bsz * beam, max_len + 2), PAD, dtype=torch.long)   # + 2 for </s> and the start
         tokens[:, 0] = EOS
-        return cls(beam, max_len, bsz, tokens, torch.zeros(bsz * beam, max_len + 1),   # + 1 for </s>
+        return cls(beam, max_len, list(limits), bsz, tokens, torch.zeros(bsz * beam, max_len + 1),   # + 1 for </s>
                    [[False] * beam for _ in range(bsz)], [[] for _ in range(bsz)], [False] * bsz)
+
+    def at_limit(self, step: int) -> list[int]:
+        """Batch positions of the sentences going on whose last step this is (only </s> allowed)."""
+        if step < min(self.limits):                  # the common case, without a walk over the batch
+            return []
+        return [p for p, sent in enumerate(self.sentence_of(list(range(self.bsz)))) if self.limits[sent] == step]
 
     def sentence_of(self, positions: list[int]) -> list[int]:
         """Batch positions of the shrunken batch -> original sentence numbers."""
@@ -135,16 +145,25 @@ def generate(ensemble: Ensemble, src_tokens: Tensor, opts: GenerationOptions,
     """Every finalised hypothesis (``beam`` of them) for a batch of left-padded sources [B, S], best
     first. Like fairseq's generator, this ignores ``nbest``: callers keep the first ``nbest``.
     ``encoder_outs`` (from ``ensemble.encode(src_tokens)``) skips the encoder when already computed."""
-    bsz, src_len = src_tokens.shape
-    max_len = min(int(opts.max_len_a * src_len + opts.max_len_b), ensemble.max_decoder_positions - 1)
-    if opts.min_len > max_len:
-        raise ValueError(f"min_len {opts.min_len} is larger than max_len {max_len}")
+    limits = length_limits(src_tokens, opts, ensemble.max_decoder_positions)
+    if opts.min_len > min(limits):
+        raise ValueError(f"min_len {opts.min_len} is larger than max_len {min(limits)} (max_len_a * "
+                         f"{'the batch width' if opts.max_len_from == 'batch-width' else 'the source length'}"
+                         " + max_len_b, at most the model's positions - 1)")
     with torch.no_grad():
         # the encoder's output does not depend on generation options: callers may pass it in
         encs = encoder_outs if encoder_outs is not None else ensemble.encode(src_tokens)
-        state = BeamState.start(bsz, opts.beam, max_len)
+        state = BeamState.start(opts.beam, limits)
         _search(ensemble, ensemble.for_beam(encs, opts.beam), opts, state)
         return state.hypotheses()
+
+
+def length_limits(src_tokens: Tensor, opts: GenerationOptions, max_positions: int) -> list[int]:
+    """Each sentence's max_len: the most tokens before </s>. fairseq's rule takes x to be the padded
+    width of src_tokens [B, S] (``batch-width``); by default it is the sentence's own length."""
+    bsz, width = src_tokens.shape
+    lengths = [width] * bsz if opts.max_len_from == "batch-width" else src_tokens.ne(PAD).sum(1).tolist()
+    return [min(int(opts.max_len_a * x + opts.max_len_b), max_positions - 1) for x in lengths]
 
 
 def _search(ensemble: Ensemble, encs: list[EncoderOut], opts: GenerationOptions, state: BeamState) -> None:
@@ -160,7 +179,8 @@ def _search(ensemble: Ensemble, encs: list[EncoderOut], opts: GenerationOptions,
     for step in range(state.max_len + 1):  # one extra step for </s>
         if state.pending_order is not None:
             ensemble.reorder_caches(caches, state.pending_order)
-        cand_scores, cand_indices = _step(ensemble, encs, caches, state, step, opts, fused)
+        at_limit = state.at_limit(step)
+        cand_scores, cand_indices = _step(ensemble, encs, caches, state, step, opts, fused and not at_limit, at_limit)
         flat, values = cand_indices.tolist(), cand_scores.tolist()      # [B][2 x beam]: beam row * V + token
         eos_rows, eos_values, stops = _ends(flat, values, state.ignored, state.beam, vocab)
         finalized_sents = _end(state, step, eos_rows, eos_values, cand_scores, cand_indices.fmod(vocab), opts)
@@ -177,12 +197,12 @@ def _search(ensemble: Ensemble, encs: list[EncoderOut], opts: GenerationOptions,
 
 
 def _step(ensemble: Ensemble, encs: list[EncoderOut], caches, state: BeamState, step: int,
-          opts: GenerationOptions, fused: bool) -> tuple[Tensor, Tensor]:
+          opts: GenerationOptions, fused: bool, at_limit: list[int]) -> tuple[Tensor, Tensor]:
     """One decoder step and the 2 x beam best candidates per sentence: (scores, flat indices
-    beam_row * V + token) [B, 2 x beam]."""
+    beam_row * V + token) [B, 2 x beam]. at_limit: the batch positions allowed only </s>."""
     beam, vocab = state.beam, ensemble.vocab_size
     tokens = state.tokens[:, : step + 1]
-    if fused and step < state.max_len:             # the last step allows only </s>: torch's path
+    if fused:                                      # a sentence's last step allows only </s>: torch's path
         found, lprobs = ensemble.step_candidates(
             tokens, encs, caches, None if step == 0 else state.scores[:, step - 1], beam,
             min(2 * beam, (1 if step == 0 else beam) * vocab - 1), opts.unkpen, step < opts.min_len)
@@ -190,7 +210,7 @@ def _step(ensemble: Ensemble, encs: list[EncoderOut], caches, state: BeamState, 
             return found
     else:
         lprobs = ensemble.step(tokens, encs, caches)   # [N, V]
-    return _top_candidates(ensemble, lprobs, state, step, opts)
+    return _top_candidates(ensemble, lprobs, state, step, opts, at_limit)
 
 
 def _end(state: BeamState, step: int, eos_rows: list[int], eos_values: list[float], cand_scores: Tensor,
@@ -247,7 +267,7 @@ def _continue(going_on: list[int], stops: list[list[bool]], flat: list[list[int]
 
 
 def _top_candidates(ensemble: Ensemble, lprobs: Tensor, state: BeamState, step: int,
-                    opts: GenerationOptions) -> tuple[Tensor, Tensor]:
+                    opts: GenerationOptions, at_limit: list[int]) -> tuple[Tensor, Tensor]:
     """fairseq's rules on the step's log-probs [N, V] (in place), then the 2 x beam best cumulative
     scores per sentence: (scores, flat indices beam_row * V + token) [B, 2 x beam]."""
     vocab = lprobs.size(-1)
@@ -256,9 +276,11 @@ def _top_candidates(ensemble: Ensemble, lprobs: Tensor, state: BeamState, step: 
     lprobs[:, PAD] = -math.inf
     if opts.unkpen:                                                 # x - 0.0 is x: skip the call
         lprobs[:, UNK] -= opts.unkpen
-    if step >= state.max_len:
-        lprobs[:, :EOS] = -math.inf
-        lprobs[:, EOS + 1:] = -math.inf
+    if at_limit:
+        ended = torch.tensor(at_limit)
+        per_sentence = lprobs.view(state.bsz, state.beam, vocab)       # [B, beam, V], in place
+        per_sentence[ended, :, :EOS] = -math.inf
+        per_sentence[ended, :, EOS + 1:] = -math.inf
     if step < opts.min_len:
         lprobs[:, EOS] = -math.inf
     if opts.no_repeat_ngram_size > 0:
@@ -287,7 +309,7 @@ def _finalize(state: BeamState, step: int, rows: Tensor, eos_scores: Tensor, len
             state.finalized[sent].append(Ended(tokens[i], eos_scores[i], pos_scores[i]))
     newly = []
     for sent, position in sorted(set(zip(sents, unfinished))):       # fairseq: torch.unique, sorted
-        if not state.finished[sent] and (len(state.finalized[sent]) == state.beam or step == state.max_len):
+        if not state.finished[sent] and (len(state.finalized[sent]) == state.beam or step == state.limits[sent]):
             state.finished[sent] = True
             newly.append(position)
     return newly
@@ -311,7 +333,7 @@ def _transformers_done(state: BeamState, step: int, cand_scores: Tensor, cand_to
     sents = state.sentence_of(list(range(cand_scores.size(0))))
     for pos, sent in enumerate(sents):
         kept = state.finalized[sent]
-        if step == state.max_len:
+        if step == state.limits[sent]:
             done = True
         elif len(kept) < state.beam:
             done = False
@@ -319,7 +341,7 @@ def _transformers_done(state: BeamState, step: int, cand_scores: Tensor, cand_to
             done = True
         else:
             running = cand_scores[pos][cand_tokens[pos] != EOS]   # best continuing hypothesis first
-            length = state.max_len + 1 if opts.early_stopping == "never" and opts.lenpen > 0 else step + 1
+            length = state.limits[sent] + 1 if opts.early_stopping == "never" and opts.lenpen > 0 else step + 1
             best = float(running[0]) / length ** opts.lenpen if running.numel() else -math.inf
             done = not best > min(float(h.score) for h in kept)
         if done:

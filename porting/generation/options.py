@@ -24,6 +24,7 @@ def _early_stopping(value: str) -> str:
 
 EARLY_STOPPING = ("fairseq", "true", "false", "never")
 NGRAM_BLOCKING = ("correct", "fairseq")
+MAX_LEN_FROM = ("source", "batch-width")
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,15 @@ class GenerationOptions:
     lenpen: float = option(1.0, "length penalty: scores are divided by length ** lenpen")
     unkpen: float = option(0.0, "subtracted from <unk>'s log-probability (negative: a bonus)")
     min_len: int = option(1, "</s> is not allowed before this many tokens")
-    max_len_a: float = option(0.0, "length cap a*x + b (x: the batch's padded source width, as in fairseq)")
+    max_len_a: float = option(0.0, "length cap a*x + b (x: the source's length, </s> included)")
     max_len_b: int = option(200, "length cap a*x + b")
+    # "source": x is each sentence's own length, as fairseq documents the cap; a sentence's output
+    #           never depends on the other sentences of its batch (shards, batch sizes).
+    # "batch-width": x is the batch's padded width, as fairseq's SequenceGenerator computes it
+    #           (max_len_a * src_tokens.size(1)): for reproducing its outputs bug for bug.
+    max_len_from: str = option("source", "what x is in the length cap: each sentence's own length, or "
+                               "'batch-width' as fairseq computes it (porting/NOTES.md)", choices=MAX_LEN_FROM,
+                               searchable=False, fairseq=False)
     no_repeat_ngram_size: int = option(0, "ban repeating n-grams of this size (0: off)")
     # "correct": ban every token that would repeat an n-gram of the hypothesis (fairseq's intent).
     # "fairseq": fairseq >= commit 8ca4813 on CPU, which compares against padding and never bans
