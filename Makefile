@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q torch==2.13.0 cython "numpy<3"
 	$(BIN)/pip install -q --no-build-isolation --no-deps fairseq-fixed==0.12.3.1 fastBPE==0.1.0
-	$(BIN)/pip install -q -e '.[original,peers,test]'
+	$(BIN)/pip install -q -e '.[original,peers,test,ray]'
 	touch $(STAMP)
 
 # The main job on the shipped example model.

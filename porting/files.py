@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 # characters str.splitlines() breaks on besides "\n" that json.dumps(ensure_ascii=False) leaves raw
@@ -46,3 +47,13 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def replace_text(path: str | Path, text: str) -> None:
+    """Write a file of the workbench's own (a shard, a state record) whole or not at all: a
+    temporary sibling renamed over it, so that a reader or a resumed run never sees half of it.
+    (converters.io.atomic guards the user's outputs: locks, --force, inputs; this needs none.)"""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

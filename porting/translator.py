@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from porting.format import ConfigError
+from porting.format import ConfigError, read_config
 from porting.generation.beam import Hypothesis, generate, left_pad
 from porting.generation.ensemble import Ensemble
 from porting.generation.options import GenerationOptions
@@ -39,6 +39,46 @@ class Translation:
     hypotheses: list[Hypothesis]
     texts: list[str] = field(default_factory=list)
     truncated: bool = False
+
+
+class SourceEncoder:
+    """Source lines -> ids as the Translator feeds them to the model, without loading a weight: the
+    shard planner (porting.engine.shards) batches by these lengths exactly as the Translator does."""
+
+    def __init__(self, tokenizer: Tokenizer, max_source_positions: int):
+        self.tokenizer, self.max_source_positions = tokenizer, max_source_positions
+
+    @classmethod
+    def of(cls, model_dir: str | Path, normalize_punctuation: bool = False) -> "SourceEncoder":
+        config = read_config(model_dir)
+        return cls(Tokenizer(model_dir, normalize_punctuation), config["porting"]["architecture"]["max_source_positions"])
+
+    def encode(self, line: str, truncate: bool = False) -> tuple[list[int], bool]:
+        ids = self.tokenizer.encode(line)
+        if len(ids) > self.max_source_positions:
+            if not truncate:
+                raise InputError(f"{len(ids)} tokens (with </s>), the model takes at most {self.max_source_positions}")
+            return ids[: self.max_source_positions - 1] + ids[-1:], True
+        return ids, False
+
+    def encode_all(self, lines: Sequence[str], truncate: bool = False) -> list[tuple[list[int], bool]]:
+        """(ids, truncated) for every line; every line too long for the model reported at once."""
+        encoded, problems = [], []
+        for n, line in enumerate(lines, 1):
+            try:
+                encoded.append(self.encode(line, truncate))
+            except InputError as e:
+                problems.append(f"line {n}: {e}")
+        if problems:
+            raise InputError("input too long for the model (use truncation to cut it):\n  " + "\n  ".join(problems))
+        return encoded
+
+
+def batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Line indices in the batches the Translator decodes: sorted by length (ties in input order, as
+    fairseq does), then cut every batch_size lines."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def default_options(model_dir: str | Path) -> dict:
@@ -67,6 +107,7 @@ class Translator:
         self.tokenizer, self.ensemble, self.config = tokenizer, ensemble, config
         self.defaults = dict(defaults or {})           # from the model's generation_config.json
         self.max_source_positions = config["porting"]["architecture"]["max_source_positions"]
+        self.sources = SourceEncoder(tokenizer, self.max_source_positions)
 
     @classmethod
     def from_pretrained(cls, *model_dirs: str | Path, dtype: torch.dtype | str = torch.float32,
@@ -112,38 +153,24 @@ class Translator:
         return merged_options(self.defaults, overrides)
 
     def encode(self, line: str, truncate: bool = False) -> tuple[list[int], bool]:
-        ids = self.tokenizer.encode(line)
-        if len(ids) > self.max_source_positions:
-            if not truncate:
-                raise InputError(f"{len(ids)} tokens (with </s>), the model takes at most {self.max_source_positions}")
-            return ids[: self.max_source_positions - 1] + ids[-1:], True
-        return ids, False
+        return self.sources.encode(line, truncate)
 
     def generate(self, lines: str | Sequence[str], batch_size: int = 32, truncate: bool = False, progress=None,
                  encoder_cache: dict | None = None, **options) -> list[Translation] | Translation:
         """Every line gets a Translation, in input order (one line as a str: its Translation).
         Options (fairseq's names, porting.generation.options) override the model's defaults. Lines
-        are batched by length (as fairseq does); note that fairseq's max_len_a applies to a batch's
-        padded width. Pass the same dict as ``encoder_cache`` to calls over the same lines to run the
-        encoder once for all of them."""
+        are batched by length (as fairseq does); no line's output depends on its batch (unless
+        ``max_len_from="batch-width"`` asks for fairseq's own length cap). Pass the same dict as
+        ``encoder_cache`` to calls over the same lines to run the encoder once for all of them."""
         if isinstance(lines, str):                       # not its characters: one line
             return self.generate([lines], batch_size, truncate, progress, encoder_cache, **options)[0]
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         lines = list(lines)
         opts = GenerationOptions(**self.options(**options))
-        encoded, problems = [], []
-        for n, line in enumerate(lines, 1):
-            try:
-                encoded.append(self.encode(line, truncate))
-            except InputError as e:
-                problems.append(f"line {n}: {e}")
-        if problems:
-            raise InputError("input too long for the model (use truncation to cut it):\n  " + "\n  ".join(problems))
-        order = sorted(range(len(lines)), key=lambda i: len(encoded[i][0]))
+        encoded = self.sources.encode_all(lines, truncate)
         results: list[Translation | None] = [None] * len(lines)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        for idx in batches_by_length([len(ids) for ids, _ in encoded], batch_size):
             src = left_pad([encoded[i][0] for i in idx])
             encs = None
             if encoder_cache is not None:  # same lines, same batches: reuse the encoder's work

@@ -26,14 +26,15 @@ LAYERS = {
     "porting.kernels": 2,
     "porting.generation": 3,
     "porting.translator": 4,
-    "porting.evaluation": 5,
-    "porting": 6,                 # the package itself: its version, and `from porting import Translator`
-    "converters": 7,              # the package itself
-    "converters.io": 7,
-    "converters.fairseq": 8,
-    "converters.ctranslate2": 8,      # our directories into CTranslate2 models
-    "parity": 9,
-    "porting.cli": 10,
+    "porting.engine": 5,          # where translation runs: this process, a process pool, Ray
+    "porting.evaluation": 6,
+    "porting": 7,                 # the package itself: its version, and `from porting import Translator`
+    "converters": 8,              # the package itself
+    "converters.io": 8,
+    "converters.fairseq": 9,
+    "converters.ctranslate2": 9,      # our directories into CTranslate2 models
+    "parity": 10,
+    "porting.cli": 11,
 }
 
 
@@ -101,7 +102,7 @@ def test_an_upward_import_is_caught():
     reaching up into the converters), a sideways one, and one hidden inside a function."""
     planted = "import torch\nfrom converters.fairseq.arch import Architecture\n"
     assert violations("porting.model.transformer", planted) == [
-        "porting.model.transformer:2 imports converters.fairseq.arch: up from porting.model (1) to converters.fairseq (8)"]
+        "porting.model.transformer:2 imports converters.fairseq.arch: up from porting.model (1) to converters.fairseq (9)"]
     sideways = "from porting.tokenizer import Tokenizer\n"
     assert "sideways" in violations("porting.model.load", sideways)[0]
     hidden = "def f():\n    from porting.cli.common import load_translator\n"

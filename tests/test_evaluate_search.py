@@ -120,14 +120,14 @@ def test_grid_runs_the_encoder_once_and_matches_independent_runs(converted, data
 
 
 def test_search_resumes_and_parallel_agrees(converted, data, tmp_path, monkeypatch):
-    from porting.evaluation import grid as search
+    from porting.engine.worker import Worker
 
     src, ref = read_parallel(data / "valid.en", data / "valid.de")
     state = tmp_path / "state.jsonl"
     first = run_grid([converted["ende-sep"]], src, ref, parse_grid("beam=2 lenpen=0.6:1.0"), {}, state)
     ran = []
-    real = search._run_setting
-    monkeypatch.setattr(search, "_run_setting", lambda o, progress=None: ran.append(o) or real(o, progress))
+    real = Worker.run
+    monkeypatch.setattr(Worker, "run", lambda self, task, progress=None: ran.append(task) or real(self, task, progress))
     counted = []                                # the progress display's updates, in source lines
     both = run_grid([converted["ende-sep"]], src, ref, parse_grid("beam=2:3 lenpen=0.6:1.0"), {}, state,
                     batch_size=8, progress=counted.append)

@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 from porting.cli.common import (
+    add_engine_flags,
     add_generation_flags,
+    engine_problems,
     generation_options,
-    load_translator,
     non_negative_int,
     positive_int,
-    progress_bar,
     runtime,
+    translate_lines,
     translation_flags,
 )
 
@@ -41,6 +42,7 @@ def add_arguments(p) -> None:
     p.add_argument("--confidence-n", "-cin", type=positive_int, default=1000, help="bootstrap resamples for --confidence")
     p.add_argument("--json", action="store_true", help="print sacreBLEU's JSON (a list when several metrics)")
     add_generation_flags(p, nbest=False)
+    add_engine_flags(p)
     p.add_argument("--out", "--output", dest="output", type=Path,
                    help="also write the translations to this file (with --model; --output: the same)")
     p.add_argument("--force", action="store_true", help="replace an existing --output")
@@ -60,16 +62,19 @@ def usage_problems(args) -> list[str]:
         problems.append("--model translates --input: give --input")
     if args.hypotheses is not None:
         ignored = [flag for flag in translation_flags(args) if flag] + \
-                  [f"--{flag}" for n, flag in (("input", "input"), ("output", "out")) if getattr(args, n) is not None]
+                  [f"--{flag}" for n, flag in (("input", "input"), ("output", "out"), ("engine", "engine"),
+                                               ("ray_address", "ray-address"), ("jobs", "jobs"), ("shards", "shards"))
+                   if getattr(args, n) is not None]
         if ignored:
             problems.append(f"{', '.join(ignored)}: only apply when translating (--model), not to --hypotheses")
     if args.confidence_n != 1000 and not args.confidence:
         problems.append("--confidence-n sets --confidence's resamples: add --confidence")
-    return problems
+    return problems + engine_problems(args)
 
 
 def run(args) -> int:
     from converters.io.atomic import OutputExists
+    from porting.engine import EngineError
     from porting.evaluation.scoring import DataError, read_aligned, sacrebleu_metrics, sacrebleu_results
     from porting.format import ConfigError
 
@@ -86,7 +91,7 @@ def run(args) -> int:
         texts = read_aligned(files)
         metrics = sacrebleu_metrics(args.metrics, args.tokenize, args.lowercase)
         hyps = _translate(args, texts["input"]) if args.model else texts["hypotheses"]
-    except (DataError, ConfigError, ValueError, OutputExists) as e:
+    except (DataError, ConfigError, ValueError, OutputExists, EngineError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     references = [lines for name, lines in texts.items() if name.startswith("reference")]
@@ -97,10 +102,8 @@ def run(args) -> int:
 
 
 def _translate(args, source: list[str]) -> list[str]:
-    translator = load_translator(args)
     options = generation_options(args)
-    with progress_bar(len(source), "translating") as bar:
-        hyps = translator.translate(source, batch_size=args.batch_size, progress=bar.update, **options)
+    hyps = translate_lines(args, args.model, source, options, "translating")
     print(f"translated {len(source)} lines with {options} on {runtime(args)}", file=sys.stderr)
     if args.output:
         from converters.io.atomic import write_file_atomic

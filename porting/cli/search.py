@@ -2,7 +2,7 @@
 
     porting search --model OUT --input valid.en --reference valid.de \
         --search "beam=5:8:11:15 lenpen=0.6:0.7:0.8:0.9:1.0:1.1 early_stopping=true:false" \
-        [--test-input test.en --test-reference test.de] [--write-best] [--jobs N]
+        [--test-input test.en --test-reference test.de] [--write-best] [--jobs N | --engine ray [--ray-address A]]
 """
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ import json
 import sys
 from pathlib import Path
 
-from porting.cli.common import add_generation_flags, generation_options, progress_bar, runtime
+from porting.cli.common import (
+    add_engine_flags,
+    add_generation_flags,
+    engine_problems,
+    generation_options,
+    open_engine,
+    progress_bar,
+    runtime,
+)
 
 
 def add_arguments(p) -> None:
@@ -22,22 +30,24 @@ def add_arguments(p) -> None:
     p.add_argument("--test-reference", type=Path)
     p.add_argument("--write-best", action="store_true",
                    help="write the best setting into the first model's generation_config.json")
-    p.add_argument("--jobs", type=int, default=1, help="processes to spread settings over")
     p.add_argument("--out", type=Path, help="results directory (default: .build/search/<model>); holds the resumable state")
     p.add_argument("--restart", action="store_true",
                    help="discard the finished settings of an earlier run (needs --force: it deletes them)")
     p.add_argument("--force", action="store_true", help="allow --restart and --write-best to replace what exists")
     add_generation_flags(p, nbest=False)
+    add_engine_flags(p, shards_help="cut the tuning source into this many shards, each a task per setting "
+                                    "(default: one per worker)")
 
 
 def run(args) -> int:
 
+    from porting.engine import EngineError
+    from porting.engine.shards import plan_lines, run_sharded
     from porting.evaluation.grid import GridError, markdown_table, parse_grid, run_grid
     from porting.evaluation.scoring import DataError, paired_bootstrap, read_parallel, score
     from porting.format import ConfigError
-    from porting.translator import Translator
 
-    problems = []
+    problems = engine_problems(args)
     try:
         settings = parse_grid(args.search)
     except GridError as e:
@@ -67,11 +77,18 @@ def run(args) -> int:
     if args.restart and state.exists():
         state.unlink()
     try:
-        # one bar in lines (settings x source lines), so that it moves inside a setting too
-        with progress_bar(len(settings) * len(source), f"{len(settings)} settings") as bar:
-            records = run_grid(args.model, source, reference, settings, base, state, args.jobs, args.batch_size,
-                               bar.update, runtime(args))
-    except (ValueError, ConfigError) as e:      # a setting the model cannot take (min_len above the length cap, ...)
+        with open_engine(args) as engine:
+            # one bar in lines (settings x source lines), so that it moves inside a setting too
+            with progress_bar(len(settings) * len(source), f"{len(settings)} settings") as bar:
+                records = run_grid(args.model, source, reference, settings, base, state, engine,
+                                   args.shards or engine.workers, bar.update, runtime(args))
+            if test:              # the best setting and the defaults on the split never tuned on
+                shards = plan_lines(args.model[0], test[0], args.batch_size, args.shards or engine.workers)
+                best = max(records, key=lambda r: (r["bleu"], r["chrf"]))
+                tuned = [t.texts[0] for t in run_sharded(engine, test[0], shards, {**base, **best["setting"]},
+                                                         reuse_encoder=True)]
+                default = [t.texts[0] for t in run_sharded(engine, test[0], shards, base, reuse_encoder=True)]
+    except (ValueError, ConfigError, EngineError) as e:   # a setting the model cannot take (min_len above the cap, ...)
         print(f"error: {e}", file=sys.stderr)
         return 1
     table = markdown_table(records, keys, defaults)
@@ -82,10 +99,6 @@ def run(args) -> int:
     print(f"tuned on {args.input} ({len(source)} lines); {best['bleu_signature']}\n")
     print(table)
     if test:
-        t = Translator.from_pretrained(*args.model, **runtime(args))
-        cache: dict = {}
-        tuned = t.translate(test[0], encoder_cache=cache, **{**base, **best["setting"]})
-        default = t.translate(test[0], encoder_cache=cache, **base)
         sig = paired_bootstrap(default, tuned, test[1])
         report["test"] = {"split": str(args.test_input), "best": score(tuned, test[1]).to_dict(),
                           "defaults": score(default, test[1]).to_dict(), "paired_bootstrap": sig}

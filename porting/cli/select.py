@@ -10,7 +10,14 @@ import json
 import sys
 from pathlib import Path
 
-from porting.cli.common import add_generation_flags, generation_options, progress_bar, runtime
+from porting.cli.common import (
+    add_engine_flags,
+    add_generation_flags,
+    engine_problems,
+    generation_options,
+    progress_bar,
+    translate_lines,
+)
 
 
 def add_arguments(p) -> None:
@@ -21,6 +28,7 @@ def add_arguments(p) -> None:
     p.add_argument("--out", type=Path, default=Path(".build") / "select",
                    help="where conversions are kept (default: %(default)s)")
     add_generation_flags(p, nbest=False)
+    add_engine_flags(p)
 
 
 def converted(checkpoint: Path, data_dir: Path, out: Path) -> Path:
@@ -42,13 +50,15 @@ def converted(checkpoint: Path, data_dir: Path, out: Path) -> Path:
 
 def run(args) -> int:
     from converters.fairseq.convert import ConversionError
+    from porting.engine import EngineError
     from porting.evaluation.scoring import DataError, read_parallel, score
-    from porting.translator import Translator
 
     names = [c.stem for c in args.checkpoint]
-    if len(set(names)) != len(names):
-        print(f"error: checkpoint file names must differ, got {names}", file=sys.stderr)
-        return 1
+    problems = engine_problems(args) + ([f"checkpoint file names must differ, got {names}"]
+                                        if len(set(names)) != len(names) else [])
+    if problems:
+        print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
+        return 2
     try:
         source, reference = read_parallel(args.input, args.reference)
         dirs = []
@@ -64,10 +74,8 @@ def run(args) -> int:
     candidates = [(d.name, [d]) for d in dirs] + ([("ensemble of all", dirs)] if len(dirs) > 1 else [])
     for name, members in candidates:
         try:
-            translator = Translator.from_pretrained(*members, **runtime(args))
-            with progress_bar(len(source), name) as bar:
-                hyps = translator.translate(source, batch_size=args.batch_size, progress=bar.update, **options)
-        except ValueError as e:
+            hyps = translate_lines(args, members, source, options, name)
+        except (ValueError, EngineError) as e:
             print(f"error: {name}: {e}", file=sys.stderr)
             return 1
         rows.append((name, score(hyps, reference)))

@@ -9,6 +9,12 @@ translated in length-sorted batches. A pipe, a terminal or a fifo is translated 
 as fairseq-interactive does with ``--buffer-size``: whatever has arrived (up to ``--buffer-size``
 lines) is translated together and written at once, so a line typed or sent alone comes back
 without waiting for the end of the input, and a fast producer still fills whole batches.
+
+With ``--out FILE`` the input is a bulk job: cut into shards (porting.engine.shards) that run on
+the engine chosen (``--engine local`` with ``--jobs``, or ``--engine ray``), each shard's output
+kept in ``FILE.shards/`` as it finishes, and the file written whole, in input order, at the end:
+the same bytes as the standard output of a single-process run. An interrupted job is finished
+by the same command with ``--resume``.
 """
 from __future__ import annotations
 
@@ -20,7 +26,19 @@ import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
-from porting.cli.common import add_generation_flags, generation_options, load_translator, positive_int, progress_bar
+from porting.cli.common import (
+    add_engine_flags,
+    add_generation_flags,
+    engine_problems,
+    generation_options,
+    load_translator,
+    open_engine,
+    positive_int,
+    progress_bar,
+    runtime,
+)
+
+BULK_FLAGS = ("engine", "ray_address", "jobs", "shards", "resume")
 
 
 def add_arguments(p) -> None:
@@ -37,6 +55,14 @@ def add_arguments(p) -> None:
                    help="a line longer than the model's maximum positions: fail (default) or cut it")
     p.add_argument("--normalize-punctuation", action="store_true",
                    help="Moses punctuation normalisation before tokenizing (off, as in fairseq's hub)")
+    p.add_argument("--out", "--output", dest="output", type=Path,
+                   help="bulk mode: write the translations of --input to this file, whole, in input order; "
+                        "finished shards are kept in OUT.shards/ until then")
+    add_engine_flags(p, shards_help="with --out: cut the input into this many shards (default: one per 32 batches, "
+                                    "at least one per worker); an interrupted job loses at most the shards running")
+    p.add_argument("--resume", action="store_true",
+                   help="with --out: finish an interrupted job, reusing the shards it finished")
+    p.add_argument("--force", action="store_true", help="with --out: replace an existing file, start the shards afresh")
 
 
 def clean_line(chunk: bytes, n: int) -> tuple[str, list[str]]:
@@ -93,12 +119,28 @@ def is_file(fd: int) -> bool:
     return stat.S_ISREG(os.fstat(fd).st_mode)
 
 
+def usage_problems(args) -> list[str]:
+    problems = engine_problems(args)
+    if args.output is None:
+        given = [f"--{n.replace('_', '-')}" for n in (*BULK_FLAGS, "force") if getattr(args, n) not in (None, False)]
+        if given:
+            problems.append(f"{', '.join(given)}: only with --out (bulk translation of a file)")
+    elif args.input is None and not is_file(sys.stdin.fileno()):
+        problems.append("--out translates a file: give --input (a pipe is translated as it arrives, to standard output)")
+    return problems
+
+
 def run(args) -> int:
     from porting.format import ConfigError
 
+    if problems := usage_problems(args):
+        print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
+        return 2
     if args.input is not None and not args.input.is_file():
         print(f"error: --input {args.input}: {'a directory' if args.input.is_dir() else 'no such file'}", file=sys.stderr)
         return 1
+    if args.output is not None:
+        return bulk(args)
     try:
         translator = load_translator(args, normalize_punctuation=args.normalize_punctuation)
         options = generation_options(args)
@@ -131,7 +173,6 @@ def run(args) -> int:
 
 def _translate(translator, lines: list[str], warnings: list[str], args, options: dict, total: int = 0) -> int:
     """Translate these lines and write their results, flushed; a bar on a terminal for a whole file."""
-    from porting.files import json_line
     from porting.translator import InputError
 
     for w in warnings:
@@ -147,13 +188,92 @@ def _translate(translator, lines: list[str], warnings: list[str], args, options:
     for r in results:
         if r.truncated:
             print(f"warning: a line was truncated to {translator.max_source_positions} tokens", file=sys.stderr)
-        if args.format == "text":
-            out.write(r.texts[0] + "\n")
-        else:
-            out.write(json_line({
-                "source": r.source, "source_ids": r.source_ids, "truncated": r.truncated,
-                "hypotheses": [{"tokens": h.tokens, "text": t, "score": h.score,
-                                "positional_scores": h.positional_scores}
-                               for h, t in zip(r.hypotheses, r.texts)]}) + "\n")
+        out.write(render(r, args.format) + "\n")
     out.flush()
     return 0
+
+
+def render(r, fmt: str) -> str:
+    """One Translation as its output line: the best text, or a JSON record."""
+    from porting.files import json_line
+
+    if fmt == "text":
+        return r.texts[0]
+    return json_line({"source": r.source, "source_ids": r.source_ids, "truncated": r.truncated,
+                      "hypotheses": [{"tokens": h.tokens, "text": t, "score": h.score,
+                                      "positional_scores": h.positional_scores}
+                                     for h, t in zip(r.hypotheses, r.texts)]})
+
+
+def bulk(args) -> int:
+    """--out: the input's shards on the engine, kept as they finish, the file written whole at the end."""
+    import math
+    from functools import partial
+
+    from converters.io.atomic import OutputExists, write_file_atomic
+    from porting.engine import EngineError
+    from porting.engine.shards import ShardStore, StoreError, fingerprint, plan
+    from porting.format import ConfigError
+    from porting.translator import InputError, SourceEncoder
+
+    if args.output.exists() and not args.force:                 # refused before any work
+        print(f"error: --out {args.output} exists; pass --force to replace it", file=sys.stderr)
+        return 1
+    truncate = args.long_input == "truncate"
+    try:
+        raw = args.input.read_bytes() if args.input else sys.stdin.buffer.read()
+        lines, warnings = clean_lines(raw)
+        options = generation_options(args)
+        encoded = SourceEncoder.of(args.model[0], args.normalize_punctuation).encode_all(lines, truncate)
+    except OSError as e:
+        print(f"error: --input {args.input or 'standard input'}: {e.strerror}", file=sys.stderr)
+        return 1
+    except (ConfigError, InputError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for w in warnings + [f"line {n}: truncated to {len(ids)} tokens" for n, (ids, cut) in enumerate(encoded, 1) if cut]:
+        print(f"warning: {w}", file=sys.stderr)
+    if options.get("nbest", 1) > 1 and args.format == "text":
+        print(f"error: --nbest {options['nbest']} needs --format jsonl (text prints one translation a line)",
+              file=sys.stderr)
+        return 1
+    store_dir = args.output.with_name(args.output.name + ".shards")
+    # what the kept shards belong to: the models' files, the input, and everything that shapes an output line
+    job = fingerprint(args.model, lines, options, {"batch_size": args.batch_size, "format": args.format,
+                                                   "truncate": truncate, "normalize": args.normalize_punctuation,
+                                                   "runtime": runtime(args)})
+    try:
+        with open_engine(args, truncate=truncate, normalize_punctuation=args.normalize_punctuation) as engine:
+            batches = math.ceil(len(lines) / args.batch_size)
+            wanted = args.shards or max(engine.workers, math.ceil(batches / 32))
+            store = ShardStore.open(store_dir, job, plan([len(ids) for ids, _ in encoded], args.batch_size, wanted),
+                                    args.resume, args.force)
+            if kept := len(store.finished()):
+                print(f"resuming: {kept} of {len(store.plan)} shards were finished", file=sys.stderr)
+            with progress_bar(len(lines), f"{len(store.plan)} shards") as bar:
+                outputs = store.run(engine, lines, options, partial(render, fmt=args.format), bar.update)
+        write_file_atomic(args.output, lambda tmp: tmp.write_text("".join(o + "\n" for o in outputs), encoding="utf-8"),
+                          force=args.force, inputs=[p for p in (args.input,) if p])
+    except (StoreError, OutputExists, ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except EngineError as e:
+        print(f"error: {e}\n{_kept(store_dir)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"interrupted: {_kept(store_dir)}", file=sys.stderr)
+        return 130
+    store.remove()
+    print(f"wrote {len(lines)} translations to {args.output} ({len(store.plan)} shards on the "
+          f"{args.engine or 'local'} engine)", file=sys.stderr)
+    return 0
+
+
+def _kept(store_dir: Path) -> str:
+    """What an unfinished job leaves, and how to finish it."""
+    from porting.engine.shards import ShardStore
+
+    if (counts := ShardStore.kept(store_dir)) is None:
+        return "nothing was kept"
+    return (f"{counts[0]} of {counts[1]} shards finished are kept in {store_dir}; run the same command with --resume "
+            "to finish")

@@ -4,20 +4,21 @@
 A grid is ``"beam=5:8 lenpen=0.6:1.0 early_stopping=true:false"``: keys as fairseq (and
 ``porting translate``) name the options, values separated by ``:``; the search runs every
 combination. Finished settings are appended to a JSON-lines state file as they complete, so an
-interrupted search picks up where it stopped.
+interrupted search picks up where it stopped. The work runs on an engine (porting.engine): settings
+x shards of the source as tasks, each worker keeping the encoder outputs of its shards for the
+whole grid; the scores do not depend on the engine or the shards.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from porting.engine import shards as sharding
 from porting.evaluation.scoring import score
-from porting.files import json_line, sha256_file, split_lines
+from porting.files import json_line, split_lines
 from porting.generation import options
 
 # key -> parser of one value: the searchable generation options, as porting.generation.options declares them
@@ -77,21 +78,8 @@ def setting_key(setting: dict) -> str:
 
 
 def fingerprint(model_dirs: list[Path], source: list[str], reference: list[str], base: dict) -> str:
-    """What a state file belongs to: every file of the models a result depends on (whole-file
-    hashes: a weight changed in place changes the fingerprint), the data and the fixed options."""
-    h = hashlib.sha256()
-    for d in model_dirs:
-        for f in sorted(p for p in Path(d).rglob("*") if p.is_file() and _result_depends_on(p)):
-            h.update(str(f.relative_to(d)).encode() + b"\0" + sha256_file(f).encode())
-    h.update("\n".join(source).encode() + b"\0" + "\n".join(reference).encode())
-    h.update(json.dumps(base, sort_keys=True).encode())
-    return h.hexdigest()[:16]
-
-
-def _result_depends_on(path: Path) -> bool:
-    """The weights, the architecture and the vocabularies; not the card, the provenance, or
-    generation_config.json (its settings enter through the fixed options)."""
-    return path.suffix == ".safetensors" or path.name in ("config.json", "vocab-src.json", "vocab-tgt.json", "merges.txt")
+    """What a state file belongs to: the models' files, the data and the fixed options."""
+    return sharding.fingerprint(model_dirs, source, reference, base)
 
 
 def _end_torn_line(path: Path) -> None:
@@ -122,34 +110,20 @@ def load_state(path: Path, fp: str) -> dict[str, dict]:
     return done
 
 
-# ---------------------------------------------------------------- one process's work
-
-_WORKER: dict = {}
-
-
-def _init_worker(model_dirs, source, batch_size, threads, runtime):
-    import torch
-
-    from porting.translator import Translator
-
-    torch.set_num_threads(threads)
-    _WORKER.update(translator=Translator.from_pretrained(*model_dirs, **runtime), source=source,
-                   batch_size=batch_size, cache={})
-
-
-def _run_setting(options: dict, progress=None) -> list[str]:
-    w = _WORKER
-    return w["translator"].translate(w["source"], batch_size=w["batch_size"], encoder_cache=w["cache"],
-                                     progress=progress, **options)
-
-
 def run_grid(model_dirs: list[Path], source: list[str], reference: list[str], settings: list[dict], base: dict,
-             state: Path, jobs: int = 1, batch_size: int = 32, progress=None, runtime: dict | None = None) -> list[dict]:
-    """Score every setting (merged over ``base``) with the models run as ``runtime`` says
-    (Translator.from_pretrained's dtype, kernels, quantize); returns one record per setting,
-    resumed ones included. ``progress(n)`` is called with each number of source lines translated
-    (resumed settings count at once; in parallel runs, a setting counts when it finishes)."""
+             state: Path, engine=None, shards: int = 1, progress=None, runtime: dict | None = None,
+             batch_size: int = 32, jobs: int = 1) -> list[dict]:
+    """Score every setting (merged over ``base``) on the engine (porting.engine; None: a local one
+    with ``jobs`` processes and this ``batch_size``, opened here), its models run as ``runtime``
+    says (Translator.from_pretrained's dtype, kernels, quantize), the source cut into ``shards``;
+    returns one record per setting, resumed ones included. ``progress(n)`` is called with each
+    number of source lines translated (resumed settings count at once)."""
     runtime = dict(runtime or {})
+    if engine is None:
+        from porting.engine import open_engine
+
+        with open_engine("local", model_dirs, runtime, batch_size, jobs) as local:
+            return run_grid(model_dirs, source, reference, settings, base, state, local, shards, progress, runtime)
     fp = fingerprint(model_dirs, source, reference, {**base, "runtime": runtime})
     done = load_state(state, fp)
     todo = [s for s in settings if setting_key(s) not in done]
@@ -157,25 +131,22 @@ def run_grid(model_dirs: list[Path], source: list[str], reference: list[str], se
         progress((len(settings) - len(todo)) * len(source))
     state.parent.mkdir(parents=True, exist_ok=True)
     _end_torn_line(state)
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
-
-    def record(setting, hyps, counted: bool):
-        rec = {"fingerprint": fp, "setting": setting, **score(hyps, reference).to_dict()}
-        with open(state, "a") as f:                 # appended as each finishes: resumable
-            f.write(json_line(rec) + "\n")
-        done[setting_key(setting)] = rec
-        if progress is not None and not counted:
-            progress(len(source))
-
-    if jobs <= 1 or len(todo) <= 1:
-        _init_worker(model_dirs, source, batch_size, threads, runtime)
-        for s in todo:
-            record(s, _run_setting({**base, **s}, progress), counted=True)
-    else:
-        with ProcessPoolExecutor(jobs, initializer=_init_worker,
-                                 initargs=(model_dirs, source, batch_size, threads, runtime)) as pool:
-            for s, hyps in zip(todo, pool.map(_run_setting, [{**base, **s} for s in todo])):
-                record(s, hyps, counted=False)
+    plan = sharding.plan_lines(model_dirs[0], source, engine.spec.batch_size, shards)
+    work = [task for s in todo for task in sharding.tasks(source, plan, {**base, **s}, tag=setting_key(s),
+                                                           reuse_encoder=True)]
+    todo_by_key = {setting_key(s): s for s in todo}
+    parts: dict[str, dict[int, list]] = {key: {} for key in todo_by_key}
+    for task, translations in engine.run(work, progress):
+        parts[task.tag][task.shard] = translations
+        if len(parts[task.tag]) == len(plan):              # the setting's last shard: score it, keep it
+            hyps = [""] * len(source)
+            for shard, results in parts.pop(task.tag).items():
+                for i, t in zip(plan[shard], results):
+                    hyps[i] = t.texts[0]
+            rec = {"fingerprint": fp, "setting": todo_by_key[task.tag], **score(hyps, reference).to_dict()}
+            with open(state, "a") as f:                 # appended as each finishes: resumable
+                f.write(json_line(rec) + "\n")
+            done[task.tag] = rec
     return [done[setting_key(s)] for s in settings]
 
 

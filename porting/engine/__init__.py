@@ -1,0 +1,42 @@
+"""Where translation work runs: one contract, two engines behind it, chosen once per command.
+
+    engine = open_engine("local" | "ray", model_dirs, runtime, batch_size, jobs=..., address=...)
+    for task, translations in engine.run(tasks, progress):   # as each task finishes
+        ...
+    engine.close()
+
+A task (porting.engine.worker.Task) is some source lines and the generation options to translate
+them with; a worker holds the models, loaded once, and the encoder outputs of the shards it has
+seen. ``local`` runs the workers in this process (jobs=1) or in a process pool; ``ray`` runs them
+as Ray actors, embedded in this process or on a running cluster (``address``), retried when a
+worker dies. The shard plan (porting.engine.shards) makes every task's batches the ones a
+single-process run decodes, so neither the engine nor the shard count changes a byte of output.
+"""
+from __future__ import annotations
+
+ENGINES = ("local", "ray")
+
+
+class EngineError(RuntimeError):
+    """The engine cannot start, or a task failed for good (the message names what and where)."""
+
+
+def open_engine(kind: str, model_dirs: list, runtime: dict, batch_size: int, jobs: int = 1,
+                address: str | None = None, truncate: bool = False, normalize_punctuation: bool = False):
+    """The engine of this kind, started. jobs: local worker processes (1: this process); address:
+    a Ray cluster to join (None: Ray embedded in this process)."""
+    from pathlib import Path
+
+    from porting.engine.worker import WorkerSpec
+
+    spec = WorkerSpec(tuple(str(Path(d).resolve()) for d in model_dirs), dict(runtime), batch_size, truncate,
+                      normalize_punctuation)
+    if kind == "local":
+        from porting.engine.local import LocalEngine
+
+        return LocalEngine(spec, jobs)
+    if kind == "ray":
+        from porting.engine.on_ray import RayEngine
+
+        return RayEngine(spec, address)
+    raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {kind!r}")

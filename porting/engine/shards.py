@@ -1,0 +1,137 @@
+"""An input cut into shards, and finished shards kept on disk so that an interrupted run resumes.
+
+The plan: the Translator's own batches (lines sorted by length, cut every batch_size), dealt to the
+shards in turn (batch j to shard j % n). A shard's lines, handed to the Translator in input order,
+form exactly those batches again, so every line is decoded beside the same lines as in a
+single-process run: the same bytes, whatever the engine and the number of shards (and, as no
+output depends on its batch, the same hypotheses even where a plan were cut otherwise).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from porting.engine.worker import Task
+from porting.files import replace_text, sha256_file
+from porting.translator import SourceEncoder, batches_by_length
+
+JOB_FILE = "job.json"
+
+class StoreError(ValueError):
+    pass
+
+def plan(lengths: Sequence[int], batch_size: int, shards: int) -> list[list[int]]:
+    """Line indices of each shard, ascending; at most one shard per batch."""
+    batches = batches_by_length(lengths, batch_size)
+    n = max(1, min(shards, len(batches)))
+    return [sorted(i for batch in batches[s::n] for i in batch) for s in range(n)]
+
+def plan_lines(model_dir: Path, lines: Sequence[str], batch_size: int, shards: int, truncate: bool = False,
+               normalize_punctuation: bool = False) -> list[list[int]]:
+    """The plan for these source lines, from their ids as the Translator encodes them (every line
+    too long for the model reported at once, before any work starts)."""
+    encoder = SourceEncoder.of(model_dir, normalize_punctuation)
+    return plan([len(ids) for ids, _ in encoder.encode_all(lines, truncate)], batch_size, shards)
+
+
+def tasks(lines: Sequence[str], shards: list[list[int]], options: dict, tag=None, reuse_encoder: bool = False,
+          skip: set[int] = frozenset()) -> list[Task]:
+    return [Task(s, tuple(lines[i] for i in idx), options, tag, reuse_encoder, first_line=idx[0] + 1)
+            for s, idx in enumerate(shards) if s not in skip and idx]
+
+def run_sharded(engine, lines: Sequence[str], shards: list[list[int]], options: dict, progress=None,
+                reuse_encoder: bool = False) -> list:
+    """Every line's Translation, in input order, the shards run by the engine."""
+    out: list = [None] * len(lines)
+    for task, translations in engine.run(tasks(lines, shards, options, reuse_encoder=reuse_encoder), progress):
+        for i, t in zip(shards[task.shard], translations):
+            out[i] = t
+    return out
+
+def fingerprint(model_dirs: Sequence[Path], *parts) -> str:
+    """What a stored result belongs to: every file of the models a result depends on (whole-file
+    hashes: a weight changed in place changes the fingerprint), then each part (lines, options)."""
+    h = hashlib.sha256()
+    for d in model_dirs:
+        for f in sorted(p for p in Path(d).rglob("*") if p.is_file() and _result_depends_on(p)):
+            h.update(str(f.relative_to(d)).encode() + b"\0" + sha256_file(f).encode())
+    for part in parts:
+        h.update(json.dumps(part, sort_keys=True, ensure_ascii=False).encode() + b"\0")
+    return h.hexdigest()[:16]
+
+def _result_depends_on(path: Path) -> bool:
+    """The weights, the architecture and the vocabularies; not the card, the provenance, or
+    generation_config.json (its settings enter through the options)."""
+    return path.suffix == ".safetensors" or path.name in ("config.json", "vocab-src.json", "vocab-tgt.json", "merges.txt")
+
+class ShardStore:
+    """A bulk run's finished shards: DIR/job.json (the fingerprint and the plan), and one file per
+    finished shard with its output lines, each written whole (porting.files.replace_text)."""
+
+    def __init__(self, directory: Path, fingerprint: str, shards: list[list[int]]):
+        self.directory, self.fingerprint, self.plan = Path(directory), fingerprint, shards
+
+    @classmethod
+    def open(cls, directory: Path, fingerprint: str, shards: list[list[int]], resume: bool,
+             force: bool) -> "ShardStore":
+        """A new store, or with resume the one an interrupted run of this job left (with its plan)."""
+        directory = Path(directory)
+        job = directory / JOB_FILE
+        if directory.exists():
+            if not job.is_file():
+                raise StoreError(f"{directory} exists and is not a shard store of ours: move it away")
+            if force:
+                shutil.rmtree(directory)
+            elif not resume:
+                raise StoreError(f"{directory} holds the finished shards of an interrupted run: add --resume to "
+                                 "finish it, or --force to start again")
+            else:
+                stored = json.loads(job.read_text(encoding="utf-8"))
+                if stored.get("fingerprint") != fingerprint:
+                    raise StoreError(f"{directory} belongs to another run (the models, options or input differ): "
+                                     "add --force to discard it")
+                return cls(directory, fingerprint, stored["plan"])
+        directory.mkdir(parents=True)
+        replace_text(job, json.dumps({"fingerprint": fingerprint, "plan": shards}) + "\n")
+        return cls(directory, fingerprint, shards)
+
+    def _path(self, shard: int) -> Path:
+        return self.directory / f"shard-{shard:05d}.json"
+
+    @classmethod
+    def kept(cls, directory: Path) -> tuple[int, int] | None:
+        """(finished shards, shards) of the store an unfinished run left in directory, or None."""
+        job = Path(directory) / JOB_FILE
+        if not job.is_file():
+            return None
+        store = cls(directory, "", json.loads(job.read_text(encoding="utf-8"))["plan"])
+        return len(store.finished()), len(store.plan)
+
+    def finished(self) -> dict[int, list[str]]:
+        """Finished shards' outputs (a file an interrupt tore cannot exist: each is renamed into place whole)."""
+        return {s: json.loads(self._path(s).read_text(encoding="utf-8"))
+                for s in range(len(self.plan)) if self._path(s).is_file()}
+
+    def put(self, shard: int, outputs: list[str]) -> None:
+        replace_text(self._path(shard), json.dumps(outputs, ensure_ascii=False))
+
+    def run(self, engine, lines: Sequence[str], options: dict, render: Callable, progress=None) -> list[str]:
+        """Run the unfinished shards, keep each as it finishes (render: a Translation -> its output
+        line), and return every line's output in input order."""
+        done = self.finished()
+        if progress is not None:
+            progress(sum(len(self.plan[s]) for s in done))
+        for task, translations in engine.run(tasks(lines, self.plan, options, skip=set(done)), progress):
+            done[task.shard] = [render(t) for t in translations]
+            self.put(task.shard, done[task.shard])
+        out = [""] * len(lines)
+        for s, outputs in done.items():
+            for i, text in zip(self.plan[s], outputs):
+                out[i] = text
+        return out
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
