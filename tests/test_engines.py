@@ -5,10 +5,12 @@ The Ray tests run a real cluster of two nodes on this machine, started and stopp
 loopback interface only: Ray replaces 127.0.0.1 and "localhost" with the machine's routable
 address (ray._private.services.resolve_ip_for_localhost), so the nodes use 127.0.0.2, which is
 loopback too (127.0.0.0/8) and which Ray keeps. Token authentication stays on, with a token made
-for the test; usage statistics are off.
+for the test; usage statistics are off. (`ray stop --force`, which ends the fixture, stops every
+Ray process of this machine's user: these tests are not for a machine running Ray for other work.)
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -153,6 +155,16 @@ def test_engine_flags_that_would_be_ignored_are_usage_errors(model, source, tmp_
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
 
 
+def test_bleu_on_a_local_pool_prints_the_single_process_score(model, source, tmp_path):
+    ref = tmp_path / "ref.de"
+    ref.write_text("".join(s + "\n" for s in shipped.test_set()[1][:160]), encoding="utf-8")
+    score = ["bleu", "--model", str(model), "--input", str(source), "--reference", str(ref), "--batch-size", "8"]
+    alone = subprocess.run([*PORTING, *score], capture_output=True, text=True)
+    pooled = subprocess.run([*PORTING, *score, "--jobs", "2", "--shards", "3"], capture_output=True, text=True)
+    assert alone.returncode == pooled.returncode == 0, pooled.stderr
+    assert pooled.stdout == alone.stdout and "BLEU" in alone.stdout
+
+
 def test_existing_output_is_refused_before_any_work(model, source, tmp_path):
     out = tmp_path / "out"
     out.write_text("mine\n")
@@ -235,6 +247,30 @@ def test_a_killed_ray_worker_is_retried_with_the_same_result(model, source, sing
     p.wait(timeout=600)
     assert p.returncode == 0, p.stderr.read()
     assert out.read_text(encoding="utf-8") == single["text"]
+
+
+def test_a_shard_that_keeps_failing_is_named_and_the_rest_kept(model, source, cluster, tmp_path):
+    """Every worker killed as soon as it (re)starts, past Ray's restarts: one error naming the
+    shard and its first line, the shards finished before kept for --resume."""
+    address, env = cluster
+    out = tmp_path / "out"
+    p = subprocess.Popen([*PORTING, "translate", "--model", str(model), "--input", str(source), "--out", str(out),
+                          "--batch-size", "4", "--shards", "40", "--engine", "ray", "--ray-address", address],
+                         stderr=subprocess.PIPE, text=True, env=env)
+    store = tmp_path / "out.shards"
+    while not list(store.glob("shard-*.json")) and p.poll() is None:
+        time.sleep(0.05)
+    deadline = time.time() + 300
+    while p.poll() is None and time.time() < deadline:      # a restarted worker needs seconds to load: none finishes
+        for pid in _ray_workers():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+    p.wait(timeout=60)
+    err = p.stderr.read()
+    assert p.returncode == 1, err
+    assert "error: shard " in err and "from input line " in err and "Traceback" not in err
+    assert "--resume" in err and 0 < len(list(store.glob("shard-*.json"))) < 40
 
 
 def test_two_node_interrupt_and_resume(model, source, single, cluster, tmp_path):
