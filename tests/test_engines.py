@@ -88,15 +88,24 @@ def test_local_pool_scores_are_bitwise_those_of_one_thread(model, source, single
     assert not (tmp_path / "out.shards").exists()                  # the shards are gone once the file is whole
 
 
-def start_and_interrupt(model, source, out, *extra, env=None) -> subprocess.Popen:
-    """A bulk job interrupted (SIGINT, as ^C) once it has finished a shard and before it finishes."""
+def start_bulk(model, source, out, *extra, env=None) -> subprocess.Popen:
+    """A bulk job of 40 shards in the background, returned once it has kept its first shard."""
     p = subprocess.Popen([*PORTING, "translate", "--model", str(model), "--input", str(source), "--out", str(out),
                           "--batch-size", "4", "--shards", "40", *extra], stderr=subprocess.PIPE, text=True, env=env)
-    store = out.with_name(out.name + ".shards")
     deadline = time.time() + 300
-    while not list(store.glob("shard-*.json")) and p.poll() is None and time.time() < deadline:
+    while not kept(out) and p.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert p.poll() is None, "the job finished before it could be interrupted"
+    assert p.poll() is None, "the job finished (or failed) before its first shard could be seen"
+    return p
+
+
+def kept(out: Path) -> int:
+    return len(list(out.with_name(out.name + ".shards").glob("shard-*.json")))
+
+
+def start_and_interrupt(model, source, out, *extra, env=None) -> subprocess.Popen:
+    """A bulk job interrupted (SIGINT, as ^C) once it has finished a shard and before it finishes."""
+    p = start_bulk(model, source, out, *extra, env=env)
     p.send_signal(signal.SIGINT)
     p.wait(timeout=120)
     return p
@@ -107,13 +116,13 @@ def test_interrupted_job_keeps_its_shards_and_resumes(model, source, single, tmp
     p = start_and_interrupt(model, source, out)
     err = p.stderr.read()
     assert p.returncode == 130 and "--resume" in err, err
-    kept = len(list((tmp_path / "out.shards").glob("shard-*.json")))
-    assert 0 < kept < 40 and not out.exists()
+    finished = kept(out)
+    assert 0 < finished < 40 and not out.exists()
     again = bulk(model, source, out, "--batch-size", "4", "--shards", "40")
     assert again.returncode == 1 and "--resume" in again.stderr         # nothing is silently redone or lost
     r = bulk(model, source, out, "--batch-size", "4", "--shards", "40", "--resume")
     assert r.returncode == 0, r.stderr
-    assert f"resuming: {kept} of 40 shards" in r.stderr
+    assert f"resuming: {finished} of 40 shards" in r.stderr
     assert out.read_text(encoding="utf-8") == single["text"]
 
 
@@ -130,18 +139,14 @@ def test_a_dead_local_worker_names_the_shard_and_keeps_the_rest(model, source, t
     """The local pool does not retry (Ray does, below): one error naming the shard and its first
     line, the finished shards kept for --resume."""
     out = tmp_path / "out"
-    p = subprocess.Popen([*PORTING, "translate", "--model", str(model), "--input", str(source), "--out", str(out),
-                          "--batch-size", "4", "--shards", "40", "--jobs", "2"], stderr=subprocess.PIPE, text=True)
-    store = tmp_path / "out.shards"
-    while not list(store.glob("shard-*.json")) and p.poll() is None:
-        time.sleep(0.05)
+    p = start_bulk(model, source, out, "--jobs", "2")
     children = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
     os.kill(int(children[0]), signal.SIGKILL)
     p.wait(timeout=120)
     err = p.stderr.read()
     assert p.returncode == 1, err
     assert "error: shard " in err and "from input line " in err and "worker process died" in err
-    assert "--resume" in err and list(store.glob("shard-*.json"))
+    assert "--resume" in err and kept(out)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -163,6 +168,13 @@ def test_bleu_on_a_local_pool_prints_the_single_process_score(model, source, tmp
     pooled = subprocess.run([*PORTING, *score, "--jobs", "2", "--shards", "3"], capture_output=True, text=True)
     assert alone.returncode == pooled.returncode == 0, pooled.stderr
     assert pooled.stdout == alone.stdout and "BLEU" in alone.stdout
+
+
+@pytest.mark.parametrize("command", [["select", "--checkpoint", "a.pt", "--data-dir", ".", "--input", "x", "--reference", "y"],
+                                     ["bleu", "--hypotheses", "x", "--reference", "y", "--engine", "ray"]])
+def test_scoring_commands_refuse_engine_flags_they_would_ignore(command):
+    r = subprocess.run([*PORTING, *command, "--ray-address", "127.0.0.2:1"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--ray-address" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_existing_output_is_refused_before_any_work(model, source, tmp_path):
@@ -234,16 +246,11 @@ def _ray_workers() -> list[int]:
 def test_a_killed_ray_worker_is_retried_with_the_same_result(model, source, single, cluster, tmp_path):
     address, env = cluster
     out = tmp_path / "out"
-    p = subprocess.Popen([*PORTING, "translate", "--model", str(model), "--input", str(source), "--out", str(out),
-                          "--batch-size", "4", "--shards", "40", "--engine", "ray", "--ray-address", address],
-                         stderr=subprocess.PIPE, text=True, env=env)
-    store = tmp_path / "out.shards"
-    while not list(store.glob("shard-*.json")) and p.poll() is None:
-        time.sleep(0.05)
+    p = start_bulk(model, source, out, "--engine", "ray", "--ray-address", address, env=env)
     victims = _ray_workers()
     assert victims and p.poll() is None
     os.kill(victims[0], signal.SIGKILL)                                     # mid-run: shards are still pending
-    assert len(list(store.glob("shard-*.json"))) < 40
+    assert kept(out) < 40
     p.wait(timeout=600)
     assert p.returncode == 0, p.stderr.read()
     assert out.read_text(encoding="utf-8") == single["text"]
@@ -254,12 +261,7 @@ def test_a_shard_that_keeps_failing_is_named_and_the_rest_kept(model, source, cl
     shard and its first line, the shards finished before kept for --resume."""
     address, env = cluster
     out = tmp_path / "out"
-    p = subprocess.Popen([*PORTING, "translate", "--model", str(model), "--input", str(source), "--out", str(out),
-                          "--batch-size", "4", "--shards", "40", "--engine", "ray", "--ray-address", address],
-                         stderr=subprocess.PIPE, text=True, env=env)
-    store = tmp_path / "out.shards"
-    while not list(store.glob("shard-*.json")) and p.poll() is None:
-        time.sleep(0.05)
+    p = start_bulk(model, source, out, "--engine", "ray", "--ray-address", address, env=env)
     deadline = time.time() + 300
     while p.poll() is None and time.time() < deadline:      # a restarted worker needs seconds to load: none finishes
         for pid in _ray_workers():
@@ -270,7 +272,7 @@ def test_a_shard_that_keeps_failing_is_named_and_the_rest_kept(model, source, cl
     err = p.stderr.read()
     assert p.returncode == 1, err
     assert "error: shard " in err and "from input line " in err and "Traceback" not in err
-    assert "--resume" in err and 0 < len(list(store.glob("shard-*.json"))) < 40
+    assert "--resume" in err and 0 < kept(out) < 40
 
 
 def test_two_node_interrupt_and_resume(model, source, single, cluster, tmp_path):

@@ -62,9 +62,9 @@ def usage_problems(args) -> list[str]:
         problems.append("--model translates --input: give --input")
     if args.hypotheses is not None:
         ignored = [flag for flag in translation_flags(args) if flag] + \
-                  [f"--{flag}" for n, flag in (("input", "input"), ("output", "out"), ("engine", "engine"),
-                                               ("ray_address", "ray-address"), ("jobs", "jobs"), ("shards", "shards"))
-                   if getattr(args, n) is not None]
+                  [f"--{flag}" for n, flag in (("input", "input"), ("output", "out"), ("ray_address", "ray-address"),
+                                               ("shards", "shards")) if getattr(args, n) is not None] + \
+                  [flag for flag, given in (("--engine ray", args.engine == "ray"), ("--jobs", args.jobs != 1)) if given]
         if ignored:
             problems.append(f"{', '.join(ignored)}: only apply when translating (--model), not to --hypotheses")
     if args.confidence_n != 1000 and not args.confidence:

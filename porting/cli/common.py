@@ -91,15 +91,14 @@ def generation_options(args, model_dir=None) -> dict:
 
 
 def add_engine_flags(p, shards_help: str = "cut the input into this many shards (default: one per worker)") -> None:
-    """Where the work runs (porting.engine). Defaults are None so that a flag given where it does
-    not apply is seen (engine_problems)."""
-    p.add_argument("--engine", choices=["local", "ray"], default=None,
-                   help="local (default): this machine, --jobs processes; ray: Ray actors, started inside this "
+    """Where the work runs (porting.engine); engine_problems refuses what a choice would ignore."""
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this machine, --jobs processes; ray: Ray actors, started inside this "
                         "process, or on the cluster at --ray-address")
     p.add_argument("--ray-address", metavar="HOST:PORT",
                    help="with --engine ray: join this running Ray cluster (as `ray start --head` printed it); "
                         "the model directories must be readable at the same paths on every node")
-    p.add_argument("--jobs", type=positive_int, default=None, help="with --engine local: worker processes (default 1)")
+    p.add_argument("--jobs", type=positive_int, default=1, help="with --engine local: worker processes")
     p.add_argument("--shards", type=positive_int, default=None, help=shards_help)
 
 
@@ -108,7 +107,7 @@ def engine_problems(args) -> list[str]:
     problems = []
     if args.ray_address is not None and args.engine != "ray":
         problems.append("--ray-address joins a Ray cluster: add --engine ray")
-    if args.jobs is not None and args.engine == "ray":
+    if args.jobs != 1 and args.engine == "ray":
         problems.append("--jobs sets the local engine's processes; Ray runs one worker per CPU of its cluster")
     return problems
 
@@ -117,8 +116,8 @@ def open_engine(args, model_dirs=None, **kwargs):
     """The engine the flags ask for, started, for these models (default: --model)."""
     from porting.engine import open_engine as start
 
-    return start(args.engine or "local", list(model_dirs or args.model), runtime(args), args.batch_size,
-                 jobs=args.jobs or 1, address=args.ray_address, **kwargs)
+    return start(args.engine, list(model_dirs or args.model), runtime(args), args.batch_size,
+                 jobs=args.jobs, address=args.ray_address, **kwargs)
 
 
 def translate_lines(args, model_dirs, lines: list[str], options: dict, desc: str) -> list[str]:

@@ -24,6 +24,7 @@ import stat
 import sys
 import unicodedata
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 from porting.cli.common import (
@@ -37,8 +38,6 @@ from porting.cli.common import (
     progress_bar,
     runtime,
 )
-
-BULK_FLAGS = ("engine", "ray_address", "jobs", "shards", "resume")
 
 
 def add_arguments(p) -> None:
@@ -122,7 +121,9 @@ def is_file(fd: int) -> bool:
 def usage_problems(args) -> list[str]:
     problems = engine_problems(args)
     if args.output is None:
-        given = [f"--{n.replace('_', '-')}" for n in (*BULK_FLAGS, "force") if getattr(args, n) not in (None, False)]
+        given = [flag for flag, value in (("--engine ray", args.engine == "ray"), ("--jobs", args.jobs != 1),
+                                          ("--shards", args.shards), ("--resume", args.resume), ("--force", args.force))
+                 if value]
         if given:
             problems.append(f"{', '.join(given)}: only with --out (bulk translation of a file)")
     elif args.input is None and not is_file(sys.stdin.fileno()):
@@ -207,49 +208,20 @@ def render(r, fmt: str) -> str:
 
 def bulk(args) -> int:
     """--out: the input's shards on the engine, kept as they finish, the file written whole at the end."""
-    import math
-    from functools import partial
-
     from converters.io.atomic import OutputExists, write_file_atomic
     from porting.engine import EngineError
-    from porting.engine.shards import ShardStore, StoreError, fingerprint, plan
+    from porting.engine.shards import StoreError
     from porting.format import ConfigError
-    from porting.translator import InputError, SourceEncoder
 
     if args.output.exists() and not args.force:                 # refused before any work
         print(f"error: --out {args.output} exists; pass --force to replace it", file=sys.stderr)
         return 1
-    truncate = args.long_input == "truncate"
-    try:
-        raw = args.input.read_bytes() if args.input else sys.stdin.buffer.read()
-        lines, warnings = clean_lines(raw)
-        options = generation_options(args)
-        encoded = SourceEncoder.of(args.model[0], args.normalize_punctuation).encode_all(lines, truncate)
-    except OSError as e:
-        print(f"error: --input {args.input or 'standard input'}: {e.strerror}", file=sys.stderr)
-        return 1
-    except (ConfigError, InputError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    for w in warnings + [f"line {n}: truncated to {len(ids)} tokens" for n, (ids, cut) in enumerate(encoded, 1) if cut]:
-        print(f"warning: {w}", file=sys.stderr)
-    if options.get("nbest", 1) > 1 and args.format == "text":
-        print(f"error: --nbest {options['nbest']} needs --format jsonl (text prints one translation a line)",
-              file=sys.stderr)
-        return 1
     store_dir = args.output.with_name(args.output.name + ".shards")
-    # what the kept shards belong to: the models' files, the input, and everything that shapes an output line
-    job = fingerprint(args.model, lines, options, {"batch_size": args.batch_size, "format": args.format,
-                                                   "truncate": truncate, "normalize": args.normalize_punctuation,
-                                                   "runtime": runtime(args)})
     try:
-        with open_engine(args, truncate=truncate, normalize_punctuation=args.normalize_punctuation) as engine:
-            batches = math.ceil(len(lines) / args.batch_size)
-            wanted = args.shards or max(engine.workers, math.ceil(batches / 32))
-            store = ShardStore.open(store_dir, job, plan([len(ids) for ids, _ in encoded], args.batch_size, wanted),
-                                    args.resume, args.force)
-            if kept := len(store.finished()):
-                print(f"resuming: {kept} of {len(store.plan)} shards were finished", file=sys.stderr)
+        lines, lengths, options = _bulk_input(args)
+        with open_engine(args, truncate=args.long_input == "truncate",
+                         normalize_punctuation=args.normalize_punctuation) as engine:
+            store = _open_store(args, store_dir, engine, lines, lengths, options)
             with progress_bar(len(lines), f"{len(store.plan)} shards") as bar:
                 outputs = store.run(engine, lines, options, partial(render, fmt=args.format), bar.update)
         write_file_atomic(args.output, lambda tmp: tmp.write_text("".join(o + "\n" for o in outputs), encoding="utf-8"),
@@ -265,8 +237,44 @@ def bulk(args) -> int:
         return 130
     store.remove()
     print(f"wrote {len(lines)} translations to {args.output} ({len(store.plan)} shards on the "
-          f"{args.engine or 'local'} engine)", file=sys.stderr)
+          f"{args.engine} engine)", file=sys.stderr)
     return 0
+
+
+def _bulk_input(args) -> tuple[list[str], list[int], dict]:
+    """The input's lines, their lengths as the Translator encodes them, and the options; every
+    problem of the input raised as one ValueError before any work starts (warnings printed)."""
+    from porting.translator import SourceEncoder
+
+    options = generation_options(args)
+    if options.get("nbest", 1) > 1 and args.format == "text":
+        raise ValueError(f"--nbest {options['nbest']} needs --format jsonl (text prints one translation a line)")
+    try:
+        raw = args.input.read_bytes() if args.input else sys.stdin.buffer.read()
+    except OSError as e:
+        raise ValueError(f"--input {args.input or 'standard input'}: {e.strerror}") from None
+    lines, warnings = clean_lines(raw)
+    encoder = SourceEncoder.of(args.model[0], args.normalize_punctuation)
+    encoded = encoder.encode_all(lines, args.long_input == "truncate")
+    for w in warnings + [f"line {n}: truncated to {len(ids)} tokens" for n, (ids, cut) in enumerate(encoded, 1) if cut]:
+        print(f"warning: {w}", file=sys.stderr)
+    return lines, [len(ids) for ids, _ in encoded], options
+
+
+def _open_store(args, store_dir: Path, engine, lines: list[str], lengths: list[int], options: dict):
+    """The job's shard store: new, or with --resume the one an interrupted run of it left."""
+    from porting.engine.shards import ShardStore, fingerprint, plan
+
+    # what the kept shards belong to: the models' files, the input, and everything that shapes an output line
+    job = fingerprint(args.model, lines, options, {"batch_size": args.batch_size, "format": args.format,
+                                                   "truncate": args.long_input == "truncate",
+                                                   "normalize": args.normalize_punctuation, "runtime": runtime(args)})
+    # default: a shard per 32 batches (an interrupt loses little), and at least one per worker
+    wanted = args.shards or max(engine.workers, -(-len(lines) // (32 * args.batch_size)))
+    store = ShardStore.open(store_dir, job, plan(lengths, args.batch_size, wanted), args.resume, args.force)
+    if kept := len(store.finished()):
+        print(f"resuming: {kept} of {len(store.plan)} shards were finished", file=sys.stderr)
+    return store
 
 
 def _kept(store_dir: Path) -> str:

@@ -83,17 +83,15 @@ class ShardStore:
         if directory.exists():
             if not job.is_file():
                 raise StoreError(f"{directory} exists and is not a shard store of ours: move it away")
-            if force:
-                shutil.rmtree(directory)
-            elif not resume:
-                raise StoreError(f"{directory} holds the finished shards of an interrupted run: add --resume to "
-                                 "finish it, or --force to start again")
-            else:
-                stored = json.loads(job.read_text(encoding="utf-8"))
-                if stored.get("fingerprint") != fingerprint:
-                    raise StoreError(f"{directory} belongs to another run (the models, options or input differ): "
-                                     "add --force to discard it")
-                return cls(directory, fingerprint, stored["plan"])
+            stored = json.loads(job.read_text(encoding="utf-8"))
+            if resume and stored.get("fingerprint") == fingerprint:
+                return cls(directory, fingerprint, stored["plan"])        # the plan it was cut with
+            if not force:
+                why = ("belongs to another run (the models, options or input differ): add --force to discard it"
+                       if resume else "holds the finished shards of an interrupted run: add --resume to finish it, "
+                                      "or --force to start again")
+                raise StoreError(f"{directory} {why}")
+            shutil.rmtree(directory)
         directory.mkdir(parents=True)
         replace_text(job, json.dumps({"fingerprint": fingerprint, "plan": shards}) + "\n")
         return cls(directory, fingerprint, shards)
