@@ -74,10 +74,6 @@ class RayEngine:
                 progress(len(task.lines))
             yield task, result
 
-    def pids(self) -> list[int]:
-        """The actors' process ids (tests kill one to see the task retried)."""
-        return self.ray.get([a.pid.remote() for a in self.actors])
-
     def close(self) -> None:
         for a in self.actors:
             self.ray.kill(a)

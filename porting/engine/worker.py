@@ -1,7 +1,6 @@
 """What every engine runs: a task (lines and options) on a worker that holds the models."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 
@@ -49,6 +48,3 @@ class Worker:
         cache = self.encoder_outputs.setdefault(task.lines, {}) if task.reuse_encoder else None
         return self.translator.generate(list(task.lines), batch_size=self.spec.batch_size, truncate=self.spec.truncate,
                                         progress=progress, encoder_cache=cache, **task.options)
-
-    def pid(self) -> int:
-        return os.getpid()
