@@ -272,7 +272,7 @@ def _open_store(args, store_dir: Path, engine, lines: list[str], lengths: list[i
     # default: a shard per 32 batches (an interrupt loses little), and at least one per worker
     wanted = args.shards or max(engine.workers, -(-len(lines) // (32 * args.batch_size)))
     store = ShardStore.open(store_dir, job, plan(lengths, args.batch_size, wanted), args.resume, args.force)
-    if kept := len(store.finished()):
+    if kept := len(store.done()):
         print(f"resuming: {kept} of {len(store.plan)} shards were finished", file=sys.stderr)
     return store
 

@@ -42,14 +42,21 @@ def tasks(lines: Sequence[str], shards: list[list[int]], options: dict, tag=None
     return [Task(s, tuple(lines[i] for i in idx), options, tag, reuse_encoder, first_line=idx[0] + 1)
             for s, idx in enumerate(shards) if s not in skip and idx]
 
+def assemble(shards: list[list[int]], by_shard: dict[int, list], n: int) -> list:
+    """Every line's result in input order, from each shard's results in its lines' order."""
+    out: list = [None] * n
+    for s, results in by_shard.items():
+        for i, r in zip(shards[s], results):
+            out[i] = r
+    return out
+
+
 def run_sharded(engine, lines: Sequence[str], shards: list[list[int]], options: dict, progress=None,
                 reuse_encoder: bool = False) -> list:
     """Every line's Translation, in input order, the shards run by the engine."""
-    out: list = [None] * len(lines)
-    for task, translations in engine.run(tasks(lines, shards, options, reuse_encoder=reuse_encoder), progress):
-        for i, t in zip(shards[task.shard], translations):
-            out[i] = t
-    return out
+    done = {task.shard: translations
+            for task, translations in engine.run(tasks(lines, shards, options, reuse_encoder=reuse_encoder), progress)}
+    return assemble(shards, done, len(lines))
 
 def fingerprint(model_dirs: Sequence[Path], *parts) -> str:
     """What a stored result belongs to: every file of the models a result depends on (whole-file
@@ -106,12 +113,15 @@ class ShardStore:
         if not job.is_file():
             return None
         store = cls(directory, "", json.loads(job.read_text(encoding="utf-8"))["plan"])
-        return len(store.finished()), len(store.plan)
+        return len(store.done()), len(store.plan)
+
+    def done(self) -> list[int]:
+        """The finished shards (their files exist; nothing is read)."""
+        return [s for s in range(len(self.plan)) if self._path(s).is_file()]
 
     def finished(self) -> dict[int, list[str]]:
         """Finished shards' outputs (a file an interrupt tore cannot exist: each is renamed into place whole)."""
-        return {s: json.loads(self._path(s).read_text(encoding="utf-8"))
-                for s in range(len(self.plan)) if self._path(s).is_file()}
+        return {s: json.loads(self._path(s).read_text(encoding="utf-8")) for s in self.done()}
 
     def put(self, shard: int, outputs: list[str]) -> None:
         replace_text(self._path(shard), json.dumps(outputs, ensure_ascii=False))
@@ -125,11 +135,7 @@ class ShardStore:
         for task, translations in engine.run(tasks(lines, self.plan, options, skip=set(done)), progress):
             done[task.shard] = [render(t) for t in translations]
             self.put(task.shard, done[task.shard])
-        out = [""] * len(lines)
-        for s, outputs in done.items():
-            for i, text in zip(self.plan[s], outputs):
-                out[i] = text
-        return out
+        return assemble(self.plan, done, len(lines))
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

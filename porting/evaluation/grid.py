@@ -139,10 +139,7 @@ def run_grid(model_dirs: list[Path], source: list[str], reference: list[str], se
     for task, translations in engine.run(work, progress):
         parts[task.tag][task.shard] = translations
         if len(parts[task.tag]) == len(plan):              # the setting's last shard: score it, keep it
-            hyps = [""] * len(source)
-            for shard, results in parts.pop(task.tag).items():
-                for i, t in zip(plan[shard], results):
-                    hyps[i] = t.texts[0]
+            hyps = [t.texts[0] for t in sharding.assemble(plan, parts.pop(task.tag), len(source))]
             rec = {"fingerprint": fp, "setting": todo_by_key[task.tag], **score(hyps, reference).to_dict()}
             with open(state, "a") as f:                 # appended as each finishes: resumable
                 f.write(json_line(rec) + "\n")
