@@ -236,7 +236,8 @@ def bulk(args) -> int:
         print(f"interrupted: {_kept(store_dir)}", file=sys.stderr)
         return 130
     store.remove()
-    print(f"wrote {len(lines)} translations to {args.output} ({len(store.plan)} shards on the "
+    shards = len(store.plan)
+    print(f"wrote {len(lines)} translations to {args.output} ({shards} shard{'s' * (shards != 1)} on the "
           f"{args.engine} engine)", file=sys.stderr)
     return 0
 
