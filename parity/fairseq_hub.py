@@ -40,11 +40,33 @@ def fairseq_unpickling():
             os.environ[key] = old
 
 
+def is_multilingual(model_dir: str | Path) -> bool:
+    """A release in M2M-100's layout (a SentencePiece model, no BPE codes), not wmt19's."""
+    model_dir = Path(model_dir)
+    return not (model_dir / "bpecodes").exists() and any(model_dir.glob("*.model"))
+
+
+def _release_options(model_dir: Path) -> dict:
+    """The hub's text pipeline for a release directory: Moses + fastBPE (wmt19's layout), or
+    SentencePiece with the one model dictionary given as fairseq-generate's --fixed-dictionary
+    (M2M-100's layout, as its README runs it)."""
+    if not is_multilingual(model_dir):
+        return {"bpe": "fastbpe", "bpe_codes": str(model_dir / "bpecodes"), "tokenizer": "moses"}
+    from converters.fairseq.multilingual import find_dictionary, find_sentencepiece
+
+    found = {"dictionary": find_dictionary(model_dir, None), "sentencepiece": find_sentencepiece(model_dir, None)}
+    if problems := [v for v in found.values() if isinstance(v, str)]:
+        raise FileNotFoundError("; ".join(problems))
+    return {"bpe": "sentencepiece", "sentencepiece_model": str(found["sentencepiece"]),
+            "fixed_dictionary": str(found["dictionary"])}
+
+
 def load_hub(model_dir: str | Path, checkpoints: str | list[str] | tuple[str, ...],
              source_lang: str, target_lang: str):
-    """fairseq's ``GeneratorHubInterface`` on a directory in fairseq's release layout
-    (``model*.pt``, ``dict.<lang>.txt``, ``bpecodes``), with the Moses + fastBPE pipeline the wmt19
-    hub models use. Several checkpoints form an ensemble, as fairseq's ``a.pt:b.pt`` syntax does.
+    """fairseq's ``GeneratorHubInterface`` on a directory in fairseq's release layout: wmt19's
+    (``model*.pt``, ``dict.<lang>.txt``, ``bpecodes``: the Moses + fastBPE pipeline its hub models
+    use) or M2M-100's (checkpoint, SentencePiece model, model dictionary; then the languages choose
+    the direction). Several checkpoints form an ensemble, as fairseq's ``a.pt:b.pt`` syntax does.
 
     Languages must be given: fairseq's Moses tokenizer otherwise detokenizes with English rules.
     """
@@ -65,10 +87,55 @@ def load_hub(model_dir: str | Path, checkpoints: str | list[str] | tuple[str, ..
     with fairseq_unpickling():
         hub = TransformerModel.from_pretrained(
             str(model_dir), checkpoint_file=checkpoints, data_name_or_path=".",
-            bpe="fastbpe", bpe_codes=str(model_dir / "bpecodes"), tokenizer="moses",
-            source_lang=source_lang, target_lang=target_lang)
+            source_lang=source_lang, target_lang=target_lang, **_release_options(model_dir))
     hub.eval()
     return hub
+
+
+def stripped_symbols(hub) -> set[int]:
+    """The ids fairseq-generate leaves out of a hypothesis' text besides </s>: a multilingual task's
+    forced target-language token (the task's build_generator: symbols_to_strip_from_output). The
+    hub's own decode() keeps it ("__fr__ Bonjour"); fairseq-generate and fairseq-interactive do not."""
+    task = hub.task
+    if not hasattr(task, "data_manager"):
+        return set()
+    _, spec = task.args.langtoks["main"]
+    if not spec or task.args.lang_tok_replacing_bos_eos:
+        return set()
+    return {task.data_manager.get_decoder_langtok(task.args.target_lang, spec)}
+
+
+def hypothesis_text(hub, tokens) -> tuple[str, str]:
+    """(the pieces string, the text) of a hypothesis as fairseq-generate writes them."""
+    pieces = hub.tgt_dict.string(tokens, extra_symbols_to_ignore=stripped_symbols(hub))
+    return pieces, hub.detokenize(hub.remove_bpe(pieces))
+
+
+def generate(hub, tokenized: list, beam: int = 5, **options) -> list[list[dict]]:
+    """``hub.generate``: the hub's generator with these options, over the batches the hub forms,
+    hypotheses in input order. Written out because fairseq's own passes prefix_allowed_tokens_fn
+    to every task's build_generator, and translation_multi_simple_epoch's does not take it (a
+    TypeError for every M2M-100 and NLLB model); the steps are the hub's, unchanged."""
+    import copy
+    import inspect
+
+    from fairseq import utils
+    from omegaconf import open_dict
+
+    gen_args = copy.deepcopy(hub.cfg.generation)
+    with open_dict(gen_args):
+        gen_args.beam = beam
+        for key, value in options.items():
+            setattr(gen_args, key, value)
+    takes_prefix_fn = "prefix_allowed_tokens_fn" in inspect.signature(hub.task.build_generator).parameters
+    generator = hub.task.build_generator(hub.models, gen_args, **({"prefix_allowed_tokens_fn": None}
+                                                                   if takes_prefix_fn else {}))
+    results = []
+    for batch in hub._build_batches(tokenized, False):
+        batch = utils.apply_to_sample(lambda t: t.to(hub.device), batch)
+        for i, hypos in zip(batch["id"].tolist(), hub.task.inference_step(generator, hub.models, batch)):
+            results.append((i, hypos))
+    return [hypos for _, hypos in sorted(results, key=lambda r: r[0])]
 
 
 def translate_lines(hub, lines: list[str], chunk_size: int = 50, **generation) -> list[str]:
@@ -76,5 +143,5 @@ def translate_lines(hub, lines: list[str], chunk_size: int = 50, **generation) -
     out = []
     for start in range(0, len(lines), chunk_size):
         chunk = [hub.encode(line) for line in lines[start:start + chunk_size]]
-        out += [hub.decode(hypos[0]["tokens"]) for hypos in hub.generate(chunk, **generation)]
+        out += [hypothesis_text(hub, hypos[0]["tokens"])[1] for hypos in generate(hub, chunk, **generation)]
     return out

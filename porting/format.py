@@ -108,6 +108,101 @@ class Arch:
         return out
 
 
+# The multilingual family's tokenizer files, under the names transformers' M2M100Tokenizer reads.
+SENTENCEPIECE_FILE = "sentencepiece.bpe.model"
+SHARED_VOCAB_FILE = "vocab.json"
+
+# fairseq's language-token spellings (fairseq/data/multilingual/multilingual_utils.py, get_lang_tok's
+# TOKEN_STYLES): must match fairseq's, since the converter finds the tokens in the dictionary by them.
+LANG_TOK_STYLES = {"multilingual": "__{}__", "mbart": "[{}]"}
+ENCODER_LANGTOKS = ("src", "tgt")   # --encoder-langtok: the source's or the target's language token
+
+
+@dataclass(frozen=True)
+class LanguageTokens:
+    """How a multilingual model (fairseq's ``translation_multi_simple_epoch``) is told its direction:
+    the ``porting.multilingual`` section of config.json, read by the tokenizer and the search.
+
+    fairseq's conventions, from the task's ``build_dataset_for_inference`` and ``inference_step``:
+      * encoder_langtok "src"/"tgt": that language's token is prepended to the source ids
+        (``PrependTokenDataset``), or replaces the source's final </s> with replacing_bos_eos;
+      * decoder_langtok: the target language's token is forced as the first generated token
+        (``prefix_tokens``, scored with its own log-prob, part of the hypothesis, stripped from the
+        text); with replacing_bos_eos it replaces </s> as the decoder's start token instead.
+    """
+    langs: tuple[str, ...]              # fairseq's --langs: its order fixed the token ids
+    lang_pairs: tuple[str, ...]         # the directions the model was trained on ("en-fr", ...)
+    style: str                          # a key of LANG_TOK_STYLES
+    encoder_langtok: str | None         # one of ENCODER_LANGTOKS, or None
+    decoder_langtok: bool
+    replacing_bos_eos: bool
+    ids: dict[str, int]                 # language code -> its token's id in the shared dictionary
+
+    def token(self, lang: str) -> str:
+        return LANG_TOK_STYLES[self.style].format(lang)
+
+    def direction_problems(self, source_lang: str | None, target_lang: str | None) -> list[str]:
+        """Why this direction cannot be asked for (missing or unknown languages), each named."""
+        known = ", ".join(self.langs)
+        out = []
+        for flag, lang in (("--source-lang", source_lang), ("--target-lang", target_lang)):
+            if not lang:
+                out.append(f"{flag} is required for a multilingual model (its languages: {known})")
+            elif lang not in self.ids:
+                out.append(f"{flag} {lang!r}: not one of the model's languages ({known})")
+        return out
+
+    def source_ids(self, ids: list[int], source_lang: str, target_lang: str) -> list[int]:
+        """Text ids ending with </s> -> what the encoder reads."""
+        if self.encoder_langtok is None:
+            return ids
+        tok = self.ids[source_lang if self.encoder_langtok == "src" else target_lang]
+        return ids[:-1] + [tok] if self.replacing_bos_eos else [tok] + ids
+
+    def decoder_start(self, target_lang: str) -> tuple[int, tuple[int, ...]]:
+        """(the decoder's first input token, the tokens forced as the first generated ones)."""
+        if not self.decoder_langtok:
+            return EOS, ()
+        tok = self.ids[target_lang]
+        return (tok, ()) if self.replacing_bos_eos else (EOS, (tok,))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "langs": list(self.langs), "lang_pairs": list(self.lang_pairs)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LanguageTokens":
+        missing = [k for k in cls.__dataclass_fields__ if k not in d]
+        if missing:
+            raise ConfigError(f"the multilingual section lacks {', '.join(missing)}")
+        made = cls(**{**d, "langs": tuple(d["langs"]), "lang_pairs": tuple(d["lang_pairs"])})
+        if made.style not in LANG_TOK_STYLES:
+            raise ConfigError(f"lang_tok_style {made.style!r}: not one of fairseq's ({', '.join(LANG_TOK_STYLES)})")
+        if made.encoder_langtok not in (None, *ENCODER_LANGTOKS):
+            raise ConfigError(f"encoder_langtok {made.encoder_langtok!r}: not one of src, tgt or none")
+        if set(made.ids) != set(made.langs):
+            raise ConfigError("the multilingual section's token ids do not name exactly its languages")
+        return made
+
+
+def vocab_sizes(config: dict) -> tuple[int, int]:
+    """(source, target) vocabulary sizes: FSMT's two keys, or M2M-100's one shared vocabulary."""
+    if "src_vocab_size" in config:
+        return config["src_vocab_size"], config["tgt_vocab_size"]
+    return config["vocab_size"], config["vocab_size"]
+
+
+def model_languages(config: dict) -> list[str]:
+    """A bilingual model's [source, target]; a multilingual model's every language."""
+    section = config["porting"].get("multilingual")
+    return list(section["langs"]) if section is not None else list(config["langs"])
+
+
+def language_tokens(config: dict) -> LanguageTokens | None:
+    """A converted config's language tokens, or None for a bilingual model."""
+    section = config["porting"].get("multilingual")
+    return None if section is None else LanguageTokens.from_dict(section)
+
+
 def read_config(model_dir: str | Path) -> dict:
     """config.json of a converted directory, checked against this contract."""
     path = Path(model_dir) / "config.json"

@@ -1,5 +1,6 @@
-"""Text <-> ids exactly as fairseq's hub does it with ``tokenizer='moses', bpe='fastbpe'``.
+"""Text <-> ids exactly as fairseq does it, for both families (``open_tokenizer`` picks by the config).
 
+Bilingual models, as fairseq's hub with ``tokenizer='moses', bpe='fastbpe'`` (``Tokenizer``):
   encode: Moses tokenization (sacremoses: escaping on, aggressive dash splits, no punctuation
           normalisation unless asked), BPE applied from the codes, ids from the vocabulary, </s> appended
   decode: ids -> symbols (</s> dropped), "@@ " removed, Moses detokenization in the target language
@@ -18,7 +19,8 @@ from pathlib import Path
 from sacremoses import MosesDetokenizer, MosesPunctNormalizer, MosesTokenizer
 
 from porting.files import read_lines
-from porting.format import EOS, SPECIALS, UNK, ConfigError, read_config
+from porting.format import (EOS, SENTENCEPIECE_FILE, SHARED_VOCAB_FILE, SPECIALS, UNK, ConfigError, language_tokens,
+                            read_config)
 
 _SPACE = re.compile(r"\s+")
 
@@ -98,7 +100,9 @@ class BPE:
 def vocabulary_difference(a: str | Path, b: str | Path) -> str | None:
     """Where two converted directories' vocabularies part (the first differing id per side), or
     None when they are the same: ensemble members must agree on every id, not only on the sizes."""
-    for side, name in (("source", "vocab-src.json"), ("target", "vocab-tgt.json")):
+    files = ((("shared", SHARED_VOCAB_FILE),) if (Path(a) / SHARED_VOCAB_FILE).is_file() else
+             (("source", "vocab-src.json"), ("target", "vocab-tgt.json")))
+    for side, name in files:
         symbols = []
         for d in (a, b):
             vocab = json.loads((Path(d) / name).read_text(encoding="utf-8"))
@@ -111,7 +115,14 @@ def vocabulary_difference(a: str | Path, b: str | Path) -> str | None:
     return None
 
 
+class DirectionError(ConfigError):
+    """A direction the model cannot be asked for (a missing or unknown language): a user's mistake."""
+
+
 class Tokenizer:
+    """The bilingual family: Moses + fastBPE. The decoder starts from </s> and nothing is forced."""
+    bos, prefix = EOS, ()
+
     def __init__(self, model_dir: str | Path, normalize_punctuation: bool = False):
         model_dir = Path(model_dir)
         config = read_config(model_dir)
@@ -143,3 +154,71 @@ class Tokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self.detok.detokenize(BPE.remove(self.symbols(ids)).split())
+
+
+_SPM_SPACE = "\u2581"
+
+
+class SentencePieceTokenizer:
+    """The multilingual family (M2M-100, NLLB-200), as fairseq's ``--bpe sentencepiece`` with no
+    pre-tokenizer, for one direction:
+
+      encode: the ``sentencepiece`` library's own encoder (not a re-implementation), each piece
+              looked up in the shared dictionary (a piece it lacks becomes <unk>, as fairseq's
+              ``encode_line``), </s> appended, then the language token where the model's task puts
+              it (porting.format.LanguageTokens)
+      decode: fairseq's ``Dictionary.string`` (</s> and the forced target-language token left out,
+              as fairseq-generate strips them; <unk> kept as its symbol), then its sentencepiece
+              post-processing: spaces removed, ``▁`` made a space, stripped
+    """
+
+    def __init__(self, model_dir: str | Path, source_lang: str | None, target_lang: str | None):
+        import sentencepiece
+
+        model_dir = Path(model_dir)
+        self.tokens = language_tokens(read_config(model_dir))
+        if problems := self.tokens.direction_problems(source_lang, target_lang):
+            raise DirectionError("; ".join(problems))
+        self.source_lang, self.target_lang = source_lang, target_lang
+        self.vocab = json.loads((model_dir / SHARED_VOCAB_FILE).read_text(encoding="utf-8"))
+        self.id_symbols = {i: s for s, i in self.vocab.items()}
+        self.id_symbols.update({i: self.tokens.token(lang) for lang, i in self.tokens.ids.items()})
+        self.sp = sentencepiece.SentencePieceProcessor(model_file=str(model_dir / SENTENCEPIECE_FILE))
+        self.bos, self.prefix = self.tokens.decoder_start(target_lang)
+        self.stripped = {EOS, *self.prefix}
+
+    def moses_tokens(self, line: str) -> str:
+        """No pre-tokenizer: fairseq's --tokenizer stage is the identity for these models."""
+        return line
+
+    def encode_pieces(self, line: str) -> str:
+        return " ".join(self.sp.encode(line, out_type=str))
+
+    def encode(self, line: str) -> list[int]:
+        """What the encoder reads: piece ids, </s>, and the language token in its place."""
+        pieces = self.encode_pieces(line).split()
+        ids = [self.vocab.get(p, UNK) for p in pieces] + [EOS]
+        return self.tokens.source_ids(ids, self.source_lang, self.target_lang)
+
+    def symbols(self, ids: list[int]) -> str:
+        return " ".join(self.id_symbols.get(i, "<unk>") for i in ids if i not in self.stripped)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.symbols(ids).replace(" ", "").replace(_SPM_SPACE, " ").strip()
+
+
+def open_tokenizer(model_dir: str | Path, normalize_punctuation: bool = False, source_lang: str | None = None,
+                   target_lang: str | None = None) -> Tokenizer | SentencePieceTokenizer:
+    """The tokenizer of a converted directory's family, for the direction asked. A bilingual model
+    has one direction: languages given must be its own."""
+    config = read_config(model_dir)
+    if language_tokens(config) is not None:
+        if normalize_punctuation:
+            raise DirectionError("--normalize-punctuation is Moses' normaliser, for the bilingual Moses + BPE models; "
+                                 "a SentencePiece model normalises its input itself")
+        return SentencePieceTokenizer(model_dir, source_lang, target_lang)
+    own = tuple(config["langs"])
+    for flag, given, lang in (("--source-lang", source_lang, own[0]), ("--target-lang", target_lang, own[1])):
+        if given and given != lang:
+            raise DirectionError(f"{flag} {given}: {model_dir} translates {own[0]} to {own[1]} only")
+    return Tokenizer(model_dir, normalize_punctuation)

@@ -5,6 +5,7 @@
     t.translate("Delete the selected rows?")                  # -> "Ausgewählte Zeilen löschen?"
     t.translate(["Delete the selected rows?"], beam=5)         # -> ["Ausgewählte Zeilen löschen?"]
     t.generate(["..."], nbest=5)                               # -> Translation objects with tokens and scores
+    m = Translator.from_pretrained("out/m2m", source_lang="en", target_lang="fr")   # a multilingual model
 
 Generation options default to the model's generation_config.json (its ``fairseq`` section, what
 ``porting search --write-best`` tunes), as transformers' ``generate()`` reads its own; keyword
@@ -20,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from porting.format import ConfigError, read_config
+from porting.format import ConfigError, model_languages, read_config
 from porting.generation.beam import Hypothesis, generate, left_pad
 from porting.generation.ensemble import Ensemble
 from porting.generation.options import GenerationOptions
 from porting.model.load import load_ensemble
-from porting.tokenizer import Tokenizer, vocabulary_difference
+from porting.tokenizer import SentencePieceTokenizer, Tokenizer, open_tokenizer, vocabulary_difference
 
 
 class InputError(ValueError):
@@ -45,13 +46,15 @@ class SourceEncoder:
     """Source lines -> ids as the Translator feeds them to the model, without loading a weight: the
     shard planner (porting.engine.shards) batches by these lengths exactly as the Translator does."""
 
-    def __init__(self, tokenizer: Tokenizer, max_source_positions: int):
+    def __init__(self, tokenizer: Tokenizer | SentencePieceTokenizer, max_source_positions: int):
         self.tokenizer, self.max_source_positions = tokenizer, max_source_positions
 
     @classmethod
-    def of(cls, model_dir: str | Path, normalize_punctuation: bool = False) -> "SourceEncoder":
+    def of(cls, model_dir: str | Path, normalize_punctuation: bool = False, source_lang: str | None = None,
+           target_lang: str | None = None) -> "SourceEncoder":
         config = read_config(model_dir)
-        return cls(Tokenizer(model_dir, normalize_punctuation), config["porting"]["architecture"]["max_source_positions"])
+        return cls(open_tokenizer(model_dir, normalize_punctuation, source_lang, target_lang),
+                   config["porting"]["architecture"]["max_source_positions"])
 
     def encode(self, line: str, truncate: bool = False) -> tuple[list[int], bool]:
         ids = self.tokenizer.encode(line)
@@ -103,7 +106,8 @@ def merged_options(defaults: dict, overrides: dict) -> dict:
 
 
 class Translator:
-    def __init__(self, tokenizer: Tokenizer, ensemble: Ensemble, config: dict, defaults: dict | None = None):
+    def __init__(self, tokenizer: Tokenizer | SentencePieceTokenizer, ensemble: Ensemble, config: dict,
+                 defaults: dict | None = None):
         self.tokenizer, self.ensemble, self.config = tokenizer, ensemble, config
         self.defaults = dict(defaults or {})           # from the model's generation_config.json
         self.max_source_positions = config["porting"]["architecture"]["max_source_positions"]
@@ -112,8 +116,12 @@ class Translator:
     @classmethod
     def from_pretrained(cls, *model_dirs: str | Path, dtype: torch.dtype | str = torch.float32,
                         normalize_punctuation: bool = False, kernels: str = "fast",
-                        quantize: str | None = None) -> "Translator":
+                        quantize: str | None = None, source_lang: str | None = None,
+                        target_lang: str | None = None) -> "Translator":
         """Each directory contributes all its members (a converted ensemble); vocabularies must agree.
+
+        source_lang, target_lang: the direction; required for a multilingual model (a DirectionError
+        names its languages otherwise), and a bilingual model's own if given.
 
         kernels: "fast" (default), "portable" (the fast path on torch's kernels alone) or "exact"
         (fairseq's kernels, bitwise equal to fairseq).
@@ -128,14 +136,15 @@ class Translator:
             raise ValueError(f"quantize must be int8 or none, got {quantize!r}")
         if quantize == "int8" and (dtype != torch.float32 or kernels == "exact"):
             raise ValueError("int8 quantization needs --dtype float32 and --kernels fast or portable")
+        tokenizer = open_tokenizer(model_dirs[0], normalize_punctuation, source_lang, target_lang)  # errors first
         models, first = [], None
         for d in model_dirs:
             config, members = load_ensemble(d, dtype)
             if first is None:
                 first = config
-            elif config["langs"] != first["langs"]:
-                raise ValueError(f"{d}: languages {config['langs']} differ from {model_dirs[0]}'s {first['langs']}: "
-                                 "cannot ensemble")
+            elif model_languages(config) != model_languages(first):
+                raise ValueError(f"{d}: languages {model_languages(config)} differ from {model_dirs[0]}'s "
+                                 f"{model_languages(first)}: cannot ensemble")
             elif (difference := vocabulary_difference(model_dirs[0], d)) is not None:
                 raise ValueError(f"cannot ensemble {model_dirs[0]} and {d}: {difference}")
             models += members
@@ -144,7 +153,7 @@ class Translator:
             from porting.kernels.quantize import quantize_int8
 
             quantize_int8(ensemble.models, ensemble.decoders)
-        return cls(Tokenizer(model_dirs[0], normalize_punctuation), ensemble, first, default_options(model_dirs[0]))
+        return cls(tokenizer, ensemble, first, default_options(model_dirs[0]))
 
     default_options = staticmethod(default_options)
 
@@ -179,7 +188,8 @@ class Translator:
                     with torch.no_grad():
                         encoder_cache[key] = self.ensemble.encode(src)
                 encs = encoder_cache[key]
-            for i, hyps in zip(idx, generate(self.ensemble, src, opts, encs)):
+            start = (self.tokenizer.bos, self.tokenizer.prefix)    # the language token, for multilingual models
+            for i, hyps in zip(idx, generate(self.ensemble, src, opts, encs, start)):
                 hyps = hyps[: opts.nbest]
                 results[i] = Translation(lines[i], encoded[i][0], hyps,
                                          [self.tokenizer.decode(h.tokens) for h in hyps], encoded[i][1])

@@ -84,13 +84,18 @@ def model_args(state: dict) -> dict:
     raise ValueError("the checkpoint has neither `args` nor `cfg['model']`: not a fairseq model checkpoint")
 
 
-def task_languages(state: dict) -> tuple[str | None, str | None]:
+def task_config(state: dict) -> dict:
+    """The task's options of a fairseq checkpoint as a plain dict (``args``, or ``cfg["task"]``)."""
     args = state.get("args")
     task = vars(args) if isinstance(args, argparse.Namespace) else None
     if task is None and isinstance(state.get("cfg"), dict):
         task = state["cfg"].get("task")
         task = vars(task) if isinstance(task, argparse.Namespace) else task
-    task = task or {}
+    return dict(task) if isinstance(task, dict) else {}
+
+
+def task_languages(state: dict) -> tuple[str | None, str | None]:
+    task = task_config(state)
     return task.get("source_lang"), task.get("target_lang")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from converters.fairseq.arch import Architecture
+from porting.format import SENTENCEPIECE_FILE, LanguageTokens, vocab_sizes  # noqa: F401  (the name convert writes)
 
 
 def fsmt_config(arch: Architecture, src: str, tgt: str, src_vocab: int, tgt_vocab: int, dtype: str) -> dict:
@@ -43,6 +44,90 @@ def fsmt_config(arch: Architecture, src: str, tgt: str, src_vocab: int, tgt_voca
         "forced_eos_token_id": 2,
         "dtype": dtype,                       # transformers >= 4.56's name (torch_dtype before)
     }
+
+
+def m2m100_config(arch: Architecture, vocab_size: int, dtype: str) -> dict:
+    """transformers' M2M100Config fields, filled from fairseq's options (the multilingual family)."""
+    return {
+        "architectures": ["M2M100ForConditionalGeneration"],
+        "model_type": "m2m_100",
+        "vocab_size": vocab_size,
+        "d_model": arch.embed_dim,
+        "encoder_layers": arch.encoder_layers,
+        "decoder_layers": arch.decoder_layers,
+        "encoder_attention_heads": arch.encoder_attention_heads,
+        "decoder_attention_heads": arch.decoder_attention_heads,
+        "encoder_ffn_dim": arch.encoder_ffn_embed_dim,
+        "decoder_ffn_dim": arch.decoder_ffn_embed_dim,
+        "activation_function": arch.activation_fn,
+        "max_position_embeddings": arch.max_source_positions,
+        "scale_embedding": not arch.no_scale_embedding,
+        "dropout": arch.dropout,
+        "attention_dropout": arch.attention_dropout,
+        "activation_dropout": arch.activation_dropout,
+        "encoder_layerdrop": 0.0,
+        "decoder_layerdrop": 0.0,
+        "init_std": 0.02,
+        "is_encoder_decoder": True,
+        "decoder_start_token_id": 2,          # fairseq's decoder starts from </s>
+        "tie_word_embeddings": True,
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "dtype": dtype,
+    }
+
+
+def m2m100_language_codes(tokens: LanguageTokens, vocab_size: int) -> str | None:
+    """The name of the language list transformers' M2M100Tokenizer can map these tokens with, or
+    None. It assumes one of its fixed lists (``language_codes``), its tokens in that order right
+    after the vocabulary: exactly what fairseq gives a model trained with that --langs."""
+    from transformers.models.m2m_100.tokenization_m2m_100 import FAIRSEQ_LANGUAGE_CODES
+
+    for name, codes in FAIRSEQ_LANGUAGE_CODES.items():
+        if list(tokens.langs) == list(codes) and all(tokens.ids[c] == vocab_size + i for i, c in enumerate(codes)):
+            return name
+    return None
+
+
+def m2m100_incompatibilities(arch: Architecture, tokens: LanguageTokens, vocab_size: int) -> list[str]:
+    """What transformers' M2M100 classes cannot express (the native port runs it all)."""
+    out = []
+    if not (arch.encoder_normalize_before and arch.decoder_normalize_before and arch.decoder_final_norm):
+        out.append("post-norm layers: M2M100 is pre-norm with a final layer norm on both sides")
+    if arch.layernorm_embedding:
+        out.append("layernorm_embedding: M2M100 has no embedding layer norm")
+    if arch.encoder_learned_pos or arch.decoder_learned_pos:
+        out.append("learned positional embeddings: M2M100's are sinusoidal")
+    if arch.max_source_positions != arch.max_target_positions:
+        out.append("max_source_positions != max_target_positions: M2M100 has one max_position_embeddings")
+    if not arch.share_all_embeddings:
+        out.append("separate encoder and decoder embeddings: M2M100 shares one embedding")
+    if (tokens.style, tokens.encoder_langtok, tokens.decoder_langtok, tokens.replacing_bos_eos) != \
+            ("multilingual", "src", True, False):
+        out.append(f"language tokens style={tokens.style}, encoder_langtok={tokens.encoder_langtok}, "
+                   f"decoder_langtok={tokens.decoder_langtok}, replacing_bos_eos={tokens.replacing_bos_eos}: "
+                   "M2M100Tokenizer puts __src__ first in the source and forces __tgt__ first in the output "
+                   "(multilingual, src, true, false) only")
+    elif m2m100_language_codes(tokens, vocab_size) is None:
+        out.append("language list: M2M100Tokenizer maps language tokens only for M2M-100's own lists "
+                   "(language_codes m2m100 or wmt21, in that order, right after the vocabulary); this model's "
+                   f"--langs are {', '.join(tokens.langs[:6])}{' ...' if len(tokens.langs) > 6 else ''}")
+    return out
+
+
+def m2m100_tokenizer_config(tokens: LanguageTokens, arch: Architecture, vocab_size: int) -> dict:
+    """M2M100Tokenizer's settings; its default direction is the model's first trained pair."""
+    src, tgt = tokens.lang_pairs[0].split("-") if tokens.lang_pairs else (tokens.langs[0], tokens.langs[-1])
+    codes = None
+    try:
+        codes = m2m100_language_codes(tokens, vocab_size)
+    except ImportError:                 # transformers absent: the setting M2M-100's own releases use
+        pass
+    return {"tokenizer_class": "M2M100Tokenizer", "src_lang": src, "tgt_lang": tgt,
+            "language_codes": codes or "m2m100", "num_madeup_words": 0,
+            "model_max_length": arch.max_source_positions,
+            "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 
 
 def tokenizer_config(src: str, tgt: str, arch: Architecture) -> dict:
@@ -120,14 +205,15 @@ def transformers_version() -> str | None:
 
 
 def as_transformers_writes(kind: str, fields: dict) -> str:
-    """The JSON text transformers' save_pretrained writes for these fields (kind "config": FSMTConfig;
-    "generation": GenerationConfig): its own classes add transformers_version and drop what equals
-    their defaults. Without transformers, the same layout (sorted keys, two-space indent) of the fields."""
+    """The JSON text transformers' save_pretrained writes for these fields (kind "fsmt": FSMTConfig;
+    "m2m_100": M2M100Config; "generation": GenerationConfig): its own classes add transformers_version
+    and drop what equals their defaults. Without transformers, the same layout (sorted keys, two-space
+    indent) of the fields."""
     try:
-        from transformers import FSMTConfig, GenerationConfig
+        from transformers import FSMTConfig, GenerationConfig, M2M100Config
     except ImportError:
         return json.dumps(fields, indent=2, sort_keys=True) + "\n"
-    made = FSMTConfig(**fields) if kind == "config" else GenerationConfig(**fields)
+    made = {"fsmt": FSMTConfig, "m2m_100": M2M100Config, "generation": GenerationConfig}[kind](**fields)
     return made.to_json_string(use_diff=True)
 
 
@@ -135,12 +221,21 @@ def readme(config: dict, provenance: dict, generation: dict, license: str | None
     """The model card, through huggingface_hub's ModelCard (its metadata block is what the hub reads)."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    src, tgt = config["langs"]
-    data = ModelCardData(language=[src, tgt], license=license, library_name="transformers",
-                         pipeline_tag="translation", tags=["translation", "fairseq", "fsmt"])
-    body = [f"# {src}→{tgt} fairseq transformer, converted", "",
+    multi = config["porting"].get("multilingual")
+    if multi is None:
+        languages = config["langs"]
+        title = f"# {languages[0]}→{languages[1]} fairseq transformer, converted"
+        use, differences = _use(config, generation), _differences(config, generation)
+    else:
+        languages = list(dict.fromkeys(lang for pair in multi["lang_pairs"] for lang in pair.split("-")))
+        title = (f"# Multilingual fairseq transformer ({', '.join(multi['lang_pairs'])}; {len(multi['langs'])} "
+                 "language tokens), converted")
+        use, differences = _use_multilingual(config, generation), _differences_multilingual(config, generation)
+    data = ModelCardData(language=languages, license=license, library_name="transformers", pipeline_tag="translation",
+                         tags=["translation", "fairseq", config["model_type"]])
+    body = [title, "",
             f"Converted from fairseq by {provenance['converter']['name']} {provenance['converter']['version']}.", "",
-            *_architecture(config, provenance), *_use(config, generation), *_differences(config, generation)]
+            *_architecture(config, provenance), *use, *differences]
     if not license:
         body += ["## License", "", "Not stated at conversion (fairseq checkpoints do not record one): "
                  "the original model's license applies; convert with `--license` to state it here.", ""]
@@ -163,7 +258,7 @@ def _architecture(config: dict, provenance: dict) -> list[str]:
         f"{'learned' if arch['encoder_learned_pos'] else 'sinusoidal'} positions; "
         f"embedding scale {'off' if arch['no_scale_embedding'] else 'sqrt(d)'}; "
         f"layernorm_embedding {'on' if arch['layernorm_embedding'] else 'off'}",
-        f"- vocabularies: {config['src_vocab_size']} source / {config['tgt_vocab_size']} target symbols; "
+        f"- vocabularies: {vocab_sizes(config)[0]} source / {vocab_sizes(config)[1]} target symbols; "
         f"ties: {json.dumps(p['ties']) if p['ties'] else 'none'}",
         f"- dtype {p['dtype']}; ensemble members: {', '.join(provenance['members'])}", ""]
 
@@ -206,4 +301,43 @@ def _differences(config: dict, generation: dict) -> list[str]:
     if len(p["ensemble"]) > 1:
         lines.append(f"- this is an ensemble of {len(p['ensemble'])} checkpoints: transformers loads only the first "
                      "(`model.safetensors`); the native port runs them all (`--model` once, members from `ensemble/`).")
+    return lines + [""]
+
+
+def _use_multilingual(config: dict, generation: dict) -> list[str]:
+    multi = LanguageTokens.from_dict(config["porting"]["multilingual"])
+    src, tgt = multi.lang_pairs[0].split("-")
+    lines = ["## Use", "", f"Trained directions: {', '.join(multi.lang_pairs)}. Native port (no fairseq needed):", "",
+             "```", f"porting translate --model THIS_DIR --source-lang {src} --target-lang {tgt} < input.{src}", "```", ""]
+    p = config["porting"]
+    if not p["transformers_compatible"]:
+        return lines + ["transformers' M2M100 classes cannot run this model faithfully:", "",
+                        *[f"- {why}" for why in p["transformers_incompatibilities"]], ""]
+    settings = ", ".join(f"{k}={v!r}" for k, v in transformers_generation(generation["fairseq"])["settings"].items())
+    return lines + [
+        "transformers: the target language is the token forced first, `forced_bos_token_id` "
+        f"(for {tgt}: `tok.get_lang_id(\"{tgt}\")`, id {multi.ids[tgt]}); the other settings are the closest "
+        "to fairseq's (also in `generation_config.json`):", "",
+        "```python", "from transformers import M2M100ForConditionalGeneration, M2M100Tokenizer", "",
+        f'tok = M2M100Tokenizer.from_pretrained(THIS_DIR, src_lang="{src}")',
+        "model = M2M100ForConditionalGeneration.from_pretrained(THIS_DIR)",
+        'batch = tok(["a sentence to translate"], return_tensors="pt")',
+        f'out = model.generate(**batch, forced_bos_token_id=tok.get_lang_id("{tgt}"), {settings})',
+        "print(tok.batch_decode(out, skip_special_tokens=True))", "```", ""]
+
+
+def _differences_multilingual(config: dict, generation: dict) -> list[str]:
+    lines = ["## Where transformers' output can differ from fairseq's", "",
+             "- fairseq forces the target language token with its own log-prob, which counts in the hypothesis' "
+             "score; transformers' `forced_bos_token_id` gives it 0. Scores differ by that log-prob, and with a "
+             "length penalty other than 1 hypotheses can rank differently.",
+             "- M2M100Tokenizer decodes through SentencePiece (`<unk>` becomes ` ⁇ `); fairseq joins the pieces and "
+             "replaces `▁` by spaces (`<unk>` stays `<unk>`).",
+             "- `max_length` counts the decoder's start token and the final `</s>`: fairseq's `max_len_b` "
+             f"{generation['fairseq']['max_len_b']} is `max_length={generation['fairseq']['max_len_b'] + 2}`."]
+    lines += [f"- not expressible in transformers: {why}"
+              for why in transformers_generation(generation["fairseq"])["not_expressible"]]
+    if len(config["porting"]["ensemble"]) > 1:
+        lines.append(f"- this is an ensemble of {len(config['porting']['ensemble'])} checkpoints: transformers loads "
+                     "only the first (`model.safetensors`); the native port runs them all.")
     return lines + [""]

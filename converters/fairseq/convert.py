@@ -24,14 +24,16 @@ import torch
 
 from converters.fairseq import bpe_check
 from converters.fairseq import card as model_card
-from converters.fairseq.arch import Architecture, UnsupportedArchitecture, model_args, read_architecture, task_languages
+from converters.fairseq import multilingual
+from converters.fairseq.arch import (Architecture, UnsupportedArchitecture, model_args, read_architecture, task_config,
+                                     task_languages)
 from converters.fairseq.dictionary import Dictionary, DictionaryError, read_dictionary, to_fsmt_vocab
 from converters.fairseq.upgrade import upgrade
 from converters.io import safetensors_io
 from converters.io.atomic import OutputExists, atomic_dir, check_writable
 from converters.io.checkpoint import CheckpointError, load_untrusted
 from porting.files import sha256_file
-from porting.format import FORMAT_VERSION, SPECIAL_IDS, TIES_METADATA, VERSION_METADATA
+from porting.format import FORMAT_VERSION, SPECIAL_IDS, TIES_METADATA, VERSION_METADATA, LanguageTokens
 from porting.generation.options import fairseq_defaults
 from porting.model import layout
 
@@ -63,6 +65,7 @@ class Member:
     tied: dict[str, str] = field(default_factory=dict)
     upgrades: list[tuple[str, str]] = field(default_factory=list)
     langs: tuple[str | None, str | None] = (None, None)
+    task: dict = field(default_factory=dict)
 
 
 def _drop_reason(key: str) -> str | None:
@@ -155,6 +158,7 @@ def read_member(path: Path, problems: list[str]) -> Member | None:
     m.dropped.update({k: "training state (optimizer, scheduler, data iterator), not needed to run the model"
                       for k in ignored})
     m.langs = task_languages(state)
+    m.task = task_config(state)
     return m
 
 
@@ -178,21 +182,34 @@ class Job:
     dicts: dict[str, Dictionary] = field(default_factory=dict)
     vocabs: dict[str, dict[str, int]] = field(default_factory=dict)
     merges: list[tuple[str, str]] | None = None
+    dict_file: Path | None = None                  # --dict (the multilingual family's one dictionary)
+    sentencepiece: Path | None = None              # --sentencepiece, then the model found
+    task: multilingual.MultilingualTask | None = None   # set for translation_multi_simple_epoch checkpoints
+    lang_tokens: LanguageTokens | None = None
+    lang_tok_style: str | None = None              # --lang-tok-style: overrides the checkpoint's
 
     @property
     def sides(self) -> tuple[tuple[str, str | None], ...]:
         return ("src", self.source_lang), ("tgt", self.target_lang)
 
+    def dict_name(self, side: str) -> str:
+        """The dictionary file a side's symbols come from, as messages name it."""
+        if self.task is not None:
+            return self.dict_file.name if self.dict_file else "the dictionary"
+        return f"dict.{dict(self.sides)[side]}.txt"
+
 
 def convert(checkpoints: list[Path], data_dir: Path, out: Path, source_lang: str | None = None,
             target_lang: str | None = None, dtype: str = "float32", force: bool = False,
-            license: str | None = None) -> dict:
+            license: str | None = None, dictionary: Path | None = None, sentencepiece: Path | None = None,
+            lang_tok_style: str | None = None) -> dict:
     """Convert, or raise ConversionError listing every problem. Returns the provenance record.
 
     Each check runs as soon as what it needs is available, whatever else has failed, so that one
     run reports everything that is wrong: validate the arguments, gather the members and the data
     files, check them against each other, and only then cast and write."""
-    job = Job(list(checkpoints), data_dir, out, source_lang, target_lang, dtype, force, license)
+    job = Job(list(checkpoints), data_dir, out, source_lang, target_lang, dtype, force, license,
+              dict_file=dictionary, sentencepiece=sentencepiece, lang_tok_style=lang_tok_style)
     _check_arguments(job)
     _gather_members(job)
     _gather_data(job)
@@ -209,7 +226,9 @@ def finish(job: Job) -> dict:
     for w in job.warnings:
         log.warning(w)
     cast = DTYPES[job.dtype]
-    derived = layout.derived_tensors(job.members[0].arch)
+    # M2M-100 builds its sinusoidal table itself (a buffer, not a weight): stored, it would be an
+    # unexpected key there; FSMT loads it from the file
+    derived = layout.derived_tensors(job.members[0].arch) if job.task is None else {}
     for m in job.members:
         m.tensors.update(derived)
         m.tensors = {k: (v.to(cast) if v.is_floating_point() else v) for k, v in m.tensors.items()}
@@ -234,6 +253,15 @@ def _gather_members(job: Job) -> None:
     """Read every checkpoint; members must agree on languages and architecture."""
     members = job.members = [m for c in job.checkpoints if (m := read_member(c, job.problems))]
     if members:
+        job.task = multilingual.read_task(members[0].task, job.data_dir, job.problems, str(members[0].path),
+                                          job.lang_tok_style)
+    if job.lang_tok_style and job.task is None and members:
+        job.problems.append(f"--lang-tok-style {job.lang_tok_style}: {members[0].path} is not a multilingual model "
+                            f"({multilingual.TASK})")
+    if job.task is not None:
+        _check_multilingual_members(job)
+        return
+    if members:
         langs = {m.langs for m in members}
         if len(langs) > 1:
             job.problems.append(f"ensemble members disagree on languages: {sorted(langs, key=str)}")
@@ -248,9 +276,75 @@ def _gather_members(job: Job) -> None:
         job.problems.append("languages not recorded in the checkpoint: pass --source-lang and --target-lang")
 
 
+def _check_multilingual_members(job: Job) -> None:
+    """A multilingual model takes its direction at translation time; its members share one task."""
+    for flag, lang in (("--source-lang", job.source_lang), ("--target-lang", job.target_lang)):
+        if lang:
+            job.problems.append(f"{flag} {lang}: a multilingual model ({multilingual.TASK}) is converted for all "
+                                "its languages; choose the direction when translating")
+    first = job.task
+    for m in job.members[1:]:
+        other = multilingual.read_task(m.task, job.data_dir, [], str(m.path), job.lang_tok_style)
+        if other != first:
+            job.problems.append(f"{m.path}: its task's language options differ from {job.members[0].path}'s")
+        if m.arch != job.members[0].arch:
+            job.problems.append(f"{m.path}: architecture differs from {job.members[0].path}")
+
+
+def _gather_multilingual(job: Job) -> None:
+    """The one shared dictionary (with the task's language tokens, as fairseq adds them) and the
+    SentencePiece model."""
+    found = multilingual.find_dictionary(job.data_dir, job.dict_file)
+    if isinstance(found, str):
+        job.problems.append(found)
+    else:
+        job.dict_file = found
+        try:
+            d = read_dictionary(found)
+        except DictionaryError as e:
+            job.problems.append(str(e))
+        except (OSError, UnicodeDecodeError) as e:
+            job.problems.append(f"{found}: not a readable UTF-8 dictionary ({e})")
+        else:
+            if not job.task.readable():
+                pass                                   # the style or placement is wrong: reported already
+            elif problems := multilingual.augment(d, job.task):
+                job.problems += [f"{found}: {p}" for p in problems]
+            else:
+                job.dicts = {"src": d, "tgt": d}
+                job.lang_tokens = multilingual.language_tokens(d, job.task)
+        job.data_files.append(found)
+    spm = multilingual.find_sentencepiece(job.data_dir, job.sentencepiece)
+    if isinstance(spm, str):
+        job.problems.append(spm)
+        return
+    job.sentencepiece = spm
+    job.data_files.append(spm)
+
+
+def _check_pieces(job: Job) -> None:
+    """Every SentencePiece piece the dictionary lacks becomes <unk>: a model whose dictionary lacks
+    many is the wrong pair of files."""
+    if job.sentencepiece is None or "src" not in job.dicts:
+        return
+    try:
+        fit = multilingual.piece_share(job.sentencepiece, job.dicts["src"])
+    except (RuntimeError, OSError) as e:
+        job.problems.append(f"{job.sentencepiece}: not a SentencePiece model ({str(e).strip() or type(e).__name__})")
+        return
+    if fit.share < multilingual.MIN_PIECE_SHARE:
+        job.problems.append(
+            f"{job.sentencepiece.name} fits {job.dict_name('src')} poorly: the dictionary holds only {fit.share:.1%} of "
+            f"its {fit.checked} pieces (missing e.g. {', '.join(fit.examples)}); every missing piece would become "
+            "<unk>. The SentencePiece model may belong to another model.")
+
+
 def _gather_data(job: Job) -> None:
     """The two dictionaries and the BPE codes from the data directory."""
     if not job.data_dir.is_dir():
+        return
+    if job.task is not None:
+        _gather_multilingual(job)
         return
     if job.source_lang and job.target_lang:
         for side, lang in job.sides:
@@ -283,6 +377,11 @@ def _check_vocabularies(job: Job) -> None:
     """FSMT's vocabularies from the dictionaries, and whether the BPE codes can produce their pieces."""
     if len(job.dicts) != 2:
         return
+    if job.task is not None:
+        _check_pieces(job)
+        tokens = {job.lang_tokens.token(lang) for lang in job.lang_tokens.langs}
+        job.vocabs = {"shared": {s: i for i, s in enumerate(job.dicts["src"].symbols) if s not in tokens}}
+        return
     try:
         job.vocabs = {side: to_fsmt_vocab(d) for side, d in job.dicts.items()}
     except DictionaryError as e:
@@ -311,8 +410,10 @@ def _map_members(job: Job) -> None:
         for key, (side, lang) in zip(("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"), job.sides):
             if key in m.tensors and m.tensors[key].shape[0] != sizes[side]:
                 rows_ok = False
-                job.problems.append(f"{m.path}: {key} has {m.tensors[key].shape[0]} rows but dict.{lang}.txt gives "
-                                    f"{sizes[side]} symbols (4 specials + entries): wrong dictionary for this checkpoint?")
+                what = ("4 specials + entries + the task's language tokens" if job.task is not None
+                        else "4 specials + entries")
+                job.problems.append(f"{m.path}: {key} has {m.tensors[key].shape[0]} rows but {job.dict_name(side)} gives "
+                                    f"{sizes[side]} symbols ({what}): wrong dictionary for this checkpoint?")
         if rows_ok:
             m.tensors, dropped, m.tied = map_state(m.tensors, arch, sizes["src"], sizes["tgt"], job.problems, str(m.path))
             m.dropped.update(dropped)
@@ -323,11 +424,16 @@ def _member_files(job: Job) -> list[str]:
 
 
 def _config(job: Job) -> dict:
-    """transformers' FSMT config with our `porting` section (porting/format.py's contract)."""
+    """transformers' config (FSMT's, or M2M-100's for the multilingual family) with our `porting`
+    section (porting/format.py's contract)."""
     arch: Architecture = job.members[0].arch
-    incompatible = arch.fsmt_incompatibilities()
-    config = model_card.fsmt_config(arch, job.source_lang, job.target_lang, len(job.dicts["src"]),
-                                    len(job.dicts["tgt"]), job.dtype)
+    if job.task is not None:
+        incompatible = model_card.m2m100_incompatibilities(arch, job.lang_tokens, len(job.vocabs["shared"]))
+        config = model_card.m2m100_config(arch, len(job.dicts["src"]), job.dtype)
+    else:
+        incompatible = arch.fsmt_incompatibilities()
+        config = model_card.fsmt_config(arch, job.source_lang, job.target_lang, len(job.dicts["src"]),
+                                        len(job.dicts["tgt"]), job.dtype)
     config["porting"] = {
         "format_version": FORMAT_VERSION,
         "architecture": arch.to_dict(),
@@ -341,6 +447,8 @@ def _config(job: Job) -> dict:
         "dtype": job.dtype,
         "special_ids": SPECIAL_IDS.to_dict(),
     }
+    if job.lang_tokens is not None:
+        config["porting"]["multilingual"] = job.lang_tokens.to_dict()
     return config
 
 
@@ -362,7 +470,7 @@ def _provenance(job: Job) -> dict:
         "converter": {"name": CONVERTER, "version": converter_version, "format_version": FORMAT_VERSION},
         "converted_from": job.origin,
         "torch": torch.__version__,
-        "config_written_by": (f"transformers {v} (FSMTConfig, GenerationConfig)" if (v := model_card.transformers_version())
+        "config_written_by": (f"transformers {v} ({'M2M100Config' if job.task else 'FSMTConfig'}, GenerationConfig)" if (v := model_card.transformers_version())
                               else "the converter (transformers not installed: the same layout, no transformers_version)"),
         "sources": {**{_portable(m.path, job.data_dir): m.sha256 for m in job.members},
                     **{_portable(f, job.data_dir): sha256_file(f) for f in job.data_files}},
@@ -383,18 +491,17 @@ def _write(job: Job) -> dict:
     first = job.members[0]
     metadata = {"format": "pt", TIES_METADATA: json.dumps(first.tied), VERSION_METADATA: str(FORMAT_VERSION)}
     generation = model_card.generation_config(job.generation)
-    texts = {"config.json": model_card.as_transformers_writes("config", config),
+    texts = {"config.json": model_card.as_transformers_writes(config["model_type"], config),
              "generation_config.json": model_card.as_transformers_writes("generation", generation),
-             **{name: _json_text(obj) for name, obj in (
-                 ("vocab-src.json", job.vocabs["src"]), ("vocab-tgt.json", job.vocabs["tgt"]),
-                 ("tokenizer_config.json", model_card.tokenizer_config(job.source_lang, job.target_lang, first.arch)),
-                 ("provenance.json", provenance))},
-             "merges.txt": "".join(f"{a} {b}\n" for a, b in job.merges),
+             "provenance.json": _json_text(provenance),
+             **_tokenizer_texts(job),
              "README.md": model_card.readme(config, provenance, generation, job.license)}
+    # the SentencePiece model under the name transformers' M2M100Tokenizer looks for, byte for byte
+    blobs = {model_card.SENTENCEPIECE_FILE: job.sentencepiece.read_bytes()} if job.task is not None else {}
     try:
         # no marker file: provenance.json marks a conversion as the workbench's (is_our_output)
         with atomic_dir(job.out, job.force, [*job.checkpoints, job.data_dir], kind=None) as tmp:
-            _write_files(job, tmp, texts, metadata)
+            _write_files(job, tmp, texts, metadata, blobs)
     except OutputExists as e:                         # found once this run held the output's lock
         raise ConversionError([str(e)]) from None
     except OSError as e:                              # read-only, full, or a file where a directory should be
@@ -402,9 +509,25 @@ def _write(job: Job) -> dict:
     return provenance
 
 
-def _write_files(job: Job, tmp: Path, texts: dict[str, str], metadata: dict) -> None:
+def _tokenizer_texts(job: Job) -> dict[str, str]:
+    """The tokenizer's files: FSMT's (two vocabularies, the merges) or M2M-100's (one vocabulary;
+    the SentencePiece model is written beside them as bytes)."""
+    first = job.members[0]
+    if job.task is not None:
+        return {"vocab.json": _json_text(job.vocabs["shared"]),
+                "tokenizer_config.json": _json_text(model_card.m2m100_tokenizer_config(job.lang_tokens, first.arch, len(job.vocabs["shared"])))}
+    return {"vocab-src.json": _json_text(job.vocabs["src"]), "vocab-tgt.json": _json_text(job.vocabs["tgt"]),
+            "tokenizer_config.json": _json_text(model_card.tokenizer_config(job.source_lang, job.target_lang, first.arch)),
+            "merges.txt": "".join(f"{a} {b}\n" for a, b in job.merges)}
+
+
+def _write_files(job: Job, tmp: Path, texts: dict[str, str], metadata: dict, blobs: dict[str, bytes]) -> None:
     """Every file of the output into `tmp`, each re-read and checked."""
     problems = []
+    for name, data in blobs.items():
+        (tmp / name).write_bytes(data)
+        if (tmp / name).read_bytes() != data:
+            problems.append(f"{name}: re-read differs from what was meant")
     for f, m in zip(_member_files(job), job.members):
         (tmp / f).parent.mkdir(parents=True, exist_ok=True)
         safetensors_io.write(tmp / f, m.tensors, metadata)

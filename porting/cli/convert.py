@@ -13,15 +13,28 @@ def add_arguments(p) -> None:
 
     sub = p.add_subparsers(dest="source", metavar="SOURCE", required=True)
     nested = {"parents": [verbosity_options()], "formatter_class": argparse.ArgumentDefaultsHelpFormatter}
-    f = sub.add_parser("fairseq", help="fairseq checkpoint(s) + dict.*.txt + bpecodes -> model directory",
-                       description="Convert fairseq transformer checkpoints. Several --checkpoint = ensemble members.",
+    f = sub.add_parser("fairseq", help="fairseq checkpoint(s) + dictionaries + BPE codes or SentencePiece model "
+                                       "-> model directory",
+                       description="Convert fairseq transformer checkpoints. Several --checkpoint = ensemble members. "
+                                   "Bilingual models (task translation) read dict.<lang>.txt and bpecodes; multilingual "
+                                   "ones (translation_multi_simple_epoch: M2M-100, NLLB-200) one shared dictionary and "
+                                   "a SentencePiece model, and keep every language.",
                        **nested)
     f.add_argument("--checkpoint", type=Path, action="append", required=True,
                    help="a model*.pt; repeat for an ensemble (the first is the primary model)")
-    f.add_argument("--data-dir", type=Path, required=True, help="directory with dict.<lang>.txt and bpecodes")
+    f.add_argument("--data-dir", type=Path, required=True,
+                   help="directory with dict.<lang>.txt and bpecodes (bilingual) or the shared dictionary and the "
+                        "SentencePiece model (multilingual)")
+    f.add_argument("--dict", type=Path, dest="dictionary",
+                   help="multilingual: the shared dictionary (default: model_dict*.txt, dictionary.txt, data_dict*.txt "
+                        "or dict.txt in --data-dir)")
+    f.add_argument("--sentencepiece", type=Path, help="multilingual: the SentencePiece model (default: the one *.model "
+                                                      "in --data-dir)")
+    f.add_argument("--lang-tok-style", help="multilingual: fairseq's --lang-tok-style, multilingual (__xx__) or mbart "
+                                            "([xx]) (default: as the checkpoint records it)")
     f.add_argument("--out", type=Path, required=True, help="output directory (refused if it exists, unless --force)")
-    f.add_argument("--source-lang", help="default: read from the checkpoint")
-    f.add_argument("--target-lang", help="default: read from the checkpoint")
+    f.add_argument("--source-lang", help="bilingual: default read from the checkpoint")
+    f.add_argument("--target-lang", help="bilingual: default read from the checkpoint")
     f.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     f.add_argument("--license", help="the model's license (an SPDX id or the hub's name, e.g. mit, cc-by-nc-4.0) "
                                      "for the model card; fairseq checkpoints do not record one")
@@ -74,7 +87,7 @@ def _fairseq(args) -> str:
     from converters.fairseq.convert import convert
 
     prov = convert(args.checkpoint, args.data_dir, args.out, args.source_lang, args.target_lang, args.dtype,
-                   args.force, args.license)
+                   args.force, args.license, args.dictionary, args.sentencepiece, args.lang_tok_style)
     return f"{len(prov['members'])} member(s), {_parameters(prov):,} parameters stored"
 
 

@@ -11,7 +11,11 @@ Exact agreement with fairseq is possible only by reproducing its rules, not by r
     the batch's padded width; by default x is each sentence's own length (</s> included), as
     fairseq documents it, so that no output depends on its batch (options.max_len_from);
   * </s> is masked while step < min_len; <pad> is never chosen; unkpen is subtracted from <unk>;
-  * ensembles average probabilities: logsumexp over the models' log-probs minus log(N).
+  * ensembles average probabilities: logsumexp over the models' log-probs minus log(N);
+  * a multilingual model's language token (porting.format.LanguageTokens) is either the decoder's
+    start token in place of </s>, or forced as the first generated token as fairseq's
+    ``prefix_tokens`` are: every other token masked, its own log-prob kept (so it counts in the
+    score and the length), and min_len not applied on that step.
 Greedy decoding is this search with beam 1, as in fairseq.
 """
 from __future__ import annotations
@@ -30,7 +34,7 @@ from porting.model.transformer import EncoderOut
 
 @dataclass
 class Hypothesis:
-    tokens: list[int]                 # ends with </s>; the leading </s> decoder input is not included
+    tokens: list[int]                 # ends with </s>; the decoder's start token is not included
     score: float
     positional_scores: list[float]
 
@@ -83,14 +87,15 @@ class BeamState:
     # the rows the caches must follow before the next step (the decoders apply it: FastDecoder
     # folds it into porting/kernels/skinny.c's cache copy), None at the first step
     pending_order: Tensor | None = None
+    prefix: tuple[int, ...] = ()      # tokens forced as the first generated ones (fairseq's prefix_tokens)
 
     @classmethod
-    def start(cls, beam: int, limits: list[int]) -> "BeamState":
+    def start(cls, beam: int, limits: list[int], bos: int = EOS, prefix: tuple[int, ...] = ()) -> "BeamState":
         bsz, max_len = len(limits), max(limits)
         tokens = torch.full((bsz * beam, max_len + 2), PAD, dtype=torch.long)   # + 2 for </s> and the start
-        tokens[:, 0] = EOS
+        tokens[:, 0] = bos
         return cls(beam, max_len, list(limits), bsz, tokens, torch.zeros(bsz * beam, max_len + 1),   # + 1 for </s>
-                   [[False] * beam for _ in range(bsz)], [[] for _ in range(bsz)], [False] * bsz)
+                   [[False] * beam for _ in range(bsz)], [[] for _ in range(bsz)], [False] * bsz, prefix=tuple(prefix))
 
     def at_limit(self, step: int) -> list[int]:
         """Batch positions of the sentences going on whose last step this is (only </s> allowed)."""
@@ -141,10 +146,13 @@ class BeamState:
 
 
 def generate(ensemble: Ensemble, src_tokens: Tensor, opts: GenerationOptions,
-             encoder_outs: list[EncoderOut] | None = None) -> list[list[Hypothesis]]:
+             encoder_outs: list[EncoderOut] | None = None,
+             start: tuple[int, tuple[int, ...]] = (EOS, ())) -> list[list[Hypothesis]]:
     """Every finalised hypothesis (``beam`` of them) for a batch of left-padded sources [B, S], best
     first. Like fairseq's generator, this ignores ``nbest``: callers keep the first ``nbest``.
-    ``encoder_outs`` (from ``ensemble.encode(src_tokens)``) skips the encoder when already computed."""
+    ``encoder_outs`` (from ``ensemble.encode(src_tokens)``) skips the encoder when already computed.
+    ``start``: the decoder's first input token and the tokens forced first (a tokenizer's ``bos``
+    and ``prefix``: a multilingual model's language token)."""
     limits = length_limits(src_tokens, opts, ensemble.max_decoder_positions)
     if opts.min_len > min(limits):
         raise ValueError(f"min_len {opts.min_len} is larger than max_len {min(limits)} (max_len_a * "
@@ -153,7 +161,7 @@ def generate(ensemble: Ensemble, src_tokens: Tensor, opts: GenerationOptions,
     with torch.no_grad():
         # the encoder's output does not depend on generation options: callers may pass it in
         encs = encoder_outs if encoder_outs is not None else ensemble.encode(src_tokens)
-        state = BeamState.start(opts.beam, limits)
+        state = BeamState.start(opts.beam, limits, *start)
         _search(ensemble, ensemble.for_beam(encs, opts.beam), opts, state)
         return state.hypotheses()
 
@@ -180,7 +188,8 @@ def _search(ensemble: Ensemble, encs: list[EncoderOut], opts: GenerationOptions,
         if state.pending_order is not None:
             ensemble.reorder_caches(caches, state.pending_order)
         at_limit = state.at_limit(step)
-        cand_scores, cand_indices = _step(ensemble, encs, caches, state, step, opts, fused and not at_limit, at_limit)
+        plain = fused and not at_limit and step >= len(state.prefix)     # forcing a token is torch's path
+        cand_scores, cand_indices = _step(ensemble, encs, caches, state, step, opts, plain, at_limit)
         flat, values = cand_indices.tolist(), cand_scores.tolist()      # [B][2 x beam]: beam row * V + token
         eos_rows, eos_values, stops = _ends(flat, values, state.ignored, state.beam, vocab)
         finalized_sents = _end(state, step, eos_rows, eos_values, cand_scores, cand_indices.fmod(vocab), opts)
@@ -281,7 +290,9 @@ def _top_candidates(ensemble: Ensemble, lprobs: Tensor, state: BeamState, step: 
         per_sentence = lprobs.view(state.bsz, state.beam, vocab)       # [B, beam, V], in place
         per_sentence[ended, :, :EOS] = -math.inf
         per_sentence[ended, :, EOS + 1:] = -math.inf
-    if step < opts.min_len:
+    if step < len(state.prefix):
+        _force(lprobs, state, state.prefix[step], at_limit)
+    elif step < opts.min_len:                                       # fairseq: not on a forced step
         lprobs[:, EOS] = -math.inf
     if opts.no_repeat_ngram_size > 0:
         _ban_repeated_ngrams(state.tokens, lprobs, step, opts.no_repeat_ngram_size, opts.ngram_blocking)
@@ -295,6 +306,18 @@ def _top_candidates(ensemble: Ensemble, lprobs: Tensor, state: BeamState, step: 
         lp = lp.add_(state.scores.view(bsz, beam, -1)[:, :, step - 1].unsqueeze(-1))   # in place: not read again
     flat = lp.view(bsz, -1)
     return ensemble.top_candidates(flat, min(2 * beam, flat.size(1) - 1))
+
+
+def _force(lprobs: Tensor, state: BeamState, token: int, at_limit: list[int]) -> None:
+    """fairseq's _prefix_tokens, in place on [N, V]: every row but those of sentences at their limit
+    may continue only with `token`, at its own log-prob."""
+    rows = torch.ones(state.bsz, state.beam, dtype=torch.bool)
+    if at_limit:
+        rows[torch.tensor(at_limit)] = False
+    rows = rows.view(-1)                                            # [B, beam] -> [N]
+    kept = lprobs[rows, token].clone()
+    lprobs[rows] = -math.inf
+    lprobs[rows, token] = kept
 
 
 def _finalize(state: BeamState, step: int, rows: Tensor, eos_scores: Tensor, lenpen: float) -> list[int]:

@@ -9,7 +9,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from porting.format import Arch, ConfigError, read_config
+from porting.format import Arch, ConfigError, read_config, vocab_sizes
 from porting.model import layout
 from porting.model.transformer import Transformer
 
@@ -54,7 +54,7 @@ def load_member(model_dir: str | Path, file: str, config: dict | None = None, dt
     config = config or read_config(model_dir)
     p = config["porting"]
     arch = Arch.from_config(p["architecture"])
-    src_vocab, tgt_vocab = config["src_vocab_size"], config["tgt_vocab_size"]
+    src_vocab, tgt_vocab = vocab_sizes(config)
     expected = layout.expected_shapes(arch, src_vocab, tgt_vocab)
     model = Transformer(arch, src_vocab, tgt_vocab)
     _check_module_tree(model, expected)

@@ -27,12 +27,12 @@ MAX_WORDS = 50
 MAX_CHAR_RATIO = 3.0  # longer / shorter side; beyond this a pair is usually not a translation
 
 
-def fetch_packages(dest: Path) -> list[Path]:
+def fetch_packages(dest: Path, packages: list[str] = PACKAGES) -> list[Path]:
     """Download and unpack the Debian packages; returns the extracted roots (one per package)."""
     debs = dest / "debs"
     debs.mkdir(parents=True, exist_ok=True)
     if not list(debs.glob("*.deb")):
-        subprocess.run(["apt-get", "download", *PACKAGES], cwd=debs, check=True)
+        subprocess.run(["apt-get", "download", *packages], cwd=debs, check=True)
     roots = []
     for deb in sorted(debs.glob("*.deb")):
         root = dest / "unpacked" / deb.stem
