@@ -105,6 +105,42 @@ def stripped_symbols(hub) -> set[int]:
     return {task.data_manager.get_decoder_langtok(task.args.target_lang, spec)}
 
 
+def _multilingual_task(hub):
+    return hub.task if hasattr(hub.task, "data_manager") else None
+
+
+def model_input(hub, tokens):
+    """A sentence's ids (``hub.encode``'s: </s> appended) as the encoder reads them: the task's own
+    inference dataset puts a multilingual model's language token in (prepended, or in place of </s>)."""
+    if _multilingual_task(hub) is None:
+        return tokens
+    return hub.task.build_dataset_for_inference([tokens], [len(tokens)])[0]["source"]
+
+
+def teacher_forced_target(hub, reference: str, target_lang: str):
+    """(target ids [T] ending with </s>, the decoder's start token) of a reference as fairseq trains
+    on it. Bilingual: Moses in the target language's rules (hub.tokenize uses the source's), BPE,
+    start </s>. Multilingual, as the task's training data: the target language's token prepended to
+    the target (tgt_dataset_tranform_func), or made the start token with lang_tok_replacing_bos_eos."""
+    import torch
+
+    task = _multilingual_task(hub)
+    if task is None:
+        from fairseq.data.encoders.moses_tokenizer import MosesTokenizer, MosesTokenizerConfig
+
+        moses = MosesTokenizer(MosesTokenizerConfig(source_lang=target_lang, target_lang=target_lang))
+        text = hub.apply_bpe(moses.encode(reference))
+        return hub.tgt_dict.encode_line(text, add_if_not_exist=False).long(), hub.tgt_dict.eos()
+    tgt = hub.tgt_dict.encode_line(hub.apply_bpe(reference), add_if_not_exist=False).long()
+    _, spec = task.args.langtoks["main"]
+    if not spec:
+        return tgt, hub.tgt_dict.eos()
+    tok = task.data_manager.get_decoder_langtok(target_lang, spec)
+    if task.args.lang_tok_replacing_bos_eos:
+        return tgt, tok
+    return torch.cat([tgt.new_tensor([tok]), tgt]), hub.tgt_dict.eos()
+
+
 def hypothesis_text(hub, tokens) -> tuple[str, str]:
     """(the pieces string, the text) of a hypothesis as fairseq-generate writes them."""
     pieces = hub.tgt_dict.string(tokens, extra_symbols_to_ignore=stripped_symbols(hub))

@@ -42,12 +42,22 @@ class Run:
     checkpoints: tuple[str, ...]     # several = an ensemble
     settings: tuple[str, ...] = tuple(SETTINGS)
     teacher_forced: bool = True
+    direction: str | None = None     # a multilingual model's "en-fr"; None: the bilingual model's own
+
+    def languages(self) -> tuple[str, str]:
+        if self.direction:
+            src, tgt = self.direction.split("-")
+            return src, tgt
+        m = shipped.catalog()[self.model]
+        return m.source_lang, m.target_lang
 
 
 RUNS = (
     Run("ende-sep", "ende-sep", ("model2.pt",)),
     Run("ende-sep-ensemble", "ende-sep", ("model1.pt", "model2.pt"), ENSEMBLE_SETTINGS, teacher_forced=False),
     Run("ende-joined", "ende-joined", ("model.pt",)),
+    # the multilingual model in every trained direction, every setting
+    *(Run(f"m2m-{d}", "m2m-enfres", ("model.pt",), direction=d) for d in ("en-fr", "fr-en", "en-es", "es-en")),
 )
 
 
@@ -57,16 +67,18 @@ def open_run(run: Run):
     from parity.fairseq_hub import load_hub
 
     m = shipped.catalog()[run.model]
-    return load_hub(m.path, run.checkpoints, m.source_lang, m.target_lang), m
+    return load_hub(m.path, run.checkpoints, *run.languages()), m
 
 
 def hypothesis_record(hub, hypo) -> dict:
+    from parity.fairseq_hub import hypothesis_text
+
     tokens = hypo["tokens"].tolist()
-    bpe = hub.string(hypo["tokens"])
+    bpe, text = hypothesis_text(hub, hypo["tokens"])
     return {
         "tokens": tokens,
         "bpe": bpe,
-        "text": hub.detokenize(hub.remove_bpe(bpe)),
+        "text": text,
         # float32 values become Python floats exactly; JSON keeps every digit.
         "score": float(hypo["score"]),
         "positional_scores": hypo["positional_scores"].tolist(),
@@ -75,11 +87,13 @@ def hypothesis_record(hub, hypo) -> dict:
 
 def generate_chunk(hub, lines: list[str], options: dict, tokenized=None) -> list[list[dict]]:
     """fairseq's hypotheses for one chunk of source lines (one ``hub.generate`` call)."""
+    from parity.fairseq_hub import generate
+
     options = dict(options)
     beam = options.pop("beam", 5)
     tokenized = tokenized if tokenized is not None else [hub.encode(line) for line in lines]
     return [[hypothesis_record(hub, h) for h in hypos]
-            for hypos in hub.generate(tokenized, beam=beam, **options)]
+            for hypos in generate(hub, tokenized, beam=beam, **options)]
 
 
 def chunk_batches(hub, tokenized) -> list[list[int]]:
@@ -94,18 +108,17 @@ def teacher_forced(hub, source: str, reference: str, target_lang: str) -> tuple[
     """Named tensors, in forward order, of each model's forward pass on (source, reference).
 
     Shapes: token tensors [T]; states [T, C] (batch of one, batch dimension dropped); logits and
-    log-probs [T_tgt, V]. The decoder input is fairseq's: </s> followed by the target without its
-    final </s>.
+    log-probs [T_tgt, V]. The decoder input is fairseq's: its start token (</s>, or a multilingual
+    model's language token) followed by the target without its final </s>.
     """
     import torch
-    from fairseq.data.encoders.moses_tokenizer import MosesTokenizer, MosesTokenizerConfig
 
-    # hub.tokenize uses source-language rules; the reference needs the target language's.
-    tgt_moses = MosesTokenizer(MosesTokenizerConfig(source_lang=target_lang, target_lang=target_lang))
-    src = hub.encode(source).unsqueeze(0)                                    # [1, S]
-    tgt = hub.tgt_dict.encode_line(hub.apply_bpe(tgt_moses.encode(reference)),
-                                   add_if_not_exist=False).long().unsqueeze(0)  # [1, T]
-    prev = torch.cat([tgt.new_full((1, 1), hub.tgt_dict.eos()), tgt[:, :-1]], dim=1)
+    from parity.fairseq_hub import model_input, teacher_forced_target
+
+    src = model_input(hub, hub.encode(source)).unsqueeze(0)                  # [1, S]
+    tgt, bos = teacher_forced_target(hub, reference, target_lang)
+    tgt = tgt.unsqueeze(0)                                                   # [1, T]
+    prev = torch.cat([tgt.new_full((1, 1), bos), tgt[:, :-1]], dim=1)
     tensors: dict[str, torch.Tensor] = {"src_tokens": src[0], "target": tgt[0], "prev_output_tokens": prev[0]}
     order = list(tensors)
     model = hub.models[0]
@@ -157,9 +170,12 @@ def write_json(path: Path, obj) -> None:
                     encoding="utf-8")
 
 
-def record_run(run: Run, out: Path, source: list[str], reference: list[str]) -> None:
-    hub, m = open_run(run)
-    record_hub(hub, m.target_lang, run.settings, run.teacher_forced, out, source, reference, label=run.name)
+def record_run(run: Run, out: Path, limit: int | None = None) -> None:
+    """One run on its direction's test set (the first `limit` lines)."""
+    source, reference = shipped.test_set(*run.languages())
+    hub, _ = open_run(run)
+    record_hub(hub, run.languages()[1], run.settings, run.teacher_forced, out, source[:limit], reference[:limit],
+               label=run.name)
 
 
 def record_hub(hub, target_lang: str, settings, with_teacher_forced: bool, out: Path, source: list[str],
@@ -170,16 +186,19 @@ def record_hub(hub, target_lang: str, settings, with_teacher_forced: bool, out: 
     (then no BLEU can be computed, and inputs.json says so with "reference": null)."""
     from safetensors.torch import save_file
 
+    from parity.fairseq_hub import model_input, translate_lines
+
     moses = [hub.tokenize(line) for line in source]
     bpe = [hub.apply_bpe(t) for t in moses]
+    # ids as the encoder reads them: a multilingual task's language token in its place
     write_json(out / "inputs.json", {
         "source": source, "reference": reference,
         "moses": [t.split() for t in moses], "bpe": [b.split() for b in bpe],
-        "ids": [hub.binarize(b).tolist() for b in bpe]})
+        "ids": [model_input(hub, hub.binarize(b)).tolist() for b in bpe]})
 
     if with_teacher_forced:
         n = min(TEACHER_FORCED, len(source))
-        targets = reference[:n] if reference is not None else hub.translate(source[:n], beam=5)
+        targets = reference[:n] if reference is not None else translate_lines(hub, source[:n], beam=5)
         all_tensors, orders = {}, []
         for i in range(n):
             tensors, order = teacher_forced(hub, source[i], targets[i], target_lang)
@@ -221,9 +240,9 @@ def versions() -> dict:
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), **found}
 
 
-def record_runs(wanted: list[Run], out: Path, source: list[str], reference: list[str]) -> None:
+def record_runs(wanted: list[Run], out: Path, limit: int | None = None) -> None:
     """Record each run into `out`, written into a temporary sibling and then swapped in: a failure
-    leaves the old runs untouched."""
+    leaves the old runs untouched. Runs of `out` not re-recorded are kept as they are."""
     import torch
 
     torch.set_num_threads(THREADS)
@@ -231,9 +250,10 @@ def record_runs(wanted: list[Run], out: Path, source: list[str], reference: list
     tmp = Path(tempfile.mkdtemp(prefix=".record-", dir=out.parent))
     try:
         for r in wanted:
-            print(f"recording {r.name} ({'+'.join(r.checkpoints)}) on {len(source)} lines", flush=True)
-            record_run(r, tmp / r.name, source, reference)
-        manifest = _manifest(wanted, tmp, len(source))
+            print(f"recording {r.name} ({'+'.join(r.checkpoints)}, {'-'.join(r.languages())})", flush=True)
+            record_run(r, tmp / r.name, limit)
+        kept = _keep_other_runs(wanted, out, tmp)
+        manifest = _manifest(wanted + kept, tmp)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -243,19 +263,33 @@ def record_runs(wanted: list[Run], out: Path, source: list[str], reference: list
         raise
 
 
-def _manifest(wanted: list[Run], tmp: Path, lines: int) -> dict:
+def _keep_other_runs(wanted: list[Run], out: Path, tmp: Path) -> list[Run]:
+    """Copy the runs of an existing `out` that are not being re-recorded into `tmp`; returns them."""
+    names = {r.name for r in wanted}
+    kept = [r for r in RUNS if r.name not in names and (out / r.name).is_dir()]
+    for r in kept:
+        shutil.copytree(out / r.name, tmp / r.name)
+    return kept
+
+
+def _test_set(run: Run, tmp: Path) -> dict:
+    files = shipped.test_set_files(*run.languages())
+    lines = len(json.loads((tmp / run.name / "inputs.json").read_text(encoding="utf-8"))["source"])
+    return {"source": f"reference_runs/data/{files[0].name}", "reference": f"reference_runs/data/{files[1].name}",
+            "lines": lines, "sha256": {p.name: sha256(p) for p in files}}
+
+
+def _manifest(runs: list[Run], tmp: Path) -> dict:
     catalog = shipped.catalog()
     return {
         "versions": versions(), "threads": THREADS, "chunk_size": CHUNK_SIZE,
-        "test_set": {"source": "reference_runs/data/test.en", "reference": "reference_runs/data/test.de",
-                     "lines": lines,
-                     "sha256": {p.name: sha256(p) for p in (shipped.DATA / "test.en", shipped.DATA / "test.de")}},
         "settings": SETTINGS,
         "runs": {r.name: {"model": r.model, "checkpoints": list(r.checkpoints), "settings": list(r.settings),
                           "teacher_forced": r.teacher_forced,
-                          "source_lang": catalog[r.model].source_lang, "target_lang": catalog[r.model].target_lang,
+                          "source_lang": r.languages()[0], "target_lang": r.languages()[1],
+                          "test_set": _test_set(r, tmp),
                           "model_files": {p.name: sha256(p) for p in sorted(catalog[r.model].path.iterdir())}}
-                 for r in wanted},
+                 for r in sorted(runs, key=lambda r: [x.name for x in RUNS].index(r.name))},
         "files": {str(p.relative_to(tmp)): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
     }
 

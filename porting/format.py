@@ -142,14 +142,17 @@ class LanguageTokens:
         return LANG_TOK_STYLES[self.style].format(lang)
 
     def direction_problems(self, source_lang: str | None, target_lang: str | None) -> list[str]:
-        """Why this direction cannot be asked for (missing or unknown languages), each named."""
-        known = ", ".join(self.langs)
+        """Why this direction cannot be asked for (missing or unknown languages), in one message that
+        names the model's languages once."""
         out = []
         for flag, lang in (("--source-lang", source_lang), ("--target-lang", target_lang)):
             if not lang:
-                out.append(f"{flag} is required for a multilingual model (its languages: {known})")
+                out.append(f"{flag} is required for a multilingual model")
             elif lang not in self.ids:
-                out.append(f"{flag} {lang!r}: not one of the model's languages ({known})")
+                out.append(f"{flag} {lang!r} is not one of the model's languages")
+        if out:
+            out.append(f"it was trained on {', '.join(self.lang_pairs)}; its language tokens are "
+                       f"{', '.join(self.langs)}")
         return out
 
     def source_ids(self, ids: list[int], source_lang: str, target_lang: str) -> list[int]:

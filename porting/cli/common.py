@@ -73,6 +73,19 @@ def runtime(args) -> dict:
     return {"dtype": args.dtype, "kernels": args.kernels, "quantize": args.quantize}
 
 
+def add_direction_flags(p) -> None:
+    """The languages to translate between: required for a multilingual model, optional (and checked)
+    for a bilingual one."""
+    p.add_argument("--source-lang", help="the source language (required for a multilingual model)")
+    p.add_argument("--target-lang", help="the target language (required for a multilingual model)")
+
+
+def text_options(args) -> dict:
+    """How lines become ids beside the model's files (porting.tokenizer.open_tokenizer's keywords)."""
+    return {"normalize_punctuation": getattr(args, "normalize_punctuation", False),
+            "source_lang": getattr(args, "source_lang", None), "target_lang": getattr(args, "target_lang", None)}
+
+
 def load_translator(args, **kwargs):
     """The Translator the generation flags ask for."""
     from porting.translator import Translator
@@ -124,6 +137,6 @@ def translate_lines(args, model_dirs, lines: list[str], options: dict, desc: str
     """The best translation of each line, on the engine the flags chose, with a bar (bleu, select)."""
     from porting.engine.shards import plan_lines, run_sharded
 
-    with open_engine(args, model_dirs) as engine, progress_bar(len(lines), desc) as bar:
-        plan = plan_lines(model_dirs[0], lines, args.batch_size, args.shards or engine.workers)
+    with open_engine(args, model_dirs, text=text_options(args)) as engine, progress_bar(len(lines), desc) as bar:
+        plan = plan_lines(model_dirs[0], lines, args.batch_size, args.shards or engine.workers, text=text_options(args))
         return [t.texts[0] for t in run_sharded(engine, lines, plan, options, bar.update)]

@@ -14,11 +14,10 @@ def add_arguments(p) -> None:
     p.add_argument("--runs", default=",".join(r.name for r in RUNS),
                    help="comma-separated subset of: %(default)s")
     p.add_argument("--limit", type=int, default=None, help="record only the first N test lines")
-    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument("--force", action="store_true", help="re-record into an existing directory (its other runs are kept)")
 
 
 def run(args) -> int:
-    from parity import shipped
     from parity.record import RUNS, record_runs
 
     wanted = [r for r in RUNS if r.name in args.runs.split(",")]
@@ -32,9 +31,6 @@ def run(args) -> int:
     if args.out.exists() and not args.force:
         print(f"error: {args.out} exists; pass --force to replace it", file=sys.stderr)
         return 2
-    source, reference = shipped.test_set()
-    if args.limit:
-        source, reference = source[:args.limit], reference[:args.limit]
-    record_runs(wanted, args.out, source, reference)
+    record_runs(wanted, args.out, args.limit)
     print(f"recorded {len(wanted)} runs into {args.out}")
     return 0

@@ -28,6 +28,7 @@ from functools import partial
 from pathlib import Path
 
 from porting.cli.common import (
+    add_direction_flags,
     add_engine_flags,
     add_generation_flags,
     engine_problems,
@@ -37,6 +38,7 @@ from porting.cli.common import (
     positive_int,
     progress_bar,
     runtime,
+    text_options,
 )
 
 
@@ -54,6 +56,7 @@ def add_arguments(p) -> None:
                    help="a line longer than the model's maximum positions: fail (default) or cut it")
     p.add_argument("--normalize-punctuation", action="store_true",
                    help="Moses punctuation normalisation before tokenizing (off, as in fairseq's hub)")
+    add_direction_flags(p)
     p.add_argument("--out", "--output", dest="output", type=Path,
                    help="bulk mode: write the translations of --input to this file, whole, in input order; "
                         "finished shards are kept in OUT.shards/ until then")
@@ -143,7 +146,7 @@ def run(args) -> int:
     if args.output is not None:
         return bulk(args)
     try:
-        translator = load_translator(args, normalize_punctuation=args.normalize_punctuation)
+        translator = load_translator(args, **text_options(args))
         options = generation_options(args)
     except (ConfigError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -186,21 +189,23 @@ def _translate(translator, lines: list[str], warnings: list[str], args, options:
         print(f"error: {e}", file=sys.stderr)
         return 1
     out = sys.stdout
+    langs = (translator.tokenizer.source_lang, translator.tokenizer.target_lang)
     for r in results:
         if r.truncated:
             print(f"warning: a line was truncated to {translator.max_source_positions} tokens", file=sys.stderr)
-        out.write(render(r, args.format) + "\n")
+        out.write(render(r, args.format, langs) + "\n")
     out.flush()
     return 0
 
 
-def render(r, fmt: str) -> str:
-    """One Translation as its output line: the best text, or a JSON record."""
+def render(r, fmt: str, langs: tuple[str, str]) -> str:
+    """One Translation as its output line: the best text, or a JSON record (naming the direction)."""
     from porting.files import json_line
 
     if fmt == "text":
         return r.texts[0]
-    return json_line({"source": r.source, "source_ids": r.source_ids, "truncated": r.truncated,
+    return json_line({"source_lang": langs[0], "target_lang": langs[1],
+                      "source": r.source, "source_ids": r.source_ids, "truncated": r.truncated,
                       "hypotheses": [{"tokens": h.tokens, "text": t, "score": h.score,
                                       "positional_scores": h.positional_scores}
                                      for h, t in zip(r.hypotheses, r.texts)]})
@@ -218,12 +223,12 @@ def bulk(args) -> int:
         return 1
     store_dir = args.output.with_name(args.output.name + ".shards")
     try:
-        lines, lengths, options = _bulk_input(args)
+        lines, lengths, options, langs = _bulk_input(args)
         with open_engine(args, truncate=args.long_input == "truncate",
-                         normalize_punctuation=args.normalize_punctuation) as engine:
+                         text=text_options(args)) as engine:
             store = _open_store(args, store_dir, engine, lines, lengths, options)
             with progress_bar(len(lines), f"{len(store.plan)} shards") as bar:
-                outputs = store.run(engine, lines, options, partial(render, fmt=args.format), bar.update)
+                outputs = store.run(engine, lines, options, partial(render, fmt=args.format, langs=langs), bar.update)
         write_file_atomic(args.output, lambda tmp: tmp.write_text("".join(o + "\n" for o in outputs), encoding="utf-8"),
                           force=args.force, inputs=[p for p in (args.input,) if p])
     except (StoreError, OutputExists, ConfigError, ValueError) as e:
@@ -242,9 +247,10 @@ def bulk(args) -> int:
     return 0
 
 
-def _bulk_input(args) -> tuple[list[str], list[int], dict]:
-    """The input's lines, their lengths as the Translator encodes them, and the options; every
-    problem of the input raised as one ValueError before any work starts (warnings printed)."""
+def _bulk_input(args) -> tuple[list[str], list[int], dict, tuple[str, str]]:
+    """The input's lines, their lengths as the Translator encodes them, the options and the
+    direction; every problem of the input raised as one ValueError before any work starts (warnings
+    printed)."""
     from porting.translator import SourceEncoder
 
     options = generation_options(args)
@@ -255,11 +261,12 @@ def _bulk_input(args) -> tuple[list[str], list[int], dict]:
     except OSError as e:
         raise ValueError(f"--input {args.input or 'standard input'}: {e.strerror}") from None
     lines, warnings = clean_lines(raw)
-    encoder = SourceEncoder.of(args.model[0], args.normalize_punctuation)
+    encoder = SourceEncoder.of(args.model[0], **text_options(args))
     encoded = encoder.encode_all(lines, args.long_input == "truncate")
     for w in warnings + [f"line {n}: truncated to {len(ids)} tokens" for n, (ids, cut) in enumerate(encoded, 1) if cut]:
         print(f"warning: {w}", file=sys.stderr)
-    return lines, [len(ids) for ids, _ in encoded], options
+    langs = (encoder.tokenizer.source_lang, encoder.tokenizer.target_lang)
+    return lines, [len(ids) for ids, _ in encoded], options, langs
 
 
 def _open_store(args, store_dir: Path, engine, lines: list[str], lengths: list[int], options: dict):
@@ -269,7 +276,7 @@ def _open_store(args, store_dir: Path, engine, lines: list[str], lengths: list[i
     # what the kept shards belong to: the models' files, the input, and everything that shapes an output line
     job = fingerprint(args.model, lines, options, {"batch_size": args.batch_size, "format": args.format,
                                                    "truncate": args.long_input == "truncate",
-                                                   "normalize": args.normalize_punctuation, "runtime": runtime(args)})
+                                                   "text": text_options(args), "runtime": runtime(args)})
     # default: a shard per 32 batches (an interrupt loses little), and at least one per worker
     wanted = args.shards or max(engine.workers, -(-len(lines) // (32 * args.batch_size)))
     store = ShardStore.open(store_dir, job, plan(lengths, args.batch_size, wanted), args.resume, args.force)

@@ -22,15 +22,16 @@ class EngineError(RuntimeError):
 
 
 def open_engine(kind: str, model_dirs: list, runtime: dict, batch_size: int, jobs: int = 1,
-                address: str | None = None, truncate: bool = False, normalize_punctuation: bool = False):
+                address: str | None = None, truncate: bool = False, text: dict | None = None):
     """The engine of this kind, started. jobs: local worker processes (1: this process); address:
-    a Ray cluster to join (None: Ray embedded in this process)."""
+    a Ray cluster to join (None: Ray embedded in this process); text: how lines become ids
+    (porting.tokenizer.open_tokenizer's keywords: the direction, punctuation normalisation)."""
     from pathlib import Path
 
     from porting.engine.worker import WorkerSpec
 
     spec = WorkerSpec(tuple(str(Path(d).resolve()) for d in model_dirs), dict(runtime), batch_size, truncate,
-                      normalize_punctuation)
+                      dict(text or {}))
     if kind == "local":
         from porting.engine.local import LocalEngine
 

@@ -30,10 +30,10 @@ def plan(lengths: Sequence[int], batch_size: int, shards: int) -> list[list[int]
     return [sorted(i for batch in batches[s::n] for i in batch) for s in range(n)]
 
 def plan_lines(model_dir: Path, lines: Sequence[str], batch_size: int, shards: int, truncate: bool = False,
-               normalize_punctuation: bool = False) -> list[list[int]]:
+               text: dict | None = None) -> list[list[int]]:
     """The plan for these source lines, from their ids as the Translator encodes them (every line
     too long for the model reported at once, before any work starts)."""
-    encoder = SourceEncoder.of(model_dir, normalize_punctuation)
+    encoder = SourceEncoder.of(model_dir, **(text or {}))
     return plan([len(ids) for ids, _ in encoder.encode_all(lines, truncate)], batch_size, shards)
 
 

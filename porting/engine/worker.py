@@ -12,7 +12,7 @@ class WorkerSpec:
     runtime: dict                     # Translator.from_pretrained's dtype, kernels, quantize
     batch_size: int
     truncate: bool = False
-    normalize_punctuation: bool = False
+    text: dict = field(default_factory=dict)   # how lines become ids: porting.tokenizer.open_tokenizer's keywords
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,7 @@ class Worker:
         if threads is not None:
             torch.set_num_threads(threads)
         self.spec = spec
-        self.translator = Translator.from_pretrained(*spec.model_dirs, **spec.runtime,
-                                                     normalize_punctuation=spec.normalize_punctuation)
+        self.translator = Translator.from_pretrained(*spec.model_dirs, **spec.runtime, **spec.text)
         self.encoder_outputs: dict[tuple[str, ...], dict] = {}     # by the lines themselves: never another's
 
     def run(self, task: Task, progress=None) -> list:
