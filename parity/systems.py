@@ -51,11 +51,12 @@ def parse(spec: str) -> tuple[str, Path]:
     return kind, Path(where)
 
 
-def open_system(spec: str, kernels: str = "fast"):
-    """The system a ``--port`` names, opened (its files read and checked)."""
+def open_system(spec: str, kernels: str = "fast", langs: tuple[str, str] | None = None):
+    """The system a ``--port`` names, opened (its files read and checked). langs: the direction
+    (a multilingual model's is required; a bilingual model's is its own)."""
     kind, where = parse(spec)
     if kind == "native":
-        return NativeSystem(where, kernels)
+        return NativeSystem(where, kernels, langs)
     from parity import peers
 
     return peers.TransformersSystem(where) if kind == "transformers" else peers.CTranslate2System(where)
@@ -72,19 +73,21 @@ class NativeSystem:
     kind = "native"
     search_rules = None          # fairseq's own: a search difference that is no tie is unexplained
 
-    def __init__(self, model_dir: Path, kernels: str = "fast"):
+    def __init__(self, model_dir: Path, kernels: str = "fast", langs: tuple[str, str] | None = None):
         from porting.format import ConfigError
         from porting.generation.ensemble import Ensemble
         from porting.model.load import load_ensemble
-        from porting.tokenizer import Tokenizer
+        from porting.tokenizer import open_tokenizer
 
         try:
             self.config, self.members = load_ensemble(model_dir)
+            self.tokenizer = open_tokenizer(model_dir, source_lang=langs and langs[0], target_lang=langs and langs[1])
         except ConfigError as e:
             raise UnusableSystem(f"native: {e}") from None
         self.label, self.dir = f"native:{model_dir}", Path(model_dir)
         self.ensemble = Ensemble(self.members, kernels)
-        self.tokenizer = Tokenizer(model_dir)
+        # the decoder's start token and the forced first tokens (a multilingual model's language token)
+        self.start = (self.tokenizer.bos, self.tokenizer.prefix)
         self.max_positions = self.members[0].arch.max_target_positions
 
     def boundary_table(self) -> list:
@@ -128,11 +131,12 @@ class NativeSystem:
 
         # fairseq's own rules, as recorded: its inert n-gram blocking and its cap from the batch's width
         opts = GenerationOptions(**options, ngram_blocking="fairseq", max_len_from="batch-width")
-        return [[Hyp(h.tokens, h.score) for h in hyps] for hyps in generate(self.ensemble, left_pad(batch), opts)]
+        return [[Hyp(h.tokens, h.score) for h in hyps]
+                for hyps in generate(self.ensemble, left_pad(batch), opts, None, self.start)]
 
     def log_probs(self, src: list[int], tokens: list[int]) -> list[float]:
         """The ensemble's log-probs (fairseq's: the log of the members' mean probability)."""
-        prev = torch.tensor([[2] + tokens[:-1]])
+        prev = torch.tensor([[self.start[0]] + tokens[:-1]])
         with torch.no_grad():
             per_member = torch.stack([m.log_probs(m(torch.tensor([src]), prev))[0] for m in self.members])
         lp = torch.logsumexp(per_member, 0) - math.log(len(self.members))   # [T, V]

@@ -27,9 +27,10 @@ def add_arguments(p) -> None:
     p.add_argument("--port", required=True,
                    help="the system under test: native:OUT (our port; a bare OUT means the same), transformers:DIR "
                         "(an FSMT model directory) or ctranslate2:DIR (a CTranslate2 model directory)")
-    p.add_argument("--source-lang", help="with a ctranslate2: port, its languages: fairseq:… runs in them, and "
-                                         "its output is detokenized in the target's (a converted or transformers "
-                                         "directory names its own; a recorded run's manifest too)")
+    p.add_argument("--source-lang", help="the direction: required with a multilingual native: port and with a "
+                                         "ctranslate2: port (fairseq:… runs in it, and the output is detokenized "
+                                         "in the target's); a bilingual converted or transformers directory names "
+                                         "its own, and a recorded run's manifest names its direction")
     p.add_argument("--target-lang", help="see --source-lang")
     p.add_argument("--input", type=Path, help="source lines (live fairseq only)")
     p.add_argument("--reference", type=Path, help="reference lines (live fairseq only; without them tensors are "
@@ -135,13 +136,16 @@ def _check_settings(settings: list[str] | None, run_dir: Path) -> None:
         raise UsageError(f"--settings: unknown {', '.join(unknown)}; this run has {', '.join(available)}")
 
 
-def _recorded_target_lang(run_dir: Path) -> str | None:
+def _recorded_languages(args) -> tuple[str, str] | None:
+    """The direction a recorded run's manifest names (None: not a recorded run, or none named)."""
     import json
 
-    manifest = run_dir.parent / "manifest.json"
-    if not manifest.is_file():
+    kind, _, where = args.original.partition(":")
+    manifest = Path(where).parent / "manifest.json"
+    if kind != "recorded" or not manifest.is_file():
         return None
-    return json.loads(manifest.read_text(encoding="utf-8")).get("runs", {}).get(run_dir.name, {}).get("target_lang")
+    run = json.loads(manifest.read_text(encoding="utf-8")).get("runs", {}).get(Path(where).name, {})
+    return (run["source_lang"], run["target_lang"]) if run.get("source_lang") and run.get("target_lang") else None
 
 
 def summary(report: dict) -> list[str]:
@@ -177,14 +181,17 @@ def run(args) -> int:
 
     settings = args.settings.split(",") if args.settings else None
     try:
-        system = open_system(args.port, args.kernels)           # before fairseq is run for nothing
+        given = [lang for lang in (args.source_lang, args.target_lang) if lang]
+        if len(given) == 1:
+            raise UsageError("--source-lang and --target-lang go together")
+        recorded = _recorded_languages(args)
+        # before fairseq is run for nothing
+        system = open_system(args.port, args.kernels, tuple(given) or recorded)
         if system.kind != "native" and (args.mode == "shadow" or args.kernels != "fast"):
             raise UsageError(f"--mode shadow and --kernels apply to the native port, not to {system.kind}")
-        given = [lang for lang in (args.source_lang, args.target_lang) if lang]
-        if given and (system.kind != "ctranslate2" or len(given) == 1):
-            raise UsageError("--source-lang and --target-lang go together, and only with a ctranslate2: port "
-                             "(a converted or transformers directory names its own languages)")
-        langs = languages(args, system)
+        if given and system.kind == "transformers":
+            raise UsageError("--source-lang and --target-lang: a transformers directory names its own languages")
+        langs = languages(args, system) or recorded
         run_dir = original_run(args, settings, langs)
         _check_settings(settings, run_dir)
     except UnusableSystem as e:
@@ -193,7 +200,7 @@ def run(args) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    system.target_lang = (langs or (None, _recorded_target_lang(run_dir)))[1]
+    system.target_lang = langs[1] if langs else None
     with progress_bar(harness.generation_work(run_dir, settings), "decoding") as bar:
         result = harness.compare(system, run_dir, settings, args.atol, args.rtol, args.mode, bar.update)
     result = {"original": args.original, "port": str(args.port), **result}
