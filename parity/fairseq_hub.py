@@ -114,7 +114,9 @@ def model_input(hub, tokens):
     inference dataset puts a multilingual model's language token in (prepended, or in place of </s>)."""
     if _multilingual_task(hub) is None:
         return tokens
-    return hub.task.build_dataset_for_inference([tokens], [len(tokens)])[0]["source"]
+    # the collater, not the item: TransformEosLangPairDataset (lang_tok_replacing_bos_eos) swaps </s> there
+    dataset = hub.task.build_dataset_for_inference([tokens], [len(tokens)])
+    return dataset.collater([dataset[0]])["net_input"]["src_tokens"][0]
 
 
 def teacher_forced_target(hub, reference: str, target_lang: str):

@@ -92,3 +92,90 @@ def build(name: str) -> Path:
     tmp.rename(out)
     shutil.rmtree(save, ignore_errors=True)
     return out
+
+
+# ---------------------------------------------------------------- the multilingual family
+
+# Tiny translation_multi_simple_epoch models on the shipped multilingual validation sets, one per
+# way fairseq's task can place its language tokens. name -> (fairseq-train options, language codes
+# for en/fr/es, the dictionary's file name in the release directory).
+MULTILINGUAL_COMMON = [
+    "--task", "translation_multi_simple_epoch", "--lang-pairs", "{en}-{fr},{fr}-{en},{en}-{es}",
+    "--langs", "{en},{es},{fr}", "--sampling-method", "temperature", "--sampling-temperature", "1.5",
+    "--arch", "transformer", "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
+    "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+    "--encoder-attention-heads", "4", "--decoder-attention-heads", "4", "--encoder-layers", "2", "--decoder-layers", "2",
+    "--encoder-normalize-before", "--decoder-normalize-before", "--share-all-embeddings",
+    "--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "fixed", "--max-update", "30",
+    "--max-tokens", "1024", "--criterion", "cross_entropy", "--dropout", "0.1", "--seed", "3",
+    "--cpu", "--num-workers", "0", "--no-progress-bar", "--no-epoch-checkpoints", "--disable-validation",
+]
+M2M_CODES = {"en": "en", "fr": "fr", "es": "es"}
+NLLB_CODES = {"en": "eng_Latn", "fr": "fra_Latn", "es": "spa_Latn"}
+MULTILINGUAL_VARIANTS = {
+    # M2M-100's placement: __src__ first in the source, __tgt__ forced first in the output
+    "m2m": (["--encoder-langtok", "src", "--decoder-langtok"], M2M_CODES, "model_dict.txt"),
+    # NLLB-200's codes, the same placement
+    "nllb": (["--encoder-langtok", "src", "--decoder-langtok"], NLLB_CODES, "dictionary.txt"),
+    # mBART-style tokens ([xx], <mask> appended), the target's token replacing </s> on both sides
+    "mbart-replacing": (["--encoder-langtok", "tgt", "--decoder-langtok", "--lang-tok-style", "mbart",
+                         "--lang-tok-replacing-bos-eos"], M2M_CODES, "dict.txt"),
+    # only the target's token, at the source's start; the decoder starts from </s> as a bilingual one
+    "encoder-tgt-only": (["--encoder-langtok", "tgt"], M2M_CODES, "data_dict.txt"),
+}
+
+
+def _multilingual_data(work: Path, codes: dict[str, str]) -> Path:
+    """The shipped multilingual validation sets, SentencePiece-encoded with the shipped model and
+    binarized with its data dictionary, language codes renamed to `codes`."""
+    tag = "-".join(codes.values())
+    dest = work / f"data-multi-{tag}"
+    if (dest / "done").exists():
+        return dest
+    import sentencepiece
+
+    model = shipped.catalog()["m2m-enfres"]
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(model.path / "spm.8k.model"))
+    data_dict = model.path / "data_dict.8k.txt"
+    text = work / f"text-multi-{tag}"
+    text.mkdir(parents=True, exist_ok=True)
+    tmp = work / f".data-multi-{tag}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for other in ("fr", "es"):
+        src, tgt = codes["en"], codes[other]
+        for lang, code in (("en", src), (other, tgt)):
+            lines = read_lines(shipped.DATA / f"valid.en-{other}.{lang}")
+            (text / f"train.{src}-{tgt}.{code}").write_text(
+                "".join(" ".join(sp.encode(line, out_type=str)) + "\n" for line in lines), encoding="utf-8")
+        subprocess.run([BIN / "fairseq-preprocess", "--source-lang", src, "--target-lang", tgt,
+                        "--trainpref", text / f"train.{src}-{tgt}", "--destdir", tmp,
+                        "--srcdict", data_dict, "--tgtdict", data_dict, "--workers", "1"],
+                       check=True, env=_env(), capture_output=True)
+    (tmp / "done").write_text("")
+    tmp.rename(dest)
+    return dest
+
+
+def build_multilingual(name: str) -> Path:
+    """A release directory in M2M-100's layout: model.pt, the SentencePiece model, the data
+    dictionary under this variant's file name (the task adds the language tokens, as fairseq does)."""
+    extra, codes, dict_name = MULTILINGUAL_VARIANTS[name]
+    args = [a.format(**codes) for a in MULTILINGUAL_COMMON] + extra
+    key = hashlib.sha256(json.dumps(args).encode()).hexdigest()[:12]
+    out = CACHE / f"multi-{name}-{key}"
+    if (out / "model.pt").exists():
+        return out
+    data = _multilingual_data(CACHE, codes)
+    save = CACHE / f".train-multi-{name}-{key}"
+    shutil.rmtree(save, ignore_errors=True)
+    subprocess.run([BIN / "fairseq-train", data, "--save-dir", save, *args], check=True, env=_env(), capture_output=True)
+    model = shipped.catalog()["m2m-enfres"]
+    tmp = CACHE / f".multi-{name}-{key}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copy(save / "checkpoint_last.pt", tmp / "model.pt")
+    shutil.copy(model.path / "spm.8k.model", tmp / "spm.8k.model")
+    shutil.copy(model.path / "data_dict.8k.txt", tmp / dict_name)
+    tmp.rename(out)
+    shutil.rmtree(save, ignore_errors=True)
+    return out

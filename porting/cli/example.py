@@ -9,7 +9,10 @@ from porting.cli.common import positive_int, progress_bar
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", default="ende-sep", help="a shipped example model")
+    p.add_argument("--model", default="ende-sep", help="a shipped example model (ende-sep, ende-joined, or the "
+                                                       "multilingual m2m-enfres)")
+    p.add_argument("--source-lang", help="a multilingual model's direction (default: its first trained one)")
+    p.add_argument("--target-lang", help="see --source-lang")
     p.add_argument("--lines", type=positive_int, default=5, help="how many test lines")
     p.add_argument("--beam", type=positive_int, default=5, help="beam size, for the port and for fairseq")
     p.add_argument("--out", type=Path, default=Path("porting-example"),
@@ -28,7 +31,12 @@ def run(args) -> int:
         print(f"error: unknown model {args.model!r}; shipped: {', '.join(models)}", file=sys.stderr)
         return 2
     m = models[args.model]
-    source, reference = shipped.test_set(m.source_lang, m.target_lang)
+    src, tgt = args.source_lang or m.source_lang, args.target_lang or m.target_lang
+    if f"{src}-{tgt}" not in (m.directions or (f"{m.source_lang}-{m.target_lang}",)):
+        print(f"error: {args.model} ships test data for {', '.join(m.directions or [m.source_lang + '-' + m.target_lang])}"
+              f", not {src}-{tgt}", file=sys.stderr)
+        return 2
+    source, reference = shipped.test_set(src, tgt)
     source, reference = source[:args.lines], reference[:args.lines]
 
     out = args.out / m.name
@@ -40,15 +48,15 @@ def run(args) -> int:
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"2. translate {len(source)} test lines with the native port (beam {args.beam})", flush=True)
+    print(f"2. translate {len(source)} {src}-{tgt} test lines with the native port (beam {args.beam})", flush=True)
     with progress_bar(len(source), "port") as bar:
-        ours = Translator.from_pretrained(out).translate(source, beam=args.beam, progress=bar.update)
+        ours = Translator.from_pretrained(out, source_lang=src, target_lang=tgt).translate(
+            source, beam=args.beam, progress=bar.update)
     theirs = None
     if fairseq_available():
         print("3. the same lines with fairseq, the original (loading it takes a few seconds)", flush=True)
         try:
-            theirs = translate_lines(load_hub(m.path, m.default_checkpoint, m.source_lang, m.target_lang),
-                                     source, beam=args.beam)
+            theirs = translate_lines(load_hub(m.path, m.default_checkpoint, src, tgt), source, beam=args.beam)
         except FairseqMissing as e:
             print(f"   (skipped: {e})")
     print()
