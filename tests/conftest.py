@@ -29,6 +29,7 @@ def converted(tmp_path_factory):
         "ende-sep": (cat["ende-sep"], ["model2.pt"]),
         "ende-sep-ensemble": (cat["ende-sep"], ["model1.pt", "model2.pt"]),
         "ende-joined": (cat["ende-joined"], ["model.pt"]),
+        "m2m-enfres": (cat["m2m-enfres"], ["model.pt"]),
     }
     out = {}
     for name, (m, ckpts) in jobs.items():
@@ -37,4 +38,6 @@ def converted(tmp_path_factory):
             args += ["--checkpoint", str(m.path / c)]
         assert main(args) == 0
         out[name] = root / name
+    # the multilingual model's recorded runs, one per direction, all run the one conversion
+    out.update({f"m2m-{d}": out["m2m-enfres"] for d in cat["m2m-enfres"].directions})
     return out

@@ -128,10 +128,13 @@ def test_bad_systems_are_one_clear_error(converted, tmp_path, capsys):
                  "--report", str(tmp_path / "r")]) == 2
     assert "apply to the native port" in capsys.readouterr().err
     assert main(["convert", "ctranslate2", "--model", str(converted["ende-sep"]), "--out", str(tmp_path / "ok")]) == 0
-    for langs in (["--source-lang", "en", "--target-lang", "de"], ["--target-lang", "de"]):
-        port = f"native:{converted['ende-sep']}" if len(langs) == 4 else f"ctranslate2:{tmp_path / 'ok'}"
+    for port, langs, expected in (
+            (f"native:{converted['ende-sep']}", ["--source-lang", "fr", "--target-lang", "de"], "translates en to de only"),
+            (f"ctranslate2:{tmp_path / 'ok'}", ["--target-lang", "de"], "go together"),
+            (f"transformers:{converted['ende-sep']}", ["--source-lang", "en", "--target-lang", "de"],
+             "names its own languages")):
         assert main(["parity", "--original", run, "--port", port, *langs, "--report", str(tmp_path / "r")]) == 2
-        assert "go together, and only with a ctranslate2: port" in capsys.readouterr().err
+        assert expected in capsys.readouterr().err, port
     assert not (tmp_path / "r").exists()
 
 

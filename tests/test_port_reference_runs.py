@@ -16,7 +16,7 @@ from porting.generation.beam import generate, left_pad
 from porting.generation.ensemble import KERNELS, Ensemble
 from porting.generation.options import GenerationOptions
 from porting.model.load import load_ensemble
-from porting.tokenizer import Tokenizer
+from porting.tokenizer import open_tokenizer
 from tests.helpers import same_up_to_ties
 
 RUNS = shipped.RUNS
@@ -38,14 +38,27 @@ def ensembles(converted, request):
 
 
 @pytest.mark.parametrize("run,setting", [(r, s) for r, spec in MANIFEST["runs"].items() for s in spec["settings"]])
-def test_generation_matches_fairseq(ensembles, run, setting):
+def test_generation_matches_fairseq(converted, ensembles, run, setting):
     rec = load(run, f"generation/{setting}.json")
-    mismatches, worst = replay(ensembles[run], rec, load(run, "inputs.json")["ids"], rec["batches"])
+    mismatches, worst = replay(ensembles[run], rec, load(run, "inputs.json")["ids"], rec["batches"],
+                               start(converted, run))
     assert mismatches == [], f"{len(mismatches)} differ, first at line {mismatches[:5]}"
     assert worst < SCORE_TOL
 
 
-def replay(ensemble, rec, ids, batches) -> tuple[list[int], float]:
+def tokenizer(converted, run):
+    """The run's tokenizer: the recorded direction of a multilingual model."""
+    spec = MANIFEST["runs"][run]
+    return open_tokenizer(converted[run], source_lang=spec["source_lang"], target_lang=spec["target_lang"])
+
+
+def start(converted, run) -> tuple[int, tuple[int, ...]]:
+    """The decoder's start token and the forced first tokens in the run's direction."""
+    tok = tokenizer(converted, run)
+    return tok.bos, tok.prefix
+
+
+def replay(ensemble, rec, ids, batches, start) -> tuple[list[int], float]:
     """Lines whose hypotheses differ from the recorded ones, and the largest score difference."""
     # fairseq-fixed's n-gram blocker is inert and its length cap follows the batch's width
     # (NOTES.md); reproduce both bug for bug to compare
@@ -53,7 +66,7 @@ def replay(ensemble, rec, ids, batches) -> tuple[list[int], float]:
     mismatches, worst = [], 0.0
     exact = ensemble.kernels == "exact"
     for batch in batches:
-        ours = generate(ensemble, left_pad([ids[i] for i in batch]), opts)
+        ours = generate(ensemble, left_pad([ids[i] for i in batch]), opts, None, start)
         for i, hyps in zip(batch, ours):
             theirs = rec["hypotheses"][i]
             if exact or not same_up_to_ties(hyps, theirs, SCORE_TOL):
@@ -87,7 +100,8 @@ def test_few_rows_match_fairseq_one_sentence_at_a_time(converted, run, setting):
     assert all(d.layers_c is not None for d in ensemble.decoders)
     assert ensemble.fuses_candidates() or len(ensemble.models) > 1       # porting/kernels/skinny_candidates.c
     rec = load(run, f"generation/{setting}.json")
-    mismatches, worst = replay(ensemble, rec, load(run, "inputs.json")["ids"], [[i] for i in range(ALONE)])
+    mismatches, worst = replay(ensemble, rec, load(run, "inputs.json")["ids"], [[i] for i in range(ALONE)],
+                               start(converted, run))
     assert mismatches == [], f"{len(mismatches)} of {ALONE} differ, first at line {mismatches[:5]}"
     assert worst < SCORE_TOL
 
@@ -111,7 +125,7 @@ def test_teacher_forced_layers_match_fairseq(converted, run):
 
 @pytest.mark.parametrize("run", list(MANIFEST["runs"]))
 def test_tokenizer_matches_fairseq(converted, run):
-    tok = Tokenizer(converted[run])
+    tok = tokenizer(converted, run)
     inputs = load(run, "inputs.json")
     for line, moses, bpe, ids in zip(inputs["source"], inputs["moses"], inputs["bpe"], inputs["ids"]):
         assert tok.moses_tokens(line).split() == moses

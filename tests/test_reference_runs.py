@@ -27,6 +27,22 @@ def generation_files():
     return [(r, s) for r, spec in MANIFEST["runs"].items() for s in spec["settings"]]
 
 
+def lines(run: str) -> int:
+    return MANIFEST["runs"][run]["test_set"]["lines"]
+
+
+def multilingual(run: str) -> bool:
+    return shipped.catalog()[MANIFEST["runs"][run]["model"]].multilingual
+
+
+def language_token(run: str, lang: str) -> int:
+    """The shipped multilingual model's token for `lang`: its line in the model dictionary (M2M-100's
+    style, __xx__), after the four specials fairseq puts first."""
+    model = shipped.catalog()[MANIFEST["runs"][run]["model"]]
+    symbols = [line.split()[0] for line in (model.path / "model_dict.8k.txt").read_text(encoding="utf-8").splitlines()]
+    return symbols.index(f"__{lang}__") + 4
+
+
 def test_manifest_covers_every_run_and_file():
     assert set(MANIFEST["runs"]) == {r.name for r in RUNS}
     on_disk = {str(p.relative_to(RUN_DIR)) for p in RUN_DIR.rglob("*") if p.is_file()} - {"manifest.json"}
@@ -43,24 +59,33 @@ def test_manifest_matches_shipped_models_and_data():
         model_dir = cat[spec["model"]].path
         for name, digest in spec["model_files"].items():
             assert hashlib.sha256((model_dir / name).read_bytes()).hexdigest() == digest, (run, name)
-    for name, digest in MANIFEST["test_set"]["sha256"].items():
-        assert hashlib.sha256((shipped.DATA / name).read_bytes()).hexdigest() == digest
+        for name, digest in spec["test_set"]["sha256"].items():
+            assert hashlib.sha256((shipped.DATA / name).read_bytes()).hexdigest() == digest
 
 
 def test_specials_are_fairseqs_fixed_ids():
     # Dictionary ids are not line numbers: <s>=0 <pad>=1 </s>=2 <unk>=3 come before the file's entries.
     for m in shipped.catalog().values():
-        first = (m.path / f"dict.{m.target_lang}.txt").read_text(encoding="utf-8").split("\n", 1)[0]
+        name = "model_dict.8k.txt" if m.multilingual else f"dict.{m.target_lang}.txt"
+        first = (m.path / name).read_text(encoding="utf-8").split("\n", 1)[0]
         assert first.split()[0] not in {"<s>", "<pad>", "</s>", "<unk>"}
 
 
 @pytest.mark.parametrize("run", list(MANIFEST["runs"]))
 def test_inputs_are_consistent(run):
     inputs = load(run, "inputs.json")
-    n = MANIFEST["test_set"]["lines"]
+    n = lines(run)
     assert all(len(inputs[k]) == n for k in ("source", "reference", "moses", "bpe", "ids"))
-    for moses, bpe, ids in zip(inputs["moses"], inputs["bpe"], inputs["ids"]):
-        assert " ".join(bpe).replace("@@ ", "").split() == moses  # BPE only splits Moses tokens
+    for line, moses, bpe, ids in zip(inputs["source"], inputs["moses"], inputs["bpe"], inputs["ids"]):
+        if multilingual(run):
+            # no pre-tokenizer; SentencePiece's pieces spell the line (spaces as ▁); the source's
+            # language token first (--encoder-langtok src), </s> last
+            assert moses == line.split()
+            assert "".join(bpe).replace("\u2581", " ").split() == line.split()
+            assert ids[0] == language_token(run, MANIFEST["runs"][run]["source_lang"])
+            ids = ids[1:]
+        else:
+            assert " ".join(bpe).replace("@@ ", "").split() == moses  # BPE only splits Moses tokens
         assert len(ids) == len(bpe) + 1 and ids[-1] == EOS        # the source gets </s> appended
         assert EOS not in ids[:-1]
 
@@ -71,7 +96,8 @@ def test_generation_is_complete_and_consistent(run, setting):
     options = rec["options"]
     assert options == SETTINGS[setting]
     n_src = load(run, "inputs.json")["ids"]
-    assert len(rec["hypotheses"]) == MANIFEST["test_set"]["lines"]
+    assert len(rec["hypotheses"]) == lines(run)
+    forced = [language_token(run, MANIFEST["runs"][run]["target_lang"])] if multilingual(run) else []
     beam, lenpen = options.get("beam", 5), options.get("lenpen", 1.0)
     for src_ids, hyps in zip(n_src, rec["hypotheses"]):
         # fairseq's generator returns every finalised hypothesis; nbest only limits what
@@ -83,6 +109,8 @@ def test_generation_is_complete_and_consistent(run, setting):
             toks, pos = h["tokens"], h["positional_scores"]
             assert len(pos) == len(toks) and toks[-1] == EOS and EOS not in toks[:-1]
             assert all(p <= 0 for p in pos)
+            # the target's language token is forced first, part of the hypothesis and its score
+            assert toks[:len(forced)] == forced
             # fairseq's score is the cumulative log-prob (incl. </s>) over length ** lenpen; the
             # cumulative sum is float32 in fairseq, hence the relative tolerance.
             assert h["score"] == pytest.approx(sum(pos) / len(toks) ** lenpen, rel=1e-5, abs=1e-5)
@@ -105,8 +133,9 @@ def test_settings_change_outputs():
             top = [h[0]["tokens"] for h in load(run, f"generation/{setting}.json")["hypotheses"]]
             changed = sum(a != b for a, b in zip(base, top))
             assert changed > 0, f"{run}/{setting} changes nothing against beam 5"
-    unk = load("ende-sep", "generation/unkpen.json")["hypotheses"]
-    assert any(UNK in h[0]["tokens"] for h in unk)
+    for run in ("ende-sep", "m2m-en-fr"):
+        unk = load(run, "generation/unkpen.json")["hypotheses"]
+        assert any(UNK in h[0]["tokens"] for h in unk), run
 
 
 @pytest.mark.parametrize("run", [r for r, s in MANIFEST["runs"].items() if s["teacher_forced"]])
@@ -125,6 +154,8 @@ def test_teacher_forced_tensors(run):
         assert t["src_tokens"].tolist() == inputs["ids"][i]
         S, T = len(t["src_tokens"]), len(t["target"])
         assert t["prev_output_tokens"][0] == EOS and t["target"][-1] == EOS
+        forced = [language_token(run, MANIFEST["runs"][run]["target_lang"])] if multilingual(run) else []
+        assert t["target"][:len(forced)].tolist() == forced
         assert torch.equal(t["prev_output_tokens"][1:], t["target"][:-1])
         C = t["encoder.embed"].shape[1]
         for name in order[3:-2]:
@@ -133,11 +164,12 @@ def test_teacher_forced_tensors(run):
         assert lprobs.shape == t["decoder.logits"].shape and lprobs.shape[0] == T
         assert torch.allclose(torch.logsumexp(lprobs.double(), -1), torch.zeros(T, dtype=torch.float64), atol=1e-5)
         # The first decoding step sees only </s>, so greedy's first token is the argmax of the
-        # teacher-forced step 0 (</s> excluded: min_len=1 masks it), with the same log-prob.
+        # teacher-forced step 0 (</s> excluded: min_len=1 masks it), or the forced language token,
+        # with the same log-prob.
         step0 = lprobs[0].clone()
         step0[EOS] = -math.inf
         first = greedy[i][0]["tokens"][0]
-        assert first == int(step0.argmax())
+        assert first == (forced[0] if forced else int(step0.argmax()))
         assert greedy[i][0]["positional_scores"][0] == pytest.approx(float(lprobs[0, first]), abs=1e-5)
 
 
@@ -154,11 +186,13 @@ def hubs():
 @requires_fairseq
 @pytest.mark.parametrize("run", list(MANIFEST["runs"]))
 def test_fairseq_reproduces_inputs(hubs, run):
+    from parity.fairseq_hub import model_input
+
     hub, inputs = hubs[run], load(run, "inputs.json")
     for i, line in enumerate(inputs["source"]):
         moses = hub.tokenize(line)
         bpe = hub.apply_bpe(moses)
-        assert (moses.split(), bpe.split(), hub.binarize(bpe).tolist()) == \
+        assert (moses.split(), bpe.split(), model_input(hub, hub.binarize(bpe)).tolist()) == \
             (inputs["moses"][i], inputs["bpe"][i], inputs["ids"][i]), line
 
 
@@ -205,6 +239,6 @@ def test_fairseqs_ngram_blocker_is_inert_on_cpu():
 def test_batches_cover_every_line_once(run, setting):
     rec = load(run, f"generation/{setting}.json")
     flat = sorted(i for b in rec["batches"] for i in b)
-    assert flat == list(range(MANIFEST["test_set"]["lines"]))
+    assert flat == list(range(lines(run)))
     for b in rec["batches"]:
         assert len({i // CHUNK_SIZE for i in b}) == 1  # a batch never crosses a chunk

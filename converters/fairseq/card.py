@@ -126,6 +126,9 @@ def m2m100_tokenizer_config(tokens: LanguageTokens, arch: Architecture, vocab_si
         pass
     return {"tokenizer_class": "M2M100Tokenizer", "src_lang": src, "tgt_lang": tgt,
             "language_codes": codes or "m2m100", "num_madeup_words": 0,
+            # transformers 5's M2M100Tokenizer registers its language tokens as special only when they
+            # are listed here; otherwise decode(skip_special_tokens=True) leaves "__fr__" in the text
+            "extra_special_tokens": [tokens.token(lang) for lang in tokens.langs],
             "model_max_length": arch.max_source_positions,
             "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 

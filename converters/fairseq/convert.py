@@ -317,6 +317,7 @@ def _gather_multilingual(job: Job) -> None:
     spm = multilingual.find_sentencepiece(job.data_dir, job.sentencepiece)
     if isinstance(spm, str):
         job.problems.append(spm)
+        job.sentencepiece = None
         return
     job.sentencepiece = spm
     job.data_files.append(spm)
@@ -406,15 +407,17 @@ def _map_members(job: Job) -> None:
     if arch.share_all_embeddings and job.dicts["src"].symbols != job.dicts["tgt"].symbols:
         job.problems.append("share_all_embeddings needs one joined dictionary, but the two dict files differ")
     for m in job.members:
-        rows_ok = True
+        found = []
         for key, (side, lang) in zip(("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"), job.sides):
             if key in m.tensors and m.tensors[key].shape[0] != sizes[side]:
-                rows_ok = False
                 what = ("4 specials + entries + the task's language tokens" if job.task is not None
                         else "4 specials + entries")
-                job.problems.append(f"{m.path}: {key} has {m.tensors[key].shape[0]} rows but {job.dict_name(side)} gives "
-                                    f"{sizes[side]} symbols ({what}): wrong dictionary for this checkpoint?")
-        if rows_ok:
+                found.append(f"{m.path}: {key} has {m.tensors[key].shape[0]} rows but {job.dict_name(side)} gives "
+                             f"{sizes[side]} symbols ({what}): wrong dictionary for this checkpoint?")
+        if job.task is not None:
+            found = found[:1]          # one dictionary serves both sides: one mismatch to report
+        job.problems += found
+        if not found:
             m.tensors, dropped, m.tied = map_state(m.tensors, arch, sizes["src"], sizes["tgt"], job.problems, str(m.path))
             m.dropped.update(dropped)
 
