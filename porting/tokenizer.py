@@ -19,8 +19,7 @@ from pathlib import Path
 from sacremoses import MosesDetokenizer, MosesPunctNormalizer, MosesTokenizer
 
 from porting.files import read_lines
-from porting.format import (EOS, SENTENCEPIECE_FILE, SHARED_VOCAB_FILE, SPECIALS, UNK, ConfigError, language_tokens,
-                            read_config)
+from porting.format import EOS, SENTENCEPIECE_FILE, SHARED_VOCAB_FILE, SPECIALS, UNK, ConfigError, language_tokens, read_config
 
 _SPACE = re.compile(r"\s+")
 

@@ -42,7 +42,7 @@ def test_conversion_records_the_task_and_m2m100s_files(out):
     assert (out / "sentencepiece.bpe.model").read_bytes() == (MODEL.path / "spm.8k.model").read_bytes()
     assert not (out / "vocab-src.json").exists() and not (out / "merges.txt").exists()
     card = (out / "README.md").read_text(encoding="utf-8")
-    assert f"forced_bos_token_id=tok.get_lang_id(\"fr\")" in card and str(tokens.ids["fr"]) in card
+    assert "forced_bos_token_id=tok.get_lang_id(\"fr\")" in card and str(tokens.ids["fr"]) in card
     stored = load_file(str(out / "model.safetensors"))
     assert not any("embed_positions" in k for k in stored)      # M2M100 builds its sinusoidal table itself
 

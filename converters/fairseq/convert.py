@@ -22,11 +22,16 @@ from pathlib import Path
 
 import torch
 
-from converters.fairseq import bpe_check
+from converters.fairseq import bpe_check, multilingual
 from converters.fairseq import card as model_card
-from converters.fairseq import multilingual
-from converters.fairseq.arch import (Architecture, UnsupportedArchitecture, model_args, read_architecture, task_config,
-                                     task_languages)
+from converters.fairseq.arch import (
+    Architecture,
+    UnsupportedArchitecture,
+    model_args,
+    read_architecture,
+    task_config,
+    task_languages,
+)
 from converters.fairseq.dictionary import Dictionary, DictionaryError, read_dictionary, to_fsmt_vocab
 from converters.fairseq.upgrade import upgrade
 from converters.io import safetensors_io
@@ -465,6 +470,10 @@ def _portable(path: Path, data_dir: Path) -> str:
         return path.name
 
 
+def _config_class(job: Job) -> str:
+    return "M2M100Config" if job.task is not None else "FSMTConfig"
+
+
 def _provenance(job: Job) -> dict:
     from converters import __version__ as converter_version
 
@@ -473,7 +482,7 @@ def _provenance(job: Job) -> dict:
         "converter": {"name": CONVERTER, "version": converter_version, "format_version": FORMAT_VERSION},
         "converted_from": job.origin,
         "torch": torch.__version__,
-        "config_written_by": (f"transformers {v} ({'M2M100Config' if job.task else 'FSMTConfig'}, GenerationConfig)" if (v := model_card.transformers_version())
+        "config_written_by": (f"transformers {v} ({_config_class(job)}, GenerationConfig)" if (v := model_card.transformers_version())
                               else "the converter (transformers not installed: the same layout, no transformers_version)"),
         "sources": {**{_portable(m.path, job.data_dir): m.sha256 for m in job.members},
                     **{_portable(f, job.data_dir): sha256_file(f) for f in job.data_files}},
@@ -518,7 +527,8 @@ def _tokenizer_texts(job: Job) -> dict[str, str]:
     first = job.members[0]
     if job.task is not None:
         return {"vocab.json": _json_text(job.vocabs["shared"]),
-                "tokenizer_config.json": _json_text(model_card.m2m100_tokenizer_config(job.lang_tokens, first.arch, len(job.vocabs["shared"])))}
+                "tokenizer_config.json": _json_text(
+                    model_card.m2m100_tokenizer_config(job.lang_tokens, first.arch, len(job.vocabs["shared"])))}
     return {"vocab-src.json": _json_text(job.vocabs["src"]), "vocab-tgt.json": _json_text(job.vocabs["tgt"]),
             "tokenizer_config.json": _json_text(model_card.tokenizer_config(job.source_lang, job.target_lang, first.arch)),
             "merges.txt": "".join(f"{a} {b}\n" for a, b in job.merges)}

@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 from porting.cli.common import (
+    add_direction_flags,
     add_engine_flags,
     add_generation_flags,
+    direction_problem,
     engine_problems,
     generation_options,
     non_negative_int,
@@ -42,6 +44,7 @@ def add_arguments(p) -> None:
     p.add_argument("--confidence-n", "-cin", type=positive_int, default=1000, help="bootstrap resamples for --confidence")
     p.add_argument("--json", action="store_true", help="print sacreBLEU's JSON (a list when several metrics)")
     add_generation_flags(p, nbest=False)
+    add_direction_flags(p)
     add_engine_flags(p)
     p.add_argument("--out", "--output", dest="output", type=Path,
                    help="also write the translations to this file (with --model; --output: the same)")
@@ -63,7 +66,8 @@ def usage_problems(args) -> list[str]:
     if args.hypotheses is not None:
         ignored = [flag for flag in translation_flags(args) if flag] + \
                   [f"--{flag}" for n, flag in (("input", "input"), ("output", "out"), ("ray_address", "ray-address"),
-                                               ("shards", "shards")) if getattr(args, n) is not None] + \
+                                               ("shards", "shards"), ("source_lang", "source-lang"),
+                                               ("target_lang", "target-lang")) if getattr(args, n) is not None] + \
                   [flag for flag, given in (("--engine ray", args.engine == "ray"), ("--jobs", args.jobs != 1)) if given]
         if ignored:
             problems.append(f"{', '.join(ignored)}: only apply when translating (--model), not to --hypotheses")
@@ -82,6 +86,9 @@ def run(args) -> int:
     if problems:
         print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
         return 2
+    if args.model and (problem := direction_problem(args, args.model[0])):
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     if args.output is not None and args.output.exists() and not args.force:   # refused before translating
         print(f"error: --out {args.output} exists; pass --force to replace it", file=sys.stderr)
         return 1

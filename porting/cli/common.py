@@ -86,6 +86,20 @@ def text_options(args) -> dict:
             "source_lang": getattr(args, "source_lang", None), "target_lang": getattr(args, "target_lang", None)}
 
 
+def direction_problem(args, model_dir) -> str | None:
+    """Why the model cannot translate in the direction the flags give (a multilingual model without
+    --source-lang/--target-lang, an unknown language, a bilingual model's other languages), or None:
+    asked before any work starts."""
+    from porting.format import ConfigError
+    from porting.tokenizer import open_tokenizer
+
+    try:
+        open_tokenizer(model_dir, **text_options(args))
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
 def load_translator(args, **kwargs):
     """The Translator the generation flags ask for."""
     from porting.translator import Translator

@@ -11,13 +11,16 @@ import sys
 from pathlib import Path
 
 from porting.cli.common import (
+    add_direction_flags,
     add_engine_flags,
     add_generation_flags,
+    direction_problem,
     engine_problems,
     generation_options,
     open_engine,
     progress_bar,
     runtime,
+    text_options,
 )
 
 
@@ -35,6 +38,7 @@ def add_arguments(p) -> None:
                    help="discard the finished settings of an earlier run (needs --force: it deletes them)")
     p.add_argument("--force", action="store_true", help="allow --restart and --write-best to replace what exists")
     add_generation_flags(p, nbest=False)
+    add_direction_flags(p)
     add_engine_flags(p, shards_help="cut the tuning source into this many shards, each a task per setting "
                                     "(default: one per worker)")
 
@@ -63,6 +67,8 @@ def run(args) -> int:
         base = generation_options(args)
     except (ValueError, ConfigError) as e:
         problems.append(str(e))
+    if problem := direction_problem(args, args.model[0]):
+        problems.append(problem)
     if args.restart and not args.force:
         problems.append("--restart deletes the finished settings of an earlier run: add --force")
     if args.write_best and not args.force:
@@ -77,13 +83,14 @@ def run(args) -> int:
     if args.restart and state.exists():
         state.unlink()
     try:
-        with open_engine(args) as engine:
+        with open_engine(args, text=text_options(args)) as engine:
             # one bar in lines (settings x source lines), so that it moves inside a setting too
             with progress_bar(len(settings) * len(source), f"{len(settings)} settings") as bar:
                 records = run_grid(args.model, source, reference, settings, base, state, engine,
                                    args.shards or engine.workers, bar.update, runtime(args))
             if test:              # the best setting and the defaults on the split never tuned on
-                shards = plan_lines(args.model[0], test[0], args.batch_size, args.shards or engine.workers)
+                shards = plan_lines(args.model[0], test[0], args.batch_size, args.shards or engine.workers,
+                                    text=text_options(args))
                 best = max(records, key=lambda r: (r["bleu"], r["chrf"]))
                 tuned = [t.texts[0] for t in run_sharded(engine, test[0], shards, {**base, **best["setting"]},
                                                          reuse_encoder=True)]

@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 from porting.cli.common import (
+    add_direction_flags,
     add_engine_flags,
     add_generation_flags,
+    direction_problem,
     engine_problems,
     generation_options,
     progress_bar,
@@ -28,6 +30,7 @@ def add_arguments(p) -> None:
     p.add_argument("--out", type=Path, default=Path(".build") / "select",
                    help="where conversions are kept (default: %(default)s)")
     add_generation_flags(p, nbest=False)
+    add_direction_flags(p)
     add_engine_flags(p)
 
 
@@ -68,6 +71,9 @@ def run(args) -> int:
                 bar.update(1)
     except (DataError, ConversionError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    if problem := direction_problem(args, dirs[0]):
+        print(f"error: {problem}", file=sys.stderr)
         return 1
     options = generation_options(args, dirs[0])
     rows = []

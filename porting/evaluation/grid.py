@@ -112,7 +112,7 @@ def load_state(path: Path, fp: str) -> dict[str, dict]:
 
 def run_grid(model_dirs: list[Path], source: list[str], reference: list[str], settings: list[dict], base: dict,
              state: Path, engine=None, shards: int = 1, progress=None, runtime: dict | None = None,
-             batch_size: int = 32, jobs: int = 1) -> list[dict]:
+             batch_size: int = 32, jobs: int = 1, text: dict | None = None) -> list[dict]:
     """Score every setting (merged over ``base``) on the engine (porting.engine; None: a local one
     with ``jobs`` processes and this ``batch_size``, opened here), its models run as ``runtime``
     says (Translator.from_pretrained's dtype, kernels, quantize), the source cut into ``shards``;
@@ -122,16 +122,18 @@ def run_grid(model_dirs: list[Path], source: list[str], reference: list[str], se
     if engine is None:
         from porting.engine import open_engine
 
-        with open_engine("local", model_dirs, runtime, batch_size, jobs) as local:
+        with open_engine("local", model_dirs, runtime, batch_size, jobs, text=text) as local:
             return run_grid(model_dirs, source, reference, settings, base, state, local, shards, progress, runtime)
-    fp = fingerprint(model_dirs, source, reference, {**base, "runtime": runtime})
+    text = engine.spec.text            # the direction: part of what the scores belong to
+    fp = fingerprint(model_dirs, source, reference, {**base, "runtime": runtime,
+                                                     **({"text": text} if any(text.values()) else {})})
     done = load_state(state, fp)
     todo = [s for s in settings if setting_key(s) not in done]
     if progress is not None:
         progress((len(settings) - len(todo)) * len(source))
     state.parent.mkdir(parents=True, exist_ok=True)
     _end_torn_line(state)
-    plan = sharding.plan_lines(model_dirs[0], source, engine.spec.batch_size, shards)
+    plan = sharding.plan_lines(model_dirs[0], source, engine.spec.batch_size, shards, text=text)
     work = [task for s in todo for task in sharding.tasks(source, plan, {**base, **s}, tag=setting_key(s),
                                                            reuse_encoder=True)]
     todo_by_key = {setting_key(s): s for s in todo}

@@ -29,8 +29,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import build  # noqa: E402  (sibling script: the bilingual build's helpers)
 import corpus  # noqa: E402
+
+import build  # noqa: E402  (sibling script: the bilingual build's helpers)
 
 ROOT, BIN, DATA_DIR = build.ROOT, build.BIN, build.DATA_DIR
 NAME = "m2m-enfres"
@@ -68,7 +69,7 @@ TRAIN = [
     "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
     "--dropout", "0.1", "--weight-decay", "0.0001", "--max-tokens", "4096",
     "--cpu", "--num-workers", "0", "--no-progress-bar", "--log-interval", "100",
-    "--save-interval", "1", "--no-last-checkpoints", "--seed", "1", "--max-epoch", "8",
+    "--save-interval", "1", "--no-last-checkpoints", "--seed", "1", "--max-epoch", "6",
 ]
 
 
