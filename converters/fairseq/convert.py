@@ -482,7 +482,8 @@ def _provenance(job: Job) -> dict:
         "converter": {"name": CONVERTER, "version": converter_version, "format_version": FORMAT_VERSION},
         "converted_from": job.origin,
         "torch": torch.__version__,
-        "config_written_by": (f"transformers {v} ({_config_class(job)}, GenerationConfig)" if (v := model_card.transformers_version())
+        "config_written_by": (f"transformers {v} ({_config_class(job)}, GenerationConfig)"
+                              if (v := model_card.transformers_version())
                               else "the converter (transformers not installed: the same layout, no transformers_version)"),
         "sources": {**{_portable(m.path, job.data_dir): m.sha256 for m in job.members},
                     **{_portable(f, job.data_dir): sha256_file(f) for f in job.data_files}},
