@@ -1,11 +1,14 @@
-"""Translation speed: fairseq, transformers' FSMT, CTranslate2 and our port, one after the other in
-one run, on the same inputs, beam 5, on the CPU with the same thread count.
+"""Translation speed: fairseq, transformers (FSMT, or M2M100 for the multilingual model), CTranslate2
+and our port, one after the other in one run, on the same inputs, beam 5, on the CPU with the same
+thread count.
 
-    .venv/bin/python benchmarks/speed.py [--models shipped,wmt19-size] [--batch-sizes 1,32]
+    .venv/bin/python benchmarks/speed.py [--models shipped,m2m,wmt19-size] [--batch-sizes 1,32]
         [--systems fairseq,transformers,ctranslate2,ctranslate2-int8,port,port-exact,port-bf16,port-int8]
         [--threads 2] [--rounds 2] [--repeat 2] [--work .build/bench] [--out .build/bench/speed.json]
 
-Models: `shipped` is the shipped ende-sep model (model2.pt); `wmt19-size` is a
+Models: `shipped` is the shipped ende-sep model (model2.pt); `m2m` the shipped multilingual
+m2m-enfres in its en-fr direction (every system given the language tokens as fairseq places them:
+`__en__` first in the source, `__fr__` forced first in the output); `wmt19-size` is a
 transformer_wmt_en_de_big with 31k-entry dictionaries made by fairseq-train here
 (benchmarks/convert_memory.py makes it; its weights are barely trained, so every system decodes to
 the length cap, which is set low to keep a run in minutes).
@@ -51,6 +54,8 @@ def model_setups(work: Path) -> dict:
     return {
         # name: fairseq dir, checkpoint, number of lines per batch size, max_len_b
         "shipped": {"dir": sep, "ckpt": "model2.pt", "lines": {1: 100, 32: 500}, "max_len_b": 200},
+        "m2m": {"dir": shipped.catalog()["m2m-enfres"].path, "ckpt": "model.pt", "lines": {1: 100, 32: 200},
+                "max_len_b": 200, "direction": ("en", "fr")},
         "wmt19-size": {"dir": work / "wmt19-size", "ckpt": "model.pt", "lines": {1: 6, 32: 32}, "max_len_b": 20},
     }
 
@@ -74,8 +79,10 @@ def prepare(name: str, setup: dict, work: Path) -> dict:
         if not (path / "model.bin").exists():
             subprocess.run([bin_ / "porting", "convert", "ctranslate2", "--model", ours, "--out", path,
                             "--quantization", quantization, "--force"], check=True, capture_output=True)
+    src, tgt = setup.get("direction", ("en", "de"))
     return {"converted": str(ours), "ct2": str(ct2["float32"]), "ct2-int8": str(ct2["int8"]),
-            "fairseq_dir": str(setup["dir"]), "ckpt": setup["ckpt"]}
+            "fairseq_dir": str(setup["dir"]), "ckpt": setup["ckpt"], "source_lang": src, "target_lang": tgt,
+            "multilingual": "direction" in setup}
 
 
 def batches_of(ids: list[list[int]], batch_size: int) -> list[list[int]]:
@@ -125,30 +132,35 @@ def take_turns(systems: list[str], job: dict, work: Path, rounds: int, label: st
 def _fairseq(job):
     import torch
 
-    from parity.fairseq_hub import load_hub
+    from parity.fairseq_hub import generate, load_hub, model_input
 
-    hub = load_hub(job["fairseq_dir"], job["ckpt"], "en", "de")
+    hub = load_hub(job["fairseq_dir"], job["ckpt"], job["source_lang"], job["target_lang"])
     hub.cfg.dataset.max_tokens, hub.cfg.dataset.batch_size = None, job["batch_size"]   # our batches, whole
+    # the multilingual task puts the language token in itself: it is given the text's ids
+    text_ids = (lambda ids: ids[1:]) if job["multilingual"] else (lambda ids: ids)
 
     def run(batch):
-        src = [torch.tensor(ids) for ids in batch]
-        out = hub.generate(src, beam=BEAM, max_len_b=job["max_len_b"])
-        return [h[0]["tokens"].tolist() for h in out], [s.tolist() for s in src]
+        src = [torch.tensor(text_ids(ids)) for ids in batch]
+        out = generate(hub, src, beam=BEAM, max_len_b=job["max_len_b"])
+        return [h[0]["tokens"].tolist() for h in out], [model_input(hub, s).tolist() for s in src]
     return run
 
 
 def _transformers(job):
     import torch
-    from transformers import FSMTForConditionalGeneration
+    from transformers import FSMTForConditionalGeneration, M2M100ForConditionalGeneration
 
-    model = FSMTForConditionalGeneration.from_pretrained(job["converted"]).eval()
+    kind = M2M100ForConditionalGeneration if job["multilingual"] else FSMTForConditionalGeneration
+    model = kind.from_pretrained(job["converted"]).eval()
+    # the target language's token, forced first as fairseq forces it (and counted in max_length)
+    forced = {"forced_bos_token_id": job["start"][1][0]} if job["start"][1] else {}
 
     def run(batch):
         width = max(map(len, batch))
         ids = torch.tensor([x + [1] * (width - len(x)) for x in batch])     # right-padded, as FSMT expects
         with torch.inference_mode():
             out = model.generate(ids, attention_mask=ids.ne(1), num_beams=BEAM, early_stopping=True,
-                                 length_penalty=1.0, do_sample=False, max_length=job["max_len_b"] + 2)
+                                 length_penalty=1.0, do_sample=False, max_length=job["max_len_b"] + 2, **forced)
         hyps = []
         for row in out.tolist():
             row = row[1:]                                                     # the decoder start </s>
@@ -160,24 +172,27 @@ def _transformers(job):
 def _ctranslate2(job, int8: bool = False):
     import ctranslate2
 
-    from porting.tokenizer import Tokenizer
+    from converters.ctranslate2.convert import vocabularies
+    from porting.format import read_config
 
     tr = ctranslate2.Translator(job["ct2-int8" if int8 else "ct2"], device="cpu",
                                 compute_type="int8" if int8 else "float32", inter_threads=1,
                                 intra_threads=job["threads"])
-    tok = Tokenizer(Path(job["converted"]))
-    src_symbols = {i: s for s, i in tok.src_vocab.items()}
-    tgt_vocab = {s: i for i, s in tok.tgt_symbols.items()}
+    source, target = vocabularies(Path(job["converted"]), read_config(job["converted"]))
+    src_vocab, tgt_vocab = {s: i for i, s in enumerate(source)}, {s: i for i, s in enumerate(target)}
+    # a multilingual model's forced target-language token, as CTranslate2's target prefix
+    prefix = {"target_prefix": None} if not job["start"][1] else None
 
     def run(batch):
-        pieces = [[src_symbols[i] for i in ids[:-1]] for ids in batch]       # CT2 appends </s> itself
+        pieces = [[source[i] for i in ids[:-1]] for ids in batch]             # CT2 appends </s> itself
+        forced = prefix or {"target_prefix": [[target[job["start"][1][0]]]] * len(batch)}
         # fairseq's cap in CTranslate2's terms (porting/NOTES.md): max_len_b tokens before </s>; at the
         # cap CTranslate2 stops without </s> where fairseq forces one, so it is added for the comparison
         res = tr.translate_batch(pieces, beam_size=BEAM, max_decoding_length=job["max_len_b"], min_decoding_length=1,
-                                 length_penalty=1.0, max_batch_size=len(batch), return_end_token=True)
+                                 length_penalty=1.0, max_batch_size=len(batch), return_end_token=True, **forced)
         hyps = [[tgt_vocab[t] for t in r.hypotheses[0]] for r in res]
         hyps = [h if h[-1:] == [2] else h + [2] for h in hyps]
-        return hyps, [[tok.src_vocab[p] for p in ps] + [2] for ps in pieces]
+        return hyps, [[src_vocab[p] for p in ps] + [2] for ps in pieces]
     return run
 
 
@@ -199,7 +214,7 @@ def _port(job, variant):
     opts = GenerationOptions(beam=BEAM, max_len_b=job["max_len_b"])
 
     def run(batch):
-        hyps = generate(ensemble, left_pad(batch), opts)
+        hyps = generate(ensemble, left_pad(batch), opts, None, (job["start"][0], tuple(job["start"][1])))
         return [h[0].tokens for h in hyps], [list(b) for b in batch]
     return run
 
@@ -246,7 +261,7 @@ def table(rows: list[dict]) -> str:
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="shipped,wmt19-size")
+    ap.add_argument("--models", default="shipped,m2m,wmt19-size")
     ap.add_argument("--batch-sizes", default="1,32")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -290,7 +305,7 @@ def rows_of(results: dict, model: str, bs: int, ids: list, job: dict, tok, refer
         if r["fed"] != expected:
             raise SystemExit(f"{system} was fed different inputs than the others ({model}, batch {bs})")
         tokens = sum(map(len, r["hypotheses"]))
-        if model == "shipped":   # the wmt19-size weights are untrained: BLEU would mean nothing
+        if model != "wmt19-size":   # the wmt19-size weights are untrained: BLEU would mean nothing
             row["bleu"] = round(score([tok.decode(h) for h in r["hypotheses"]], refs).bleu, 2)
         row.update(seconds=r["seconds"], all_seconds=r["all_seconds"],
                    sent_s=len(ids) / r["seconds"], tok_s=tokens / r["seconds"],
@@ -311,7 +326,7 @@ def main() -> None:
         return
 
     from parity import shipped
-    from porting.tokenizer import Tokenizer
+    from porting.tokenizer import open_tokenizer
 
     systems = args.systems.split(",")
     unknown = sorted(set(systems) - set(SYSTEMS))
@@ -324,15 +339,15 @@ def main() -> None:
     rows = []
     print(f"{'|'.join(f'{k}:{v}' for k, v in signature.items())}\n"
           f"fp32 unless named; ours / it = our port's tokens/s over that system's (>1: ours is faster)\n")
-    source, references = shipped.test_set()
     for model in args.models.split(","):
         setup = setups[model]
         paths = prepare(model, setup, args.work)
-        tok = Tokenizer(Path(paths["converted"]))
+        source, references = shipped.test_set(paths["source_lang"], paths["target_lang"])
+        tok = open_tokenizer(Path(paths["converted"]), source_lang=paths["source_lang"], target_lang=paths["target_lang"])
         for bs in map(int, args.batch_sizes.split(",")):
             ids = [tok.encode(line) for line in source[:args.lines or setup["lines"][bs]]]
             job = {**paths, "ids": ids, "batches": batches_of(ids, bs), "batch_size": bs, "threads": args.threads,
-                   "max_len_b": setup["max_len_b"], "repeat": args.repeat}
+                   "max_len_b": setup["max_len_b"], "repeat": args.repeat, "start": [tok.bos, list(tok.prefix)]}
             results = take_turns(systems, job, args.work, args.rounds, f"{model} batch {bs}")
             rows += rows_of(results, model, bs, ids, job, tok, references)
     print(table(rows))

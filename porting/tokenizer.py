@@ -47,6 +47,19 @@ def fairseq_symbols(vocab_file: str | Path) -> list[str]:
     return symbols
 
 
+def shared_symbols(model_dir: str | Path) -> list[str]:
+    """A multilingual directory's symbols in id order: vocab.json's and the language tokens (their
+    ids in config.json), checked to be 0..n-1 (ConfigError otherwise)."""
+    model_dir = Path(model_dir)
+    tokens = language_tokens(read_config(model_dir))
+    ids = json.loads((model_dir / SHARED_VOCAB_FILE).read_text(encoding="utf-8"))
+    ids.update({tokens.token(lang): i for lang, i in tokens.ids.items()})
+    symbols = [s for s, _ in sorted(ids.items(), key=lambda kv: kv[1])]
+    if [ids[s] for s in symbols] != list(range(len(symbols))):
+        raise ConfigError(f"{model_dir}: {SHARED_VOCAB_FILE} and the language tokens are not ids 0..n-1")
+    return symbols
+
+
 def read_codes(path: str | Path) -> dict[tuple[str, str], int]:
     """merges.txt or fastBPE's bpecodes: ``left right [count]`` per line -> rank (line order)."""
     ranks = {}

@@ -18,9 +18,9 @@ import torch
 
 from converters.ctranslate2 import QUANTIZATIONS
 from converters.io.atomic import OutputExists, atomic_dir
-from porting.format import PAD, Arch, ConfigError, read_config
+from porting.format import PAD, Arch, ConfigError, language_tokens, read_config
 from porting.model.layout import derived_tensors
-from porting.tokenizer import fairseq_symbols
+from porting.tokenizer import fairseq_symbols, shared_symbols
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,20 @@ def inexpressible(arch: Arch) -> list[str]:
     return out
 
 
-def fairseq_vocabulary(vocab_file: Path) -> list[str]:
-    """fairseq's symbols in id order (from our FSMT vocabulary), as CTranslate2 names them: it calls
-    the padding symbol <blank>."""
-    return ["<blank>" if t == "<pad>" else t for t in fairseq_symbols(vocab_file)]
+def as_ctranslate2(symbols: list[str]) -> list[str]:
+    """fairseq's symbols in id order as CTranslate2 names them: it calls the padding symbol <blank>."""
+    return ["<blank>" if t == "<pad>" else t for t in symbols]
+
+
+def vocabularies(model_dir: Path, config: dict) -> tuple[list[str], list[str]]:
+    """(source, target) vocabularies: FSMT's two files, or a multilingual model's one (its language
+    tokens included: CTranslate2 is given them as tokens, `__en__` first in the source and
+    `__fr__` as the target prefix, as fairseq places them)."""
+    if language_tokens(config) is not None:
+        shared = as_ctranslate2(shared_symbols(model_dir))
+        return shared, shared
+    return (as_ctranslate2(fairseq_symbols(model_dir / "vocab-src.json")),
+            as_ctranslate2(fairseq_symbols(model_dir / "vocab-tgt.json")))
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -116,6 +126,10 @@ def build_spec(model_dir: Path):
     config = read_config(model_dir)
     arch = Arch.from_config(config["porting"]["architecture"])
     problems = inexpressible(arch)
+    tokens = language_tokens(config)
+    if tokens is not None and tokens.replacing_bos_eos:
+        problems.append("lang_tok_replacing_bos_eos: the language token would be the decoder's start token, and "
+                        "CTranslate2 has one start token per model")
     if problems:
         raise CTranslate2Error(problems)
     model = load_member(model_dir, config["porting"]["ensemble"][0], config)
@@ -140,8 +154,9 @@ def build_spec(model_dir: Path):
     if dec.layer_norm is not None:
         _norm(spec.decoder.layer_norm, dec.layer_norm)
     spec.decoder.projection.weight = _np(dec.output_projection.weight)
-    spec.register_source_vocabulary(fairseq_vocabulary(model_dir / "vocab-src.json"))
-    spec.register_target_vocabulary(fairseq_vocabulary(model_dir / "vocab-tgt.json"))
+    source, target = vocabularies(model_dir, config)
+    spec.register_source_vocabulary(source)
+    spec.register_target_vocabulary(target)
     # fairseq's decoder starts from </s>, and its source ends with </s>
     spec.config.decoder_start_token = spec.config.eos_token
     spec.config.add_source_eos = True
