@@ -213,16 +213,20 @@ STAGES = {"corpus": stage_corpus, "tokenize": stage_tokenize, "bpe": stage_bpe,
           "preprocess": stage_preprocess, "train": stage_train, "export": stage_export, "bleu": stage_bleu}
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, default=ROOT / ".build" / "examples",
-                    help="scratch directory for the corpus, BPE, binarized data and training runs")
-    ap.add_argument("--only", default=",".join(STAGES), help="comma-separated stages to run")
+def run_stages(stages: dict, work: Path, doc: str, argv=None) -> None:
+    """A build script's command line: the stages asked for (default: all), in order, in a work directory."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=work, help="scratch directory for every stage's outputs")
+    ap.add_argument("--only", default=",".join(stages), help="comma-separated stages to run")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     for name in args.only.split(","):
         print(f"== {name}", flush=True)
-        STAGES[name](args.work)
+        stages[name](args.work)
+
+
+def main(argv=None) -> None:
+    run_stages(STAGES, ROOT / ".build" / "examples", __doc__, argv)
 
 
 if __name__ == "__main__":

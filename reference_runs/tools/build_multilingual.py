@@ -20,7 +20,6 @@ Small on purpose: trained in about half an hour on 2 CPU cores, shipped well und
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -213,15 +212,7 @@ STAGES = {"corpus": stage_corpus, "spm": stage_spm, "encode": stage_encode, "dic
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, default=ROOT / ".build" / "m2m",
-                    help="scratch directory for the corpus, SentencePiece, binarized data and the training run")
-    ap.add_argument("--only", default=",".join(STAGES), help="comma-separated stages to run")
-    args = ap.parse_args(argv)
-    args.work.mkdir(parents=True, exist_ok=True)
-    for name in args.only.split(","):
-        print(f"== {name}", flush=True)
-        STAGES[name](args.work)
+    build.run_stages(STAGES, ROOT / ".build" / "m2m", __doc__, argv)
 
 
 if __name__ == "__main__":
