@@ -19,7 +19,7 @@ from tests.helpers import convert_cli
 
 MODEL = shipped.catalog()["m2m-enfres"]
 RUN_DIR = shipped.RUNS
-LOGPROB_TOL = 1e-4   # the issue's bar for transformers' teacher-forced log-probs (observed ~3e-6: float32 sums)
+LOGPROB_TOL = 1e-4   # the bar for transformers' teacher-forced log-probs (observed 7.6e-6: float32 sums in another order)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ TASK = "translation_multi_simple_epoch"
 # The dictionary's file names, most specific first: M2M-100 ships the model's dictionary (language
 # tokens included) beside the data's, NLLB-200 `dictionary.txt`, fairseq-preprocess writes `dict.txt`.
 DICTIONARY_PATTERNS = ("model_dict*.txt", "dictionary.txt", "data_dict*.txt", "dict.txt")
-MIN_PIECE_SHARE = 0.95   # our model's dictionary holds 99.9% of its SentencePiece pieces
+MIN_PIECE_SHARE = 0.95   # the shipped model's dictionary holds 7,996 of its 7,997 SentencePiece pieces
 
 
 @dataclass(frozen=True)
