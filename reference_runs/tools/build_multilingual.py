@@ -28,9 +28,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import corpus  # noqa: E402
-
 import build  # noqa: E402  (sibling script: the bilingual build's helpers)
+import corpus  # noqa: E402
 
 ROOT, BIN, DATA_DIR = build.ROOT, build.BIN, build.DATA_DIR
 NAME = "m2m-enfres"
