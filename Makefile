@@ -12,12 +12,16 @@ setup: $(STAMP)
 # fairseq-fixed (fairseq for Python >= 3.11) and fastBPE are source builds: they compile against
 # the torch/Cython already in the venv, hence --no-build-isolation, and fairseq's runtime needs come
 # from our `original` extra (--no-deps keeps its torchaudio requirement out: it does not load with torch 2.13).
+# Resolving the extras brings torchaudio back (fairseq-fixed requires it): it is removed again, since
+# PyPI's build needs CUDA libraries the CPU torch lacks, and transformers imports it when present
+# (M2M100's modules load its audio utilities), which then fails; no fairseq translation path needs it.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q torch==2.13.0 cython "numpy<3"
 	$(BIN)/pip install -q --no-build-isolation --no-deps fairseq-fixed==0.12.3.1 fastBPE==0.1.0
 	$(BIN)/pip install -q -e '.[original,peers,test,ray]'
+	$(BIN)/pip uninstall -q -y torchaudio
 	touch $(STAMP)
 
 # The main job on the shipped example model.
