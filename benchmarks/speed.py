@@ -181,11 +181,11 @@ def _ctranslate2(job, int8: bool = False):
     source, target = vocabularies(Path(job["converted"]), read_config(job["converted"]))
     src_vocab, tgt_vocab = {s: i for i, s in enumerate(source)}, {s: i for i, s in enumerate(target)}
     # a multilingual model's forced target-language token, as CTranslate2's target prefix
-    prefix = {"target_prefix": None} if not job["start"][1] else None
+    prefix = [target[i] for i in job["start"][1]]
 
     def run(batch):
         pieces = [[source[i] for i in ids[:-1]] for ids in batch]             # CT2 appends </s> itself
-        forced = prefix or {"target_prefix": [[target[job["start"][1][0]]]] * len(batch)}
+        forced = {"target_prefix": [prefix] * len(batch) if prefix else None}
         # fairseq's cap in CTranslate2's terms (porting/NOTES.md): max_len_b tokens before </s>; at the
         # cap CTranslate2 stops without </s> where fairseq forces one, so it is added for the comparison
         res = tr.translate_batch(pieces, beam_size=BEAM, max_decoding_length=job["max_len_b"], min_decoding_length=1,

@@ -96,8 +96,8 @@ def stripped_symbols(hub) -> set[int]:
     """The ids fairseq-generate leaves out of a hypothesis' text besides </s>: a multilingual task's
     forced target-language token (the task's build_generator: symbols_to_strip_from_output). The
     hub's own decode() keeps it ("__fr__ Bonjour"); fairseq-generate and fairseq-interactive do not."""
-    task = hub.task
-    if not hasattr(task, "data_manager"):
+    task = _multilingual_task(hub)
+    if task is None:
         return set()
     _, spec = task.args.langtoks["main"]
     if not spec or task.args.lang_tok_replacing_bos_eos:

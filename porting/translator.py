@@ -179,6 +179,7 @@ class Translator:
         opts = GenerationOptions(**self.options(**options))
         encoded = self.sources.encode_all(lines, truncate)
         results: list[Translation | None] = [None] * len(lines)
+        start = (self.tokenizer.bos, self.tokenizer.prefix)    # the language token, for multilingual models
         for idx in batches_by_length([len(ids) for ids, _ in encoded], batch_size):
             src = left_pad([encoded[i][0] for i in idx])
             encs = None
@@ -188,7 +189,6 @@ class Translator:
                     with torch.no_grad():
                         encoder_cache[key] = self.ensemble.encode(src)
                 encs = encoder_cache[key]
-            start = (self.tokenizer.bos, self.tokenizer.prefix)    # the language token, for multilingual models
             for i, hyps in zip(idx, generate(self.ensemble, src, opts, encs, start)):
                 hyps = hyps[: opts.nbest]
                 results[i] = Translation(lines[i], encoded[i][0], hyps,

@@ -81,8 +81,12 @@ def m2m100_config(arch: Architecture, vocab_size: int, dtype: str) -> dict:
 def m2m100_language_codes(tokens: LanguageTokens, vocab_size: int) -> str | None:
     """The name of the language list transformers' M2M100Tokenizer can map these tokens with, or
     None. It assumes one of its fixed lists (``language_codes``), its tokens in that order right
-    after the vocabulary: exactly what fairseq gives a model trained with that --langs."""
-    from transformers.models.m2m_100.tokenization_m2m_100 import FAIRSEQ_LANGUAGE_CODES
+    after the vocabulary: exactly what fairseq gives a model trained with that --langs. None too
+    where transformers is not installed (its lists cannot be compared)."""
+    try:
+        from transformers.models.m2m_100.tokenization_m2m_100 import FAIRSEQ_LANGUAGE_CODES
+    except ImportError:
+        return None
 
     for name, codes in FAIRSEQ_LANGUAGE_CODES.items():
         if list(tokens.langs) == list(codes) and all(tokens.ids[c] == vocab_size + i for i, c in enumerate(codes)):
@@ -109,6 +113,9 @@ def m2m100_incompatibilities(arch: Architecture, tokens: LanguageTokens, vocab_s
                    f"decoder_langtok={tokens.decoder_langtok}, replacing_bos_eos={tokens.replacing_bos_eos}: "
                    "M2M100Tokenizer puts __src__ first in the source and forces __tgt__ first in the output "
                    "(multilingual, src, true, false) only")
+    elif transformers_version() is None:
+        out.append("language list: transformers is not installed here, so M2M100Tokenizer's fixed language "
+                   "lists could not be compared with this model's")
     elif m2m100_language_codes(tokens, vocab_size) is None:
         out.append("language list: M2M100Tokenizer maps language tokens only for M2M-100's own lists "
                    "(language_codes m2m100 or wmt21, in that order, right after the vocabulary); this model's "
@@ -119,11 +126,7 @@ def m2m100_incompatibilities(arch: Architecture, tokens: LanguageTokens, vocab_s
 def m2m100_tokenizer_config(tokens: LanguageTokens, arch: Architecture, vocab_size: int) -> dict:
     """M2M100Tokenizer's settings; its default direction is the model's first trained pair."""
     src, tgt = tokens.lang_pairs[0].split("-") if tokens.lang_pairs else (tokens.langs[0], tokens.langs[-1])
-    codes = None
-    try:
-        codes = m2m100_language_codes(tokens, vocab_size)
-    except ImportError:                 # transformers absent: the setting M2M-100's own releases use
-        pass
+    codes = m2m100_language_codes(tokens, vocab_size)    # None: M2M-100's own releases' setting
     return {"tokenizer_class": "M2M100Tokenizer", "src_lang": src, "tgt_lang": tgt,
             "language_codes": codes or "m2m100", "num_madeup_words": 0,
             # transformers 5's M2M100Tokenizer registers its language tokens as special only when they
