@@ -98,7 +98,8 @@ def build(name: str) -> Path:
 
 # Tiny translation_multi_simple_epoch models on the shipped multilingual validation sets, one per
 # way fairseq's task can place its language tokens. name -> (fairseq-train options, language codes
-# for en/fr/es, the dictionary's file name in the release directory).
+# for en/fr/es, the dictionary's file name in the release directory, the SentencePiece model: the
+# shipped model's unigram one, or a BPE one as NLLB-200's is, trained here).
 MULTILINGUAL_COMMON = [
     "--task", "translation_multi_simple_epoch", "--lang-pairs", "{en}-{fr},{fr}-{en},{en}-{es}",
     "--langs", "{en},{es},{fr}", "--sampling-method", "temperature", "--sampling-temperature", "1.5",
@@ -114,29 +115,59 @@ M2M_CODES = {"en": "en", "fr": "fr", "es": "es"}
 NLLB_CODES = {"en": "eng_Latn", "fr": "fra_Latn", "es": "spa_Latn"}
 MULTILINGUAL_VARIANTS = {
     # M2M-100's placement: __src__ first in the source, __tgt__ forced first in the output
-    "m2m": (["--encoder-langtok", "src", "--decoder-langtok"], M2M_CODES, "model_dict.txt"),
-    # NLLB-200's codes, the same placement
-    "nllb": (["--encoder-langtok", "src", "--decoder-langtok"], NLLB_CODES, "dictionary.txt"),
+    "m2m": (["--encoder-langtok", "src", "--decoder-langtok"], M2M_CODES, "model_dict.txt", "unigram"),
+    # NLLB-200's codes and SentencePiece model type (BPE), the same placement
+    "nllb": (["--encoder-langtok", "src", "--decoder-langtok"], NLLB_CODES, "dictionary.txt", "bpe"),
     # mBART-style tokens ([xx], <mask> appended), the target's token replacing </s> on both sides
     "mbart-replacing": (["--encoder-langtok", "tgt", "--decoder-langtok", "--lang-tok-style", "mbart",
-                         "--lang-tok-replacing-bos-eos"], M2M_CODES, "dict.txt"),
+                         "--lang-tok-replacing-bos-eos"], M2M_CODES, "dict.txt", "unigram"),
     # only the target's token, at the source's start; the decoder starts from </s> as a bilingual one
-    "encoder-tgt-only": (["--encoder-langtok", "tgt"], M2M_CODES, "data_dict.txt"),
+    "encoder-tgt-only": (["--encoder-langtok", "tgt"], M2M_CODES, "data_dict.txt", "unigram"),
 }
+BPE_PIECES = 1000          # the BPE SentencePiece model's size: the 800 shipped lines fill it
 
 
-def _multilingual_data(work: Path, codes: dict[str, str]) -> Path:
-    """The shipped multilingual validation sets, SentencePiece-encoded with the shipped model and
-    binarized with its data dictionary, language codes renamed to `codes`."""
-    tag = "-".join(codes.values())
+def multilingual_texts() -> list[Path]:
+    return [shipped.DATA / f"valid.en-{other}.{lang}" for other in ("fr", "es") for lang in ("en", other)]
+
+
+def sentencepiece_files(kind: str) -> tuple[Path, Path]:
+    """(SentencePiece model, data dictionary): the shipped model's for "unigram"; for "bpe" a BPE
+    model trained here on the shipped multilingual texts and an NLLB-style dictionary (its pieces in
+    its order, after fairseq's four specials)."""
+    if kind == "unigram":
+        model = shipped.catalog()["m2m-enfres"]
+        return model.path / "spm.8k.model", model.path / "data_dict.8k.txt"
+    import sentencepiece
+
+    dest = CACHE / f"spm-bpe-{BPE_PIECES}"
+    if not (dest / "done").exists():
+        tmp = CACHE / f".spm-bpe-{BPE_PIECES}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        sentencepiece.SentencePieceTrainer.train(
+            input=[str(p) for p in multilingual_texts()], model_prefix=str(tmp / "spm"), vocab_size=BPE_PIECES,
+            model_type="bpe", character_coverage=1.0, num_threads=1, minloglevel=2)
+        sp = sentencepiece.SentencePieceProcessor(model_file=str(tmp / "spm.model"))
+        (tmp / "dict.txt").write_text("".join(f"{sp.id_to_piece(i)} 1\n" for i in range(sp.get_piece_size())
+                                              if not (sp.is_control(i) or sp.is_unknown(i))), encoding="utf-8")
+        (tmp / "done").write_text("")
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    return dest / "spm.model", dest / "dict.txt"
+
+
+def _multilingual_data(work: Path, codes: dict[str, str], kind: str) -> Path:
+    """The shipped multilingual validation sets, SentencePiece-encoded and binarized with the
+    `kind` model's data dictionary, language codes renamed to `codes`."""
+    tag = "-".join([*codes.values(), kind])
     dest = work / f"data-multi-{tag}"
     if (dest / "done").exists():
         return dest
     import sentencepiece
 
-    model = shipped.catalog()["m2m-enfres"]
-    sp = sentencepiece.SentencePieceProcessor(model_file=str(model.path / "spm.8k.model"))
-    data_dict = model.path / "data_dict.8k.txt"
+    spm, data_dict = sentencepiece_files(kind)
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(spm))
     text = work / f"text-multi-{tag}"
     text.mkdir(parents=True, exist_ok=True)
     tmp = work / f".data-multi-{tag}"
@@ -159,23 +190,24 @@ def _multilingual_data(work: Path, codes: dict[str, str]) -> Path:
 def build_multilingual(name: str) -> Path:
     """A release directory in M2M-100's layout: model.pt, the SentencePiece model, the data
     dictionary under this variant's file name (the task adds the language tokens, as fairseq does)."""
-    extra, codes, dict_name = MULTILINGUAL_VARIANTS[name]
+    extra, codes, dict_name, kind = MULTILINGUAL_VARIANTS[name]
     args = [a.format(**codes) for a in MULTILINGUAL_COMMON] + extra
-    key = hashlib.sha256(json.dumps(args).encode()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps([args, kind]).encode()).hexdigest()[:12]
     out = CACHE / f"multi-{name}-{key}"
     if (out / "model.pt").exists():
         return out
-    data = _multilingual_data(CACHE, codes)
+    data = _multilingual_data(CACHE, codes, kind)
     save = CACHE / f".train-multi-{name}-{key}"
     shutil.rmtree(save, ignore_errors=True)
     subprocess.run([BIN / "fairseq-train", data, "--save-dir", save, *args], check=True, env=_env(), capture_output=True)
-    model = shipped.catalog()["m2m-enfres"]
+    spm, data_dict = sentencepiece_files(kind)
     tmp = CACHE / f".multi-{name}-{key}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copy(save / "checkpoint_last.pt", tmp / "model.pt")
-    shutil.copy(model.path / "spm.8k.model", tmp / "spm.8k.model")
-    shutil.copy(model.path / "data_dict.8k.txt", tmp / dict_name)
+    # NLLB-200 ships its SentencePiece model under this name
+    shutil.copy(spm, tmp / ("flores200_sacrebleu_tokenizer_spm.model" if kind == "bpe" else spm.name))
+    shutil.copy(data_dict, tmp / dict_name)
     tmp.rename(out)
     shutil.rmtree(save, ignore_errors=True)
     return out
