@@ -111,6 +111,31 @@ def test_language_token_placements():
         assert t.source_ids(ids, "en", "fr") == source and t.decoder_start("fr") == start
 
 
+def test_nllb_tokenizer_needs_a_bpe_model_holding_every_piece(out):
+    """NLLB-coded models get transformers' NllbTokenizer only where its BPE can give fairseq's ids:
+    a unigram SentencePiece model, a piece the dictionary lacks, or a code already used as text is a
+    named reason (the live tests convert a BPE one and check its ids against fairseq)."""
+    import sentencepiece
+
+    from converters.fairseq.nllb import nllb_coded, tokenizer_problems
+    from tests.fairseq_models import sentencepiece_files
+
+    codes = LanguageTokens(("eng_Latn", "fra_Latn"), ("eng_Latn-fra_Latn",), "multilingual", "src", True, False,
+                           {"eng_Latn": 9, "fra_Latn": 10})
+    assert nllb_coded(codes) and not nllb_coded(language_tokens(read_config(out)))       # M2M-100's en, fr, es
+    bpe, _ = sentencepiece_files("bpe")
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(bpe))
+    symbols = ["<s>", "<pad>", "</s>", "<unk>", *(sp.id_to_piece(i) for i in range(3, sp.get_piece_size()))]
+    assert tokenizer_problems(bpe, symbols, codes) == []
+    [why] = tokenizer_problems(bpe, symbols[:-1], codes)
+    assert f"1 of the SentencePiece model's pieces are not in the dictionary (e.g. {symbols[-1]})" in why
+    [why] = tokenizer_problems(bpe, [*symbols, "fra_Latn"], codes)
+    assert "holds fra_Latn as text" in why
+    unigram = MODEL.path / "spm.8k.model"
+    [why] = tokenizer_problems(unigram, symbols, codes)
+    assert "not BPE" in why
+
+
 # ---------------------------------------------------------------- bad input: one error each, nothing written
 
 def release_copy(tmp_path, drop=()):

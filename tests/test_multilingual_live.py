@@ -4,6 +4,9 @@ NLLB's codes, mBART's style with the tokens replacing </s>, the target's token o
 only), every trained direction, the search settings that touch the start of the output."""
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
 
@@ -15,7 +18,7 @@ from porting.generation.options import GenerationOptions
 from porting.model.load import load_ensemble
 from porting.tokenizer import open_tokenizer
 from tests.conftest import requires_fairseq
-from tests.fairseq_models import MULTILINGUAL_VARIANTS, build_multilingual
+from tests.fairseq_models import MULTILINGUAL_VARIANTS, NLLB_CODES, build_multilingual
 from tests.helpers import convert_cli, same_up_to_ties
 
 pytestmark = requires_fairseq
@@ -127,3 +130,109 @@ def test_conventions_are_recorded(variant):
     # the tokens follow the data dictionary in --langs order (<mask> after them for mbart)
     data_size = len((src_dir / MULTILINGUAL_VARIANTS[name][2]).read_text(encoding="utf-8").splitlines()) + 4
     assert [tokens.ids[lang] for lang in tokens.langs] == list(range(data_size, data_size + len(tokens.langs)))
+
+
+# ---------------------------------------------------------------- NLLB-200's codes: transformers' NllbTokenizer
+
+LOGPROB_TOL = 1e-4   # transformers' M2M100 against fairseq: float32 sums in another order (observed 1.9e-6)
+
+
+@pytest.fixture(scope="module")
+def nllb(tmp_path_factory):
+    src = build_multilingual("nllb")
+    out = tmp_path_factory.mktemp("nllb") / "out"
+    assert convert_cli("--checkpoint", src / "model.pt", "--data-dir", src, "--out", out) == 0
+    return src, out
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_nllb_tokenizer_and_m2m100_match_live_fairseq(nllb, direction):
+    """An NLLB-coded model (BPE SentencePiece, as NLLB-200's) loads in transformers as NllbTokenizer +
+    M2M100ForConditionalGeneration: fairseq's encoder ids, its teacher-forced log-probs within
+    LOGPROB_TOL with the target's code forced first, and fairseq's text from decode."""
+    from transformers import AutoTokenizer, M2M100ForConditionalGeneration
+
+    from parity.fairseq_hub import hypothesis_text, load_hub, model_input, teacher_forced_target
+
+    src_dir, out = nllb
+    src, tgt = codes("nllb", direction)
+    hub = load_hub(src_dir, "model.pt", src, tgt)
+    hf = AutoTokenizer.from_pretrained(out, src_lang=src, tgt_lang=tgt)
+    assert type(hf).__name__ == "NllbTokenizer"
+    assert hf.convert_tokens_to_ids(tgt) == open_tokenizer(out, source_lang=src, target_lang=tgt).prefix[0]
+    model = M2M100ForConditionalGeneration.from_pretrained(out).eval()
+    source_lines, target_lines = (lines[:LINES] for lines in _test_set(direction))
+    compared = 0
+    for line, reference in zip(source_lines, target_lines):
+        source = model_input(hub, hub.encode(line))
+        assert hf(line)["input_ids"] == source.tolist(), line
+        target, bos = teacher_forced_target(hub, reference, tgt)
+        prev = torch.cat([torch.tensor([bos]), target[:-1]])[None]
+        with torch.no_grad():
+            theirs = hub.models[0].get_normalized_probs(
+                hub.models[0](source[None], torch.tensor([len(source)]), prev), log_probs=True)[0]
+            logits = model(input_ids=source[None], decoder_input_ids=prev).logits
+        assert (torch.log_softmax(logits, -1)[0] - theirs).abs().max() < LOGPROB_TOL, line
+        # the reference's ids (the target's code first) back to fairseq-generate's text; the tiny model's own
+        # output is too poor to check decoding on. skip_special_tokens drops <unk> where fairseq keeps it
+        text = hypothesis_text(hub, target)[1]
+        if "<unk>" not in text:
+            assert hf.decode(target.tolist(), skip_special_tokens=True) == text
+            compared += 1
+    assert compared >= LINES // 2
+
+
+def test_nllb_tokenizer_ids_on_every_shipped_line(nllb):
+    """NllbTokenizer's BPE against fairseq's SentencePiece + dictionary on all the shipped
+    multilingual lines (800, the texts the BPE model was trained on) in each language."""
+    from transformers import AutoTokenizer
+
+    from parity.fairseq_hub import load_hub, model_input
+    from tests.fairseq_models import multilingual_texts
+
+    src_dir, out = nllb
+    for path in multilingual_texts():
+        src = NLLB_CODES[path.suffix[1:]]
+        tgt = NLLB_CODES["fr" if src == NLLB_CODES["en"] else "en"]
+        hub = load_hub(src_dir, "model.pt", src, tgt)
+        hf = AutoTokenizer.from_pretrained(out, src_lang=src, tgt_lang=tgt)
+        for line in path.read_text(encoding="utf-8").splitlines():
+            assert hf(line)["input_ids"] == model_input(hub, hub.encode(line)).tolist(), (path.name, line)
+
+
+def _test_set(direction: str) -> tuple[list[str], list[str]]:
+    from parity import shipped
+
+    return shipped.test_set(*direction.split("-"))
+
+
+def test_nllb_card_names_the_nllb_tokenizer(nllb):
+    _, out = nllb
+    config = read_config(out)
+    assert config["porting"]["transformers_compatible"], config["porting"]["transformers_incompatibilities"]
+    card = (out / "README.md").read_text(encoding="utf-8")
+    fra = language_tokens(config).ids["fra_Latn"]
+    assert 'NllbTokenizer.from_pretrained(THIS_DIR, src_lang="eng_Latn")' in card
+    assert f'`tok.convert_tokens_to_ids("fra_Latn")`, id {fra}' in card
+    # the port reads the same directory unchanged: fairseq's token names in vocab.json's order
+    assert json.loads((out / "tokenizer_config.json").read_text(encoding="utf-8"))["tokenizer_class"] == "NllbTokenizer"
+
+
+def test_nllb_tokenizer_is_flagged_where_it_cannot_express_the_model(nllb, tmp_path):
+    """A piece of the SentencePiece model the dictionary lacks: fairseq makes it <unk>, NllbTokenizer's
+    BPE cannot, so the model is converted but flagged, with M2M100Tokenizer's config in place."""
+    src_dir, _ = nllb
+    release = tmp_path / "release"
+    shutil.copytree(src_dir, release)
+    dictionary = release / "dictionary.txt"
+    lines = dictionary.read_text(encoding="utf-8").splitlines()
+    piece = lines[-1].split()[0]
+    dictionary.write_text("\n".join([*lines[:-1], "not-a-piece 1"]) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert convert_cli("--checkpoint", release / "model.pt", "--data-dir", release, "--out", out) == 0
+    config = read_config(out)
+    assert not config["porting"]["transformers_compatible"]
+    [why] = config["porting"]["transformers_incompatibilities"]
+    assert "1 of the SentencePiece model's pieces are not in the dictionary" in why and piece in why
+    assert not (out / "tokenizer.json").exists()
+    assert "cannot run this model faithfully" in (out / "README.md").read_text(encoding="utf-8")

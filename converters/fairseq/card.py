@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from converters.fairseq.arch import Architecture
+from converters.fairseq.nllb import nllb_coded
 from porting.format import SENTENCEPIECE_FILE, LanguageTokens, vocab_sizes  # noqa: F401  (the name convert writes)
 
 
@@ -94,8 +95,9 @@ def m2m100_language_codes(tokens: LanguageTokens, vocab_size: int) -> str | None
     return None
 
 
-def m2m100_incompatibilities(arch: Architecture, tokens: LanguageTokens, vocab_size: int) -> list[str]:
-    """What transformers' M2M100 classes cannot express (the native port runs it all)."""
+def m2m100_incompatibilities(arch: Architecture, tokens: LanguageTokens, tokenizer_problems: list[str]) -> list[str]:
+    """What transformers' M2M100 classes cannot express (the native port runs it all).
+    tokenizer_problems: what the tokenizer class cannot (m2m100_tokenizer_problems, or NLLB's)."""
     out = []
     if not (arch.encoder_normalize_before and arch.decoder_normalize_before and arch.decoder_final_norm):
         out.append("post-norm layers: M2M100 is pre-norm with a final layer norm on both sides")
@@ -111,16 +113,23 @@ def m2m100_incompatibilities(arch: Architecture, tokens: LanguageTokens, vocab_s
             ("multilingual", "src", True, False):
         out.append(f"language tokens style={tokens.style}, encoder_langtok={tokens.encoder_langtok}, "
                    f"decoder_langtok={tokens.decoder_langtok}, replacing_bos_eos={tokens.replacing_bos_eos}: "
-                   "M2M100Tokenizer puts __src__ first in the source and forces __tgt__ first in the output "
-                   "(multilingual, src, true, false) only")
-    elif transformers_version() is None:
-        out.append("language list: transformers is not installed here, so M2M100Tokenizer's fixed language "
-                   "lists could not be compared with this model's")
-    elif m2m100_language_codes(tokens, vocab_size) is None:
-        out.append("language list: M2M100Tokenizer maps language tokens only for M2M-100's own lists "
-                   "(language_codes m2m100 or wmt21, in that order, right after the vocabulary); this model's "
-                   f"--langs are {', '.join(tokens.langs[:6])}{' ...' if len(tokens.langs) > 6 else ''}")
+                   "M2M100Tokenizer and NllbTokenizer put the source's token first in the source and force the "
+                   "target's first in the output (multilingual, src, true, false) only")
+    else:
+        out += tokenizer_problems
     return out
+
+
+def m2m100_tokenizer_problems(tokens: LanguageTokens, vocab_size: int) -> list[str]:
+    """Why M2M100Tokenizer cannot map this model's language tokens."""
+    if transformers_version() is None:
+        return ["language list: transformers is not installed here, so M2M100Tokenizer's fixed language "
+                "lists could not be compared with this model's"]
+    if m2m100_language_codes(tokens, vocab_size) is None:
+        return ["language list: M2M100Tokenizer maps language tokens only for M2M-100's own lists "
+                "(language_codes m2m100 or wmt21, in that order, right after the vocabulary); this model's "
+                f"--langs are {', '.join(tokens.langs[:6])}{' ...' if len(tokens.langs) > 6 else ''}"]
+    return []
 
 
 def m2m100_tokenizer_config(tokens: LanguageTokens, arch: Architecture, vocab_size: int) -> dict:
@@ -320,15 +329,17 @@ def _use_multilingual(config: dict, generation: dict) -> list[str]:
         return lines + ["transformers' M2M100 classes cannot run this model faithfully:", "",
                         *[f"- {why}" for why in p["transformers_incompatibilities"]], ""]
     settings = ", ".join(f"{k}={v!r}" for k, v in transformers_generation(generation["fairseq"])["settings"].items())
+    tokenizer, lang_id = (("NllbTokenizer", f'tok.convert_tokens_to_ids("{tgt}")') if nllb_coded(multi)
+                          else ("M2M100Tokenizer", f'tok.get_lang_id("{tgt}")'))
     return lines + [
         "transformers: the target language is the token forced first, `forced_bos_token_id` "
-        f"(for {tgt}: `tok.get_lang_id(\"{tgt}\")`, id {multi.ids[tgt]}); the other settings are the closest "
+        f"(for {tgt}: `{lang_id}`, id {multi.ids[tgt]}); the other settings are the closest "
         "to fairseq's (also in `generation_config.json`):", "",
-        "```python", "from transformers import M2M100ForConditionalGeneration, M2M100Tokenizer", "",
-        f'tok = M2M100Tokenizer.from_pretrained(THIS_DIR, src_lang="{src}")',
+        "```python", f"from transformers import M2M100ForConditionalGeneration, {tokenizer}", "",
+        f'tok = {tokenizer}.from_pretrained(THIS_DIR, src_lang="{src}")',
         "model = M2M100ForConditionalGeneration.from_pretrained(THIS_DIR)",
         'batch = tok(["a sentence to translate"], return_tensors="pt")',
-        f'out = model.generate(**batch, forced_bos_token_id=tok.get_lang_id("{tgt}"), {settings})',
+        f'out = model.generate(**batch, forced_bos_token_id={lang_id}, {settings})',
         "print(tok.batch_decode(out, skip_special_tokens=True))", "```", ""]
 
 
@@ -337,8 +348,9 @@ def _differences_multilingual(config: dict, generation: dict) -> list[str]:
              "- fairseq forces the target language token with its own log-prob, which counts in the hypothesis' "
              "score; transformers' `forced_bos_token_id` gives it 0. Scores differ by that log-prob, and with a "
              "length penalty other than 1 hypotheses can rank differently.",
-             "- M2M100Tokenizer decodes through SentencePiece (`<unk>` becomes ` ⁇ `); fairseq joins the pieces and "
-             "replaces `▁` by spaces (`<unk>` stays `<unk>`).",
+             *(_nllb_differences(config) if nllb_coded(LanguageTokens.from_dict(config["porting"]["multilingual"]))
+               else ["- M2M100Tokenizer decodes through SentencePiece (`<unk>` becomes ` ⁇ `); fairseq joins the "
+                     "pieces and replaces `▁` by spaces (`<unk>` stays `<unk>`)."]),
              "- `max_length` counts the decoder's start token and the final `</s>`: fairseq's `max_len_b` "
              f"{generation['fairseq']['max_len_b']} is `max_length={generation['fairseq']['max_len_b'] + 2}`."]
     lines += [f"- not expressible in transformers: {why}"
@@ -347,3 +359,12 @@ def _differences_multilingual(config: dict, generation: dict) -> list[str]:
         lines.append(f"- this is an ensemble of {len(config['porting']['ensemble'])} checkpoints: transformers loads "
                      "only the first (`model.safetensors`); the native port runs them all.")
     return lines + [""]
+
+
+def _nllb_differences(config: dict) -> list[str]:
+    return ["- NllbTokenizer's `decode(..., skip_special_tokens=True)` drops `<unk>` and any language code "
+            "generated inside the output (special tokens there); fairseq's text keeps both.",
+            "- NllbTokenizer keeps whitespace at the end of a line as a `▁` token; SentencePiece, and so fairseq, "
+            "strips it: strip lines before tokenizing.",
+            f"- NllbTokenizer adds `<mask>` after the vocabulary where the dictionary lacks it (id "
+            f"{config['vocab_size']}, past the model's embedding): never feed it to this model."]

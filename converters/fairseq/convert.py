@@ -7,6 +7,7 @@ Output layout (see converters/README.md):
   ensemble/<name>.safetensors further checkpoints (ensemble members), same layout
   config.json                 transformers' FSMT config + a "porting" section (every option, ties, ensemble)
   vocab-src.json vocab-tgt.json merges.txt tokenizer_config.json   FSMT tokenizer files
+  (multilingual: vocab.json sentencepiece.bpe.model tokenizer_config.json, and tokenizer.json for NllbTokenizer)
   generation_config.json      fairseq's generation defaults (and transformers' closest equivalents)
   provenance.json             source sha256, kept training args, every dropped key and why, versions
   README.md                   model card
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from converters.fairseq import bpe_check, multilingual
+from converters.fairseq import bpe_check, multilingual, nllb
 from converters.fairseq import card as model_card
 from converters.fairseq.arch import (
     Architecture,
@@ -431,12 +432,20 @@ def _member_files(job: Job) -> list[str]:
     return ["model.safetensors"] + [f"ensemble/{m.path.stem}.safetensors" for m in job.members[1:]]
 
 
-def _config(job: Job) -> dict:
+def _tokenizer_problems(job: Job) -> list[str]:
+    """What the multilingual model's transformers tokenizer cannot express: NllbTokenizer's where the
+    language codes are NLLB-200's, M2M100Tokenizer's otherwise."""
+    if nllb.nllb_coded(job.lang_tokens):
+        return nllb.tokenizer_problems(job.sentencepiece, job.dicts["src"].symbols, job.lang_tokens)
+    return model_card.m2m100_tokenizer_problems(job.lang_tokens, len(job.vocabs["shared"]))
+
+
+def _config(job: Job, tokenizer_problems: list[str]) -> dict:
     """transformers' config (FSMT's, or M2M-100's for the multilingual family) with our `porting`
     section (porting/format.py's contract)."""
     arch: Architecture = job.members[0].arch
     if job.task is not None:
-        incompatible = model_card.m2m100_incompatibilities(arch, job.lang_tokens, len(job.vocabs["shared"]))
+        incompatible = model_card.m2m100_incompatibilities(arch, job.lang_tokens, tokenizer_problems)
         config = model_card.m2m100_config(arch, len(job.dicts["src"]), job.dtype)
     else:
         incompatible = arch.fsmt_incompatibilities()
@@ -500,14 +509,15 @@ def _provenance(job: Job) -> dict:
 
 def _write(job: Job) -> dict:
     """Every file into a temporary directory, each re-read and checked, then swapped in at once."""
-    config, provenance = _config(job), _provenance(job)
+    tokenizer_problems = _tokenizer_problems(job) if job.task is not None else []
+    config, provenance = _config(job, tokenizer_problems), _provenance(job)
     first = job.members[0]
     metadata = {"format": "pt", TIES_METADATA: json.dumps(first.tied), VERSION_METADATA: str(FORMAT_VERSION)}
     generation = model_card.generation_config(job.generation)
     texts = {"config.json": model_card.as_transformers_writes(config["model_type"], config),
              "generation_config.json": model_card.as_transformers_writes("generation", generation),
              "provenance.json": _json_text(provenance),
-             **_tokenizer_texts(job),
+             **_tokenizer_texts(job, tokenizer_problems),
              "README.md": model_card.readme(config, provenance, generation, job.license)}
     # the SentencePiece model under the name transformers' M2M100Tokenizer looks for, byte for byte
     blobs = {model_card.SENTENCEPIECE_FILE: job.sentencepiece.read_bytes()} if job.task is not None else {}
@@ -522,14 +532,19 @@ def _write(job: Job) -> dict:
     return provenance
 
 
-def _tokenizer_texts(job: Job) -> dict[str, str]:
-    """The tokenizer's files: FSMT's (two vocabularies, the merges) or M2M-100's (one vocabulary;
-    the SentencePiece model is written beside them as bytes)."""
+def _tokenizer_texts(job: Job, tokenizer_problems: list[str]) -> dict[str, str]:
+    """The tokenizer's files: FSMT's (two vocabularies, the merges) or the multilingual family's (one
+    vocabulary, which the native port reads, and NllbTokenizer's files where its codes are NLLB-200's
+    and it can express the model, else M2M100Tokenizer's config; the SentencePiece model is written
+    beside them as bytes)."""
     first = job.members[0]
     if job.task is not None:
-        return {"vocab.json": _json_text(job.vocabs["shared"]),
-                "tokenizer_config.json": _json_text(
-                    model_card.m2m100_tokenizer_config(job.lang_tokens, first.arch, len(job.vocabs["shared"])))}
+        vocab = {"vocab.json": _json_text(job.vocabs["shared"])}
+        if nllb.nllb_coded(job.lang_tokens) and not tokenizer_problems:
+            return {**vocab, **nllb.tokenizer_files(job.sentencepiece, job.dicts["src"].symbols, job.lang_tokens,
+                                                    first.arch.max_source_positions)}
+        return {**vocab, "tokenizer_config.json": _json_text(
+            model_card.m2m100_tokenizer_config(job.lang_tokens, first.arch, len(job.vocabs["shared"])))}
     return {"vocab-src.json": _json_text(job.vocabs["src"]), "vocab-tgt.json": _json_text(job.vocabs["tgt"]),
             "tokenizer_config.json": _json_text(model_card.tokenizer_config(job.source_lang, job.target_lang, first.arch)),
             "merges.txt": "".join(f"{a} {b}\n" for a, b in job.merges)}
