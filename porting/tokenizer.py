@@ -19,7 +19,17 @@ from pathlib import Path
 from sacremoses import MosesDetokenizer, MosesPunctNormalizer, MosesTokenizer
 
 from porting.files import read_lines
-from porting.format import EOS, SENTENCEPIECE_FILE, SHARED_VOCAB_FILE, SPECIALS, UNK, ConfigError, language_tokens, read_config
+from porting.format import (
+    EOS,
+    SENTENCEPIECE_FILE,
+    SHARED_VOCAB_FILE,
+    SPECIALS,
+    UNK,
+    ConfigError,
+    LanguageTokens,
+    language_tokens,
+    read_config,
+)
 
 _SPACE = re.compile(r"\s+")
 
@@ -48,12 +58,16 @@ def fairseq_symbols(vocab_file: str | Path) -> list[str]:
 
 
 def shared_symbols(model_dir: str | Path) -> list[str]:
-    """A multilingual directory's symbols in id order: vocab.json's and the language tokens (their
-    ids in config.json), checked to be 0..n-1 (ConfigError otherwise)."""
+    """A multilingual directory's symbols in id order (multilingual_symbols)."""
     model_dir = Path(model_dir)
-    tokens = language_tokens(read_config(model_dir))
-    ids = json.loads((model_dir / SHARED_VOCAB_FILE).read_text(encoding="utf-8"))
-    ids.update({tokens.token(lang): i for lang, i in tokens.ids.items()})
+    vocab = json.loads((model_dir / SHARED_VOCAB_FILE).read_text(encoding="utf-8"))
+    return multilingual_symbols(vocab, language_tokens(read_config(model_dir)), model_dir)
+
+
+def multilingual_symbols(vocab: dict[str, int], tokens: LanguageTokens, model_dir: Path) -> list[str]:
+    """vocab.json's symbols and the language tokens (their ids in config.json) in id order,
+    checked to be 0..n-1 (ConfigError otherwise)."""
+    ids = {**vocab, **{tokens.token(lang): i for lang, i in tokens.ids.items()}}
     symbols = [s for s, _ in sorted(ids.items(), key=lambda kv: kv[1])]
     if [ids[s] for s in symbols] != list(range(len(symbols))):
         raise ConfigError(f"{model_dir}: {SHARED_VOCAB_FILE} and the language tokens are not ids 0..n-1")
@@ -193,8 +207,7 @@ class SentencePieceTokenizer:
             raise DirectionError("; ".join(problems))
         self.source_lang, self.target_lang = source_lang, target_lang
         self.vocab = json.loads((model_dir / SHARED_VOCAB_FILE).read_text(encoding="utf-8"))
-        self.id_symbols = {i: s for s, i in self.vocab.items()}
-        self.id_symbols.update({i: self.tokens.token(lang) for lang, i in self.tokens.ids.items()})
+        self.id_symbols = dict(enumerate(multilingual_symbols(self.vocab, self.tokens, model_dir)))
         self.sp = sentencepiece.SentencePieceProcessor(model_file=str(model_dir / SENTENCEPIECE_FILE))
         self.bos, self.prefix = self.tokens.decoder_start(target_lang)
         self.stripped = {EOS, *self.prefix}
