@@ -432,14 +432,6 @@ def _member_files(job: Job) -> list[str]:
     return ["model.safetensors"] + [f"ensemble/{m.path.stem}.safetensors" for m in job.members[1:]]
 
 
-def _tokenizer_problems(job: Job) -> list[str]:
-    """What the multilingual model's transformers tokenizer cannot express: NllbTokenizer's where the
-    language codes are NLLB-200's, M2M100Tokenizer's otherwise."""
-    if nllb.nllb_coded(job.lang_tokens):
-        return nllb.tokenizer_problems(job.sentencepiece, job.dicts["src"].symbols, job.lang_tokens)
-    return model_card.m2m100_tokenizer_problems(job.lang_tokens, len(job.vocabs["shared"]))
-
-
 def _config(job: Job, tokenizer_problems: list[str]) -> dict:
     """transformers' config (FSMT's, or M2M-100's for the multilingual family) with our `porting`
     section (porting/format.py's contract)."""
@@ -509,7 +501,7 @@ def _provenance(job: Job) -> dict:
 
 def _write(job: Job) -> dict:
     """Every file into a temporary directory, each re-read and checked, then swapped in at once."""
-    tokenizer_problems = _tokenizer_problems(job) if job.task is not None else []
+    tokenizer_texts, tokenizer_problems = _tokenizer_texts(job)
     config, provenance = _config(job, tokenizer_problems), _provenance(job)
     first = job.members[0]
     metadata = {"format": "pt", TIES_METADATA: json.dumps(first.tied), VERSION_METADATA: str(FORMAT_VERSION)}
@@ -517,7 +509,7 @@ def _write(job: Job) -> dict:
     texts = {"config.json": model_card.as_transformers_writes(config["model_type"], config),
              "generation_config.json": model_card.as_transformers_writes("generation", generation),
              "provenance.json": _json_text(provenance),
-             **_tokenizer_texts(job, tokenizer_problems),
+             **tokenizer_texts,
              "README.md": model_card.readme(config, provenance, generation, job.license)}
     # the SentencePiece model under the name transformers' M2M100Tokenizer looks for, byte for byte
     blobs = {model_card.SENTENCEPIECE_FILE: job.sentencepiece.read_bytes()} if job.task is not None else {}
@@ -532,22 +524,27 @@ def _write(job: Job) -> dict:
     return provenance
 
 
-def _tokenizer_texts(job: Job, tokenizer_problems: list[str]) -> dict[str, str]:
-    """The tokenizer's files: FSMT's (two vocabularies, the merges) or the multilingual family's (one
-    vocabulary, which the native port reads, and NllbTokenizer's files where its codes are NLLB-200's
-    and it can express the model, else M2M100Tokenizer's config; the SentencePiece model is written
-    beside them as bytes)."""
+def _tokenizer_texts(job: Job) -> tuple[dict[str, str], list[str]]:
+    """The tokenizer's files, and what transformers' tokenizer class cannot express. FSMT's: two
+    vocabularies and the merges. The multilingual family's: one vocabulary (the native port reads it)
+    and NllbTokenizer's files where the codes are NLLB-200's and it can express the model, else
+    M2M100Tokenizer's config; the SentencePiece model is written beside them as bytes."""
     first = job.members[0]
-    if job.task is not None:
-        vocab = {"vocab.json": _json_text(job.vocabs["shared"])}
-        if nllb.nllb_coded(job.lang_tokens) and not tokenizer_problems:
-            return {**vocab, **nllb.tokenizer_files(job.sentencepiece, job.dicts["src"].symbols, job.lang_tokens,
-                                                    first.arch.max_source_positions)}
-        return {**vocab, "tokenizer_config.json": _json_text(
-            model_card.m2m100_tokenizer_config(job.lang_tokens, first.arch, len(job.vocabs["shared"])))}
-    return {"vocab-src.json": _json_text(job.vocabs["src"]), "vocab-tgt.json": _json_text(job.vocabs["tgt"]),
-            "tokenizer_config.json": _json_text(model_card.tokenizer_config(job.source_lang, job.target_lang, first.arch)),
-            "merges.txt": "".join(f"{a} {b}\n" for a, b in job.merges)}
+    if job.task is None:
+        return {"vocab-src.json": _json_text(job.vocabs["src"]), "vocab-tgt.json": _json_text(job.vocabs["tgt"]),
+                "tokenizer_config.json": _json_text(model_card.tokenizer_config(job.source_lang, job.target_lang,
+                                                                                 first.arch)),
+                "merges.txt": "".join(f"{a} {b}\n" for a, b in job.merges)}, []
+    vocab = {"vocab.json": _json_text(job.vocabs["shared"])}
+    if nllb.nllb_coded(job.lang_tokens):
+        symbols = job.dicts["src"].symbols
+        if not (problems := nllb.tokenizer_problems(job.sentencepiece, symbols, job.lang_tokens)):
+            return {**vocab, **nllb.tokenizer_files(job.sentencepiece, symbols, job.lang_tokens,
+                                                    first.arch.max_source_positions)}, []
+    else:
+        problems = model_card.m2m100_tokenizer_problems(job.lang_tokens, len(job.vocabs["shared"]))
+    return {**vocab, "tokenizer_config.json": _json_text(
+        model_card.m2m100_tokenizer_config(job.lang_tokens, first.arch, len(job.vocabs["shared"])))}, problems
 
 
 def _write_files(job: Job, tmp: Path, texts: dict[str, str], metadata: dict, blobs: dict[str, bytes]) -> None:
