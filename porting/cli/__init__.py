@@ -6,12 +6,15 @@ and tune it (`bleu`, `search`, `select`), and compare it with the original layer
 """
 # Each subcommand lives in its own module; building the parser imports only their argument lists,
 # so `porting --help` starts at once and commands of the native side never pull in fairseq.
+# Importing this module runs nothing but `sys` (already loaded): an interrupt can only reach main's
+# handler once main runs, so every other import waits inside a function.
 from __future__ import annotations
 
-import argparse
-import importlib
-import logging
 import sys
+
+TYPE_CHECKING = False                     # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    import argparse
 
 # name -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS = {
@@ -29,6 +32,9 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+    import importlib
+
     from porting import __version__
 
     parser = argparse.ArgumentParser(prog="porting", description=__doc__,
@@ -46,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def verbosity_options() -> argparse.ArgumentParser:
     """-v/-q, as a parent parser: every command has them, and so does every nested one (convert's)."""
+    import argparse
+
     verbosity = argparse.ArgumentParser(add_help=False)
     group = verbosity.add_argument_group("output")
     group.add_argument("-v", "--verbose", action="count", default=0, help="more detail on standard error (-vv: debug)")
@@ -58,6 +66,8 @@ def configure_logging(args) -> None:
     matplotlib, fairseq, torch and the rest keep their chatter to themselves."""
     # the root's level is what every other library's loggers inherit, those created later too (torch
     # creates some at exit and logs cache statistics at INFO): warnings, unless -vv
+    import logging
+
     logging.basicConfig(format="%(levelname)s: %(message)s", force=True,
                         level=logging.DEBUG if args.verbose > 1 else logging.WARNING)
     ours = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
@@ -70,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     at any time (exit 130), a reader that closed our output early (`| head`: quiet, exit 141 as a
     shell reports SIGPIPE), an output that cannot be written (a full disk, /dev/full: exit 1)."""
     try:
+        import importlib
+
         args = build_parser().parse_args(argv)
         configure_logging(args)
+        _import_torch_holding_interrupts()
         return importlib.import_module(args._module).run(args) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -85,6 +98,46 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: cannot write the output: {e.strerror}", file=sys.stderr)
             return 1
         raise
+    finally:
+        _forget_interrupts_cpython_remembers()       # here or in a command (bulk translate's 130)
+
+
+def _import_torch_holding_interrupts() -> None:
+    """numpy's and torch's C start-ups turn a Ctrl-C that lands inside them into something else:
+    - torch's C++ start-up imports numpy by itself and, should that import fail, clears the error
+      and goes on without numpy (torch/csrc/utils/tensor_numpy.cpp, is_numpy_available: "Failed to
+      initialize NumPy"). The interrupt is lost and the command runs on (exit 0, nothing said), or
+      numpy is left half-imported and torch's next `import numpy` fails with a traceback ("cannot
+      load module more than once per process");
+    - numpy's C start-up imports datetime through PyCapsule_Import, which turns any error into an
+      ImportError: numpy then reports a broken install (exit 1, a traceback);
+    - torch's C++ initialisers (`_c10d_init`, `_dist_autograd_init`, `_multiprocessing_init`)
+      import Python modules; an interrupt there becomes a C++ exception nothing catches, and the
+      process aborts (SIGABRT).
+    Each was reproduced by raising SIGINT where it lands (tests/test_hostile_input.py). So both are
+    imported here with SIGINT blocked: a Ctrl-C in that second waits as pending instead, is
+    delivered when the mask is restored, raises in our code and reaches main's handler. Not before
+    the arguments are parsed: `--help` needs neither."""
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):               # Windows: no signal masks
+        import torch  # noqa: F401
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        import numpy  # noqa: F401
+        import torch  # noqa: F401
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _forget_interrupts_cpython_remembers() -> None:
+    """CPython remembers a KeyboardInterrupt that left a *string* exec or eval (dataclasses and
+    namedtuple build their methods that way, at import) even after it was caught, and under
+    `python -m porting.cli` it then ends the process by SIGINT instead of with main's status
+    (Modules/main.c, Py_RunMain; a script such as the `porting` command is not affected). The flag
+    is reset at the start of every string exec, so one empty exec clears it."""
+    exec("")
 
 
 def _silence_stdout() -> None:
