@@ -37,3 +37,12 @@ def same_up_to_ties(ours, theirs, tol: float) -> bool:
     if ours[0].tokens != theirs[0]["tokens"] or sorted(toks) != sorted(t["tokens"] for t in theirs):
         return False
     return all(abs(h.score - t["score"]) < tol for h, t in zip(ours, theirs))
+
+
+def interruptible() -> None:
+    """A child's SIGINT back to its default (Popen's preexec_fn), for tests that interrupt it: run
+    from a background job of a non-interactive shell (`make test &`), the suite and so its children
+    inherit SIGINT ignored, and Python rightly keeps ignoring it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -26,6 +26,7 @@ import pytest
 
 from parity import shipped
 from porting.cli import main
+from tests.helpers import interruptible
 
 pytestmark = pytest.mark.skipif(shutil.which("ray", path=str(Path(sys.executable).parent)) is None,
                                 reason="Ray is not installed here (the `ray` extra)")
@@ -91,7 +92,8 @@ def test_local_pool_scores_are_bitwise_those_of_one_thread(model, source, single
 def start_bulk(model, source, out, *extra, env=None) -> subprocess.Popen:
     """A bulk job of 40 shards in the background, returned once it has kept its first shard."""
     p = subprocess.Popen([*PORTING, "translate", "--model", str(model), "--input", str(source), "--out", str(out),
-                          "--batch-size", "4", "--shards", "40", *extra], stderr=subprocess.PIPE, text=True, env=env)
+                          "--batch-size", "4", "--shards", "40", *extra], stderr=subprocess.PIPE, text=True, env=env,
+                         preexec_fn=interruptible)
     deadline = time.time() + 300
     while not kept(out) and p.poll() is None and time.time() < deadline:
         time.sleep(0.05)

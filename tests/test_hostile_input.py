@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from converters.io.checkpoint import CheckpointError, UnsafeCheckpoint, load_untrusted
-from tests.helpers import model_dir, trusted_load
+from tests.helpers import interruptible, model_dir, trusted_load
 
 SEP = model_dir("ende-sep")
 
@@ -154,12 +154,6 @@ def test_reader_closing_the_pipe_early_is_quiet(converted):
     p.stdout.close()
     err = p.stderr.read()
     assert p.wait(timeout=120) in (0, 141) and b"Traceback" not in err
-
-
-def interruptible() -> None:
-    """SIGINT back to its default in the child: started from a background job of a non-interactive
-    shell (`make test &`), it would inherit SIGINT ignored, and Python rightly keeps ignoring it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_interrupt_during_start_up_is_exit_130(converted):
