@@ -168,6 +168,11 @@ def test_interrupt_during_start_up_is_exit_130(converted):
     assert (p.returncode, err.strip()) == (130, b"interrupted"), (p.returncode, err[-2000:])
 
 
+def importing_from(directory: Path) -> dict[str, str]:
+    """This environment, with `directory` first on the child's import path."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")]))}
+
+
 # Raises SIGINT in the process itself at one chosen point of its start-up, named by $INTERRUPT_AT:
 # "import:M" when module M is first imported, "from:F:G" when Python function G first runs under
 # the C function F (called by F, or by Python that F called). A signal from outside lands wherever
@@ -215,8 +220,7 @@ def test_interrupt_at_each_point_of_the_start_up_is_exit_130(converted, tmp_path
     rest of the start-up: every import of it, and every Python function a C function calls in it,
     was tried once so (porting/NOTES.md)."""
     (tmp_path / "sitecustomize.py").write_text(INTERRUPT_AT)
-    env = {**os.environ, "INTERRUPT_AT": point,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    env = {**importing_from(tmp_path), "INTERRUPT_AT": point}
     r = porting("translate", "--model", converted["ende-sep"], stdin=b"", env=env, preexec_fn=interruptible)
     assert (r.returncode, r.stderr.strip()) == (130, b"interrupted"), (r.returncode, r.stderr[-2000:])
 
@@ -251,8 +255,7 @@ def test_interrupt_leaving_a_string_exec_is_still_exit_130(tmp_path, where):
     so) as unhandled even once caught, and `python -m` then ends the process by SIGINT (-2) instead
     of with main's 130; main clears that mark."""
     (tmp_path / "interrupted_in_exec.py").write_text(INTERRUPTED_IN_EXEC)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
-    r = subprocess.run([sys.executable, "-m", "interrupted_in_exec", where], capture_output=True, env=env,
+    r = subprocess.run([sys.executable, "-m", "interrupted_in_exec", where], capture_output=True, env=importing_from(tmp_path),
                        timeout=120, preexec_fn=interruptible)
     assert (r.returncode, r.stderr.strip()) == (130, b"interrupted"), (r.returncode, r.stderr[-2000:])
 
