@@ -119,28 +119,38 @@ def model_input(hub, tokens):
     return dataset.collater([dataset[0]])["net_input"]["src_tokens"][0]
 
 
+def decoder_start(hub, target_lang: str) -> tuple[int, tuple[int, ...]]:
+    """(the decoder's first input token, the tokens fairseq forces as the first generated ones).
+    Bilingual: </s>, nothing forced. Multilingual (translation_multi_simple_epoch's inference_step):
+    the target language's token forced as the first generated token (prefix_tokens), or made the start
+    token with lang_tok_replacing_bos_eos; nothing without --decoder-langtok."""
+    task = _multilingual_task(hub)
+    eos = hub.tgt_dict.eos()
+    if task is None:
+        return eos, ()
+    _, spec = task.args.langtoks["main"]
+    if not spec:
+        return eos, ()
+    tok = task.data_manager.get_decoder_langtok(target_lang, spec)
+    return (tok, ()) if task.args.lang_tok_replacing_bos_eos else (eos, (tok,))
+
+
 def teacher_forced_target(hub, reference: str, target_lang: str):
     """(target ids [T] ending with </s>, the decoder's start token) of a reference as fairseq trains
     on it. Bilingual: Moses in the target language's rules (hub.tokenize uses the source's), BPE,
-    start </s>. Multilingual, as the task's training data: the target language's token prepended to
-    the target (tgt_dataset_tranform_func), or made the start token with lang_tok_replacing_bos_eos."""
+    start </s>. Multilingual, as the task's training data: the forced target-language token prepended
+    to the target (tgt_dataset_tranform_func), or made the start token with lang_tok_replacing_bos_eos."""
     import torch
 
-    task = _multilingual_task(hub)
-    if task is None:
+    if _multilingual_task(hub) is None:
         from fairseq.data.encoders.moses_tokenizer import MosesTokenizer, MosesTokenizerConfig
 
         moses = MosesTokenizer(MosesTokenizerConfig(source_lang=target_lang, target_lang=target_lang))
         text = hub.apply_bpe(moses.encode(reference))
         return hub.tgt_dict.encode_line(text, add_if_not_exist=False).long(), hub.tgt_dict.eos()
     tgt = hub.tgt_dict.encode_line(hub.apply_bpe(reference), add_if_not_exist=False).long()
-    _, spec = task.args.langtoks["main"]
-    if not spec:
-        return tgt, hub.tgt_dict.eos()
-    tok = task.data_manager.get_decoder_langtok(target_lang, spec)
-    if task.args.lang_tok_replacing_bos_eos:
-        return tgt, tok
-    return torch.cat([tgt.new_tensor([tok]), tgt]), hub.tgt_dict.eos()
+    start, forced = decoder_start(hub, target_lang)
+    return torch.cat([tgt.new_tensor(list(forced)), tgt]) if forced else tgt, start
 
 
 def hypothesis_text(hub, tokens) -> tuple[str, str]:

@@ -164,6 +164,14 @@ def teacher_forced(hub, source: str, reference: str, target_lang: str) -> tuple[
 
 # ---------------------------------------------------------------- recording
 
+def decoder_record(start: int, forced) -> dict:
+    """inputs.json's "decoder": the original's start token and the tokens it forces as the first
+    generated ones (a multilingual model's target-language token). The harness holds every system to
+    them: a system that differs there has a mapping fault, never a search rule (parity/causes.py)."""
+    return {"start": int(start), "forced": [int(t) for t in forced]}
+
+
+
 def write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=None, separators=(",", ":")) + "\n",
@@ -186,7 +194,7 @@ def record_hub(hub, target_lang: str, settings, with_teacher_forced: bool, out: 
     (then no BLEU can be computed, and inputs.json says so with "reference": null)."""
     from safetensors.torch import save_file
 
-    from parity.fairseq_hub import model_input, translate_lines
+    from parity.fairseq_hub import decoder_start, model_input, translate_lines
 
     moses = [hub.tokenize(line) for line in source]
     bpe = [hub.apply_bpe(t) for t in moses]
@@ -194,7 +202,8 @@ def record_hub(hub, target_lang: str, settings, with_teacher_forced: bool, out: 
     write_json(out / "inputs.json", {
         "source": source, "reference": reference,
         "moses": [t.split() for t in moses], "bpe": [b.split() for b in bpe],
-        "ids": [model_input(hub, hub.binarize(b)).tolist() for b in bpe]})
+        "ids": [model_input(hub, hub.binarize(b)).tolist() for b in bpe],
+        "decoder": decoder_record(*decoder_start(hub, target_lang))})
 
     if with_teacher_forced:
         n = min(TEACHER_FORCED, len(source))
@@ -322,13 +331,14 @@ def record_system(system, source: list[str], reference: list[str] | None, settin
     import torch
     from safetensors.torch import save_file
 
-    from parity.systems import fairseq_cap
+    from parity.contract import fairseq_cap
     from porting.format import UNK
 
     stages = [system.stages(line) for line in source]
     ids = [s["ids"] for s in stages]
     write_json(out / "inputs.json", {"source": source, "reference": reference, "moses": [s["moses"] for s in stages],
-                                     "bpe": [s["bpe"] for s in stages], "ids": ids, "recorded_from": system.label})
+                                     "bpe": [s["bpe"] for s in stages], "ids": ids,
+                                     "decoder": decoder_record(*system.start), "recorded_from": system.label})
     if system.boundaries is not None:
         n = min(TEACHER_FORCED, len(source))
         targets = ([system.target_ids(r) for r in reference[:n]] if reference is not None else
@@ -336,7 +346,7 @@ def record_system(system, source: list[str], reference: list[str] | None, settin
         tensors, order = {}, None
         for i in range(n):
             src, target = torch.tensor(ids[i]), torch.tensor(targets[i])
-            prev = torch.tensor([2] + targets[i][:-1])
+            prev = torch.tensor([system.start[0]] + targets[i][:-1])
             seen = system.boundaries(src, prev)
             order = ["src_tokens", "target", "prev_output_tokens", *(b.name for b in system.boundary_table())]
             tensors.update({f"s{i}/src_tokens": src, f"s{i}/target": target, f"s{i}/prev_output_tokens": prev})
