@@ -111,6 +111,16 @@ class Arch:
 # The multilingual family's tokenizer files, under the names transformers' M2M100Tokenizer reads.
 SENTENCEPIECE_FILE = "sentencepiece.bpe.model"
 SHARED_VOCAB_FILE = "vocab.json"
+# The bilingual family's, under the names transformers' FSMTTokenizer reads.
+BILINGUAL_TOKENIZER_FILES = ("vocab-src.json", "vocab-tgt.json", "merges.txt")
+
+
+def tokenizer_files(config: dict) -> tuple[str, ...]:
+    """The files the port's tokenizer reads from a converted directory (config.json besides): the one
+    list every copy of a tokenizer takes (the CTranslate2 export carries them in its tokenizer/)."""
+    if config.get("porting", {}).get("multilingual") is not None:
+        return SHARED_VOCAB_FILE, SENTENCEPIECE_FILE
+    return BILINGUAL_TOKENIZER_FILES
 
 # fairseq's language-token spellings (fairseq/data/multilingual/multilingual_utils.py, get_lang_tok's
 # TOKEN_STYLES): must match fairseq's, since the converter finds the tokens in the dictionary by them.

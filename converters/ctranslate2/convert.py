@@ -11,6 +11,7 @@ dtypes, and applies the quantization. Every architecture option either maps or i
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 
 from converters.ctranslate2 import QUANTIZATIONS
 from converters.io.atomic import OutputExists, atomic_dir
-from porting.format import PAD, Arch, ConfigError, language_tokens, read_config
+from porting.format import PAD, Arch, ConfigError, language_tokens, read_config, tokenizer_files
 from porting.model.layout import derived_tensors
 from porting.tokenizer import fairseq_symbols, shared_symbols
 
@@ -163,6 +164,19 @@ def build_spec(model_dir: Path):
     return spec, config
 
 
+# The converted directory's tokenizer, carried inside the CTranslate2 directory: CTranslate2 takes and
+# gives pieces, and what turns text into them and back (with a multilingual model's language tokens,
+# their placement and the target prefix) is the model's own; the harness and users read it from here.
+TOKENIZER_DIR = "tokenizer"
+
+
+def copy_tokenizer(model_dir: Path, config: dict, out: Path) -> None:
+    """config.json and the family's tokenizer files (porting.format.tokenizer_files), copied as they are."""
+    out.mkdir()
+    for name in ("config.json", *tokenizer_files(config)):
+        shutil.copyfile(model_dir / name, out / name)
+
+
 def convert(model_dir: Path, out: Path, quantization: str | None = None, force: bool = False) -> dict:
     """Write the CTranslate2 model; returns what was written and what it leaves out."""
     model_dir, out = Path(model_dir), Path(out)
@@ -180,6 +194,7 @@ def convert(model_dir: Path, out: Path, quantization: str | None = None, force: 
     try:
         with atomic_dir(out, force, [model_dir]) as tmp:
             spec.save(str(tmp))
+            copy_tokenizer(model_dir, config, tmp / TOKENIZER_DIR)
     except OutputExists as e:
         raise CTranslate2Error([str(e)]) from None
     for note in left_out:
