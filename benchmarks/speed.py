@@ -76,7 +76,7 @@ def prepare(name: str, setup: dict, work: Path) -> dict:
                         "--data-dir", setup["dir"], "--out", ours, "--force"], check=True, capture_output=True)
     ct2 = {q: work / "speed" / name / f"ct2-{q}" for q in ("float32", "int8")}
     for quantization, path in ct2.items():
-        if not (path / "model.bin").exists():
+        if not (path / "tokenizer" / "config.json").exists():      # an export older than its tokenizer/: again
             subprocess.run([bin_ / "porting", "convert", "ctranslate2", "--model", ours, "--out", path,
                             "--quantization", quantization, "--force"], check=True, capture_output=True)
     src, tgt = setup.get("direction", ("en", "de"))
@@ -147,52 +147,27 @@ def _fairseq(job):
 
 
 def _transformers(job):
-    import torch
-    from transformers import FSMTForConditionalGeneration, M2M100ForConditionalGeneration
+    from parity.peers import transformers_system
 
-    kind = M2M100ForConditionalGeneration if job["multilingual"] else FSMTForConditionalGeneration
-    model = kind.from_pretrained(job["converted"]).eval()
-    # the target language's token, forced first as fairseq forces it (and counted in max_length)
-    forced = {"forced_bos_token_id": job["start"][1][0]} if job["start"][1] else {}
+    # the harness's own adapter: FSMT or M2M100 with fairseq's options mapped, the target-language token forced
+    system = transformers_system(Path(job["converted"]), (job["source_lang"], job["target_lang"]))
+    options = {"beam": BEAM, "max_len_b": job["max_len_b"]}
 
     def run(batch):
-        width = max(map(len, batch))
-        ids = torch.tensor([x + [1] * (width - len(x)) for x in batch])     # right-padded, as FSMT expects
-        with torch.inference_mode():
-            out = model.generate(ids, attention_mask=ids.ne(1), num_beams=BEAM, early_stopping=True,
-                                 length_penalty=1.0, do_sample=False, max_length=job["max_len_b"] + 2, **forced)
-        hyps = []
-        for row in out.tolist():
-            row = row[1:]                                                     # the decoder start </s>
-            hyps.append(row[: row.index(2) + 1] if 2 in row else row)
-        return hyps, [[t for t in r if t != 1] for r in ids.tolist()]
+        return [hyps[0] for hyps in system.generate(batch, options, job["max_len_b"])], [list(b) for b in batch]
     return run
 
 
 def _ctranslate2(job, int8: bool = False):
-    import ctranslate2
+    from parity.peers import CTranslate2System
 
-    from converters.ctranslate2.convert import vocabularies
-    from porting.format import read_config
-
-    tr = ctranslate2.Translator(job["ct2-int8" if int8 else "ct2"], device="cpu",
-                                compute_type="int8" if int8 else "float32", inter_threads=1,
-                                intra_threads=job["threads"])
-    source, target = vocabularies(Path(job["converted"]), read_config(job["converted"]))
-    src_vocab, tgt_vocab = {s: i for i, s in enumerate(source)}, {s: i for i, s in enumerate(target)}
-    # a multilingual model's forced target-language token, as CTranslate2's target prefix
-    prefix = [target[i] for i in job["start"][1]]
+    # the harness's own adapter: the export's tokenizer, the family's target prefix, the option mapping
+    system = CTranslate2System(Path(job["ct2-int8" if int8 else "ct2"]), (job["source_lang"], job["target_lang"]),
+                               threads=job["threads"], compute_type="int8" if int8 else "float32")
+    options = {"beam": BEAM, "max_len_b": job["max_len_b"]}
 
     def run(batch):
-        pieces = [[source[i] for i in ids[:-1]] for ids in batch]             # CT2 appends </s> itself
-        forced = {"target_prefix": [prefix] * len(batch) if prefix else None}
-        # fairseq's cap in CTranslate2's terms (porting/NOTES.md): max_len_b tokens before </s>; at the
-        # cap CTranslate2 stops without </s> where fairseq forces one, so it is added for the comparison
-        res = tr.translate_batch(pieces, beam_size=BEAM, max_decoding_length=job["max_len_b"], min_decoding_length=1,
-                                 length_penalty=1.0, max_batch_size=len(batch), return_end_token=True, **forced)
-        hyps = [[tgt_vocab[t] for t in r.hypotheses[0]] for r in res]
-        hyps = [h if h[-1:] == [2] else h + [2] for h in hyps]
-        return hyps, [[src_vocab[p] for p in ps] + [2] for ps in pieces]
+        return [hyps[0] for hyps in system.generate(batch, options, job["max_len_b"])], [list(b) for b in batch]
     return run
 
 

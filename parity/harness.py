@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from parity import causes, machine
 from parity.compare import TensorDiff, diff, first_differing_step, first_divergence
-from parity.systems import fairseq_cap
+from parity.contract import fairseq_cap
 from porting.evaluation.scoring import paired_bootstrap, score
 
 
@@ -101,13 +101,52 @@ def _mismatch(system, i: int, inputs: dict, a, b: dict, lp_a: list[float], lp_b:
                              "original_token_logprob": lp_b[step]}}
 
 
+def decoder_mapping(system, inputs: dict) -> dict:
+    """The system's decoder start and forced tokens against the original's (inputs.json's "decoder"):
+    a system that starts elsewhere, or forces other tokens, decodes another question (a wrong
+    language token or prefix), whatever its hypotheses look like."""
+    original = inputs.get("decoder")
+    ours = {"start": system.start[0], "forced": list(system.start[1])}
+    if original is None:
+        return {"system": ours, "original": None, "ok": False,
+                "problem": "the run does not record the original's decoder start and forced tokens (recorded by an "
+                           "older workbench): record it again (`porting record`, or --record with a live original)"}
+    ok = ours == original
+    return {"system": ours, "original": original, "ok": ok,
+            **({} if ok else {"problem": f"the system starts its decoder from {ours['start']} and forces "
+                              f"{ours['forced']}; the original starts from {original['start']} and forces "
+                              f"{original['forced']}"})}
+
+
+def _detokenization(system, i: int, inputs: dict, tokens: list[int], text: str, original_text: str) -> dict:
+    return {"line": i, "source": inputs["source"][i], "port": text, "original": original_text,
+            "port_tokens": tokens, "original_tokens": tokens, "first_differing_step": None,
+            "cause": {"cause": "detokenization", "why": "the same tokens, another text: the system's "
+                      "detokenization differs from the original's"}}
+
+
+def _decode_all(system, rec: dict, inputs: dict, ids: list[list[int]], progress) -> tuple[dict, dict]:
+    """The system's n-best of every line, decoded in the original's batches, and each line's cap."""
+    options = rec["options"]
+    ours, caps = {}, {}
+    for batch in rec["batches"]:
+        # fairseq's cap for this batch: from the original's padded width, as fairseq computed it
+        cap = fairseq_cap(options, max(len(inputs["ids"][i]) for i in batch), system.max_positions)
+        for i, hyps in zip(batch, system.translate([ids[i] for i in batch], options, cap)):
+            ours[i], caps[i] = hyps, cap
+        if progress is not None:
+            progress(len(batch))
+    return ours, caps
+
+
 def generation(system, run: Path, inputs: dict, stages: list[dict] | None, settings: list[str] | None,
                progress=None) -> dict:
-    """Per setting: identical best hypotheses out of the total, and for each mismatch where the two
-    part and why (parity/causes.py). ``progress(n)`` is called as each batch of n lines is decoded.
-    The system is fed its own tokenization (what its users get), or the original's ids where it
-    takes pieces."""
+    """Per setting: identical best hypotheses (tokens and text) out of the total, and for each
+    mismatch where the two part and why (parity/causes.py). ``progress(n)`` is called as each batch of
+    n lines is decoded. The system is fed its own tokenization (what its users get), or the original's
+    ids where it takes pieces."""
     ids = inputs["ids"] if stages is None else [s["ids"] for s in stages]
+    forced = tuple((inputs.get("decoder") or {}).get("forced", ()))
     out = {}
     available = sorted(p.stem for p in (run / "generation").glob("*.json"))
     for setting in settings or available:
@@ -116,53 +155,67 @@ def generation(system, run: Path, inputs: dict, stages: list[dict] | None, setti
             continue
         rec = _load(run, f"generation/{setting}.json")
         options = rec["options"]
-        ours, caps = {}, {}
-        for batch in rec["batches"]:
-            # fairseq's cap for this batch: from the original's padded width, as fairseq computed it
-            cap = fairseq_cap(options, max(len(inputs["ids"][i]) for i in batch), system.max_positions)
-            for i, hyps in zip(batch, system.translate([ids[i] for i in batch], options, cap)):
-                ours[i], caps[i] = hyps, cap
-            if progress is not None:
-                progress(len(batch))
+        ours, caps = _decode_all(system, rec, inputs, ids, progress)
         mapping = system.mapping(options)
-        mismatches, worst = [], 0.0
+        mismatches, worst, texts = [], 0.0, []
         for i, theirs in enumerate(rec["hypotheses"]):
             a, b = ours[i][0], theirs[0]
+            texts.append(system.decode(a.tokens))
             if a.tokens != b["tokens"]:
                 lp_a, lp_b = system.log_probs(ids[i], a.tokens), system.log_probs(ids[i], b["tokens"])
                 m = _mismatch(system, i, inputs, a, b, lp_a, lp_b)
                 m["cause"] = causes.classify(system, ids[i], inputs["ids"][i], a.tokens, b, lp_a, lp_b, options,
-                                             caps[i], mapping.not_expressible, rec.get("search_rules"))
+                                             caps[i], mapping.not_expressible, rec.get("search_rules"), forced)
                 mismatches.append(m)
+            elif texts[i] != b["text"]:
+                mismatches.append(_detokenization(system, i, inputs, a.tokens, texts[i], b["text"]))
             else:
                 worst = max(worst, abs(a.score - b["score"]))
         n = len(rec["hypotheses"])
         counts = causes.tally(mismatches)
         # the native port against fairseq: both claim fairseq's rules, every line must match; with a
-        # peer on either side, every difference must be explained by tokenization or a named search
-        # rule (the numbers agree)
+        # peer on either side, every difference must be explained by tokenization, a named search rule
+        # or the forced tokens' scores (the numbers agree)
         strict = system.search_rules is None and rec.get("search_rules") is None
-        ok = not mismatches if strict else counts["numerics"] == counts["unexplained"] == 0
+        outcome = _outcome(run, rec, texts)
+        ok = (not mismatches if strict else not any(counts[c] for c in causes.FAILING)) and \
+            not (outcome or {}).get("significantly_worse", False)
         out[setting] = {"options": options, "mapping": mapping.settings, "not_expressible": mapping.not_expressible,
                         "identical": n - len(mismatches), "total": n, "lines": n,
                         "share_identical": (n - len(mismatches)) / n, "causes": counts, "max_score_diff": worst,
-                        "mismatches": mismatches[:50], "ok": ok,
-                        "port_texts": [system.decode(ours[i][0].tokens) for i in range(n)]}
+                        "outcome": outcome, "mismatches": mismatches[:50], "ok": ok, "port_texts": texts}
     return out
 
 
+# A port fails a setting whose metric is below the original's with a paired bootstrap p-value under
+# this, whatever its differences' causes: explained differences can still add up to a worse system.
+SIGNIFICANCE = 0.05
+
+
+def _outcome(run: Path, rec: dict, port: list[str]) -> dict | None:
+    """The port's BLEU against the original's on this setting's best hypotheses, with sacreBLEU's
+    paired bootstrap (None: a run recorded without references)."""
+    refs = _load(run, "inputs.json")["reference"]
+    if refs is None:
+        return None
+    test = paired_bootstrap([h[0]["text"] for h in rec["hypotheses"]], port, refs)
+    worse = test["system_bleu"] < test["baseline_bleu"] and test["p_value"] < SIGNIFICANCE
+    return {"port_bleu": test["system_bleu"], "original_bleu": test["baseline_bleu"], "p_value": test["p_value"],
+            "significantly_worse": worse, "signature": test["signature"], "samples": test["samples"],
+            **({"note": test["note"]} if "note" in test else {}),
+            "rule": f"fails when the port's BLEU is below the original's with p < {SIGNIFICANCE}"}
+
+
 def bleu(gen: dict, run: Path, setting: str) -> dict | None:
-    if setting not in gen or "port_texts" not in gen[setting]:
+    """The main setting's BLEU and chrF for both sides, with signatures, and its paired test."""
+    if setting not in gen or "port_texts" not in gen[setting] or gen[setting]["outcome"] is None:
         return None
     rec = _load(run, f"generation/{setting}.json")
     refs = _load(run, "inputs.json")["reference"]
-    if refs is None:
-        return None   # a run recorded without references
     original = [h[0]["text"] for h in rec["hypotheses"]]
-    port = gen[setting]["port_texts"]
-    s_port, s_orig = score(port, refs), score(original, refs)
+    s_port, s_orig = score(gen[setting]["port_texts"], refs), score(original, refs)
     return {"setting": setting, "port": s_port.to_dict(), "original": s_orig.to_dict(),
-            "paired_bootstrap": paired_bootstrap(original, port, refs)}
+            "paired_bootstrap": gen[setting]["outcome"]}
 
 
 def generation_work(run: Path, settings: list[str] | None) -> int:
@@ -184,6 +237,7 @@ def compare(system, run: Path, settings: list[str] | None, atol: float, rtol: fl
     inputs = _load(run, "inputs.json")
     stages = _stages(system, inputs)
     report = {"system": system.kind, "conditions": machine.conditions(manifest),
+              "decoder": decoder_mapping(system, inputs),
               "tensors": tensors(system, run, atol, rtol, mode),
               "tokenization": tokenization(system, inputs, stages),
               "generation": generation(system, run, inputs, stages, settings, progress=progress)}
@@ -195,6 +249,6 @@ def compare(system, run: Path, settings: list[str] | None, atol: float, rtol: fl
     # tokenization differences are reported, and counted as a cause; the verdict is on the rest
     peer_involved = system.search_rules is not None or "recorded_from" in inputs
     tokenization_ok = report["tokenization"]["ok"] or peer_involved
-    report["ok"] = (report["tensors"].get("ok", True) and tokenization_ok
+    report["ok"] = (report["tensors"].get("ok", True) and tokenization_ok and report["decoder"]["ok"]
                     and all(g.get("ok", False) for g in report["generation"].values()))
     return report

@@ -3,8 +3,8 @@
 - transformers' FSMT: its own tokenizer, its layers' outputs through forward hooks at the boundaries
   parity/names.py declares (FSMT keeps fairseq's module names under ``model.``), teacher-forced
   log-probs from one forward pass, generation through ``generate()``;
-- CTranslate2: no tokenizer (it takes pieces: it is fed the original's) and no tensors (its C++
-  layers expose none), log-probs from ``score_batch``, generation through ``translate_batch``.
+- CTranslate2: the tokenizer its export carries, no tensors (its C++ layers expose none), log-probs
+  from ``score_batch``, generation through ``translate_batch`` with the family's target prefix.
 
 fairseq's options are mapped to each system's own names; what a system cannot express is listed, and
 the closest mapping is used, never silently replaced.
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from parity import names
-from parity.systems import Hyp, Mapping, UnusableSystem
+from parity.contract import Hyp, Mapping, UnusableSystem, tokenizer_stages
 from porting.format import EOS, PAD, UNK
 
 
@@ -37,33 +37,145 @@ def _fsmt_pieces(pieces: list[str]) -> list[str]:
     return [p[:-4] if p.endswith("</w>") else p + "@@" for p in pieces]
 
 
+def transformers_system(model_dir: Path, langs: tuple[str, str] | None = None):
+    """The transformers adapter for a directory's model_type: FSMT (the bilingual family) or M2M100
+    (the multilingual one, with M2M100Tokenizer or, for NLLB codes, NllbTokenizer)."""
+    config_file = Path(model_dir) / "config.json"
+    if not config_file.is_file():
+        raise UnusableSystem(f"transformers:{model_dir}: no config.json: not a transformers model directory")
+    try:
+        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    except (ValueError, AttributeError):
+        raise UnusableSystem(f"transformers:{model_dir}: config.json is not a JSON object") from None
+    adapters = {"fsmt": FSMTSystem, "m2m_100": M2M100System}
+    if model_type not in adapters:
+        raise UnusableSystem(f"transformers:{model_dir}: a {model_type!r} model; the harness runs "
+                             f"{', '.join(repr(k) for k in adapters)} (FSMT and M2M100)")
+    return adapters[model_type](Path(model_dir), langs)
+
+
+def _quiet_transformers() -> None:
+    """Quiet, as every command is: its warnings here are the tie advice that is wrong for separate
+    dictionaries (porting/NOTES.md) and flags greedy search ignores; the report lists the mapping."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
 class TransformersSystem:
+    """What the transformers adapters share: generate() with fairseq's options mapped, teacher-forced
+    log-probs from one forward pass, layer outputs through hooks at the boundaries parity/names.py
+    declares (both classes keep fairseq's module names under ``model.``)."""
     kind = "transformers"
     search_rules = ("transformers' beam search: early_stopping=True ends a sentence once `num_beams` hypotheses "
                     "have ended and keeps the best ones, fairseq keeps the first ones found")
+    scores_forced = False        # generate()'s scores count forced tokens as 0
+    time_major = True            # whether its layers pass [T, B, C] (fairseq's, FSMT's) or [B, T, C] (M2M100's)
+    model: torch.nn.Module
+    start: tuple[int, tuple[int, ...]]
 
-    def __init__(self, model_dir: Path):
-        config_file = Path(model_dir) / "config.json"
-        if not config_file.is_file():
-            raise UnusableSystem(f"transformers:{model_dir}: no config.json: not a transformers model directory")
-        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
-        if model_type != "fsmt":
-            raise UnusableSystem(f"transformers:{model_dir}: a {model_type!r} model; the harness declares its boundaries "
-                              "for FSMT (model_type 'fsmt')")
+    def boundary_table(self) -> list:
+        m = self.model.model
+        return names.boundaries(len(m.encoder.layers), len(m.decoder.layers),
+                                getattr(m.encoder, "layer_norm", None) is not None,
+                                getattr(m.decoder, "layer_norm", None) is not None)
+
+    def mapping(self, options: dict, cap: int | None = None) -> Mapping:
+        settings = {"num_beams": options.get("beam", 5), "num_return_sequences": options.get("nbest", 1),
+                    "length_penalty": options.get("lenpen", 1.0), "early_stopping": True, "do_sample": False,
+                    # transformers counts the start token and </s> in max_length, the start token in min_length
+                    "max_length": (cap if cap is not None else options.get("max_len_b", 200)) + 2,
+                    "min_length": options.get("min_len", 1) + 1,
+                    "no_repeat_ngram_size": options.get("no_repeat_ngram_size", 0),
+                    # a multilingual model's target-language token, forced first as fairseq forces it
+                    **({"forced_bos_token_id": self.start[1][0]} if self.start[1] else {})}
+        return Mapping(settings, _not_expressible(options, "transformers"))
+
+    def boundaries(self, src: torch.Tensor, prev: torch.Tensor, replace=None) -> dict[str, torch.Tensor]:
+        if replace is not None:
+            raise UnusableSystem("shadow mode feeds the original's tensors into the port's layers: the native port only")
+        model = self.model
+        seen, handles = {}, []
+
+        def as_rows(x):
+            return x[:, 0] if self.time_major else x[0]                        # [T, 1, C] or [1, T, C] -> [T, C]
+        for b in self.boundary_table():
+            if not b.fairseq_module:
+                continue
+            module = model.get_submodule(names.FSMT_PREFIX + b.fairseq_module)
+
+            def grab_input(_module, args, kwargs, name=b.name):
+                seen[name] = as_rows(args[0] if args else kwargs["hidden_states"]).detach()
+
+            def grab_output(_module, _args, output, name=b.name):
+                seen[name] = as_rows(output[0] if isinstance(output, tuple) else output).detach()
+            handles.append(module.register_forward_pre_hook(grab_input, with_kwargs=True) if b.taken_from == "input"
+                           else module.register_forward_hook(grab_output))
+        try:
+            with torch.no_grad():
+                logits = model(input_ids=src[None], decoder_input_ids=prev[None], use_cache=False).logits
+        finally:
+            for h in handles:
+                h.remove()
+        seen["decoder.logits"] = logits[0]
+        seen["decoder.lprobs"] = torch.log_softmax(logits[0].float(), -1)
+        return seen
+
+    def generate(self, batch: list[list[int]], options: dict, cap: int | None = None) -> list[list[list[int]]]:
+        """Each line's n-best as ids (no scores: the benchmark times this)."""
+        m = self.mapping(options, cap).settings
+        width = max(map(len, batch))
+        ids = torch.tensor([x + [PAD] * (width - len(x)) for x in batch])       # right-padded, as transformers expects
+        with torch.inference_mode():
+            out = self.model.generate(ids, attention_mask=ids.ne(PAD), **m).tolist()
+        hyps = []
+        for row in out:
+            row = row[1:]                                                       # the decoder start </s>
+            hyps.append(row[: row.index(EOS) + 1] if EOS in row else row + [EOS])  # at the cap: fairseq's forced </s>
+        n = m["num_return_sequences"]
+        return [hyps[i:i + n] for i in range(0, len(hyps), n)]
+
+    def translate(self, batch: list[list[int]], options: dict, cap: int | None = None) -> list[list[Hyp]]:
+        grouped = self.generate(batch, options, cap)
+        # the best one's score, normalised as fairseq normalises (the rest are listed, not compared)
+        best = self.log_probs_batch(batch, [group[0] for group in grouped])
+        lenpen = options.get("lenpen", 1.0)
+        return [[Hyp(t, sum(lp) / len(t) ** lenpen if k == 0 else float("nan")) for k, t in enumerate(group)]
+                for group, lp in zip(grouped, best)]
+
+    def log_probs_batch(self, srcs: list[list[int]], hyps: list[list[int]]) -> list[list[float]]:
+        """Teacher-forced, one forward pass for the batch: sources and decoder inputs right-padded
+        (the causal mask keeps a position from seeing the padding after it)."""
+        def padded(rows):
+            width = max(map(len, rows))
+            return torch.tensor([r + [PAD] * (width - len(r)) for r in rows])
+        src, prev = padded(srcs), padded([[self.start[0]] + h[:-1] for h in hyps])
+        with torch.no_grad():
+            logits = self.model(input_ids=src, attention_mask=src.ne(PAD), decoder_input_ids=prev, use_cache=False).logits
+        lp = torch.log_softmax(logits.float(), -1)                                   # [B, T, V]
+        return [lp[b, :len(h)].gather(1, torch.tensor(h)[:, None])[:, 0].tolist() for b, h in enumerate(hyps)]
+
+    def log_probs(self, src: list[int], tokens: list[int]) -> list[float]:
+        return self.log_probs_batch([src], [tokens])[0]
+
+
+class FSMTSystem(TransformersSystem):
+    """transformers' FSMT: its own tokenizer (Moses, with punctuation normalised, and BPE)."""
+    start = (EOS, ())            # the decoder starts from </s>, nothing forced
+
+    def __init__(self, model_dir: Path, langs: tuple[str, str] | None = None):
         from transformers import FSMTForConditionalGeneration, FSMTTokenizer
-        from transformers.utils import logging as transformers_logging
 
-        # quiet, as every command is: its warnings here are the tie advice that is wrong for separate
-        # dictionaries (porting/NOTES.md) and flags greedy search ignores; the report lists the mapping
-        transformers_logging.set_verbosity_error()
-        transformers_logging.disable_progress_bar()
+        _quiet_transformers()
         self.label, self.dir = f"transformers:{model_dir}", Path(model_dir)
         self.model = FSMTForConditionalGeneration.from_pretrained(model_dir).eval()
         self.tokenizer = FSMTTokenizer.from_pretrained(model_dir)
+        self.langs = (self.tokenizer.src_lang, self.tokenizer.tgt_lang)
+        if langs and tuple(langs) != self.langs:
+            raise UnusableSystem(f"transformers:{model_dir}: translates {self.langs[0]} to {self.langs[1]} only, "
+                                 f"not {langs[0]} to {langs[1]}")
         self.max_positions = self.model.config.max_position_embeddings
-
-    def boundary_table(self) -> list:
-        return names.boundaries(len(self.model.model.encoder.layers), len(self.model.model.decoder.layers), False, False)
 
     def symbols(self, ids: list[int]) -> str:
         pieces = [self.tokenizer.decoder[i] for i in ids if i != EOS]                  # the target side's tokens
@@ -85,110 +197,102 @@ class TransformersSystem:
         return {"moses": t.moses_tokenize(t.moses_pipeline(line, lang), lang),
                 "bpe": _fsmt_pieces(t.tokenize(line)), "ids": t.encode(line)}
 
-    def mapping(self, options: dict, cap: int | None = None) -> Mapping:
-        settings = {"num_beams": options.get("beam", 5), "num_return_sequences": options.get("nbest", 1),
-                    "length_penalty": options.get("lenpen", 1.0), "early_stopping": True, "do_sample": False,
-                    # transformers counts the start token and </s> in max_length, the start token in min_length
-                    "max_length": (cap if cap is not None else options.get("max_len_b", 200)) + 2,
-                    "min_length": options.get("min_len", 1) + 1,
-                    "no_repeat_ngram_size": options.get("no_repeat_ngram_size", 0)}
-        return Mapping(settings, _not_expressible(options, "transformers"))
 
-    def boundaries(self, src: torch.Tensor, prev: torch.Tensor, replace=None) -> dict[str, torch.Tensor]:
-        if replace is not None:
-            raise UnusableSystem("shadow mode feeds the original's tensors into the port's layers: the native port only")
-        model = self.model
-        seen, handles = {}, []
-        for b in names.boundaries(len(model.model.encoder.layers), len(model.model.decoder.layers), False, False):
-            if not b.fairseq_module:
-                continue
-            module = model.get_submodule(names.FSMT_PREFIX + b.fairseq_module)
+class M2M100System(TransformersSystem):
+    """transformers' M2M100 with the tokenizer its directory names (M2M100Tokenizer, or NllbTokenizer
+    for NLLB codes), in one direction: the source language's token where the tokenizer puts it, the
+    target's forced first (``forced_bos_token_id``), as fairseq's task places them."""
+    time_major = False
 
-            def grab(_module, args, output=None, name=b.name, taken=b.taken_from):
-                x = args[0] if taken == "input" else output[0]
-                seen[name] = x[:, 0].detach()                                     # [T, B=1, C] -> [T, C]
-            handles.append(module.register_forward_pre_hook(grab) if b.taken_from == "input"
-                           else module.register_forward_hook(grab))
-        try:
-            with torch.no_grad():
-                logits = model(input_ids=src[None], decoder_input_ids=prev[None], use_cache=False).logits
-        finally:
-            for h in handles:
-                h.remove()
-        seen["decoder.logits"] = logits[0]
-        seen["decoder.lprobs"] = torch.log_softmax(logits[0].float(), -1)
-        return seen
+    def __init__(self, model_dir: Path, langs: tuple[str, str] | None = None):
+        from transformers import AutoTokenizer, M2M100ForConditionalGeneration
 
-    def translate(self, batch: list[list[int]], options: dict, cap: int | None = None) -> list[list[Hyp]]:
-        m = self.mapping(options, cap).settings
-        width = max(map(len, batch))
-        ids = torch.tensor([x + [PAD] * (width - len(x)) for x in batch])       # right-padded, as FSMT expects
-        with torch.no_grad():
-            out = self.model.generate(ids, attention_mask=ids.ne(PAD), **m).tolist()
-        n = m["num_return_sequences"]
-        hyps = []
-        for row in out:
-            row = row[1:]                                                       # the decoder start </s>
-            tokens = row[: row.index(EOS) + 1] if EOS in row else row + [EOS]   # at the cap: fairseq's forced </s>
-            hyps.append(tokens)
-        grouped = [hyps[i:i + n] for i in range(0, len(hyps), n)]
-        # the best one's score, normalised as fairseq normalises (the rest are listed, not compared)
-        best = self.log_probs_batch(batch, [group[0] for group in grouped])
-        lenpen = options.get("lenpen", 1.0)
-        return [[Hyp(t, sum(lp) / len(t) ** lenpen if k == 0 else float("nan")) for k, t in enumerate(group)]
-                for group, lp in zip(grouped, best)]
+        if not langs:
+            raise UnusableSystem(f"transformers:{model_dir}: a multilingual model: give the direction "
+                                 "(--source-lang and --target-lang)")
+        _quiet_transformers()
+        self.label, self.dir = f"transformers:{model_dir}", Path(model_dir)
+        self.model = M2M100ForConditionalGeneration.from_pretrained(model_dir).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.tokenizer.src_lang, self.tokenizer.tgt_lang = langs
+        self.langs = tuple(langs)
+        # the target side's encoding of an empty text: its forced tokens, then </s>
+        forced = self.tokenizer(text_target="")["input_ids"][:-1]
+        if len(forced) != 1:
+            raise UnusableSystem(f"transformers:{model_dir}: the tokenizer does not put one {langs[1]} token first "
+                                 f"on the target side ({forced})")
+        self.start = (self.model.config.decoder_start_token_id, tuple(forced))
+        self.max_positions = self.model.config.max_position_embeddings
 
-    def log_probs_batch(self, srcs: list[list[int]], hyps: list[list[int]]) -> list[list[float]]:
-        """Teacher-forced, one forward pass for the batch: sources and decoder inputs right-padded
-        (the causal mask keeps a position from seeing the padding after it)."""
-        def padded(rows):
-            width = max(map(len, rows))
-            return torch.tensor([r + [PAD] * (width - len(r)) for r in rows])
-        src, prev = padded(srcs), padded([[EOS] + h[:-1] for h in hyps])
-        with torch.no_grad():
-            logits = self.model(input_ids=src, attention_mask=src.ne(PAD), decoder_input_ids=prev, use_cache=False).logits
-        lp = torch.log_softmax(logits.float(), -1)                                   # [B, T, V]
-        return [lp[b, :len(h)].gather(1, torch.tensor(h)[:, None])[:, 0].tolist() for b, h in enumerate(hyps)]
+    def symbols(self, ids: list[int]) -> str:
+        return " ".join(self.tokenizer.convert_ids_to_tokens([i for i in ids if i != EOS and i not in self.start[1]]))
 
-    def log_probs(self, src: list[int], tokens: list[int]) -> list[float]:
-        return self.log_probs_batch([src], [tokens])[0]
+    def decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def target_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text_target=text)["input_ids"]
+
+    def stages(self, line: str) -> dict[str, list]:
+        return {"moses": line.split(), "bpe": self.tokenizer.tokenize(line), "ids": self.tokenizer(line)["input_ids"]}
 
 
 class CTranslate2System:
+    """A CTranslate2 model as its users run it: text through the tokenizer the export carries
+    (converters/ctranslate2: DIR/tokenizer), pieces in, the target prefix the model's family forces
+    (a multilingual model's language token), pieces out, the tokenizer's own decoding. Pieces become
+    ids through the original's vocabulary, never CTranslate2's own, so a fault in its vocabulary
+    shows as a difference instead of being mapped away."""
     kind = "ctranslate2"
     search_rules = "CTranslate2's own beam search bookkeeping (when a sentence ends, which ended hypotheses are kept)"
+    scores_forced = False        # a target prefix's tokens add nothing to a hypothesis' score
+    boundaries = None            # its layers run in C++ and expose no tensors
 
-    def __init__(self, model_dir: Path):
+    def __init__(self, model_dir: Path, langs: tuple[str, str] | None = None, threads: int | None = None,
+                 compute_type: str = "default"):
+        """compute_type: CTranslate2's ("default": the type the model was written in)."""
+        from converters.ctranslate2.convert import TOKENIZER_DIR, vocabularies
+        from porting.format import ConfigError, read_config
+        from porting.tokenizer import open_tokenizer
+
         model_dir = Path(model_dir)
         if not (model_dir / "model.bin").is_file():
             raise UnusableSystem(f"ctranslate2:{model_dir}: no model.bin: not a CTranslate2 model directory")
         shared = model_dir / "shared_vocabulary.json"
-        files = [shared, shared] if shared.is_file() else [model_dir / "source_vocabulary.json",
-                                                           model_dir / "target_vocabulary.json"]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            raise UnusableSystem(f"ctranslate2:{model_dir}: missing vocabulary {', '.join(dict.fromkeys(missing))}")
+        files = [shared] if shared.is_file() else [model_dir / "source_vocabulary.json", model_dir / "target_vocabulary.json"]
+        if missing := [str(f) for f in files if not f.is_file()]:
+            raise UnusableSystem(f"ctranslate2:{model_dir}: missing vocabulary {', '.join(missing)}")
+        tokenizer_dir = model_dir / TOKENIZER_DIR
+        if not (tokenizer_dir / "config.json").is_file():
+            raise UnusableSystem(f"ctranslate2:{model_dir}: no {TOKENIZER_DIR}/config.json: the harness runs a "
+                                 "CTranslate2 model with the tokenizer of the model it was converted from, which "
+                                 "`porting convert ctranslate2` writes beside it (convert it with that command)")
+        try:
+            self.tokenizer = open_tokenizer(tokenizer_dir, source_lang=langs and langs[0],
+                                            target_lang=langs and langs[1])
+            source, target = vocabularies(tokenizer_dir, read_config(tokenizer_dir))
+        except (ConfigError, OSError, ValueError) as e:
+            raise UnusableSystem(f"ctranslate2:{model_dir}: {e}") from None
         import ctranslate2
 
         self.label, self.dir = f"ctranslate2:{model_dir}", model_dir
-        self.src_tokens, self.tgt_tokens = (json.loads(f.read_text(encoding="utf-8")) for f in files)
-        self.tgt_ids = {t: i for i, t in enumerate(self.tgt_tokens)}
-        self.translator = ctranslate2.Translator(str(model_dir), device="cpu", compute_type="default",
-                                                 inter_threads=1, intra_threads=torch.get_num_threads())
+        self.langs = (self.tokenizer.source_lang, self.tokenizer.target_lang)
+        self.src_pieces, self.tgt_pieces = source, target
+        self.tgt_ids = {t: i for i, t in enumerate(target)}
+        # CTranslate2's decoder starts from </s> (the export's decoder_start_token), and the prefix is forced
+        self.start = (EOS, self.tokenizer.prefix)
+        self.translator = ctranslate2.Translator(str(model_dir), device="cpu", compute_type=compute_type,
+                                                 inter_threads=1, intra_threads=threads or torch.get_num_threads())
         self.max_positions = 1 << 16                 # CTranslate2 has no position bound to respect beyond its table
 
-    stages = None                                    # CTranslate2 takes pieces: it is fed the original's
-    target_lang: str | None = None                   # for detokenizing its pieces (the run says which)
+    def stages(self, line: str) -> dict[str, list]:
+        return tokenizer_stages(self.tokenizer, line)
 
     def symbols(self, ids: list[int]) -> str:
-        return " ".join(self.tgt_tokens[i] for i in ids if i != EOS)
+        return self.tokenizer.symbols(ids)
 
     def decode(self, tokens: list[int]) -> str:
-        """Its pieces as fairseq's hub post-processes them: BPE joined, then Moses-detokenized."""
-        from sacremoses import MosesDetokenizer
-
-        text = (self.symbols(tokens) + " ").replace("@@ ", "").strip()
-        return MosesDetokenizer(lang=self.target_lang or "en").detokenize(text.split()) if text else ""
+        return self.tokenizer.decode(tokens)
 
     def mapping(self, options: dict, cap: int | None = None) -> Mapping:
         # max_decoding_length counts the tokens before </s>, and stops at the cap without one (NOTES.md)
@@ -199,23 +303,29 @@ class CTranslate2System:
                     "no_repeat_ngram_size": options.get("no_repeat_ngram_size", 0)}
         return Mapping(settings, _not_expressible(options, "CTranslate2"))
 
-    boundaries = None                                # no tensors exposed
-
     def _pieces(self, ids: list[int]) -> list[str]:
-        return [self.src_tokens[i] for i in ids[:-1]]                           # CTranslate2 appends </s> itself
+        return [self.src_pieces[i] for i in ids[:-1]]                           # CTranslate2 appends </s> itself
 
-    def translate(self, batch: list[list[int]], options: dict, cap: int | None = None) -> list[list[Hyp]]:
+    def _prefixes(self, n: int) -> list[list[str]] | None:
+        prefix = [self.tgt_pieces[t] for t in self.start[1]]
+        return [prefix] * n if prefix else None
+
+    def generate(self, batch: list[list[int]], options: dict, cap: int | None = None) -> list[list[list[int]]]:
+        """Each line's n-best as ids in the original's vocabulary (no scores: the benchmark times this)."""
         m = self.mapping(options, cap).settings
-        results = self.translator.translate_batch([self._pieces(s) for s in batch], max_batch_size=len(batch),
-                                                  return_scores=True, return_end_token=True, **m)
+        results = self.translator.translate_batch([self._pieces(s) for s in batch], self._prefixes(len(batch)),
+                                                  max_batch_size=len(batch), return_end_token=True, **m)
         out = []
-        for src, r in zip(batch, results):
+        for r in results:
             hyps = []
             for pieces in r.hypotheses:
                 tokens = [self.tgt_ids.get(p, UNK) for p in pieces]
-                tokens = tokens if tokens[-1:] == [EOS] else tokens + [EOS]     # at the cap: fairseq's forced </s>
-                hyps.append(tokens)
-            out.append([Hyp(t, float("nan")) for t in hyps])
+                hyps.append(tokens if tokens[-1:] == [EOS] else tokens + [EOS])  # at the cap: fairseq's forced </s>
+            out.append(hyps)
+        return out
+
+    def translate(self, batch: list[list[int]], options: dict, cap: int | None = None) -> list[list[Hyp]]:
+        out = [[Hyp(t, float("nan")) for t in hyps] for hyps in self.generate(batch, options, cap)]
         best = self.log_probs_batch(batch, [hyps[0].tokens for hyps in out])    # scored as fairseq normalises
         for hyps, lp in zip(out, best):
             hyps[0].score = sum(lp) / len(hyps[0].tokens) ** options.get("lenpen", 1.0)
@@ -225,7 +335,7 @@ class CTranslate2System:
         """score_batch scores the given tokens and then </s>: a hypothesis ending with </s> is given
         without it; a prefix (no </s>) drops that last score."""
         ended = [h[-1:] == [EOS] for h in hyps]
-        targets = [[self.tgt_tokens[t] for t in (h[:-1] if e else h)] for h, e in zip(hyps, ended)]
+        targets = [[self.tgt_pieces[t] for t in (h[:-1] if e else h)] for h, e in zip(hyps, ended)]
         results = self.translator.score_batch([self._pieces(s) for s in srcs], targets)
         return [list(r.log_probs) if e else list(r.log_probs)[:-1] for r, e in zip(results, ended)]
 

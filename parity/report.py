@@ -21,18 +21,43 @@ def write(report: dict, directory: Path) -> None:
 
 
 
+def _outcome_cell(g: dict) -> str:
+    o = g.get("outcome")
+    if o is None:
+        return "no references"
+    p = o.get("note") or f"p = {o['p_value']:.3f}"
+    return f"{o['port_bleu']} / {o['original_bleu']} ({p}" + (", significantly worse)" if o["significantly_worse"] else ")")
+
+
 def cause_rows(report: dict) -> list[list[str]]:
-    """The table at the top of every report: per setting, identical out of the total and the count of
-    each cause of the differences (parity/causes.py)."""
+    """The table at the top of every report: per setting, its verdict, identical out of the total, the
+    count of each cause of the differences (parity/causes.py), and BLEU port / original with the
+    paired test's p-value."""
     from parity.causes import CAUSES
 
-    rows = [["setting", "identical", *CAUSES]]
+    rows = [["setting", "verdict", "identical", *CAUSES, "BLEU port / original"]]
     for name, g in report["generation"].items():
         if "error" in g:
-            rows.append([name, g["error"], *[""] * len(CAUSES)])
+            rows.append([name, "FAIL", g["error"], *[""] * len(CAUSES), ""])
         else:
-            rows.append([name, f"{g['identical']}/{g['total']}", *[str(g["causes"][c]) for c in CAUSES]])
+            rows.append([name, "PASS" if g["ok"] else "FAIL", f"{g['identical']}/{g['total']}",
+                         *[str(g["causes"][c]) for c in CAUSES], _outcome_cell(g)])
     return rows
+
+
+def mismatch_text(m: dict) -> list[str]:
+    """One differing line, as plain sentences: where the two part and why (both report formats)."""
+    cause = m["cause"]
+    why = f"cause: {cause['cause']}" + (f" ({cause['rule']})" if "rule" in cause else "") + f": {cause['why']}"
+    if m["first_differing_step"] is None:                     # the same tokens, other texts
+        return [f"source: {m['source']}", f"port: {m['port']}", f"original: {m['original']}",
+                "the same tokens, another text", why]
+    a = m["at_that_step"]
+    return [f"source: {m['source']}", f"port: {m['port']} ({m['port_score']:.4f})",
+            f"original: {m['original']} ({m['original_score']:.4f})",
+            f"they part at step {m['first_differing_step']}: the port chose {a['port_token']!r} "
+            f"({a['port_token_logprob']:.4f}), the original {a['original_token']!r} ({a['original_token_logprob']:.4f})",
+            why]
 
 
 def error_plot_png(tensors: list[dict], atol: float, mode: str) -> bytes:
@@ -70,10 +95,13 @@ def render(report: dict) -> str:
              "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}.bad{color:#c62828}.good{color:#2e7d32}</style>",
              f"</head><body><h1 class='{'good' if report['ok'] else 'bad'}'>Parity {verdict}</h1>",
              f"<p>port <code>{e(report['port'])}</code> against <code>{e(report['original'])}</code></p>"]
+    if not report["decoder"]["ok"]:
+        parts.append(f"<p class='bad' id='decoder'>decoder: {e(report['decoder']['problem'])}</p>")
     head, *rows = cause_rows(report)
     parts.append("<h2>Differences and their causes</h2><table id='causes'><tr>"
                  + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
-    parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
+    parts += [f"<tr class='{'good' if row[1] == 'PASS' else 'bad'}'>" + "".join(f"<td>{e(c)}</td>" for c in row)
+              + "</tr>" for row in rows]
     parts.append("</table>")
     t = report["tensors"]
     if "tensors" in t:
@@ -106,14 +134,8 @@ def render(report: dict) -> str:
     parts.append("</table>")
     for name, g in report["generation"].items():
         for m in g.get("mismatches", [])[:10]:
-            a = m["at_that_step"]
-            parts.append(f"<div class='mismatch'><h3>{e(name)}, line {m['line']}</h3><p>source: {e(m['source'])}<br>"
-                         f"port: {e(m['port'])} ({m['port_score']:.4f})<br>original: {e(m['original'])} "
-                         f"({m['original_score']:.4f})<br>they part at step {m['first_differing_step']}: port chose "
-                         f"<code>{e(a['port_token'])}</code> ({a['port_token_logprob']:.4f}), the original "
-                         f"<code>{e(a['original_token'])}</code> ({a['original_token_logprob']:.4f})<br>"
-                         f"cause: <b>{e(m['cause']['cause'])}</b> {e(m['cause'].get('rule', ''))}: "
-                         f"{e(m['cause']['why'])}</p></div>")
+            parts.append(f"<div class='mismatch'><h3>{e(name)}, line {m['line']}</h3><p>"
+                         + "<br>".join(e(x) for x in mismatch_text(m)) + "</p></div>")
     if report.get("bleu"):
         b = report["bleu"]
         parts.append(f"<h2>BLEU</h2><p>{e(b['setting'])}: port {b['port']['bleu']} / original {b['original']['bleu']}, "
@@ -130,6 +152,8 @@ def markdown(report: dict) -> str:
              f"**{'PASS' if report['ok'] else 'FAIL'}**", "",
              f"conditions: {c['threads']} thread(s), {c['cpu_capability']} (recorded: {c['recorded_threads']} thread(s), "
              f"{c['recorded_cpu_capability']})" + (f"; **{c['note']}**" if c.get("note") else ""), ""]
+    if not report["decoder"]["ok"]:
+        lines += [f"**decoder: {report['decoder']['problem']}**", ""]
     head, *rows = cause_rows(report)
     lines += ["## Differences and their causes", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
@@ -164,14 +188,8 @@ def markdown(report: dict) -> str:
                              + "".join(f"; not expressible: {n}" for n in g["not_expressible"]))
     for name, g in report["generation"].items():
         for m in g.get("mismatches", [])[:10]:
-            a = m["at_that_step"]
-            lines += ["", f"- {name}, line {m['line']}: parts at step {m['first_differing_step']}: port chose "
-                      f"`{a['port_token']}` ({a['port_token_logprob']:.4f}), original `{a['original_token']}` "
-                      f"({a['original_token_logprob']:.4f})", f"  - source: {m['source']}",
-                      f"  - port: {m['port']} ({m['port_score']:.4f})",
-                      f"  - original: {m['original']} ({m['original_score']:.4f})",
-                      f"  - cause: **{m['cause']['cause']}**" + (f" ({m['cause']['rule']})" if "rule" in m["cause"] else "")
-                      + f": {m['cause']['why']}"]
+            first, *rest = mismatch_text(m)
+            lines += ["", f"- {name}, line {m['line']}: {first}", *(f"  - {x}" for x in rest)]
     if report.get("bleu"):
         b = report["bleu"]
         p = b["paired_bootstrap"].get("note") or b["paired_bootstrap"]["p_value"]

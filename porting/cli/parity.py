@@ -56,18 +56,6 @@ class UsageError(Exception):
     pass
 
 
-def languages(args, system) -> tuple[str, str] | None:
-    """The system's languages: a converted or transformers directory's config.json names them; a
-    CTranslate2 directory does not (--source-lang/--target-lang, or the recorded run's manifest)."""
-    import json
-
-    if args.source_lang and args.target_lang:
-        return args.source_lang, args.target_lang
-    config = system.dir / "config.json"
-    langs = json.loads(config.read_text(encoding="utf-8")).get("langs") if system.kind != "ctranslate2" else None
-    return tuple(langs) if langs else None
-
-
 def original_run(args, settings: list[str] | None, langs: tuple[str, str] | None) -> Path:
     """The original's side as a run directory: the recorded one, or live fairseq recorded now."""
     kind, _, where = args.original.partition(":")
@@ -78,7 +66,7 @@ def original_run(args, settings: list[str] | None, langs: tuple[str, str] | None
             raise UsageError(f"{where}: not a recorded run (no inputs.json)")
         return Path(where)
     if kind == "transformers":
-        return _record_transformers(args, where, settings)
+        return _record_transformers(args, where, settings, langs)
     from parity.fairseq_hub import fairseq_available
     from parity.record import record_live
     from parity.settings import SETTINGS
@@ -112,16 +100,16 @@ def _run_dir(args) -> Path:
     return args.report / "original-run" if args.record else Path(tempfile.mkdtemp(prefix="parity-run-"))
 
 
-def _record_transformers(args, where: str, settings: list[str] | None) -> Path:
+def _record_transformers(args, where: str, settings: list[str] | None, langs: tuple[str, str] | None) -> Path:
     """A transformers model as the original: run now and recorded in the recorder's format."""
-    from parity.peers import TransformersSystem
+    from parity.contract import UnusableSystem
+    from parity.peers import transformers_system
     from parity.record import record_system
     from parity.settings import SETTINGS
-    from parity.systems import UnusableSystem
 
     source, reference = _inputs(args, settings, "transformers")
     try:
-        original = TransformersSystem(Path(where))
+        original = transformers_system(Path(where), langs)
     except UnusableSystem as e:
         raise UsageError(f"--original {e}") from None
     return record_system(original, source, reference, settings or list(SETTINGS), _run_dir(args))
@@ -157,13 +145,18 @@ def summary(report: dict) -> list[str]:
     else:
         lines += [f"tensors: {t.get('skipped') or ', '.join(t['problems']) or 'all within tolerance'}"
                  + (f" (first inexact: {t['first_inexact']})" if t.get("first_inexact") else "")]
+    if not report["decoder"]["ok"]:
+        lines.append(f"decoder: {report['decoder']['problem']}")
     lines.append(f"tokenization: {report['tokenization']['counts']} mismatches over {report['tokenization']['lines']} lines")
     for name, g in report["generation"].items():
         if "error" in g:
             lines.append(f"generation {name}: {g['error']}")
             continue
         why = ", ".join(f"{cause} {n}" for cause, n in g["causes"].items() if n or cause == "unexplained")
-        lines.append(f"generation {name}: {g['identical']}/{g['total']} identical; differences: {why}")
+        o = g["outcome"]
+        worse = f"; BLEU {o['port_bleu']} vs {o['original_bleu']}, significantly worse (p = {o['p_value']:.3f})" \
+            if o and o["significantly_worse"] else ""
+        lines.append(f"generation {name}: {g['identical']}/{g['total']} identical; differences: {why}{worse}")
     if report["bleu"]:
         b = report["bleu"]
         lines.append(f"BLEU ({b['setting']}): port {b['port']['bleu']} / original {b['original']['bleu']}  "
@@ -177,7 +170,8 @@ def run(args) -> int:
     if (args.report / "report.json").exists() and not args.force:
         print(f"error: {args.report} already holds a report (pass --force to replace it)", file=sys.stderr)
         return 2
-    from parity.systems import UnusableSystem, open_system
+    from parity.contract import UnusableSystem
+    from parity.systems import open_system
 
     settings = args.settings.split(",") if args.settings else None
     try:
@@ -189,9 +183,7 @@ def run(args) -> int:
         system = open_system(args.port, args.kernels, tuple(given) or recorded)
         if system.kind != "native" and (args.mode == "shadow" or args.kernels != "fast"):
             raise UsageError(f"--mode shadow and --kernels apply to the native port, not to {system.kind}")
-        if given and system.kind == "transformers":
-            raise UsageError("--source-lang and --target-lang: a transformers directory names its own languages")
-        langs = languages(args, system) or recorded
+        langs = system.langs
         run_dir = original_run(args, settings, langs)
         _check_settings(settings, run_dir)
     except UnusableSystem as e:
@@ -200,7 +192,6 @@ def run(args) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    system.target_lang = langs[1] if langs else None
     with progress_bar(harness.generation_work(run_dir, settings), "decoding") as bar:
         result = harness.compare(system, run_dir, settings, args.atol, args.rtol, args.mode, bar.update)
     result = {"original": args.original, "port": str(args.port), **result}
