@@ -41,3 +41,18 @@ def converted(tmp_path_factory):
     # the multilingual model's recorded runs, one per direction, all run the one conversion
     out.update({f"m2m-{d}": out["m2m-enfres"] for d in cat["m2m-enfres"].directions})
     return out
+
+
+@pytest.fixture(scope="session")
+def ct2(converted, tmp_path_factory):
+    """The shipped models written by `porting convert ctranslate2` once per session: name -> directory
+    (a multilingual direction's name maps to the one multilingual export, as in ``converted``)."""
+    from porting.cli import main
+
+    root = tmp_path_factory.mktemp("ct2")
+    out = {}
+    for name in ("ende-sep", "ende-joined", "m2m-enfres"):
+        assert main(["convert", "ctranslate2", "--model", str(converted[name]), "--out", str(root / name)]) == 0
+        out[name] = root / name
+    out.update({d: out["m2m-enfres"] for d in converted if d.startswith("m2m-") and d != "m2m-enfres"})
+    return out

@@ -155,7 +155,7 @@ def test_decoder_started_from_bos(converted, tmp_path, monkeypatch):
 def test_early_stopping_semantics_swapped(converted, tmp_path, monkeypatch):
     """transformers' early_stopping=False where fairseq's rule is meant: teacher-forced tensors and
     greedy are untouched; beam search parts, and the report points at the step where it does."""
-    from parity.systems import NativeSystem
+    from parity.native import NativeSystem
 
     real = NativeSystem.translate
     monkeypatch.setattr(NativeSystem, "translate",

@@ -3,6 +3,7 @@ fairseq's runs, every difference given its cause, and injected bugs found where 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -24,56 +25,78 @@ def parity(*args) -> tuple[int, dict]:
     return rc, json.loads((report / "report.json").read_text()) if (report / "report.json").exists() else {}
 
 
-@pytest.fixture(scope="module")
-def ct2(converted, tmp_path_factory):
-    root = tmp_path_factory.mktemp("ct2")
-    for name in ("ende-sep", "ende-joined"):
-        assert main(["convert", "ctranslate2", "--model", str(converted[name]), "--out", str(root / name)]) == 0
-    return root
-
-
-def explained(report: dict) -> None:
-    """Every setting present, its causes adding up to its differences, none unexplained."""
+def explained(report: dict, failing_allowed: tuple[str, ...] = ()) -> None:
+    """Every setting present, its causes adding up to its differences, none of the causes a verdict
+    fails on (unexplained, numerics, mapping, detokenization) but those allowed, and each setting's
+    verdict exactly its outcome test's and those causes': a setting fails only where the port's BLEU is
+    significantly below the original's, or where an allowed failing cause was found."""
+    failing = {"unexplained", "numerics", "mapping", "detokenization"}
     for name, g in report["generation"].items():
         assert sum(g["causes"].values()) == g["total"] - g["identical"], name
-        assert g["causes"]["unexplained"] == 0 and g["causes"]["numerics"] == 0, (name, g["causes"])
+        assert not any(g["causes"][c] for c in failing - set(failing_allowed)), (name, g["causes"])
         for m in g["mismatches"]:
-            assert m["cause"]["cause"] in ("tokenization", "search-rule") and m["cause"]["why"]
+            assert m["cause"]["cause"] in ("tokenization", "search-rule", "forced-token-score", *failing_allowed)
+            assert m["cause"]["why"]
+        found = any(g["causes"][c] for c in failing_allowed)
+        assert g["ok"] == (not g["outcome"]["significantly_worse"] and not found), (name, g["outcome"])
+
+
+# Settings whose options every peer expresses: with the same numbers, the same hypotheses.
+EXPRESSIBLE = ("greedy", "beam5_nbest5", "lenpen0.6", "lenpen1.3")
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", ["ctranslate2", "transformers"])
 @pytest.mark.parametrize("name", ["ende-sep", "ende-joined"])
-def test_ctranslate2_against_fairseqs_runs_every_difference_explained(ct2, name, tmp_path):
-    rc, report = parity("--original", f"recorded:{shipped.RUNS / name}", "--port", f"ctranslate2:{ct2 / name}",
+def test_peers_against_fairseqs_bilingual_runs(converted, ct2, kind, name, tmp_path):
+    """Every setting: the expressible ones identical on all 500 lines and passing; the others' differences
+    each explained, and a setting failing exactly where its BLEU is significantly worse (fairseq's n-gram
+    blocking is inert, the peers' is not; CTranslate2's search under min_len: porting/NOTES.md)."""
+    where = ct2[name] if kind == "ctranslate2" else converted[name]
+    rc, report = parity("--original", f"recorded:{shipped.RUNS / name}", "--port", f"{kind}:{where}",
                         "--report", tmp_path / "r")
-    assert rc == 0 and report["system"] == "ctranslate2"
-    assert len(report["generation"]) == 8
+    assert report["system"] == kind and len(report["generation"]) == 8 and report["decoder"]["ok"]
     explained(report)
-    for setting in ("greedy", "beam5_nbest5", "lenpen0.6", "lenpen1.3"):   # fully expressible: identical
-        assert report["generation"][setting]["identical"] == 500, setting
-    assert "exposes no tensors" in report["tensors"]["skipped"]
-    assert report["generation"]["unkpen"]["not_expressible"]
-    table = "| setting | identical | tokenization | numerics | search-rule | unexplained |"
+    gen = report["generation"]
+    identical = 500 if kind == "ctranslate2" else 497     # FSMT normalises punctuation: 3 lines tokenize otherwise
+    for setting in EXPRESSIBLE:
+        assert gen[setting]["ok"] and gen[setting]["identical"] >= identical, setting
+    assert not gen["no_repeat_ngram"]["ok"]              # measured: 1.4-2.2 BLEU below, p <= 0.009
+    assert rc == (0 if all(g["ok"] for g in gen.values()) else 1) == 1
+    assert gen["unkpen"]["not_expressible"]
+    table = "| setting | verdict | identical | tokenization | mapping | numerics | detokenization |"
     assert table in (tmp_path / "r" / "report.md").read_text()
+    if kind == "ctranslate2":
+        assert "exposes no tensors" in report["tensors"]["skipped"]
+    else:
+        tok_lines = {m["line"] for m in report["tokenization"]["mismatches"]["ids"]}
+        for g in gen.values():
+            assert {m["line"] for m in g["mismatches"] if m["cause"]["cause"] == "tokenization"} <= tok_lines
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,settings", [("ende-sep", None), ("ende-joined", "beam5_nbest5,unkpen")])
-def test_transformers_against_fairseqs_runs_every_difference_explained(converted, name, settings, tmp_path):
-    """Our converted directory is an FSMT directory: transformers runs it. FSMT's tokenizer normalises
-    punctuation, so its tokenization differences are lines that normalisation changes, and each
-    differing hypothesis of those lines is put down to tokenization."""
-    args = ["--original", f"recorded:{shipped.RUNS / name}", "--port", f"transformers:{converted[name]}",
-            "--report", tmp_path / "r"] + (["--settings", settings] if settings else [])
-    rc, report = parity(*args)
-    assert rc == 0 and report["system"] == "transformers"
-    explained(report)
-    t = report["tensors"]
-    assert t["ok"] and t["tensors"] and [b["name"] for b in t["correspondence"]][-2:] == ["decoder.logits", "decoder.lprobs"]
-    tok_lines = {m["line"] for m in report["tokenization"]["mismatches"]["ids"]}
-    assert tok_lines                                      # the shipped test set has lines normalisation changes
+@pytest.mark.parametrize("kind", ["ctranslate2", "transformers"])
+@pytest.mark.parametrize("direction", ["en-fr", "fr-en", "en-es", "es-en"])
+def test_peers_against_fairseqs_multilingual_runs(converted, ct2, kind, direction, tmp_path):
+    """The multilingual model's every direction and setting: CTranslate2 given the target-language token
+    as its target prefix and decoded by SentencePiece, transformers' M2M100 with it as forced_bos_token_id;
+    greedy identical on every line, each other difference explained (the forced token scored 0 among
+    them), never a mapping fault. transformers' decode drops every language token where fairseq's text
+    keeps those the model generated after the forced one: named as detokenization (porting/NOTES.md)."""
+    name = f"m2m-{direction}"
+    where = ct2[name] if kind == "ctranslate2" else converted[name]
+    rc, report = parity("--original", f"recorded:{shipped.RUNS / name}", "--port", f"{kind}:{where}",
+                        "--report", tmp_path / "r")
+    assert report["decoder"]["ok"] and report["decoder"]["original"]["forced"]
+    explained(report, ("detokenization",) if kind == "transformers" else ())
     for g in report["generation"].values():
-        assert {m["line"] for m in g["mismatches"] if m["cause"]["cause"] == "tokenization"} <= tok_lines
+        for m in g["mismatches"]:
+            if m["cause"]["cause"] == "detokenization":       # only a stray language token, dropped
+                assert re.search(r"__[a-z]+__", m["original"]), m
+                assert m["port"].split() == re.sub(r"__[a-z]+__", " ", m["original"]).split(), m
+    assert report["generation"]["greedy"]["identical"] == 200
+    assert report["tokenization"]["ok"]
+    assert rc == (0 if all(g["ok"] for g in report["generation"].values()) else 1)
 
 
 def test_an_injected_transformers_bug_is_named_at_its_layer(converted, tmp_path):
@@ -131,8 +154,8 @@ def test_bad_systems_are_one_clear_error(converted, tmp_path, capsys):
     for port, langs, expected in (
             (f"native:{converted['ende-sep']}", ["--source-lang", "fr", "--target-lang", "de"], "translates en to de only"),
             (f"ctranslate2:{tmp_path / 'ok'}", ["--target-lang", "de"], "go together"),
-            (f"transformers:{converted['ende-sep']}", ["--source-lang", "en", "--target-lang", "de"],
-             "names its own languages")):
+            (f"transformers:{converted['ende-sep']}", ["--source-lang", "fr", "--target-lang", "de"],
+             "translates en to de only")):
         assert main(["parity", "--original", run, "--port", port, *langs, "--report", str(tmp_path / "r")]) == 2
         assert expected in capsys.readouterr().err, port
     assert not (tmp_path / "r").exists()
@@ -147,7 +170,7 @@ def test_live_fairseq_against_both_peers(converted, ct2, tmp_path):
     m = shipped.catalog()["ende-joined"]
     common = ["--original", f"fairseq:{m.path}:{m.default_checkpoint}", "--input", tmp_path / "in.en",
               "--reference", tmp_path / "in.de", "--settings", "greedy,beam5_nbest5,unkpen"]
-    for port, flags in ((f"ctranslate2:{ct2 / 'ende-joined'}", ["--source-lang", "en", "--target-lang", "de"]),
+    for port, flags in ((f"ctranslate2:{ct2['ende-joined']}", ["--source-lang", "en", "--target-lang", "de"]),
                         (f"transformers:{converted['ende-joined']}", [])):
         rc, report = parity(*common, *flags, "--port", port, "--report", tmp_path / port.split(":")[0])
         assert rc == 0, port
