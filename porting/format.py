@@ -114,13 +114,28 @@ SHARED_VOCAB_FILE = "vocab.json"
 # The bilingual family's, under the names transformers' FSMTTokenizer reads.
 BILINGUAL_TOKENIZER_FILES = ("vocab-src.json", "vocab-tgt.json", "merges.txt")
 
+# The families a converted directory can hold (config.json's ``porting.family``), each with the files its
+# tokenizer reads (config.json besides): the one list every reader takes (the CTranslate2 export's
+# tokenizer/, the fingerprints of what a result depends on).
+FAMILY_TOKENIZER_FILES = {
+    "fairseq-transformer": BILINGUAL_TOKENIZER_FILES,                      # Moses + fastBPE, two vocabularies
+    "fairseq-multilingual": (SHARED_VOCAB_FILE, SENTENCEPIECE_FILE),      # translation_multi_simple_epoch
+}
+
+
+def family(config: dict) -> str:
+    """The family a converted config.json names; a directory written before it named one (format
+    version 1 without the field) is told by its multilingual section."""
+    section = config["porting"]
+    if "family" in section:
+        return section["family"]
+    return "fairseq-multilingual" if section.get("multilingual") is not None else "fairseq-transformer"
+
 
 def tokenizer_files(config: dict) -> tuple[str, ...]:
-    """The files the port's tokenizer reads from a converted directory (config.json besides): the one
-    list every copy of a tokenizer takes (the CTranslate2 export carries them in its tokenizer/)."""
-    if config.get("porting", {}).get("multilingual") is not None:
-        return SHARED_VOCAB_FILE, SENTENCEPIECE_FILE
-    return BILINGUAL_TOKENIZER_FILES
+    """The files the port's tokenizer reads from a converted directory of this family."""
+    return FAMILY_TOKENIZER_FILES[family(config)]
+
 
 # fairseq's language-token spellings (fairseq/data/multilingual/multilingual_utils.py, get_lang_tok's
 # TOKEN_STYLES): must match fairseq's, since the converter finds the tokens in the dictionary by them.
@@ -234,6 +249,10 @@ def read_config(model_dir: str | Path) -> dict:
     if version > FORMAT_VERSION:
         raise ConfigError(f"{path}: written in format version {version}; this workbench reads up to "
                           f"{FORMAT_VERSION}: upgrade porting-workbench, or convert again with this one")
+    named = section.get("family", "fairseq-transformer")
+    if not isinstance(named, str) or named not in FAMILY_TOKENIZER_FILES:
+        raise ConfigError(f"{path}: family {named!r}; this workbench runs "
+                          f"{', '.join(FAMILY_TOKENIZER_FILES)}: upgrade porting-workbench")
     ids = section.get("special_ids")
     if ids != SPECIAL_IDS.to_dict():
         raise ConfigError(f"{path}: special ids {ids}; the port runs fairseq's {SPECIAL_IDS.to_dict()}")

@@ -445,6 +445,7 @@ def _config(job: Job, tokenizer_problems: list[str]) -> dict:
                                         len(job.dicts["tgt"]), job.dtype)
     config["porting"] = {
         "format_version": FORMAT_VERSION,
+        "family": "fairseq-multilingual" if job.lang_tokens is not None else "fairseq-transformer",
         "architecture": arch.to_dict(),
         "ties": job.members[0].tied,
         "derived": {k: "fairseq's sinusoidal table, not trained; stored so that transformers' FSMT loads "

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from porting.engine.worker import Task
 from porting.files import replace_text, sha256_file
+from porting.format import read_config, tokenizer_files
 from porting.translator import SourceEncoder, batches_by_length
 
 JOB_FILE = "job.json"
@@ -63,16 +64,20 @@ def fingerprint(model_dirs: Sequence[Path], *parts) -> str:
     hashes: a weight changed in place changes the fingerprint), then each part (lines, options)."""
     h = hashlib.sha256()
     for d in model_dirs:
-        for f in sorted(p for p in Path(d).rglob("*") if p.is_file() and _result_depends_on(p)):
+        for f in result_files(Path(d)):
             h.update(str(f.relative_to(d)).encode() + b"\0" + sha256_file(f).encode())
     for part in parts:
         h.update(json.dumps(part, sort_keys=True, ensure_ascii=False).encode() + b"\0")
     return h.hexdigest()[:16]
 
-def _result_depends_on(path: Path) -> bool:
-    """The weights, the architecture and the vocabularies; not the card, the provenance, or
+
+def result_files(model_dir: Path) -> list[Path]:
+    """The files a translation depends on: the weights, config.json and the files the family's
+    tokenizer reads (porting.format.tokenizer_files); not the card, the provenance, or
     generation_config.json (its settings enter through the options)."""
-    return path.suffix == ".safetensors" or path.name in ("config.json", "vocab-src.json", "vocab-tgt.json", "merges.txt")
+    names = {"config.json", *tokenizer_files(read_config(model_dir))}
+    return sorted(p for p in model_dir.iterdir() if p.is_file() and (p.suffix == ".safetensors" or p.name in names))
+
 
 class ShardStore:
     """A bulk run's finished shards: DIR/job.json (the fingerprint and the plan), and one file per
