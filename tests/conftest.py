@@ -56,3 +56,24 @@ def ct2(converted, tmp_path_factory):
         out[name] = root / name
     out.update({d: out["m2m-enfres"] for d in converted if d.startswith("m2m-") and d != "m2m-enfres"})
     return out
+
+
+@pytest.fixture(scope="session")
+def replays_bitwise(converted) -> bool:
+    """Whether this machine reproduces the recording machine's floats (the recorded instruction set is
+    forced above, but math libraries also round by CPU model: porting/NOTES.md). The probe: the port's
+    first layer boundary on the first recorded sentence, fairseq's own arithmetic (the sinusoidal table
+    and the scaled embeddings), bitwise as recorded. Tests that claim bitwise replays check them where
+    it holds and their stated tolerances elsewhere."""
+    import torch
+    from safetensors.torch import load_file
+
+    from porting.model.load import load_ensemble
+
+    rec = load_file(str(shipped.RUNS / "ende-sep" / "teacher_forced.safetensors"))
+    model = load_ensemble(converted["ende-sep"])[1][0]
+    seen = {}
+    with torch.no_grad():
+        model(rec["s0/src_tokens"][None], rec["s0/prev_output_tokens"][None],
+              hooks=lambda name, x: seen.setdefault(name, x[:, 0].clone()))
+    return torch.equal(seen["encoder.embed"], rec["s0/encoder.embed"])

@@ -126,3 +126,50 @@ def test_cli_parser_needs_neither_fairseq_nor_torch():
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('fairseq', 'torch', 'numpy'))\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def import_graph(modules: dict[str, str]) -> dict[str, set[str]]:
+    """module -> the modules of ours it imports (every import, the ones inside functions too)."""
+    graph = {}
+    for name, source in modules.items():
+        targets = {t for _, t in imports_of(source, name)}
+        graph[name] = {max((m for m in modules if t == m or t.startswith(m + ".")), key=len)
+                       for t in targets if any(t == m or t.startswith(m + ".") for m in modules)} - {name}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every module that reaches itself again, with one path round (depth-first, each circle once)."""
+    found, done = [], set()
+
+    def visit(node, path):
+        if node in path:
+            circle = path[path.index(node):]
+            if not any(set(circle) == set(c) for c in found):
+                found.append(circle + [node])
+            return
+        if node in done:
+            return
+        for nxt in sorted(graph.get(node, ())):
+            visit(nxt, path + [node])
+        done.add(node)
+    for node in sorted(graph):
+        visit(node, [])
+    return found
+
+
+def test_no_circles_between_modules():
+    """Within a layer too, modules import one way: parity's adapters import its contract, its registry
+    imports the adapters, never the reverse (issue 28: parity/peers.py and parity/systems.py did)."""
+    sources = {name: path.read_text(encoding="utf-8") for name, path in our_modules().items()}
+    found = circles(import_graph(sources))
+    assert found == [], "\n".join(" -> ".join(c) for c in found)
+
+
+def test_a_circle_is_caught():
+    planted = {"parity.contract": "", "parity.peers": "from parity.contract import Hyp\n",
+               "parity.systems": "def f():\n    from parity import peers\n",
+               "parity.contract2": "from parity.systems import open_system\n"}
+    planted["parity.peers"] += "from parity.systems import KINDS\n"
+    found = circles(import_graph(planted))
+    assert len(found) == 1 and set(found[0]) == {"parity.peers", "parity.systems"}

@@ -14,11 +14,9 @@ single-process run decodes, so neither the engine nor the shard count changes a 
 """
 from __future__ import annotations
 
+from porting.engine.worker import EngineError  # noqa: F401  (the engines' error, declared with their contract)
+
 ENGINES = ("local", "ray")
-
-
-class EngineError(RuntimeError):
-    """The engine cannot start, or a task failed for good (the message names what and where)."""
 
 
 def open_engine(kind: str, model_dirs: list, runtime: dict, batch_size: int, jobs: int = 1,

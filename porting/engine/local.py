@@ -6,8 +6,7 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from porting.engine import EngineError
-from porting.engine.worker import Task, Worker, WorkerSpec
+from porting.engine.worker import EngineError, Task, Worker, WorkerSpec
 
 
 def failed(task: Task, why: str) -> str:

@@ -13,9 +13,8 @@ import logging
 import os
 from collections.abc import Iterator
 
-from porting.engine import EngineError
 from porting.engine.local import failed
-from porting.engine.worker import Task, Worker, WorkerSpec
+from porting.engine.worker import EngineError, Task, Worker, WorkerSpec
 
 RETRIES = 3                                   # restarts of a dead actor, and runs of its lost task
 OBJECT_STORE_BYTES = 256 * 1024 ** 2          # embedded: results are text, not tensors; Ray's default takes 30% of RAM

@@ -4,6 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+class EngineError(RuntimeError):
+    """The engine cannot start, or a task failed for good (the message names what and where)."""
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
     """Everything a worker needs to load the models, wherever it runs (plain values: it travels to
