@@ -166,6 +166,16 @@ class LanguageTokens:
     def token(self, lang: str) -> str:
         return LANG_TOK_STYLES[self.style].format(lang)
 
+    def default_direction(self) -> tuple[str, str]:
+        """The first trained pair; a model read back from transformers records none: its first two languages."""
+        src, tgt = self.lang_pairs[0].split("-") if self.lang_pairs else self.langs[:2]
+        return src, tgt
+
+    def trained(self) -> str:
+        """The trained directions, as messages and the card say them."""
+        return (f"trained on {', '.join(self.lang_pairs)}" if self.lang_pairs else
+                "its trained directions are not recorded (read back from a transformers directory)")
+
     def direction_problems(self, source_lang: str | None, target_lang: str | None) -> list[str]:
         """Why this direction cannot be asked for (missing or unknown languages), in one message that
         names the model's languages once."""
@@ -176,7 +186,7 @@ class LanguageTokens:
             elif lang not in self.ids:
                 out.append(f"{flag} {lang!r} is not one of the model's languages")
         if out:
-            out.append(f"it was trained on {', '.join(self.lang_pairs)}; its language tokens are "
+            out.append(f"it was {self.trained()}; its language tokens are "
                        f"{', '.join(self.langs)}")
         return out
 

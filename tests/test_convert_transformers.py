@@ -78,3 +78,46 @@ def test_tokenizer_ids(fsmt):
               if tok(line)["input_ids"] != ids]
     assert all(norm.normalize(inputs["source"][i]) != inputs["source"][i] for i in differ), differ
     assert len(differ) < len(inputs["source"]) * 0.05
+
+
+def test_an_m2m100_directory_saved_by_transformers_converts_back(converted, tmp_path):
+    """The multilingual conversion loaded by M2M100ForConditionalGeneration and M2M100Tokenizer, written
+    by their save_pretrained (the shared embedding once, lm_head dropped), its porting section removed as
+    a hub download would be: `convert transformers` gives back the same weights, dictionary, language
+    tokens and SentencePiece model, and the port translates every test line identically."""
+    from transformers import M2M100ForConditionalGeneration, M2M100Tokenizer
+
+    from porting import Translator
+    from porting.cli import main
+
+    original, hub = converted["m2m-enfres"], tmp_path / "hub"
+    M2M100ForConditionalGeneration.from_pretrained(original).save_pretrained(hub)
+    M2M100Tokenizer.from_pretrained(original).save_pretrained(hub)
+    config = json.loads((hub / "config.json").read_text())
+    del config["porting"]
+    (hub / "config.json").write_text(json.dumps(config))
+    assert main(["convert", "transformers", "--model", str(hub), "--out", str(tmp_path / "back")]) == 0
+    back = tmp_path / "back"
+    a, b = load_file(str(original / "model.safetensors")), load_file(str(back / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for name in ("vocab.json", "sentencepiece.bpe.model"):
+        assert (original / name).read_bytes() == (back / name).read_bytes(), name
+    before, after = (json.loads((d / "config.json").read_text())["porting"] for d in (original, back))
+    assert after["family"] == "fairseq-multilingual" and after["architecture"] == before["architecture"]
+    assert after["multilingual"] == {**before["multilingual"], "lang_pairs": []}   # not in a transformers directory
+    lines = shipped.test_set("en", "fr")[0]
+    ours, theirs = (Translator.from_pretrained(d, source_lang="en", target_lang="fr") for d in (original, back))
+    assert ours.translate(lines) == theirs.translate(lines)
+
+
+def test_convert_transformers_refuses_what_it_cannot_read(tmp_path, capsys):
+    from porting.cli import main
+
+    (tmp_path / "list").mkdir()
+    (tmp_path / "list" / "config.json").write_text("[1, 2]")
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert"}')
+    for model, expected in (("list", "not a JSON object"), ("bert", "a 'bert' model"), ("none", "no config.json")):
+        assert main(["convert", "transformers", "--model", str(tmp_path / model), "--out", str(tmp_path / "o")]) == 1
+        assert expected in capsys.readouterr().err, model
+    assert not (tmp_path / "o").exists()

@@ -134,7 +134,7 @@ def m2m100_tokenizer_problems(tokens: LanguageTokens, vocab_size: int) -> list[s
 
 def m2m100_tokenizer_config(tokens: LanguageTokens, arch: Architecture, vocab_size: int) -> dict:
     """M2M100Tokenizer's settings; its default direction is the model's first trained pair."""
-    src, tgt = tokens.lang_pairs[0].split("-") if tokens.lang_pairs else (tokens.langs[0], tokens.langs[-1])
+    src, tgt = tokens.default_direction()
     codes = m2m100_language_codes(tokens, vocab_size)    # None: M2M-100's own releases' setting
     return {"tokenizer_class": "M2M100Tokenizer", "src_lang": src, "tgt_lang": tgt,
             "language_codes": codes or "m2m100", "num_madeup_words": 0,
@@ -242,9 +242,9 @@ def readme(config: dict, provenance: dict, generation: dict, license: str | None
         title = f"# {languages[0]}→{languages[1]} fairseq transformer, converted"
         use, differences = _use(config, generation), _differences(config, generation)
     else:
-        languages = list(dict.fromkeys(lang for pair in multi["lang_pairs"] for lang in pair.split("-")))
-        title = (f"# Multilingual fairseq transformer ({', '.join(multi['lang_pairs'])}; {len(multi['langs'])} "
-                 "language tokens), converted")
+        languages = list(dict.fromkeys(lang for pair in multi["lang_pairs"] for lang in pair.split("-"))) or multi["langs"]
+        title = (f"# Multilingual fairseq transformer ({', '.join(multi['lang_pairs']) or 'directions not recorded'}; "
+                 f"{len(multi['langs'])} language tokens), converted")
         use, differences = _use_multilingual(config, generation), _differences_multilingual(config, generation)
     data = ModelCardData(language=languages, license=license, library_name="transformers", pipeline_tag="translation",
                          tags=["translation", "fairseq", config["model_type"]])
@@ -321,8 +321,8 @@ def _differences(config: dict, generation: dict) -> list[str]:
 
 def _use_multilingual(config: dict, generation: dict) -> list[str]:
     multi = LanguageTokens.from_dict(config["porting"]["multilingual"])
-    src, tgt = multi.lang_pairs[0].split("-")
-    lines = ["## Use", "", f"Trained directions: {', '.join(multi.lang_pairs)}. Native port (no fairseq needed):", "",
+    src, tgt = multi.default_direction()
+    lines = ["## Use", "", f"It was {multi.trained()}. Native port (no fairseq needed):", "",
              "```", f"porting translate --model THIS_DIR --source-lang {src} --target-lang {tgt} < input.{src}", "```", ""]
     p = config["porting"]
     if not p["transformers_compatible"]:

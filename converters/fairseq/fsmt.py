@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from converters.fairseq import bpe_check
 from converters.fairseq import card as model_card
 from converters.fairseq.arch import UnsupportedArchitecture, read_architecture
-from converters.fairseq.convert import ConversionError, Job, Member, finish
+from converters.fairseq.convert import ConversionError, Job, Member
 from converters.fairseq.dictionary import Dictionary
 from converters.io.atomic import check_writable
 from converters.io.checkpoint import CheckpointError, load_untrusted
@@ -63,7 +63,7 @@ def _dictionary(vocab_file: Path, problems: list[str]) -> Dictionary | None:
     return Dictionary(symbols, {s: i for i, s in enumerate(symbols)}, [1] * len(symbols))
 
 
-def _weights(hf_dir: Path, problems: list[str]) -> tuple[Path, dict[str, torch.Tensor]] | None:
+def read_weights(hf_dir: Path, problems: list[str]) -> tuple[Path, dict[str, torch.Tensor]] | None:
     """The weights, read safely (safetensors, or a pickle through the allowlisted loader)."""
     for name in WEIGHT_FILES:
         path = hf_dir / name
@@ -125,21 +125,17 @@ def _drop_positions(m: Member, problems: list[str]) -> None:
         m.dropped[key] = "FSMT's copy of fairseq's sinusoidal table (checked equal); regenerated from the config"
 
 
-def read_fsmt(hf_dir: Path, out: Path, force: bool = False, license: str | None = None) -> Job:
-    """An FSMT directory as a conversion job, every problem collected."""
-    hf_dir = Path(hf_dir)
+def read_fsmt(hf_dir: Path, out: Path, config: dict, force: bool = False, license: str | None = None) -> Job:
+    """An FSMT directory as a conversion job, every problem collected (config: its config.json)."""
     problems: list[str] = []
     missing = [f for f in FILES if not (hf_dir / f).is_file()]
-    if not hf_dir.is_dir() or missing:
-        raise ConversionError([f"--model {hf_dir}: not a transformers FSMT directory (missing {', '.join(missing or FILES)})"])
-    config = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
-    if config.get("model_type") != "fsmt":
-        raise ConversionError([f"--model {hf_dir}: a {config.get('model_type')!r} model; this reads FSMT (model_type 'fsmt')"])
+    if missing:
+        raise ConversionError([f"--model {hf_dir}: not a transformers FSMT directory (missing {', '.join(missing)})"])
     if problem := check_writable(Path(out), force, [hf_dir]):
         problems.append(problem)
     src, tgt = config["langs"]
     dicts = {side: _dictionary(hf_dir / f"vocab-{side}.json", problems) for side in ("src", "tgt")}
-    weights = _weights(hf_dir, problems)
+    weights = read_weights(hf_dir, problems)
     job = Job([weights[0] if weights else hf_dir / WEIGHT_FILES[0]], hf_dir, Path(out), src, tgt,
               config.get("dtype") or config.get("torch_dtype") or "float32", force, license,
               origin="a transformers FSMT directory", data_files=[hf_dir / f for f in FILES], problems=problems)
@@ -168,8 +164,3 @@ def read_fsmt(hf_dir: Path, out: Path, force: bool = False, license: str | None 
                                                               fairseq_defaults())
         member.upgrades += [("generation_config.json", note) for note in notes]
     return job
-
-
-def convert_fsmt(hf_dir: Path, out: Path, force: bool = False, license: str | None = None) -> dict:
-    """Convert, or raise ConversionError listing every problem; returns the provenance record."""
-    return finish(read_fsmt(hf_dir, out, force, license))

@@ -68,7 +68,7 @@ def tokenizer_files(sentencepiece: Path, symbols: list[str], tokens: LanguageTok
     extracted = SentencePieceExtractor(str(sentencepiece)).extract(BPE)
     renamed = {tokens.token(lang): lang for lang in tokens.langs}        # __eng_Latn__ -> eng_Latn
     vocab = {renamed.get(s, s): i for i, s in enumerate(symbols)}
-    src, tgt = tokens.lang_pairs[0].split("-")       # the default direction: the first trained pair
+    src, tgt = tokens.default_direction()
     made = NllbTokenizer(vocab=vocab, merges=extracted["merges"],
                          _spm_precompiled_charsmap=extracted["_spm_precompiled_charsmap"],
                          extra_special_tokens=list(tokens.langs), src_lang=src, tgt_lang=tgt,

@@ -39,11 +39,13 @@ def add_arguments(p) -> None:
     f.add_argument("--license", help="the model's license (an SPDX id or the hub's name, e.g. mit, cc-by-nc-4.0) "
                                      "for the model card; fairseq checkpoints do not record one")
     f.add_argument("--force", action="store_true", help="replace an existing output")
-    h = sub.add_parser("transformers", help="a transformers FSMT directory (as on the hub) -> model directory",
-                       description="Read a transformers FSMT directory (config.json, model.safetensors or "
-                                   "pytorch_model.bin, vocab-src.json, vocab-tgt.json, merges.txt) back as the "
-                                   "fairseq model it was made from, and write our layout.", **nested)
-    h.add_argument("--model", type=Path, required=True, help="the FSMT directory")
+    h = sub.add_parser("transformers", help="a transformers FSMT or M2M100 directory (as on the hub) -> model directory",
+                       description="Read a transformers directory back as the fairseq model it was made from, and "
+                                   "write our layout: FSMT (config.json, model.safetensors or pytorch_model.bin, "
+                                   "vocab-src.json, vocab-tgt.json, merges.txt) or M2M100 with M2M100Tokenizer "
+                                   "(config.json, the weights, vocab.json, sentencepiece.bpe.model, "
+                                   "tokenizer_config.json).", **nested)
+    h.add_argument("--model", type=Path, required=True, help="the FSMT or M2M100 directory")
     h.add_argument("--out", type=Path, required=True, help="output directory (refused if it exists, unless --force)")
     h.add_argument("--license", help="the model's license for the model card (e.g. apache-2.0)")
     h.add_argument("--force", action="store_true", help="replace an earlier output of the workbench")
@@ -92,9 +94,10 @@ def _fairseq(args) -> str:
 
 
 def _transformers(args) -> str:
-    from converters.fairseq.fsmt import convert_fsmt
+    from converters.fairseq.from_transformers import convert_transformers
 
-    return f"from {args.model}, {_parameters(convert_fsmt(args.model, args.out, args.force, args.license)):,} parameters stored"
+    prov = convert_transformers(args.model, args.out, args.force, args.license)
+    return f"from {args.model}, {_parameters(prov):,} parameters stored"
 
 
 def _ctranslate2(args) -> str:

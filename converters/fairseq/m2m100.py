@@ -1,0 +1,159 @@
+"""A transformers M2M100 directory (as published on the hub, or written by ``save_pretrained``) read
+back as the fairseq ``translation_multi_simple_epoch`` model it was made from, then written by the
+same phases as ``convert fairseq`` (convert.finish).
+
+    porting convert transformers --model HF_DIR --out OUT [--force]
+
+M2M100 is transformers' port of fairseq's multilingual transformer: pre-norm with a final layer norm
+on both sides, sinusoidal positions, fairseq's layer names under ``model.``, one shared embedding
+(``model.shared``). What the directory lacks is the fairseq side, recovered here:
+- the options, from M2M100Config's fields;
+- the dictionary: ``vocab.json``'s pieces at their ids, then the language tokens where
+  M2M100Tokenizer puts them (right after the vocabulary, in its fixed list's order: ``language_codes``);
+- the task: M2M-100's placement (the source's token first, the target's forced first:
+  ``--encoder-langtok src --decoder-langtok``, style ``__xx__``); the directions it was trained on are
+  not in such a directory, so none are recorded;
+- the ties (transformers saves the shared embedding once) and fairseq's generation settings.
+A directory our converter wrote and its porting section removed (as a hub download would be) converts
+back to the same weights, dictionary and language tokens.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from converters.fairseq import card as model_card
+from converters.fairseq import multilingual
+from converters.fairseq.arch import UnsupportedArchitecture, read_architecture
+from converters.fairseq.convert import ConversionError, Job, Member
+from converters.fairseq.dictionary import Dictionary
+from converters.fairseq.fsmt import WEIGHT_FILES, read_weights
+from converters.io.atomic import check_writable
+from porting.files import sha256_file
+from porting.format import SENTENCEPIECE_FILE, SHARED_VOCAB_FILE, SPECIALS
+from porting.generation.options import fairseq_defaults
+from porting.model import layout
+
+FILES = ("config.json", SHARED_VOCAB_FILE, SENTENCEPIECE_FILE, "tokenizer_config.json")
+
+
+def fairseq_options(config: dict) -> dict:
+    """M2M100Config's fields as fairseq's transformer options (M2M100 has no switch for the others:
+    pre-norm, final layer norms, sinusoidal positions, no embedding layer norm)."""
+    d = config["d_model"]
+    return {
+        "arch": "transformer", "encoder_layers": config["encoder_layers"], "decoder_layers": config["decoder_layers"],
+        "encoder_embed_dim": d, "decoder_embed_dim": d,
+        "encoder_ffn_embed_dim": config["encoder_ffn_dim"], "decoder_ffn_embed_dim": config["decoder_ffn_dim"],
+        "encoder_attention_heads": config["encoder_attention_heads"],
+        "decoder_attention_heads": config["decoder_attention_heads"],
+        "encoder_normalize_before": True, "decoder_normalize_before": True,
+        "activation_fn": config.get("activation_function", "relu"),
+        "max_source_positions": config["max_position_embeddings"],
+        "max_target_positions": config["max_position_embeddings"],
+        "no_scale_embedding": not config.get("scale_embedding", True),
+        "dropout": config.get("dropout", 0.1), "attention_dropout": config.get("attention_dropout", 0.0),
+        "activation_dropout": config.get("activation_dropout", 0.0),
+    }
+
+
+def language_codes(tokenizer_config: dict, problems: list[str], label: str) -> list[str]:
+    """The languages M2M100Tokenizer numbers, in its order: its fixed list named by ``language_codes``."""
+    name = tokenizer_config.get("language_codes", "m2m100")
+    try:
+        from transformers.models.m2m_100.tokenization_m2m_100 import FAIRSEQ_LANGUAGE_CODES
+    except ImportError:
+        problems.append(f"{label}: reading M2M100Tokenizer's language list needs transformers installed "
+                        "(pip install '.[peers]')")
+        return []
+    if name not in FAIRSEQ_LANGUAGE_CODES:
+        problems.append(f"{label}: language_codes {name!r}: M2M100Tokenizer knows {', '.join(FAIRSEQ_LANGUAGE_CODES)}")
+        return []
+    return list(FAIRSEQ_LANGUAGE_CODES[name])
+
+
+def dictionary(vocab: dict, langs: list[str], problems: list[str], label: str) -> Dictionary | None:
+    """vocab.json's pieces at their ids, then one ``__xx__`` token per language, as M2M100Tokenizer
+    numbers them; fairseq's ids must come out 0..n-1 with its four specials first."""
+    if not isinstance(vocab, dict) or not all(isinstance(i, int) and not isinstance(i, bool) for i in vocab.values()):
+        problems.append(f"{label}: not a JSON object of pieces to ids")
+        return None
+    symbols = [s for s, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    symbols += [multilingual.LANG_TOK_STYLES["multilingual"].format(lang) for lang in langs]
+    ids = [*sorted(vocab.values()), *range(len(vocab), len(vocab) + len(langs))]
+    if ids != list(range(len(symbols))) or symbols[:len(SPECIALS)] != list(SPECIALS):
+        problems.append(f"{label}: its ids are not 0..n-1 with {', '.join(SPECIALS)} first")
+        return None
+    return Dictionary(symbols, {s: i for i, s in enumerate(symbols)}, [1] * len(symbols))
+
+
+def _fairseq_names(state: dict[str, torch.Tensor], path: Path, problems: list[str]) -> dict[str, torch.Tensor]:
+    """M2M100's names are fairseq's under ``model.``; its one shared embedding is every embedding
+    fairseq ties with share_all_embeddings, and lm_head the output projection (when saved at all)."""
+    out = {}
+    for key, value in state.items():
+        if key in ("model.shared.weight", "lm_head.weight"):
+            continue
+        if not key.startswith(layout.PREFIX) or not isinstance(value, torch.Tensor):
+            problems.append(f"{path}: {key} is no M2M100 weight")
+            continue
+        out[key[len(layout.PREFIX):]] = value
+    shared = state.get("model.shared.weight", out.get("decoder.embed_tokens.weight"))
+    if shared is None:
+        problems.append(f"{path}: no embedding (model.shared.weight)")
+        return out
+    for key in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
+        out.setdefault(key, shared)
+    out["decoder.output_projection.weight"] = state.get("lm_head.weight", shared)
+    return out
+
+
+def read_m2m100(hf_dir: Path, out: Path, config: dict, force: bool = False, license: str | None = None) -> Job:
+    """An M2M100 directory as a conversion job, every problem collected (config: its config.json)."""
+    problems: list[str] = []
+    missing = [f for f in FILES if not (hf_dir / f).is_file()]
+    if missing:
+        raise ConversionError([f"--model {hf_dir}: not a transformers M2M100 directory (missing {', '.join(missing)})"])
+    if problem := check_writable(Path(out), force, [hf_dir]):
+        problems.append(problem)
+    try:
+        vocab = json.loads((hf_dir / SHARED_VOCAB_FILE).read_text(encoding="utf-8"))
+        tokenizer_config = json.loads((hf_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise ConversionError([f"--model {hf_dir}: tokenizer files not readable JSON ({e})"]) from None
+    if not isinstance(tokenizer_config, dict) or tokenizer_config.get("tokenizer_class") != "M2M100Tokenizer":
+        raise ConversionError([f"--model {hf_dir}/tokenizer_config.json: reads M2M100Tokenizer's (NLLB's "
+                               "tokenizer.json is not read back yet)"])
+    langs = language_codes(tokenizer_config, problems, f"{hf_dir}/tokenizer_config.json")
+    d = dictionary(vocab, langs, problems, f"{hf_dir}/{SHARED_VOCAB_FILE}") if langs else None
+    weights = read_weights(hf_dir, problems)
+    job = Job([weights[0] if weights else hf_dir / WEIGHT_FILES[0]], hf_dir, Path(out), None, None,
+              config.get("dtype") or config.get("torch_dtype") or "float32", force, license,
+              origin="a transformers M2M100 directory", data_files=[hf_dir / f for f in FILES], problems=problems)
+    if job.dtype not in ("float32", "float16", "bfloat16"):
+        job.dtype = "float32"
+    if weights is None or d is None:
+        raise ConversionError(problems)
+    path, state = weights
+    tensors = _fairseq_names(state, path, problems)
+    options = {**fairseq_options(config), "share_all_embeddings": True, "share_decoder_input_output_embed": True}
+    try:
+        arch = read_architecture(options)
+    except UnsupportedArchitecture as e:
+        raise ConversionError([f"{hf_dir}: {p}" for p in e.problems]) from None
+    job.task = multilingual.MultilingualTask(tuple(langs), (), "multilingual", "src", True, False, ("main",), None)
+    member = Member(path, sha256_file(path), arch, options, tensors=tensors)
+    job.members, job.dicts = [member], {"src": d, "tgt": d}
+    job.lang_tokens = multilingual.language_tokens(d, job.task)
+    job.sentencepiece = hf_dir / SENTENCEPIECE_FILE
+    generation = hf_dir / "generation_config.json"
+    if generation.is_file():
+        job.data_files.append(generation)
+        job.generation, notes = model_card.fairseq_generation(json.loads(generation.read_text(encoding="utf-8")),
+                                                              fairseq_defaults())
+        member.upgrades += [("generation_config.json", note) for note in notes]
+    else:
+        job.generation = fairseq_defaults()
+    return job
