@@ -82,13 +82,14 @@ class TransformersSystem:
                                 getattr(m.decoder, "layer_norm", None) is not None)
 
     def mapping(self, options: dict, cap: int | None = None) -> Mapping:
-        settings = {"num_beams": options.get("beam", 5), "num_return_sequences": options.get("nbest", 1),
-                    "length_penalty": options.get("lenpen", 1.0), "early_stopping": True, "do_sample": False,
-                    # transformers counts the start token and </s> in max_length, the start token in min_length
-                    "max_length": (cap if cap is not None else options.get("max_len_b", 200)) + 2,
-                    "min_length": options.get("min_len", 1) + 1,
-                    "no_repeat_ngram_size": options.get("no_repeat_ngram_size", 0),
-                    # a multilingual model's target-language token, forced first as fairseq forces it
+        """fairseq's options in generate()'s terms, by the one mapping the model card and
+        generation_config.json use (converters.fairseq.card.transformers_generation), with the batch's
+        cap as max_len_b and the target-language token forced."""
+        from converters.fairseq.card import transformers_generation
+        from porting.generation.options import fairseq_defaults
+
+        full = {**fairseq_defaults(), **options, **({"max_len_b": cap, "max_len_a": 0.0} if cap is not None else {})}
+        settings = {"num_return_sequences": 1, "do_sample": False, **transformers_generation(full)["settings"],
                     **({"forced_bos_token_id": self.start[1][0]} if self.start[1] else {})}
         return Mapping(settings, _not_expressible(options, "transformers"))
 
