@@ -206,20 +206,34 @@ def test_fairseq_reproduces_inputs(hubs, run):
             (inputs["moses"][i], inputs["bpe"][i], inputs["ids"][i]), line
 
 
+# Off the recording's machine class (tests/conftest.py, replays_bitwise): the harness's tolerances.
+SCORE_TOL, TENSOR_ATOL, TENSOR_RTOL = 1e-4, 1e-5, 1e-4
+
+
 @requires_fairseq
 @pytest.mark.parametrize("run,setting", generation_files())
-def test_fairseq_reproduces_generation_exactly(hubs, run, setting):
-    """The first chunk again, batched exactly as recorded: tokens, strings and every float identical."""
+def test_fairseq_reproduces_generation_exactly(hubs, replays_bitwise, run, setting):
+    """The first chunk again, batched exactly as recorded: tokens, strings and every float identical
+    where the machine rounds as the recording's did; elsewhere every best hypothesis identical (tokens,
+    pieces, text) and its scores within 1e-4 (the lower places of a beam can hold another hypothesis of
+    an equal score: porting/NOTES.md)."""
     from parity.record import generate_chunk
 
-    rec = load(run, f"generation/{setting}.json")
+    rec = load(run, f"generation/{setting}.json")["hypotheses"][:CHUNK_SIZE]
     source = load(run, "inputs.json")["source"][:CHUNK_SIZE]
-    assert generate_chunk(hubs[run], source, rec["options"]) == rec["hypotheses"][:CHUNK_SIZE]
+    ours = generate_chunk(hubs[run], source, load(run, f"generation/{setting}.json")["options"])
+    if replays_bitwise:
+        assert ours == rec
+        return
+    for i, (a, b) in enumerate(zip(ours, rec, strict=True)):
+        assert [a[0][k] for k in ("tokens", "bpe", "text")] == [b[0][k] for k in ("tokens", "bpe", "text")], i
+        assert abs(a[0]["score"] - b[0]["score"]) < SCORE_TOL, i
+        assert max(abs(x - y) for x, y in zip(a[0]["positional_scores"], b[0]["positional_scores"])) < SCORE_TOL, i
 
 
 @requires_fairseq
 @pytest.mark.parametrize("run", [r for r, s in MANIFEST["runs"].items() if s["teacher_forced"]])
-def test_fairseq_reproduces_teacher_forced_exactly(hubs, run):
+def test_fairseq_reproduces_teacher_forced_exactly(hubs, replays_bitwise, run):
     from parity.record import teacher_forced
 
     inputs = load(run, "inputs.json")
@@ -229,7 +243,10 @@ def test_fairseq_reproduces_teacher_forced_exactly(hubs, run):
         tensors, order = teacher_forced(hubs[run], inputs["source"][i], inputs["reference"][i], target_lang)
         assert order == load(run, "teacher_forced.json")["forward_order"]
         for name, value in tensors.items():
-            assert torch.equal(value, recorded[f"s{i}/{name}"]), name
+            if replays_bitwise or value.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+                assert torch.equal(value, recorded[f"s{i}/{name}"]), name
+            else:
+                assert torch.allclose(value, recorded[f"s{i}/{name}"], rtol=TENSOR_RTOL, atol=TENSOR_ATOL), name
 
 
 def test_fairseqs_ngram_blocker_is_inert_on_cpu():
