@@ -213,13 +213,17 @@ def test_a_multilingual_model_is_converted_for_every_direction(tmp_path, capsys)
     assert "choose the direction when translating" in err
 
 
-def test_the_port_runs_it_bitwise_as_recorded(out):
-    """One recorded sentence through the native model: fairseq's teacher-forced log-probs exactly."""
+def test_the_port_runs_it_bitwise_as_recorded(out, replays_bitwise):
+    """One recorded sentence through the native model: fairseq's teacher-forced log-probs exactly, where
+    this machine rounds as the recording's did (elsewhere within 1e-5: porting/NOTES.md)."""
     model = load_ensemble(out)[1][0]
     recorded = load_file(str(RUN_DIR / "m2m-fr-en" / "teacher_forced.safetensors"))
     with torch.no_grad():
         ours = model.log_probs(model(recorded["s0/src_tokens"][None], recorded["s0/prev_output_tokens"][None]))[0]
-    assert torch.equal(ours, recorded["s0/decoder.lprobs"])
+    if replays_bitwise:
+        assert torch.equal(ours, recorded["s0/decoder.lprobs"])
+    else:
+        assert (ours - recorded["s0/decoder.lprobs"]).abs().max() < 1e-5
 
 
 def test_ctranslate2_translates_as_the_recorded_fairseq_run(out, tmp_path):

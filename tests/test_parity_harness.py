@@ -74,17 +74,18 @@ def test_report_not_overwritten_without_force(converted, tmp_path, capsys):
     assert parity(converted["ende-sep"], tmp_path / "r", "--force") == 0
 
 
-def test_correspondence_table_in_report(converted, tmp_path):
+def test_correspondence_table_in_report(converted, replays_bitwise, tmp_path):
     parity(converted["ende-sep"], tmp_path / "r", "--mode", "shadow")
     t = tensors_report(tmp_path / "r")
-    assert t["mode"] == "shadow" and t["ok"] and t["first_inexact"] is None   # shadow of a faithful port: bitwise
+    # shadow of a faithful port: bitwise, where this machine rounds as the recording's did
+    assert t["mode"] == "shadow" and t["ok"] and (t["first_inexact"] is None or not replays_bitwise)
     rows = {b["name"]: (b["fairseq_module"], b["taken_from"]) for b in t["correspondence"]}
     assert rows["encoder.embed"] == ("encoder.layers.0", "input")
     assert rows["decoder.layers.2"] == ("decoder.layers.2", "output")
     assert "| encoder.embed | `encoder.layers.0` | input |" in (tmp_path / "r" / "report.md").read_text()
 
 
-def test_layer_norm_epsilon_changed(converted, tmp_path, monkeypatch):
+def test_layer_norm_epsilon_changed(converted, replays_bitwise, tmp_path, monkeypatch):
     """eps 1e-12 (BERT-style) for fairseq's 1e-5 changes each layer by ~1e-5 relative: inside the
     default rtol, so under default tolerances the error only shows once it has grown (later); the
     report's first inexact tensor already names the layer, and shadow mode with rtol 0 makes it the
@@ -94,7 +95,9 @@ def test_layer_norm_epsilon_changed(converted, tmp_path, monkeypatch):
     monkeypatch.setattr(model, "LAYER_NORM_EPS", 1e-12)
     assert parity(converted["ende-sep"], tmp_path / "r") == 1
     t = tensors_report(tmp_path / "r")
-    assert t["first_inexact"] == "encoder.layers.0" and t["first_divergence"] != "encoder.layers.0"
+    # (elsewhere the recording's own sinusoidal table is already a last bit off: encoder.embed)
+    assert t["first_inexact"] == ("encoder.layers.0" if replays_bitwise else "encoder.embed")
+    assert t["first_divergence"] != "encoder.layers.0"
     assert parity(converted["ende-sep"], tmp_path / "s", "--mode", "shadow", "--rtol", "0", "--atol", "1e-6") == 1
     assert tensors_report(tmp_path / "s")["first_divergence"] == "encoder.layers.0"
 

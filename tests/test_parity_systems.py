@@ -45,25 +45,31 @@ def explained(report: dict, failing_allowed: tuple[str, ...] = ()) -> None:
 EXPRESSIBLE = ("greedy", "beam5_nbest5", "lenpen0.6", "lenpen1.3")
 
 
+# Every setting of both models for CTranslate2; FSMT (3-4 minutes a model here) every setting on
+# ende-sep, and on ende-joined the fully expressible beam search and the setting it fails.
+BILINGUAL_CELLS = [("ctranslate2", "ende-sep", None), ("ctranslate2", "ende-joined", None),
+                   ("transformers", "ende-sep", None), ("transformers", "ende-joined", "beam5_nbest5,no_repeat_ngram")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["ctranslate2", "transformers"])
-@pytest.mark.parametrize("name", ["ende-sep", "ende-joined"])
-def test_peers_against_fairseqs_bilingual_runs(converted, ct2, kind, name, tmp_path):
+@pytest.mark.parametrize("kind,name,settings", BILINGUAL_CELLS)
+def test_peers_against_fairseqs_bilingual_runs(converted, ct2, kind, name, settings, tmp_path):
     """Every setting: the expressible ones identical on all 500 lines and passing; the others' differences
     each explained, and a setting failing exactly where its BLEU is significantly worse (fairseq's n-gram
     blocking is inert, the peers' is not; CTranslate2's search under min_len: porting/NOTES.md)."""
     where = ct2[name] if kind == "ctranslate2" else converted[name]
     rc, report = parity("--original", f"recorded:{shipped.RUNS / name}", "--port", f"{kind}:{where}",
-                        "--report", tmp_path / "r")
-    assert report["system"] == kind and len(report["generation"]) == 8 and report["decoder"]["ok"]
-    explained(report)
+                        "--report", tmp_path / "r", *(["--settings", settings] if settings else []))
     gen = report["generation"]
-    identical = 500 if kind == "ctranslate2" else 497     # FSMT normalises punctuation: 3 lines tokenize otherwise
-    for setting in EXPRESSIBLE:
+    assert report["system"] == kind and len(gen) == (len(settings.split(",")) if settings else 8)
+    assert report["decoder"]["ok"]
+    explained(report)
+    identical = 500 if kind == "ctranslate2" else 497     # FSMT normalises punctuation: 2-3 lines tokenize otherwise
+    for setting in (s for s in EXPRESSIBLE if s in gen):
         assert gen[setting]["ok"] and gen[setting]["identical"] >= identical, setting
     assert not gen["no_repeat_ngram"]["ok"]              # measured: 1.4-2.2 BLEU below, p <= 0.009
     assert rc == (0 if all(g["ok"] for g in gen.values()) else 1) == 1
-    assert gen["unkpen"]["not_expressible"]
+    assert "unkpen" not in gen or gen["unkpen"]["not_expressible"]
     table = "| setting | verdict | identical | tokenization | mapping | numerics | detokenization |"
     assert table in (tmp_path / "r" / "report.md").read_text()
     if kind == "ctranslate2":
@@ -98,7 +104,7 @@ def test_peers_against_fairseqs_multilingual_runs(converted, ct2, kind, directio
         for m in g["mismatches"]:
             if m["cause"]["cause"] == "detokenization":       # only a stray language token, dropped
                 assert re.search(r"__[a-z]+__", m["original"]), m
-                assert m["port"].split() == re.sub(r"__[a-z]+__", " ", m["original"]).split(), m
+                assert m["port"].split() == re.sub(r"__[a-z]+__", "", m["original"]).split(), m
     assert report["generation"]["greedy"]["identical"] == 200
     assert report["tokenization"]["ok"]
     assert rc == (0 if all(g["ok"] for g in report["generation"].values()) else 1)
