@@ -26,11 +26,11 @@ def add_arguments(p) -> None:
                         "work too) or transformers:DIR (an FSMT model as the original, recorded now: no fairseq needed)")
     p.add_argument("--port", required=True,
                    help="the system under test: native:OUT (our port; a bare OUT means the same), transformers:DIR "
-                        "(an FSMT model directory) or ctranslate2:DIR (a CTranslate2 model directory)")
-    p.add_argument("--source-lang", help="the direction: required with a multilingual native: port and with a "
-                                         "ctranslate2: port (fairseq:… runs in it, and the output is detokenized "
-                                         "in the target's); a bilingual converted or transformers directory names "
-                                         "its own, and a recorded run's manifest names its direction")
+                        "(an FSMT or M2M100 model directory) or ctranslate2:DIR (a CTranslate2 model directory "
+                        "written by `porting convert ctranslate2`, which carries the model's tokenizer)")
+    p.add_argument("--source-lang", help="the direction of a multilingual port (any runtime); a recorded run's "
+                                         "manifest names its own, and a bilingual model has one (given, it must "
+                                         "be that one)")
     p.add_argument("--target-lang", help="see --source-lang")
     p.add_argument("--input", type=Path, help="source lines (live fairseq only)")
     p.add_argument("--reference", type=Path, help="reference lines (live fairseq only; without them tensors are "
