@@ -23,7 +23,8 @@ from porting.cli.common import progress_bar
 def add_arguments(p) -> None:
     p.add_argument("--original", required=True,
                    help="recorded:RUN_DIR, fairseq:MODEL_DIR[:a.pt:b.pt] (live; an ensemble as fairseq writes it, commas "
-                        "work too) or transformers:DIR (an FSMT model as the original, recorded now: no fairseq needed)")
+                        "work too) or transformers:DIR (an FSMT or M2M100 model as the original, recorded now: no "
+                        "fairseq needed)")
     p.add_argument("--port", required=True,
                    help="the system under test: native:OUT (our port; a bare OUT means the same), transformers:DIR "
                         "(an FSMT or M2M100 model directory) or ctranslate2:DIR (a CTranslate2 model directory "
