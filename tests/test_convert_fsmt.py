@@ -65,10 +65,14 @@ def test_a_pickled_hub_directory_and_generation_settings(converted, tmp_path):
 
 def test_bad_directories_are_one_clear_error(converted, tmp_path, capsys):
     assert main(["convert", "transformers", "--model", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 1
-    assert "not a transformers FSMT directory" in capsys.readouterr().err
+    assert "not a transformers directory (no config.json)" in capsys.readouterr().err
     other = hub_copy(converted["ende-sep"], tmp_path / "bert")
     config = json.loads((other / "config.json").read_text())
     (other / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
     assert main(["convert", "transformers", "--model", str(other), "--out", str(tmp_path / "o")]) == 1
-    assert "a 'bert' model; this reads FSMT" in capsys.readouterr().err
+    assert "a 'bert' model; this reads 'fsmt', 'm2m_100'" in capsys.readouterr().err
+    (other / "config.json").write_text(json.dumps(config))
+    (other / "merges.txt").unlink()
+    assert main(["convert", "transformers", "--model", str(other), "--out", str(tmp_path / "o")]) == 1
+    assert "not a transformers FSMT directory (missing merges.txt)" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

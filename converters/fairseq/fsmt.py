@@ -11,27 +11,19 @@ saves) and fairseq's generation settings (mapped back from transformers' names).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from converters.fairseq import bpe_check
-from converters.fairseq import card as model_card
-from converters.fairseq.arch import UnsupportedArchitecture, read_architecture
 from converters.fairseq.convert import ConversionError, Job, Member
 from converters.fairseq.dictionary import Dictionary
-from converters.io.atomic import check_writable
-from converters.io.checkpoint import CheckpointError, load_untrusted
+from converters.fairseq.hf_dir import architecture, begin, read_generation
 from porting.files import sha256_file
 from porting.format import ConfigError
-from porting.generation.options import fairseq_defaults
 from porting.model import layout
 from porting.tokenizer import fairseq_symbols
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 FILES = ("config.json", "vocab-src.json", "vocab-tgt.json", "merges.txt")
 
 
@@ -61,22 +53,6 @@ def _dictionary(vocab_file: Path, problems: list[str]) -> Dictionary | None:
         problems.append(str(e))
         return None
     return Dictionary(symbols, {s: i for i, s in enumerate(symbols)}, [1] * len(symbols))
-
-
-def read_weights(hf_dir: Path, problems: list[str]) -> tuple[Path, dict[str, torch.Tensor]] | None:
-    """The weights, read safely (safetensors, or a pickle through the allowlisted loader)."""
-    for name in WEIGHT_FILES:
-        path = hf_dir / name
-        if not path.is_file():
-            continue
-        try:
-            state = load_file(str(path)) if name.endswith(".safetensors") else load_untrusted(path)
-        except (SafetensorError, CheckpointError, OSError) as e:
-            problems.append(f"{path}: not readable ({e})")
-            return None
-        return path, state
-    problems.append(f"{hf_dir}: no {' or '.join(WEIGHT_FILES)}")
-    return None
 
 
 def _fairseq_names(state: dict[str, torch.Tensor], path: Path, problems: list[str]) -> dict[str, torch.Tensor]:
@@ -127,40 +103,20 @@ def _drop_positions(m: Member, problems: list[str]) -> None:
 
 def read_fsmt(hf_dir: Path, out: Path, config: dict, force: bool = False, license: str | None = None) -> Job:
     """An FSMT directory as a conversion job, every problem collected (config: its config.json)."""
-    problems: list[str] = []
-    missing = [f for f in FILES if not (hf_dir / f).is_file()]
-    if missing:
-        raise ConversionError([f"--model {hf_dir}: not a transformers FSMT directory (missing {', '.join(missing)})"])
-    if problem := check_writable(Path(out), force, [hf_dir]):
-        problems.append(problem)
     src, tgt = config["langs"]
-    dicts = {side: _dictionary(hf_dir / f"vocab-{side}.json", problems) for side in ("src", "tgt")}
-    weights = read_weights(hf_dir, problems)
-    job = Job([weights[0] if weights else hf_dir / WEIGHT_FILES[0]], hf_dir, Path(out), src, tgt,
-              config.get("dtype") or config.get("torch_dtype") or "float32", force, license,
-              origin="a transformers FSMT directory", data_files=[hf_dir / f for f in FILES], problems=problems)
-    if job.dtype not in ("float32", "float16", "bfloat16"):
-        job.dtype = "float32"
+    job, weights = begin(hf_dir, out, config, FILES, "FSMT", force, license, (src, tgt))
+    dicts = {side: _dictionary(hf_dir / f"vocab-{side}.json", job.problems) for side in ("src", "tgt")}
     if weights is None or None in dicts.values():
-        raise ConversionError(problems)
+        raise ConversionError(job.problems)
     path, state = weights
-    tensors = _fairseq_names(state, path, problems)
+    tensors = _fairseq_names(state, path, job.problems)
     joined = dicts["src"].symbols == dicts["tgt"].symbols
     share_output, share_all = _restore_ties(tensors, bool(config.get("tie_word_embeddings")), joined)
     options = {**fairseq_options(config), "share_decoder_input_output_embed": share_output,
                "share_all_embeddings": share_all}
-    try:
-        arch = read_architecture(options)
-    except UnsupportedArchitecture as e:
-        raise ConversionError([f"{hf_dir}: {p}" for p in e.problems]) from None
-    member = Member(path, sha256_file(path), arch, options, tensors=tensors, langs=(src, tgt))
-    _drop_positions(member, problems)
+    member = Member(path, sha256_file(path), architecture(hf_dir, options), options, tensors=tensors, langs=(src, tgt))
+    _drop_positions(member, job.problems)
     job.members, job.dicts = [member], dicts
     job.merges = bpe_check.read_merges(hf_dir / "merges.txt")
-    generation = hf_dir / "generation_config.json"
-    if generation.is_file():
-        job.data_files.append(generation)
-        job.generation, notes = model_card.fairseq_generation(json.loads(generation.read_text(encoding="utf-8")),
-                                                              fairseq_defaults())
-        member.upgrades += [("generation_config.json", note) for note in notes]
+    read_generation(job, member, hf_dir)
     return job

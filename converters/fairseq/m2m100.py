@@ -24,16 +24,12 @@ from pathlib import Path
 
 import torch
 
-from converters.fairseq import card as model_card
 from converters.fairseq import multilingual
-from converters.fairseq.arch import UnsupportedArchitecture, read_architecture
 from converters.fairseq.convert import ConversionError, Job, Member
 from converters.fairseq.dictionary import Dictionary
-from converters.fairseq.fsmt import WEIGHT_FILES, read_weights
-from converters.io.atomic import check_writable
+from converters.fairseq.hf_dir import architecture, begin, read_generation
 from porting.files import sha256_file
 from porting.format import SENTENCEPIECE_FILE, SHARED_VOCAB_FILE, SPECIALS
-from porting.generation.options import fairseq_defaults
 from porting.model import layout
 
 FILES = ("config.json", SHARED_VOCAB_FILE, SENTENCEPIECE_FILE, "tokenizer_config.json")
@@ -112,12 +108,7 @@ def _fairseq_names(state: dict[str, torch.Tensor], path: Path, problems: list[st
 
 def read_m2m100(hf_dir: Path, out: Path, config: dict, force: bool = False, license: str | None = None) -> Job:
     """An M2M100 directory as a conversion job, every problem collected (config: its config.json)."""
-    problems: list[str] = []
-    missing = [f for f in FILES if not (hf_dir / f).is_file()]
-    if missing:
-        raise ConversionError([f"--model {hf_dir}: not a transformers M2M100 directory (missing {', '.join(missing)})"])
-    if problem := check_writable(Path(out), force, [hf_dir]):
-        problems.append(problem)
+    job, weights = begin(hf_dir, out, config, FILES, "M2M100", force, license)
     try:
         vocab = json.loads((hf_dir / SHARED_VOCAB_FILE).read_text(encoding="utf-8"))
         tokenizer_config = json.loads((hf_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
@@ -126,34 +117,18 @@ def read_m2m100(hf_dir: Path, out: Path, config: dict, force: bool = False, lice
     if not isinstance(tokenizer_config, dict) or tokenizer_config.get("tokenizer_class") != "M2M100Tokenizer":
         raise ConversionError([f"--model {hf_dir}/tokenizer_config.json: reads M2M100Tokenizer's (NLLB's "
                                "tokenizer.json is not read back yet)"])
-    langs = language_codes(tokenizer_config, problems, f"{hf_dir}/tokenizer_config.json")
-    d = dictionary(vocab, langs, problems, f"{hf_dir}/{SHARED_VOCAB_FILE}") if langs else None
-    weights = read_weights(hf_dir, problems)
-    job = Job([weights[0] if weights else hf_dir / WEIGHT_FILES[0]], hf_dir, Path(out), None, None,
-              config.get("dtype") or config.get("torch_dtype") or "float32", force, license,
-              origin="a transformers M2M100 directory", data_files=[hf_dir / f for f in FILES], problems=problems)
-    if job.dtype not in ("float32", "float16", "bfloat16"):
-        job.dtype = "float32"
+    langs = language_codes(tokenizer_config, job.problems, f"{hf_dir}/tokenizer_config.json")
+    d = dictionary(vocab, langs, job.problems, f"{hf_dir}/{SHARED_VOCAB_FILE}") if langs else None
     if weights is None or d is None:
-        raise ConversionError(problems)
+        raise ConversionError(job.problems)
     path, state = weights
-    tensors = _fairseq_names(state, path, problems)
+    tensors = _fairseq_names(state, path, job.problems)
     options = {**fairseq_options(config), "share_all_embeddings": True, "share_decoder_input_output_embed": True}
-    try:
-        arch = read_architecture(options)
-    except UnsupportedArchitecture as e:
-        raise ConversionError([f"{hf_dir}: {p}" for p in e.problems]) from None
+    arch = architecture(hf_dir, options)
     job.task = multilingual.MultilingualTask(tuple(langs), (), "multilingual", "src", True, False, ("main",), None)
     member = Member(path, sha256_file(path), arch, options, tensors=tensors)
     job.members, job.dicts = [member], {"src": d, "tgt": d}
     job.lang_tokens = multilingual.language_tokens(d, job.task)
     job.sentencepiece = hf_dir / SENTENCEPIECE_FILE
-    generation = hf_dir / "generation_config.json"
-    if generation.is_file():
-        job.data_files.append(generation)
-        job.generation, notes = model_card.fairseq_generation(json.loads(generation.read_text(encoding="utf-8")),
-                                                              fairseq_defaults())
-        member.upgrades += [("generation_config.json", note) for note in notes]
-    else:
-        job.generation = fairseq_defaults()
+    read_generation(job, member, hf_dir)
     return job

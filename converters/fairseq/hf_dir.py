@@ -1,0 +1,72 @@
+"""What reading any transformers directory back shares (converters/fairseq/fsmt.py, m2m100.py): the
+files checked, the weights read safely, the job begun, the architecture read, and fairseq's generation
+settings mapped back from generation_config.json."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from converters.fairseq import card as model_card
+from converters.fairseq.arch import Architecture, UnsupportedArchitecture, read_architecture
+from converters.fairseq.convert import ConversionError, Job, Member
+from converters.io.atomic import check_writable
+from converters.io.checkpoint import CheckpointError, load_untrusted
+from porting.generation.options import fairseq_defaults
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def read_weights(hf_dir: Path, problems: list[str]) -> tuple[Path, dict[str, torch.Tensor]] | None:
+    """The weights, read safely (safetensors, or a pickle through the allowlisted loader)."""
+    for name in WEIGHT_FILES:
+        path = hf_dir / name
+        if not path.is_file():
+            continue
+        try:
+            state = load_file(str(path)) if name.endswith(".safetensors") else load_untrusted(path)
+        except (SafetensorError, CheckpointError, OSError) as e:
+            problems.append(f"{path}: not readable ({e})")
+            return None
+        return path, state
+    problems.append(f"{hf_dir}: no {' or '.join(WEIGHT_FILES)}")
+    return None
+
+
+def begin(hf_dir: Path, out: Path, config: dict, files: tuple[str, ...], kind: str, force: bool,
+          license: str | None, langs: tuple[str | None, str | None] = (None, None)) -> tuple[Job, tuple | None]:
+    """The job for a `kind` directory (its files all there, or one error), with the weights as read
+    (None: a problem is recorded)."""
+    missing = [f for f in files if not (hf_dir / f).is_file()]
+    if missing:
+        raise ConversionError([f"--model {hf_dir}: not a transformers {kind} directory (missing {', '.join(missing)})"])
+    problems: list[str] = []
+    if problem := check_writable(Path(out), force, [hf_dir]):
+        problems.append(problem)
+    weights = read_weights(hf_dir, problems)
+    job = Job([weights[0] if weights else hf_dir / WEIGHT_FILES[0]], hf_dir, Path(out), *langs,
+              config.get("dtype") or config.get("torch_dtype") or "float32", force, license,
+              origin=f"a transformers {kind} directory", data_files=[hf_dir / f for f in files], problems=problems)
+    if job.dtype not in ("float32", "float16", "bfloat16"):
+        job.dtype = "float32"
+    return job, weights
+
+
+def architecture(hf_dir: Path, options: dict) -> Architecture:
+    try:
+        return read_architecture(options)
+    except UnsupportedArchitecture as e:
+        raise ConversionError([f"{hf_dir}: {p}" for p in e.problems]) from None
+
+
+def read_generation(job: Job, member: Member, hf_dir: Path) -> None:
+    """fairseq's options from generation_config.json where there is one (else fairseq's defaults stay)."""
+    generation = hf_dir / "generation_config.json"
+    if generation.is_file():
+        job.data_files.append(generation)
+        job.generation, notes = model_card.fairseq_generation(json.loads(generation.read_text(encoding="utf-8")),
+                                                              fairseq_defaults())
+        member.upgrades += [("generation_config.json", note) for note in notes]
