@@ -177,7 +177,7 @@ def generation(system, run: Path, inputs: dict, stages: list[dict] | None, setti
         # peer on either side, every difference must be explained by tokenization, a named search rule
         # or the forced tokens' scores (the numbers agree)
         strict = system.search_rules is None and rec.get("search_rules") is None
-        outcome = _outcome(run, rec, texts)
+        outcome = _outcome(inputs["reference"], rec, texts)
         ok = (not mismatches if strict else not any(counts[c] for c in causes.FAILING)) and \
             not (outcome or {}).get("significantly_worse", False)
         out[setting] = {"options": options, "mapping": mapping.settings, "not_expressible": mapping.not_expressible,
@@ -192,10 +192,9 @@ def generation(system, run: Path, inputs: dict, stages: list[dict] | None, setti
 SIGNIFICANCE = 0.05
 
 
-def _outcome(run: Path, rec: dict, port: list[str]) -> dict | None:
+def _outcome(refs: list[str] | None, rec: dict, port: list[str]) -> dict | None:
     """The port's BLEU against the original's on this setting's best hypotheses, with sacreBLEU's
     paired bootstrap (None: a run recorded without references)."""
-    refs = _load(run, "inputs.json")["reference"]
     if refs is None:
         return None
     test = paired_bootstrap([h[0]["text"] for h in rec["hypotheses"]], port, refs)
