@@ -18,32 +18,13 @@ import torch
 from converters.fairseq import bpe_check
 from converters.fairseq.convert import ConversionError, Job, Member
 from converters.fairseq.dictionary import Dictionary
-from converters.fairseq.hf_dir import architecture, begin, read_generation
+from converters.fairseq.hf_dir import architecture, begin, read_generation, transformer_options
 from porting.files import sha256_file
 from porting.format import ConfigError
 from porting.model import layout
 from porting.tokenizer import fairseq_symbols
 
 FILES = ("config.json", "vocab-src.json", "vocab-tgt.json", "merges.txt")
-
-
-def fairseq_options(config: dict) -> dict:
-    """FSMTConfig's fields as fairseq's transformer options (FSMT has no switch for the others: it is
-    post-norm, with sinusoidal positions and no embedding layer norm)."""
-    d = config["d_model"]
-    return {
-        "arch": "transformer", "encoder_layers": config["encoder_layers"], "decoder_layers": config["decoder_layers"],
-        "encoder_embed_dim": d, "decoder_embed_dim": d,
-        "encoder_ffn_embed_dim": config["encoder_ffn_dim"], "decoder_ffn_embed_dim": config["decoder_ffn_dim"],
-        "encoder_attention_heads": config["encoder_attention_heads"],
-        "decoder_attention_heads": config["decoder_attention_heads"],
-        "activation_fn": config.get("activation_function", "relu"),
-        "max_source_positions": config["max_position_embeddings"],
-        "max_target_positions": config["max_position_embeddings"],
-        "no_scale_embedding": not config.get("scale_embedding", True),
-        "dropout": config.get("dropout", 0.1), "attention_dropout": config.get("attention_dropout", 0.0),
-        "activation_dropout": config.get("activation_dropout", 0.0),
-    }
 
 
 def _dictionary(vocab_file: Path, problems: list[str]) -> Dictionary | None:
@@ -112,7 +93,8 @@ def read_fsmt(hf_dir: Path, out: Path, config: dict, force: bool = False, licens
     tensors = _fairseq_names(state, path, job.problems)
     joined = dicts["src"].symbols == dicts["tgt"].symbols
     share_output, share_all = _restore_ties(tensors, bool(config.get("tie_word_embeddings")), joined)
-    options = {**fairseq_options(config), "share_decoder_input_output_embed": share_output,
+    # FSMT has no switch for the options not mapped: post-norm, sinusoidal positions, no embedding layer norm
+    options = {**transformer_options(config), "share_decoder_input_output_embed": share_output,
                "share_all_embeddings": share_all}
     member = Member(path, sha256_file(path), architecture(hf_dir, options), options, tensors=tensors, langs=(src, tgt))
     _drop_positions(member, job.problems)

@@ -55,6 +55,25 @@ def begin(hf_dir: Path, out: Path, config: dict, files: tuple[str, ...], kind: s
     return job, weights
 
 
+def transformer_options(config: dict) -> dict:
+    """The fields FSMTConfig and M2M100Config share, as fairseq's transformer options; each reader adds
+    what its class fixes (normalisation, ties)."""
+    d = config["d_model"]
+    return {
+        "arch": "transformer", "encoder_layers": config["encoder_layers"], "decoder_layers": config["decoder_layers"],
+        "encoder_embed_dim": d, "decoder_embed_dim": d,
+        "encoder_ffn_embed_dim": config["encoder_ffn_dim"], "decoder_ffn_embed_dim": config["decoder_ffn_dim"],
+        "encoder_attention_heads": config["encoder_attention_heads"],
+        "decoder_attention_heads": config["decoder_attention_heads"],
+        "activation_fn": config.get("activation_function", "relu"),
+        "max_source_positions": config["max_position_embeddings"],
+        "max_target_positions": config["max_position_embeddings"],
+        "no_scale_embedding": not config.get("scale_embedding", True),
+        "dropout": config.get("dropout", 0.1), "attention_dropout": config.get("attention_dropout", 0.0),
+        "activation_dropout": config.get("activation_dropout", 0.0),
+    }
+
+
 def architecture(hf_dir: Path, options: dict) -> Architecture:
     try:
         return read_architecture(options)

@@ -27,32 +27,12 @@ import torch
 from converters.fairseq import multilingual
 from converters.fairseq.convert import ConversionError, Job, Member
 from converters.fairseq.dictionary import Dictionary
-from converters.fairseq.hf_dir import architecture, begin, read_generation
+from converters.fairseq.hf_dir import architecture, begin, read_generation, transformer_options
 from porting.files import sha256_file
 from porting.format import SENTENCEPIECE_FILE, SHARED_VOCAB_FILE, SPECIALS
 from porting.model import layout
 
 FILES = ("config.json", SHARED_VOCAB_FILE, SENTENCEPIECE_FILE, "tokenizer_config.json")
-
-
-def fairseq_options(config: dict) -> dict:
-    """M2M100Config's fields as fairseq's transformer options (M2M100 has no switch for the others:
-    pre-norm, final layer norms, sinusoidal positions, no embedding layer norm)."""
-    d = config["d_model"]
-    return {
-        "arch": "transformer", "encoder_layers": config["encoder_layers"], "decoder_layers": config["decoder_layers"],
-        "encoder_embed_dim": d, "decoder_embed_dim": d,
-        "encoder_ffn_embed_dim": config["encoder_ffn_dim"], "decoder_ffn_embed_dim": config["decoder_ffn_dim"],
-        "encoder_attention_heads": config["encoder_attention_heads"],
-        "decoder_attention_heads": config["decoder_attention_heads"],
-        "encoder_normalize_before": True, "decoder_normalize_before": True,
-        "activation_fn": config.get("activation_function", "relu"),
-        "max_source_positions": config["max_position_embeddings"],
-        "max_target_positions": config["max_position_embeddings"],
-        "no_scale_embedding": not config.get("scale_embedding", True),
-        "dropout": config.get("dropout", 0.1), "attention_dropout": config.get("attention_dropout", 0.0),
-        "activation_dropout": config.get("activation_dropout", 0.0),
-    }
 
 
 def language_codes(tokenizer_config: dict, problems: list[str], label: str) -> list[str]:
@@ -123,7 +103,10 @@ def read_m2m100(hf_dir: Path, out: Path, config: dict, force: bool = False, lice
         raise ConversionError(job.problems)
     path, state = weights
     tensors = _fairseq_names(state, path, job.problems)
-    options = {**fairseq_options(config), "share_all_embeddings": True, "share_decoder_input_output_embed": True}
+    # M2M100 has no switch for the options not mapped: pre-norm with final layer norms on both sides,
+    # sinusoidal positions, no embedding layer norm, one shared embedding
+    options = {**transformer_options(config), "encoder_normalize_before": True, "decoder_normalize_before": True,
+               "share_all_embeddings": True, "share_decoder_input_output_embed": True}
     arch = architecture(hf_dir, options)
     job.task = multilingual.MultilingualTask(tuple(langs), (), "multilingual", "src", True, False, ("main",), None)
     member = Member(path, sha256_file(path), arch, options, tensors=tensors)
