@@ -118,7 +118,7 @@ def decoder_mapping(system, inputs: dict) -> dict:
                               f"{original['forced']}"})}
 
 
-def _detokenization(system, i: int, inputs: dict, tokens: list[int], text: str, original_text: str) -> dict:
+def _detokenization(i: int, inputs: dict, tokens: list[int], text: str, original_text: str) -> dict:
     return {"line": i, "source": inputs["source"][i], "port": text, "original": original_text,
             "port_tokens": tokens, "original_tokens": tokens, "first_differing_step": None,
             "cause": {"cause": "detokenization", "why": "the same tokens, another text: the system's "
@@ -168,7 +168,7 @@ def generation(system, run: Path, inputs: dict, stages: list[dict] | None, setti
                                              caps[i], mapping.not_expressible, rec.get("search_rules"), forced)
                 mismatches.append(m)
             elif texts[i] != b["text"]:
-                mismatches.append(_detokenization(system, i, inputs, a.tokens, texts[i], b["text"]))
+                mismatches.append(_detokenization(i, inputs, a.tokens, texts[i], b["text"]))
             else:
                 worst = max(worst, abs(a.score - b["score"]))
         n = len(rec["hypotheses"])

@@ -73,8 +73,6 @@ def original_run(args, settings: list[str] | None, langs: tuple[str, str] | None
     from parity.settings import SETTINGS
 
     source, reference = _inputs(args, settings, "fairseq")
-    if langs is None:
-        raise UsageError("fairseq:… with a ctranslate2: port needs --source-lang and --target-lang")
     if not fairseq_available():
         raise UsageError("fairseq:… runs the original, and fairseq is not importable here: install it as the "
                          "README's set-up does (`make setup`), or compare against a recorded run (recorded:RUN_DIR) "
