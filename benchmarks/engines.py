@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-PORTING = [sys.executable, "-m", "porting.cli"]
+PORTING = [sys.executable, "-m", "porting_cli"]
 GRID = "beam=1:5 lenpen=0.6:1.0 early_stopping=true:false"       # 8 settings
 LOOPBACK = "127.0.0.2"          # loopback that Ray keeps (tests/test_engines.py says why)
 

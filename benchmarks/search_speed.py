@@ -34,12 +34,12 @@ def main() -> None:
     if model is None:
         m = shipped.catalog()["ende-sep"]
         model = work / "ende-sep"
-        subprocess.run([sys.executable, "-m", "porting.cli", "convert", "fairseq", "--checkpoint", m.path / "model2.pt",
+        subprocess.run([sys.executable, "-m", "porting_cli", "convert", "fairseq", "--checkpoint", m.path / "model2.pt",
                         "--data-dir", m.path, "--out", model], check=True, capture_output=True)
     src, ref = shipped.test_set(split="valid")
     (work / "v.en").write_text("\n".join(src[:args.lines]) + "\n", encoding="utf-8")
     (work / "v.de").write_text("\n".join(ref[:args.lines]) + "\n", encoding="utf-8")
-    porting = [sys.executable, "-m", "porting.cli"]
+    porting = [sys.executable, "-m", "porting_cli"]
 
     t0 = time.perf_counter()
     subprocess.run([*porting, "search", "--model", model, "--input", work / "v.en", "--reference", work / "v.de",

@@ -21,7 +21,7 @@ def converted(tmp_path_factory):
     """The shipped models converted once per test session: name -> directory.
     The ensemble is converted in fairseq's member order (model1.pt, model2.pt), as recorded."""
     from parity import shipped
-    from porting.cli import main
+    from porting_cli import main
 
     root = tmp_path_factory.mktemp("converted-shipped")
     cat = shipped.catalog()
@@ -47,7 +47,7 @@ def converted(tmp_path_factory):
 def ct2(converted, tmp_path_factory):
     """The shipped models written by `porting convert ctranslate2` once per session: name -> directory
     (a multilingual direction's name maps to the one multilingual export, as in ``converted``)."""
-    from porting.cli import main
+    from porting_cli import main
 
     root = tmp_path_factory.mktemp("ct2")
     out = {}

@@ -19,7 +19,7 @@ def model_dir(name: str) -> Path:
 
 
 def convert_cli(*args: str) -> int:
-    from porting.cli import main
+    from porting_cli import main
 
     return main(["convert", "fairseq", *map(str, args)])
 

@@ -1,9 +1,14 @@
 """The house's boundaries: imports only point down, and the native side never imports the original.
 
-Layers, from the bottom (README "Layout"): the on-disk contract, then the native runtime's parts,
-then the converters, the original's side, and the command line on top. A module may import from
-its own layer or from a lower one; an import that points up, or sideways to another layer of the
-same height, fails here. Every import counts, the ones inside functions too (read from the AST).
+Rooms, from the bottom: `porting` (the on-disk contract and the native runtime), `converters`,
+`parity` (the original's side and the harness), and `porting_cli`, the command line, on top. A room
+imports from itself or from a room below, never up: the command line may use everything, nothing
+uses the command line.
+
+Layers refine the rooms (README "Layout"): within `porting`, the on-disk contract, then the
+runtime's parts. A module may import from its own layer or from a lower one; an import that points
+up, or sideways to another layer of the same height, fails here. Every import counts, the ones
+inside functions too (read from the AST).
 """
 import ast
 import pkgutil
@@ -14,8 +19,12 @@ from pathlib import Path
 import converters
 import parity
 import porting
+import porting_cli
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# the top-level packages, from the bottom
+ROOMS = {"porting": 0, "converters": 1, "parity": 2, "porting_cli": 3}
 
 # (module prefix, height); the longest matching prefix decides a module's layer
 LAYERS = {
@@ -34,7 +43,7 @@ LAYERS = {
     "converters.fairseq": 9,
     "converters.ctranslate2": 9,      # our directories into CTranslate2 models
     "parity": 10,
-    "porting.cli": 11,
+    "porting_cli": 11,            # the command line: a room of its own, above everything
 }
 
 
@@ -80,7 +89,7 @@ def violations(module: str, source: str) -> list[str]:
 
 def our_modules() -> dict[str, Path]:
     out = {}
-    for pkg in (porting, converters, parity):
+    for pkg in (porting, converters, parity, porting_cli):
         out[pkg.__name__] = Path(pkg.__file__)
         for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
             spec = m.module_finder.find_spec(m.name.rsplit(".", 1)[-1])
@@ -90,6 +99,30 @@ def our_modules() -> dict[str, Path]:
 
 def test_every_module_has_a_layer():
     assert [m for m in our_modules() if layer_of(m) is None] == []
+
+
+def room_violations(module: str, source: str) -> list[str]:
+    here = ROOMS[module.split(".")[0]]
+    return [f"{module}:{line} imports {target}: up from room {module.split('.')[0]} to {target.split('.')[0]}"
+            for line, target in imports_of(source, module)
+            if ROOMS.get(target.split(".")[0], -1) > here]
+
+
+def test_every_module_lives_in_a_room():
+    assert sorted({m.split(".")[0] for m in our_modules()}) == sorted(ROOMS)
+
+
+def test_rooms_only_import_down():
+    found = [v for name, path in our_modules().items() for v in room_violations(name, path.read_text(encoding="utf-8"))]
+    assert found == [], "\n".join(found)
+
+
+def test_an_upward_import_between_rooms_is_caught():
+    assert room_violations("porting.translator", "def f():\n    import porting_cli.common\n") == [
+        "porting.translator:2 imports porting_cli.common: up from room porting to porting_cli"]
+    assert room_violations("parity.harness", "from porting_cli import main\n")[0].startswith("parity.harness:1")
+    assert room_violations("converters.fairseq.card", "from parity.contract import Hyp\n") != []
+    assert room_violations("porting_cli.parity", "import parity.harness\nimport porting.format\n") == []
 
 
 def test_imports_only_point_down():
@@ -105,13 +138,13 @@ def test_an_upward_import_is_caught():
         "porting.model.transformer:2 imports converters.fairseq.arch: up from porting.model (1) to converters.fairseq (9)"]
     sideways = "from porting.tokenizer import Tokenizer\n"
     assert "sideways" in violations("porting.model.load", sideways)[0]
-    hidden = "def f():\n    from porting.cli.common import load_translator\n"
-    assert violations("parity.harness", hidden)[0].startswith("parity.harness:2 imports porting.cli.common: up")
-    assert violations("porting.cli.translate", "from parity import names\nimport converters.io.atomic\n") == []
+    hidden = "def f():\n    from porting_cli.common import load_translator\n"
+    assert violations("parity.harness", hidden)[0].startswith("parity.harness:2 imports porting_cli.common: up")
+    assert violations("porting_cli.translate", "from parity import names\nimport converters.io.atomic\n") == []
 
 
 def test_native_packages_do_not_import_fairseq():
-    modules = [m for m in our_modules() if not m.startswith(("parity", "porting.cli"))]
+    modules = [m for m in our_modules() if not m.startswith(("parity", "porting_cli"))]
     code = ("import importlib, sys\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('fairseq', 'fairseq_cli'))\n"
@@ -121,8 +154,8 @@ def test_native_packages_do_not_import_fairseq():
 
 def test_cli_parser_needs_neither_fairseq_nor_torch():
     """--help stays quick, and torch's (and numpy's) start-up is left to main, which runs it with
-    interrupts held (porting.cli._import_torch_holding_interrupts)."""
-    code = ("import sys\nfrom porting.cli import build_parser\nbuild_parser()\n"
+    interrupts held (porting_cli._import_torch_holding_interrupts)."""
+    code = ("import sys\nfrom porting_cli import build_parser\nbuild_parser()\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('fairseq', 'torch', 'numpy'))\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)

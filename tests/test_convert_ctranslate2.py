@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from parity import shipped
-from porting.cli import main
 from porting.tokenizer import Tokenizer
+from porting_cli import main
 from tests.helpers import model_dir
 
 ctranslate2 = pytest.importorskip("ctranslate2")

@@ -140,7 +140,7 @@ def test_two_racing_conversions_one_wins(tmp_path):
     import sys
 
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "porting.cli", "convert", "fairseq", "--checkpoint", str(SEP / "model2.pt"),
+    cmd = [sys.executable, "-m", "porting_cli", "convert", "fairseq", "--checkpoint", str(SEP / "model2.pt"),
            "--data-dir", str(SEP), "--out", str(out)]
     runs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(r.wait(), r.stderr.read()) for r in runs]
@@ -239,7 +239,7 @@ def _with_a_short_record(src, dst):
 def test_storage_cut_short_inside_a_valid_zip_is_refused(tmp_path, capsys):
     """A memory-mapped load would fill the missing half with the bytes after the record (values up
     to ~1e38 in a tensor, exit 0); the declared sizes are checked against the records first."""
-    from porting.cli import main
+    from porting_cli import main
 
     short = tmp_path / "model.pt"
     record = _with_a_short_record(SEP / "model2.pt", short)

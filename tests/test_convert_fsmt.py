@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from parity import shipped
-from porting.cli import main
+from porting_cli import main
 
 transformers = pytest.importorskip("transformers")
 
@@ -44,7 +44,7 @@ def test_round_trip_is_bitwise_and_translates_the_same(converted, name, tmp_path
     lines = "".join(f"{x}\n" for x in shipped.test_set()[0][:20]).encode()
 
     def translate(model):
-        r = subprocess.run([sys.executable, "-m", "porting.cli", "translate", "--model", str(model)], input=lines,
+        r = subprocess.run([sys.executable, "-m", "porting_cli", "translate", "--model", str(model)], input=lines,
                            capture_output=True, check=True)
         return r.stdout
     assert translate(tmp_path / "back") == translate(converted[name])

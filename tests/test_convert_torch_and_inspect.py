@@ -7,7 +7,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from porting.cli import main
+from porting_cli import main
 from tests.helpers import model_dir
 
 

@@ -88,7 +88,7 @@ def test_an_m2m100_directory_saved_by_transformers_converts_back(converted, tmp_
     from transformers import M2M100ForConditionalGeneration, M2M100Tokenizer
 
     from porting import Translator
-    from porting.cli import main
+    from porting_cli import main
 
     original, hub = converted["m2m-enfres"], tmp_path / "hub"
     M2M100ForConditionalGeneration.from_pretrained(original).save_pretrained(hub)
@@ -111,7 +111,7 @@ def test_an_m2m100_directory_saved_by_transformers_converts_back(converted, tmp_
 
 
 def test_convert_transformers_refuses_what_it_cannot_read(tmp_path, capsys):
-    from porting.cli import main
+    from porting_cli import main
 
     (tmp_path / "list").mkdir()
     (tmp_path / "list" / "config.json").write_text("[1, 2]")

@@ -25,14 +25,14 @@ from pathlib import Path
 import pytest
 
 from parity import shipped
-from porting.cli import main
+from porting_cli import main
 from tests.helpers import interruptible
 
 pytestmark = pytest.mark.skipif(shutil.which("ray", path=str(Path(sys.executable).parent)) is None,
                                 reason="Ray is not installed here (the `ray` extra)")
 
 LOOPBACK = "127.0.0.2"
-PORTING = [sys.executable, "-m", "porting.cli"]
+PORTING = [sys.executable, "-m", "porting_cli"]
 
 
 @pytest.fixture(scope="module")

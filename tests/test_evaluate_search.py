@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from parity import shipped
-from porting.cli import main
 from porting.evaluation.grid import GridError, parse_grid, run_grid
 from porting.evaluation.scoring import DataError, read_parallel, score
 from porting.translator import Translator
+from porting_cli import main
 
 LINES = 40
 
@@ -80,7 +80,7 @@ def test_bleu_prints_what_sacrebleu_prints(data, tmp_path):
             ([ref, ref2], ["-m", "bleu", "chrf", "--json"], ["-m", "bleu", "chrf", "-w", "2"]),
             ([ref], ["--confidence", "--confidence-n", "200", "-m", "bleu"],
              ["--confidence", "-cin", "200", "-w", "2", "-f", "text"])):
-        got = subprocess.run([sys.executable, "-m", "porting.cli", "bleu", "--hypotheses", hyp, "--reference", *refs, *ours],
+        got = subprocess.run([sys.executable, "-m", "porting_cli", "bleu", "--hypotheses", hyp, "--reference", *refs, *ours],
                              capture_output=True, text=True)
         want = subprocess.run([sacrebleu, *refs, "-i", hyp, *theirs], capture_output=True, text=True)
         assert got.returncode == 0 and want.returncode == 0, got.stderr + want.stderr
@@ -89,7 +89,7 @@ def test_bleu_prints_what_sacrebleu_prints(data, tmp_path):
 
 def test_bleu_refuses_what_it_would_ignore(data, tmp_path):
     def run(*a):
-        return subprocess.run([sys.executable, "-m", "porting.cli", "bleu", *a], capture_output=True, text=True)
+        return subprocess.run([sys.executable, "-m", "porting_cli", "bleu", *a], capture_output=True, text=True)
 
     r = run("--hypotheses", str(data / "test.de"), "--reference", str(data / "test.de"), "--beam", "3", "--input", "x",
             "--out", "y")

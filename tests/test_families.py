@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 from porting import format as fmt
-from porting.cli import main
 from porting.engine.shards import fingerprint
+from porting_cli import main
 
 
 @pytest.mark.parametrize("name,family", [("ende-sep", "fairseq-transformer"), ("ende-joined", "fairseq-transformer"),

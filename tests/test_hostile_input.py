@@ -24,7 +24,7 @@ SEP = model_dir("ende-sep")
 
 
 def porting(*args, stdin: bytes | None = None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "porting.cli", *map(str, args)], input=stdin,
+    return subprocess.run([sys.executable, "-m", "porting_cli", *map(str, args)], input=stdin,
                           capture_output=True, timeout=300, **kwargs)
 
 
@@ -141,14 +141,14 @@ def test_translate_input_and_output_problems_are_one_line(converted, tmp_path):
         r = porting("translate", "--model", model, *args, stdin=b"hello\n")
         assert r.returncode in (1, 2) and expected in r.stderr and b"Traceback" not in r.stderr, args
     with open("/dev/full", "wb") as full:
-        r = subprocess.run([sys.executable, "-m", "porting.cli", "translate", "--model", str(model)],
+        r = subprocess.run([sys.executable, "-m", "porting_cli", "translate", "--model", str(model)],
                            input=b"hello\n", stdout=full, stderr=subprocess.PIPE, timeout=300)
     assert r.returncode == 1 and b"cannot write the output" in r.stderr and b"Traceback" not in r.stderr
 
 
 def test_reader_closing_the_pipe_early_is_quiet(converted):
     """`porting inspect DIR | head -1`: the reader goes away; no BrokenPipeError traceback."""
-    p = subprocess.Popen([sys.executable, "-m", "porting.cli", "inspect", str(SEP / "model2.pt")],
+    p = subprocess.Popen([sys.executable, "-m", "porting_cli", "inspect", str(SEP / "model2.pt")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     p.stdout.readline()
     p.stdout.close()
@@ -159,7 +159,7 @@ def test_reader_closing_the_pipe_early_is_quiet(converted):
 def test_interrupt_during_start_up_is_exit_130(converted):
     # a converted model: the command then waits on stdin once started and cannot end by itself before
     # the signal (an unconverted directory is refused in under 0.5 s on a warm machine: exit 1, seen in CI)
-    p = subprocess.Popen([sys.executable, "-m", "porting.cli", "translate", "--model", str(converted["ende-sep"])],
+    p = subprocess.Popen([sys.executable, "-m", "porting_cli", "translate", "--model", str(converted["ende-sep"])],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          preexec_fn=interruptible)
     time.sleep(0.5)                                               # importing torch, loading

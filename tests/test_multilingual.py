@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from parity import shipped
-from porting.cli import main
 from porting.format import EOS, LanguageTokens, language_tokens, read_config
 from porting.model.load import load_ensemble
 from porting.tokenizer import open_tokenizer
+from porting_cli import main
 from tests.helpers import convert_cli
 
 MODEL = shipped.catalog()["m2m-enfres"]

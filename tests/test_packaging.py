@@ -45,7 +45,7 @@ def test_the_wheel_declares_ranges_license_and_the_original(wheel):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
     for shipped in ("reference_runs/models/catalog.json", "reference_runs/models/ende-sep/model2.pt",
-                    "reference_runs/data/test.en", "porting/kernels/skinny.c", "porting/cli/__main__.py"):
+                    "reference_runs/data/test.en", "porting/kernels/skinny.c", "porting_cli/__main__.py"):
         assert shipped in names, shipped
     assert not any(n.startswith(("reference_runs/runs/", "reference_runs/tools/", "tests/")) for n in names)
 
@@ -61,12 +61,12 @@ def test_the_example_runs_from_the_wheel_elsewhere(wheel, tmp_path):
                    check=True, capture_output=True)
     installed = files_under(site)
     env = {**os.environ, "PYTHONPATH": str(site)}                # the wheel's copy, not the checkout's
-    run = subprocess.run([sys.executable, "-m", "porting.cli", "example", "--lines", "2"], cwd=cwd, env=env,
+    run = subprocess.run([sys.executable, "-m", "porting_cli", "example", "--lines", "2"], cwd=cwd, env=env,
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert str(site) in run.stdout and "Traceback" not in run.stderr  # it converted the wheel's model
     assert (cwd / "porting-example" / "ende-sep" / "model.safetensors").is_file()
     assert files_under(site) == installed                        # nothing written into the installation
-    record = subprocess.run([sys.executable, "-m", "porting.cli", "record"], cwd=cwd, env=env,
+    record = subprocess.run([sys.executable, "-m", "porting_cli", "record"], cwd=cwd, env=env,
                             capture_output=True, text=True)
     assert record.returncode == 2 and "give --out" in record.stderr

@@ -25,7 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from parity import shipped
-from porting.cli import main
+from porting_cli import main
 
 pytest.importorskip("transformers")
 pytest.importorskip("ctranslate2")

@@ -8,7 +8,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from parity import shipped
-from porting.cli import main
+from porting_cli import main
 from tests.conftest import requires_fairseq
 
 RUN = shipped.RUNS / "ende-sep"

@@ -12,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from parity import shipped
-from porting.cli import main
+from porting_cli import main
 from tests.conftest import requires_fairseq
 
 pytest.importorskip("transformers")
@@ -201,7 +201,7 @@ def test_transformers_as_the_original_without_fairseq(converted, tmp_path):
             "--input", str(tmp_path / "in.en"), "--reference", str(tmp_path / "in.de"),
             "--settings", "greedy,beam5_nbest5,unkpen", "--report", str(tmp_path / "r"), "--record"]
     code = ("import sys; sys.modules['fairseq'] = None  # `import fairseq` now fails\n"
-            "from porting.cli import main; rc = main(sys.argv[1:])\n"
+            "from porting_cli import main; rc = main(sys.argv[1:])\n"
             "assert 'fairseq' not in sys.modules or sys.modules['fairseq'] is None; sys.exit(rc)")
     r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -11,7 +11,7 @@ from porting.translator import Translator
 
 
 def translate(args, stdin: bytes):
-    r = subprocess.run([sys.executable, "-m", "porting.cli", "translate", *map(str, args)],
+    r = subprocess.run([sys.executable, "-m", "porting_cli", "translate", *map(str, args)],
                        input=stdin, capture_output=True)
     return r.returncode, r.stdout.decode("utf-8"), r.stderr.decode("utf-8")
 
@@ -61,7 +61,7 @@ def test_jsonl_nbest_and_api_agree(converted):
 
 def test_ensemble_from_two_directories_equals_converted_ensemble(converted, tmp_path):
     """`--model A --model B` and one directory converted from both checkpoints are the same ensemble."""
-    from porting.cli import main
+    from porting_cli import main
 
     m = shipped.catalog()["ende-sep"]
     assert main(["convert", "fairseq", "--checkpoint", str(m.path / "model1.pt"), "--data-dir", str(m.path),
@@ -155,7 +155,7 @@ def test_api_reads_the_models_generation_defaults_as_the_command_does(converted,
     import shutil
 
     from porting import Translator as FromPackage
-    from porting.cli.search import write_best
+    from porting_cli.search import write_best
 
     assert FromPackage is Translator
     model = tmp_path / "model"
@@ -193,7 +193,7 @@ def test_lines_are_translated_as_they_arrive(converted, tmp_path):
 
     lines = shipped.test_set()[0][:5]
     (tmp_path / "src").write_text("".join(f"{x}\n" for x in lines), encoding="utf-8")
-    args = [sys.executable, "-m", "porting.cli", "translate", "--model", str(converted["ende-sep"])]
+    args = [sys.executable, "-m", "porting_cli", "translate", "--model", str(converted["ende-sep"])]
     whole = subprocess.run([*args, "--input", str(tmp_path / "src")], capture_output=True, check=True).stdout
     p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     got = []
@@ -212,7 +212,7 @@ def test_lines_are_translated_as_they_arrive(converted, tmp_path):
 def test_what_has_arrived_is_batched_up_to_the_buffer_size():
     import os
 
-    from porting.cli.translate import arriving
+    from porting_cli.translate import arriving
 
     r, w = os.pipe()
     os.write(w, b"".join(b"line %d\n" % i for i in range(10)) + b"no newline")
@@ -233,7 +233,7 @@ def _stderr_on_a_terminal(args: list[str]) -> str:
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))   # a real terminal's size, not 0x0
-    p = subprocess.Popen([sys.executable, "-m", "porting.cli", *args], stdout=subprocess.DEVNULL, stderr=slave)
+    p = subprocess.Popen([sys.executable, "-m", "porting_cli", *args], stdout=subprocess.DEVNULL, stderr=slave)
     os.close(slave)
     shown = b""
     while True:
@@ -258,7 +258,7 @@ def test_one_progress_display_on_a_terminal_none_when_piped(converted, tmp_path)
     args = ["translate", "--model", model, "--input", str(tmp_path / "src"), "--batch-size", "4"]
     shown = _stderr_on_a_terminal(args)
     assert "translating" in shown and "/24 [" in shown and "<" in shown           # n/total [elapsed<ETA
-    piped = subprocess.run([sys.executable, "-m", "porting.cli", *args], capture_output=True, text=True)
+    piped = subprocess.run([sys.executable, "-m", "porting_cli", *args], capture_output=True, text=True)
     assert piped.returncode == 0 and piped.stderr == ""
     shown = _stderr_on_a_terminal(["search", "--model", model, "--input", str(tmp_path / "src"), "--reference",
                                    str(tmp_path / "ref"), "--search", "beam=1:2", "--batch-size", "4",

@@ -1,6 +1,6 @@
 """The generation options, declared once: named as fairseq names them, with their defaults, their
 help, the values they take and whether a grid search may vary them. The command-line flags
-(porting.cli.common), the grid-search keys (porting.evaluation.grid), the defaults a conversion
+(porting_cli.common), the grid-search keys (porting.evaluation.grid), the defaults a conversion
 writes into generation_config.json (converters) and the validation all come from this class.
 """
 # No `from __future__ import annotations` here: the fields' types are read at run time (flags, grid).

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from porting.cli.common import (
+from porting_cli.common import (
     add_direction_flags,
     add_engine_flags,
     add_generation_flags,

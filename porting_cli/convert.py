@@ -9,7 +9,7 @@ def add_arguments(p) -> None:
     import argparse
 
     from converters.ctranslate2 import QUANTIZATIONS
-    from porting.cli import verbosity_options
+    from porting_cli import verbosity_options
 
     sub = p.add_subparsers(dest="source", metavar="SOURCE", required=True)
     nested = {"parents": [verbosity_options()], "formatter_class": argparse.ArgumentDefaultsHelpFormatter}

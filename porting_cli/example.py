@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from porting.cli.common import positive_int, progress_bar
+from porting_cli.common import positive_int, progress_bar
 
 
 def add_arguments(p) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
-from porting.cli.common import (
+from porting_cli.common import (
     add_direction_flags,
     add_engine_flags,
     add_generation_flags,

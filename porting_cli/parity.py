@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from porting.cli.common import progress_bar
+from porting_cli.common import progress_bar
 
 
 def add_arguments(p) -> None:

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from porting.cli.common import (
+from porting_cli.common import (
     add_direction_flags,
     add_engine_flags,
     add_generation_flags,

@@ -18,16 +18,16 @@ if TYPE_CHECKING:
 
 # name -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS = {
-    "example": ("porting.cli.example", "translate a few lines of the shipped test set with fairseq"),
-    "record": ("porting.cli.record", "record fairseq's reference runs on the shipped example models"),
-    "convert": ("porting.cli.convert", "convert checkpoints into a clean safetensors model directory"),
-    "inspect": ("porting.cli.inspect", "list the tensors of a .pt/.bin/.safetensors file or model directory"),
-    "translate": ("porting.cli.translate", "translate with the native port (no fairseq needed)"),
-    "bleu": ("porting.cli.bleu", "BLEU and chrF of the port's translations (sacreBLEU, with signatures)"),
-    "search": ("porting.cli.search", "grid search over generation settings, tuned on one split, reported on another"),
-    "select": ("porting.cli.select", "score each checkpoint and their ensemble, report the best"),
-    "kernels": ("porting.cli.kernels", "build the C kernels now and say which path a run takes, and why"),
-    "parity": ("porting.cli.parity", "the port against fairseq (live or recorded), layer by layer, with a report"),
+    "example": ("porting_cli.example", "translate a few lines of the shipped test set with fairseq"),
+    "record": ("porting_cli.record", "record fairseq's reference runs on the shipped example models"),
+    "convert": ("porting_cli.convert", "convert checkpoints into a clean safetensors model directory"),
+    "inspect": ("porting_cli.inspect", "list the tensors of a .pt/.bin/.safetensors file or model directory"),
+    "translate": ("porting_cli.translate", "translate with the native port (no fairseq needed)"),
+    "bleu": ("porting_cli.bleu", "BLEU and chrF of the port's translations (sacreBLEU, with signatures)"),
+    "search": ("porting_cli.search", "grid search over generation settings, tuned on one split, reported on another"),
+    "select": ("porting_cli.select", "score each checkpoint and their ensemble, report the best"),
+    "kernels": ("porting_cli.kernels", "build the C kernels now and say which path a run takes, and why"),
+    "parity": ("porting_cli.parity", "the port against fairseq (live or recorded), layer by layer, with a report"),
 }
 
 
@@ -134,7 +134,7 @@ def _import_torch_holding_interrupts() -> None:
 def _forget_interrupts_cpython_remembers() -> None:
     """CPython remembers a KeyboardInterrupt that left a *string* exec or eval (dataclasses and
     namedtuple build their methods that way, at import) even after it was caught, and under
-    `python -m porting.cli` it then ends the process by SIGINT instead of with main's status
+    `python -m porting_cli` it then ends the process by SIGINT instead of with main's status
     (Modules/main.c, Py_RunMain; a script such as the `porting` command is not affected). The flag
     is reset at the start of every string exec, so one empty exec clears it."""
     exec("")
