@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from parity.settings import SETTINGS
 from porting.format import language_tokens, read_config
@@ -236,3 +237,54 @@ def test_nllb_tokenizer_is_flagged_where_it_cannot_express_the_model(nllb, tmp_p
     assert "1 of the SentencePiece model's pieces are not in the dictionary" in why and piece in why
     assert not (out / "tokenizer.json").exists()
     assert "cannot run this model faithfully" in (out / "README.md").read_text(encoding="utf-8")
+
+
+def test_an_nllb_directory_saved_by_transformers_converts_back(nllb, tmp_path, capsys):
+    """The NLLB-coded conversion loaded by M2M100ForConditionalGeneration and NllbTokenizer, written by their
+    save_pretrained (tokenizer.json, no vocab.json, no SentencePiece model), its porting section removed
+    as a hub download would be. Without the SentencePiece model `convert transformers` refuses, saying
+    which file to add; with it (the hub's NLLB repositories ship it) it gives back the same weights,
+    dictionary and language tokens, and the port translates identically in every direction."""
+    from transformers import AutoTokenizer, M2M100ForConditionalGeneration
+
+    from porting import Translator
+    from porting_cli import main
+
+    _, original = nllb
+    hub = tmp_path / "hub"
+    M2M100ForConditionalGeneration.from_pretrained(original).save_pretrained(hub)
+    AutoTokenizer.from_pretrained(original).save_pretrained(hub)
+    config = json.loads((hub / "config.json").read_text())
+    del config["porting"]
+    (hub / "config.json").write_text(json.dumps(config))
+    assert not (hub / "sentencepiece.bpe.model").exists() and not (hub / "vocab.json").exists()
+    back = tmp_path / "back"
+    assert main(["convert", "transformers", "--model", str(hub), "--out", str(back)]) == 1
+    assert "no sentencepiece.bpe.model" in capsys.readouterr().err and not back.exists()
+
+    shutil.copy(original / "sentencepiece.bpe.model", hub)
+    assert main(["convert", "transformers", "--model", str(hub), "--out", str(back)]) == 0
+    a, b = (json.loads((d / "config.json").read_text())["porting"] for d in (original, back))
+    assert b["multilingual"] == {**a["multilingual"], "lang_pairs": []}
+    assert (original / "vocab.json").read_bytes() == (back / "vocab.json").read_bytes()
+    assert b["transformers_compatible"] and (back / "tokenizer.json").is_file()
+    x, y = load_file(str(original / "model.safetensors")), load_file(str(back / "model.safetensors"))
+    assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    for direction in DIRECTIONS:
+        src, tgt = codes("nllb", direction)
+        lines = _test_set(direction)[0][:LINES]
+        ours, theirs = (Translator.from_pretrained(d, source_lang=src, target_lang=tgt) for d in (original, back))
+        assert ours.translate(lines) == theirs.translate(lines), direction
+
+
+def test_a_legacy_nllb_tokenizer_is_refused_by_name(nllb, tmp_path, capsys):
+    """legacy_behaviour puts the source's code after </s>: no placement fairseq's task has."""
+    from porting_cli import main
+
+    _, original = nllb
+    hub = tmp_path / "hub"
+    shutil.copytree(original, hub)
+    tc = json.loads((hub / "tokenizer_config.json").read_text())
+    (hub / "tokenizer_config.json").write_text(json.dumps({**tc, "legacy_behaviour": True}))
+    assert main(["convert", "transformers", "--model", str(hub), "--out", str(tmp_path / "back")]) == 1
+    assert "legacy_behaviour puts the language code after </s>" in capsys.readouterr().err

@@ -8,8 +8,11 @@ M2M100 is transformers' port of fairseq's multilingual transformer: pre-norm wit
 on both sides, sinusoidal positions, fairseq's layer names under ``model.``, one shared embedding
 (``model.shared``). What the directory lacks is the fairseq side, recovered here:
 - the options, from M2M100Config's fields;
-- the dictionary: ``vocab.json``'s pieces at their ids, then the language tokens where
-  M2M100Tokenizer puts them (right after the vocabulary, in its fixed list's order: ``language_codes``);
+- the dictionary, from the tokenizer the directory holds:
+  M2M100Tokenizer: ``vocab.json``'s pieces at their ids, then the language tokens where it puts
+  them (right after the vocabulary, in its fixed list's order: ``language_codes``);
+  NllbTokenizer: ``tokenizer.json``'s vocabulary and added tokens at their ids, its bare language
+  codes (``eng_Latn``) renamed to fairseq's ``__eng_Latn__`` (``nllb_dictionary``);
 - the task: M2M-100's placement (the source's token first, the target's forced first:
   ``--encoder-langtok src --decoder-langtok``, style ``__xx__``); the directions it was trained on are
   not in such a directory, so none are recorded;
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from converters.fairseq import multilingual
+from converters.fairseq import multilingual, nllb
 from converters.fairseq.convert import ConversionError, Job, Member
 from converters.fairseq.dictionary import Dictionary
 from converters.fairseq.hf_dir import architecture, begin, read_generation, transformer_options
@@ -33,6 +36,10 @@ from porting.format import SENTENCEPIECE_FILE, SHARED_VOCAB_FILE, SPECIALS
 from porting.model import layout
 
 FILES = ("config.json", SHARED_VOCAB_FILE, SENTENCEPIECE_FILE, "tokenizer_config.json")
+# NllbTokenizer's: transformers 5's save_pretrained writes tokenizer.json but no SentencePiece model;
+# the port encodes with SentencePiece, so the model must be there (the hub's NLLB repositories ship it)
+NLLB_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")
+TOKENIZER_CLASSES = ("M2M100Tokenizer", "NllbTokenizer", "NllbTokenizerFast")
 
 
 def language_codes(tokenizer_config: dict, problems: list[str], label: str) -> list[str]:
@@ -65,6 +72,34 @@ def dictionary(vocab: dict, langs: list[str], problems: list[str], label: str) -
     return Dictionary(symbols, {s: i for i, s in enumerate(symbols)}, [1] * len(symbols))
 
 
+def nllb_dictionary(tokenizer_json: dict, tokenizer_config: dict, vocab_size: int, problems: list[str],
+                    label: str) -> tuple[list[str], Dictionary] | None:
+    """NllbTokenizer's vocabulary and added tokens at their ids; its language codes (the special tokens
+    in NLLB-200's spelling, ``eng_Latn``) renamed to fairseq's ``__eng_Latn__``. The ``<mask>`` it adds
+    past the model's rows (ids >= vocab_size) is no symbol of the model's and is left out."""
+    model = tokenizer_json.get("model") if isinstance(tokenizer_json, dict) else None
+    vocab = model.get("vocab") if isinstance(model, dict) else None
+    if not isinstance(vocab, dict):
+        problems.append(f"{label}: no BPE vocabulary (model.vocab) as NllbTokenizer writes")
+        return None
+    by_id = {i: s for s, i in vocab.items() if isinstance(i, int)}
+    by_id.update({t["id"]: t["content"] for t in tokenizer_json.get("added_tokens", []) if isinstance(t, dict)})
+    by_id = {i: s for i, s in by_id.items() if i < vocab_size}
+    specials = tokenizer_config.get("extra_special_tokens") or tokenizer_config.get("additional_special_tokens") or []
+    langs = sorted((s for s in specials if isinstance(s, str) and nllb.NLLB_CODE.fullmatch(s) and s in by_id.values()),
+                   key=lambda code: next(i for i, s in by_id.items() if s == code))
+    if not langs:
+        problems.append(f"{label}: no language codes among its special tokens")
+        return None
+    symbols = [by_id.get(i) for i in range(len(by_id))]
+    renamed = {code: multilingual.LANG_TOK_STYLES["multilingual"].format(code) for code in langs}
+    if None in symbols or symbols[:len(SPECIALS)] != list(SPECIALS):
+        problems.append(f"{label}: its ids are not 0..n-1 with {', '.join(SPECIALS)} first")
+        return None
+    symbols = [renamed.get(s, s) for s in symbols]
+    return langs, Dictionary(symbols, {s: i for i, s in enumerate(symbols)}, [1] * len(symbols))
+
+
 def _fairseq_names(state: dict[str, torch.Tensor], path: Path, problems: list[str]) -> dict[str, torch.Tensor]:
     """M2M100's names are fairseq's under ``model.``; its one shared embedding is every embedding
     fairseq ties with share_all_embeddings, and lm_head the output projection (when saved at all)."""
@@ -86,19 +121,48 @@ def _fairseq_names(state: dict[str, torch.Tensor], path: Path, problems: list[st
     return out
 
 
-def read_m2m100(hf_dir: Path, out: Path, config: dict, force: bool = False, license: str | None = None) -> Job:
-    """An M2M100 directory as a conversion job, every problem collected (config: its config.json)."""
-    job, weights = begin(hf_dir, out, config, FILES, "M2M100", force, license)
+def tokenizer_class(hf_dir: Path) -> str:
+    """The tokenizer an M2M100 directory declares (tokenizer_config.json), or one error saying why not."""
+    path = hf_dir / "tokenizer_config.json"
     try:
-        vocab = json.loads((hf_dir / SHARED_VOCAB_FILE).read_text(encoding="utf-8"))
+        tokenizer_config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise ConversionError([f"--model {path}: not readable JSON ({e})"]) from None
+    name = tokenizer_config.get("tokenizer_class") if isinstance(tokenizer_config, dict) else None
+    if name not in TOKENIZER_CLASSES:
+        raise ConversionError([f"--model {path}: tokenizer {name!r}; this reads {', '.join(TOKENIZER_CLASSES)}"])
+    return name
+
+
+def _read_dictionary(hf_dir: Path, nllb_tokenizer: bool, vocab_size: int,
+                     problems: list[str]) -> tuple[list[str], Dictionary | None]:
+    """(the languages in id order, the fairseq dictionary) from the directory's tokenizer files."""
+    try:
         tokenizer_config = json.loads((hf_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+        vocab = json.loads((hf_dir / ("tokenizer.json" if nllb_tokenizer else SHARED_VOCAB_FILE)).read_text(encoding="utf-8"))
     except (ValueError, OSError) as e:
         raise ConversionError([f"--model {hf_dir}: tokenizer files not readable JSON ({e})"]) from None
-    if not isinstance(tokenizer_config, dict) or tokenizer_config.get("tokenizer_class") != "M2M100Tokenizer":
-        raise ConversionError([f"--model {hf_dir}/tokenizer_config.json: reads M2M100Tokenizer's (NLLB's "
-                               "tokenizer.json is not read back yet)"])
-    langs = language_codes(tokenizer_config, job.problems, f"{hf_dir}/tokenizer_config.json")
-    d = dictionary(vocab, langs, job.problems, f"{hf_dir}/{SHARED_VOCAB_FILE}") if langs else None
+    if not nllb_tokenizer:
+        langs = language_codes(tokenizer_config, problems, f"{hf_dir}/tokenizer_config.json")
+        return langs, dictionary(vocab, langs, problems, f"{hf_dir}/{SHARED_VOCAB_FILE}") if langs else None
+    if tokenizer_config.get("legacy_behaviour"):
+        # legacy NllbTokenizer puts the source's code after </s>: no placement of fairseq's task
+        problems.append(f"{hf_dir}/tokenizer_config.json: legacy_behaviour puts the language code after </s>, "
+                        "which fairseq's --encoder-langtok cannot express (NLLB-200 was trained with it first)")
+    if not (hf_dir / SENTENCEPIECE_FILE).is_file():
+        problems.append(f"--model {hf_dir}: no {SENTENCEPIECE_FILE}: the port encodes with SentencePiece, and "
+                        "transformers' save_pretrained writes NllbTokenizer's tokenizer.json only; copy the model's "
+                        f"{SENTENCEPIECE_FILE} (the hub's NLLB repositories ship it) into the directory")
+    found = nllb_dictionary(vocab, tokenizer_config, vocab_size, problems, f"{hf_dir}/tokenizer.json")
+    return (found[0], found[1]) if found else ([], None)
+
+
+def read_m2m100(hf_dir: Path, out: Path, config: dict, force: bool = False, license: str | None = None) -> Job:
+    """An M2M100 directory as a conversion job, every problem collected (config: its config.json)."""
+    nllb_tokenizer = tokenizer_class(hf_dir).startswith("Nllb") if (hf_dir / "tokenizer_config.json").is_file() else False
+    files = NLLB_FILES if nllb_tokenizer else FILES
+    job, weights = begin(hf_dir, out, config, files, "M2M100", force, license)
+    langs, d = _read_dictionary(hf_dir, nllb_tokenizer, config.get("vocab_size", 0), job.problems)
     if weights is None or d is None:
         raise ConversionError(job.problems)
     path, state = weights
@@ -113,5 +177,7 @@ def read_m2m100(hf_dir: Path, out: Path, config: dict, force: bool = False, lice
     job.members, job.dicts = [member], {"src": d, "tgt": d}
     job.lang_tokens = multilingual.language_tokens(d, job.task)
     job.sentencepiece = hf_dir / SENTENCEPIECE_FILE
+    if nllb_tokenizer:
+        job.data_files.append(job.sentencepiece)
     read_generation(job, member, hf_dir)
     return job
