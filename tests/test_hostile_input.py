@@ -229,7 +229,7 @@ def test_interrupt_at_each_point_of_the_start_up_is_exit_130(converted, tmp_path
 # main (where: main) or by the command itself, as bulk translate does (where: command).
 INTERRUPTED_IN_EXEC = """\
 import sys, types
-from porting import cli
+import porting_cli as cli
 
 def run(args):
     try:
