@@ -253,7 +253,7 @@ class CTranslate2System:
                  compute_type: str = "default"):
         """compute_type: CTranslate2's ("default": the type the model was written in)."""
         from converters.ctranslate2.convert import TOKENIZER_DIR, vocabularies
-        from porting.format import ConfigError, read_config
+        from porting.format import ConfigError
         from porting.tokenizer import open_tokenizer
 
         model_dir = Path(model_dir)
@@ -271,7 +271,7 @@ class CTranslate2System:
         try:
             self.tokenizer = open_tokenizer(tokenizer_dir, source_lang=langs and langs[0],
                                             target_lang=langs and langs[1])
-            source, target = vocabularies(tokenizer_dir, read_config(tokenizer_dir))
+            source, target = vocabularies(tokenizer_dir)
         except (ConfigError, OSError, ValueError) as e:
             raise UnusableSystem(f"ctranslate2:{model_dir}: {e}") from None
         import ctranslate2

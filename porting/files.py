@@ -41,6 +41,11 @@ def json_line(record) -> str:
     return text
 
 
+def json_text(obj) -> str:
+    """A JSON document as the converters write theirs: two-space indent, UTF-8 kept, a final newline."""
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -117,9 +117,11 @@ BILINGUAL_TOKENIZER_FILES = ("vocab-src.json", "vocab-tgt.json", "merges.txt")
 # The families a converted directory can hold (config.json's ``porting.family``), each with the files its
 # tokenizer reads (config.json besides): the one list every reader takes (the CTranslate2 export's
 # tokenizer/, the fingerprints of what a result depends on).
+BILINGUAL = "fairseq-transformer"             # --task translation: Moses + fastBPE, two vocabularies
+MULTILINGUAL = "fairseq-multilingual"         # --task translation_multi_simple_epoch: SentencePiece, language tokens
 FAMILY_TOKENIZER_FILES = {
-    "fairseq-transformer": BILINGUAL_TOKENIZER_FILES,                      # Moses + fastBPE, two vocabularies
-    "fairseq-multilingual": (SHARED_VOCAB_FILE, SENTENCEPIECE_FILE),      # translation_multi_simple_epoch
+    BILINGUAL: BILINGUAL_TOKENIZER_FILES,
+    MULTILINGUAL: (SHARED_VOCAB_FILE, SENTENCEPIECE_FILE),
 }
 
 
@@ -129,7 +131,7 @@ def family(config: dict) -> str:
     section = config["porting"]
     if "family" in section:
         return section["family"]
-    return "fairseq-multilingual" if section.get("multilingual") is not None else "fairseq-transformer"
+    return MULTILINGUAL if section.get("multilingual") is not None else BILINGUAL
 
 
 def tokenizer_files(config: dict) -> tuple[str, ...]:
@@ -259,7 +261,7 @@ def read_config(model_dir: str | Path) -> dict:
     if version > FORMAT_VERSION:
         raise ConfigError(f"{path}: written in format version {version}; this workbench reads up to "
                           f"{FORMAT_VERSION}: upgrade porting-workbench, or convert again with this one")
-    named = section.get("family", "fairseq-transformer")
+    named = section.get("family", BILINGUAL)
     if not isinstance(named, str) or named not in FAMILY_TOKENIZER_FILES:
         raise ConfigError(f"{path}: family {named!r}; this workbench runs "
                           f"{', '.join(FAMILY_TOKENIZER_FILES)}: upgrade porting-workbench")

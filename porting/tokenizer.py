@@ -1,4 +1,4 @@
-"""Text <-> ids exactly as fairseq does it, for both families (``open_tokenizer`` picks by the config).
+"""Text <-> ids exactly as fairseq does it, for each family (``TOKENIZERS``; ``open_tokenizer`` picks by the config).
 
 Bilingual models, as fairseq's hub with ``tokenizer='moses', bpe='fastbpe'`` (``Tokenizer``):
   encode: Moses tokenization (sacremoses: escaping on, aggressive dash splits, no punctuation
@@ -13,20 +13,25 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 from sacremoses import MosesDetokenizer, MosesPunctNormalizer, MosesTokenizer
 
 from porting.files import read_lines
 from porting.format import (
+    BILINGUAL,
     EOS,
+    MULTILINGUAL,
     SENTENCEPIECE_FILE,
     SHARED_VOCAB_FILE,
     SPECIALS,
     UNK,
     ConfigError,
     LanguageTokens,
+    family,
     language_tokens,
     read_config,
 )
@@ -232,18 +237,55 @@ class SentencePieceTokenizer:
         return self.symbols(ids).replace(" ", "").replace(_SPM_SPACE, " ").strip()
 
 
-def open_tokenizer(model_dir: str | Path, normalize_punctuation: bool = False, source_lang: str | None = None,
-                   target_lang: str | None = None) -> Tokenizer | SentencePieceTokenizer:
-    """The tokenizer of a converted directory's family, for the direction asked. A bilingual model
-    has one direction: languages given must be its own."""
-    config = read_config(model_dir)
-    if language_tokens(config) is not None:
-        if normalize_punctuation:
-            raise DirectionError("--normalize-punctuation is Moses' normaliser, for the bilingual Moses + BPE models; "
-                                 "a SentencePiece model normalises its input itself")
-        return SentencePieceTokenizer(model_dir, source_lang, target_lang)
+def _open_bilingual(model_dir: str | Path, config: dict, normalize_punctuation: bool, source_lang: str | None,
+                    target_lang: str | None) -> Tokenizer:
+    """A bilingual model has one direction: languages given must be its own."""
     own = tuple(config["langs"])
     for flag, given, lang in (("--source-lang", source_lang, own[0]), ("--target-lang", target_lang, own[1])):
         if given and given != lang:
             raise DirectionError(f"{flag} {given}: {model_dir} translates {own[0]} to {own[1]} only")
     return Tokenizer(model_dir, normalize_punctuation)
+
+
+def _open_multilingual(model_dir: str | Path, config: dict, normalize_punctuation: bool, source_lang: str | None,
+                       target_lang: str | None) -> SentencePieceTokenizer:
+    if normalize_punctuation:
+        raise DirectionError("--normalize-punctuation is Moses' normaliser, for the bilingual Moses + BPE models; "
+                             "a SentencePiece model normalises its input itself")
+    return SentencePieceTokenizer(model_dir, source_lang, target_lang)
+
+
+def _bilingual_symbols(model_dir: Path) -> tuple[list[str], list[str]]:
+    return fairseq_symbols(model_dir / "vocab-src.json"), fairseq_symbols(model_dir / "vocab-tgt.json")
+
+
+def _shared_symbols(model_dir: Path) -> tuple[list[str], list[str]]:
+    shared = shared_symbols(model_dir)
+    return shared, shared
+
+
+@dataclass(frozen=True)
+class TokenizerFamily:
+    """A family's side of the native runtime: its tokenizer, and its symbols in id order."""
+    open: Callable[..., Tokenizer | SentencePieceTokenizer]   # (model_dir, config, normalize_punctuation, src, tgt)
+    symbols: Callable[[Path], tuple[list[str], list[str]]]     # model_dir -> (source, target) symbols by id
+
+
+# one entry per family porting.format names (tests/test_families.py checks they agree)
+TOKENIZERS = {
+    BILINGUAL: TokenizerFamily(_open_bilingual, _bilingual_symbols),
+    MULTILINGUAL: TokenizerFamily(_open_multilingual, _shared_symbols),
+}
+
+
+def open_tokenizer(model_dir: str | Path, normalize_punctuation: bool = False, source_lang: str | None = None,
+                   target_lang: str | None = None) -> Tokenizer | SentencePieceTokenizer:
+    """The tokenizer of a converted directory's family, for the direction asked."""
+    config = read_config(model_dir)
+    return TOKENIZERS[family(config)].open(model_dir, config, normalize_punctuation, source_lang, target_lang)
+
+
+def vocabularies(model_dir: str | Path) -> tuple[list[str], list[str]]:
+    """(source, target): a converted directory's symbols in fairseq's id order (one list twice where
+    the family shares one dictionary), checked to be fairseq's ids."""
+    return TOKENIZERS[family(read_config(model_dir))].symbols(Path(model_dir))

@@ -236,7 +236,7 @@ def test_ctranslate2_translates_as_the_recorded_fairseq_run(out, tmp_path):
     from converters.ctranslate2.convert import vocabularies
 
     assert main(["convert", "ctranslate2", "--model", str(out), "--out", str(tmp_path / "ct2")]) == 0
-    source_vocab, _ = vocabularies(out, read_config(out))
+    source_vocab, _ = vocabularies(out)
     translator = ctranslate2.Translator(str(tmp_path / "ct2"), compute_type="float32", intra_threads=2)
     for direction in MODEL.directions:
         src, tgt = direction.split("-")

@@ -21,7 +21,7 @@ from converters.ctranslate2 import QUANTIZATIONS
 from converters.io.atomic import OutputExists, atomic_dir
 from porting.format import PAD, Arch, ConfigError, language_tokens, read_config, tokenizer_files
 from porting.model.layout import derived_tensors
-from porting.tokenizer import fairseq_symbols, shared_symbols
+from porting.tokenizer import vocabularies as porting_vocabularies
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +58,12 @@ def as_ctranslate2(symbols: list[str]) -> list[str]:
     return ["<blank>" if t == "<pad>" else t for t in symbols]
 
 
-def vocabularies(model_dir: Path, config: dict) -> tuple[list[str], list[str]]:
-    """(source, target) vocabularies: FSMT's two files, or a multilingual model's one (its language
-    tokens included: CTranslate2 is given them as tokens, `__en__` first in the source and
+def vocabularies(model_dir: Path) -> tuple[list[str], list[str]]:
+    """(source, target) vocabularies, as the family's tokenizer numbers them (a multilingual model's
+    language tokens included: CTranslate2 is given them as tokens, `__en__` first in the source and
     `__fr__` as the target prefix, as fairseq places them)."""
-    if language_tokens(config) is not None:
-        shared = as_ctranslate2(shared_symbols(model_dir))
-        return shared, shared
-    return (as_ctranslate2(fairseq_symbols(model_dir / "vocab-src.json")),
-            as_ctranslate2(fairseq_symbols(model_dir / "vocab-tgt.json")))
+    src, tgt = porting_vocabularies(model_dir)
+    return as_ctranslate2(src), as_ctranslate2(tgt)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -155,7 +152,7 @@ def build_spec(model_dir: Path):
     if dec.layer_norm is not None:
         _norm(spec.decoder.layer_norm, dec.layer_norm)
     spec.decoder.projection.weight = _np(dec.output_projection.weight)
-    source, target = vocabularies(model_dir, config)
+    source, target = vocabularies(model_dir)
     spec.register_source_vocabulary(source)
     spec.register_target_vocabulary(target)
     # fairseq's decoder starts from </s>, and its source ends with </s>

@@ -4,8 +4,7 @@ from __future__ import annotations
 import json
 
 from converters.fairseq.arch import Architecture
-from converters.fairseq.nllb import nllb_coded
-from porting.format import SENTENCEPIECE_FILE, LanguageTokens, vocab_sizes  # noqa: F401  (the name convert writes)
+from porting.format import LanguageTokens, vocab_sizes
 
 
 def fsmt_config(arch: Architecture, src: str, tgt: str, src_vocab: int, tgt_vocab: int, dtype: str) -> dict:
@@ -232,25 +231,18 @@ def as_transformers_writes(kind: str, fields: dict) -> str:
     return made.to_json_string(use_diff=True)
 
 
-def readme(config: dict, provenance: dict, generation: dict, license: str | None = None) -> str:
-    """The model card, through huggingface_hub's ModelCard (its metadata block is what the hub reads)."""
+def readme(config: dict, provenance: dict, title: str, languages: list[str], sections: list[str],
+           license: str | None = None) -> str:
+    """The model card, through huggingface_hub's ModelCard (its metadata block is what the hub reads):
+    the family's title, languages and sections (how to use it, where transformers differs:
+    converters/fairseq/families/) around what every conversion shares."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    multi = config["porting"].get("multilingual")
-    if multi is None:
-        languages = config["langs"]
-        title = f"# {languages[0]}→{languages[1]} fairseq transformer, converted"
-        use, differences = _use(config, generation), _differences(config, generation)
-    else:
-        languages = list(dict.fromkeys(lang for pair in multi["lang_pairs"] for lang in pair.split("-"))) or multi["langs"]
-        title = (f"# Multilingual fairseq transformer ({', '.join(multi['lang_pairs']) or 'directions not recorded'}; "
-                 f"{len(multi['langs'])} language tokens), converted")
-        use, differences = _use_multilingual(config, generation), _differences_multilingual(config, generation)
     data = ModelCardData(language=languages, license=license, library_name="transformers", pipeline_tag="translation",
                          tags=["translation", "fairseq", config["model_type"]])
     body = [title, "",
             f"Converted from fairseq by {provenance['converter']['name']} {provenance['converter']['version']}.", "",
-            *_architecture(config, provenance), *use, *differences]
+            *_architecture(config, provenance), *sections]
     if not license:
         body += ["## License", "", "Not stated at conversion (fairseq checkpoints do not record one): "
                  "the original model's license applies; convert with `--license` to state it here.", ""]
@@ -276,95 +268,3 @@ def _architecture(config: dict, provenance: dict) -> list[str]:
         f"- vocabularies: {vocab_sizes(config)[0]} source / {vocab_sizes(config)[1]} target symbols; "
         f"ties: {json.dumps(p['ties']) if p['ties'] else 'none'}",
         f"- dtype {p['dtype']}; ensemble members: {', '.join(provenance['members'])}", ""]
-
-
-def _use(config: dict, generation: dict) -> list[str]:
-    src = config["langs"][0]
-    lines = ["## Use", "", "Native port (no fairseq needed; reads fairseq's settings from `generation_config.json`):", "",
-             "```", f"porting translate --model THIS_DIR < input.{src}", "```", ""]
-    p = config["porting"]
-    if not p["transformers_compatible"]:
-        return lines + ["transformers' FSMT cannot run this model faithfully:", "",
-                        *[f"- {why}" for why in p["transformers_incompatibilities"]], ""]
-    settings = ", ".join(f"{k}={v!r}" for k, v in transformers_generation(generation["fairseq"])["settings"].items())
-    return lines + [
-        "transformers, with the settings closest to fairseq's (they are also in `generation_config.json`):", "",
-        "```python", "from transformers import FSMTForConditionalGeneration, FSMTTokenizer", "",
-        "tok = FSMTTokenizer.from_pretrained(THIS_DIR)",
-        "model = FSMTForConditionalGeneration.from_pretrained(THIS_DIR)",
-        'batch = tok(["a sentence to translate"], return_tensors="pt")',
-        f"out = model.generate(**batch, {settings})",
-        "print(tok.batch_decode(out, skip_special_tokens=True))", "```", ""]
-
-
-def _differences(config: dict, generation: dict) -> list[str]:
-    """Why transformers' output can differ from fairseq's (and from the native port's)."""
-    p = config["porting"]
-    lines = ["## Where transformers' output can differ from fairseq's", "",
-             "- FSMTTokenizer always normalises punctuation (Moses' normaliser) before tokenizing; fairseq's "
-             "hub interface does not, so lines with quotes, dashes or odd spacing can tokenize differently.",
-             "- `max_length` counts the decoder's start token and the final `</s>`: fairseq's `max_len_b` "
-             f"{generation['fairseq']['max_len_b']} is `max_length={generation['fairseq']['max_len_b'] + 2}`; "
-             "the same number in both is off by two."]
-    lines += [f"- not expressible in transformers: {why}"
-              for why in transformers_generation(generation["fairseq"])["not_expressible"]]
-    if config["tie_word_embeddings"] and not p["architecture"]["share_all_embeddings"]:
-        lines.append("- transformers logs a warning that the encoder and decoder embeddings differ and suggests "
-                     "`tie_word_embeddings=False`: expected with separate source and target dictionaries, and the "
-                     "advice is wrong here (with `False` the output projection, stored once as the decoder's "
-                     "embedding, would be left uninitialised).")
-    if len(p["ensemble"]) > 1:
-        lines.append(f"- this is an ensemble of {len(p['ensemble'])} checkpoints: transformers loads only the first "
-                     "(`model.safetensors`); the native port runs them all (`--model` once, members from `ensemble/`).")
-    return lines + [""]
-
-
-def _use_multilingual(config: dict, generation: dict) -> list[str]:
-    multi = LanguageTokens.from_dict(config["porting"]["multilingual"])
-    src, tgt = multi.default_direction()
-    lines = ["## Use", "", f"It was {multi.trained()}. Native port (no fairseq needed):", "",
-             "```", f"porting translate --model THIS_DIR --source-lang {src} --target-lang {tgt} < input.{src}", "```", ""]
-    p = config["porting"]
-    if not p["transformers_compatible"]:
-        return lines + ["transformers' M2M100 classes cannot run this model faithfully:", "",
-                        *[f"- {why}" for why in p["transformers_incompatibilities"]], ""]
-    settings = ", ".join(f"{k}={v!r}" for k, v in transformers_generation(generation["fairseq"])["settings"].items())
-    tokenizer, lang_id = (("NllbTokenizer", f'tok.convert_tokens_to_ids("{tgt}")') if nllb_coded(multi)
-                          else ("M2M100Tokenizer", f'tok.get_lang_id("{tgt}")'))
-    return lines + [
-        "transformers: the target language is the token forced first, `forced_bos_token_id` "
-        f"(for {tgt}: `{lang_id}`, id {multi.ids[tgt]}); the other settings are the closest "
-        "to fairseq's (also in `generation_config.json`):", "",
-        "```python", f"from transformers import M2M100ForConditionalGeneration, {tokenizer}", "",
-        f'tok = {tokenizer}.from_pretrained(THIS_DIR, src_lang="{src}")',
-        "model = M2M100ForConditionalGeneration.from_pretrained(THIS_DIR)",
-        'batch = tok(["a sentence to translate"], return_tensors="pt")',
-        f'out = model.generate(**batch, forced_bos_token_id={lang_id}, {settings})',
-        "print(tok.batch_decode(out, skip_special_tokens=True))", "```", ""]
-
-
-def _differences_multilingual(config: dict, generation: dict) -> list[str]:
-    lines = ["## Where transformers' output can differ from fairseq's", "",
-             "- fairseq forces the target language token with its own log-prob, which counts in the hypothesis' "
-             "score; transformers' `forced_bos_token_id` gives it 0. Scores differ by that log-prob, and with a "
-             "length penalty other than 1 hypotheses can rank differently.",
-             *(_nllb_differences(config) if nllb_coded(LanguageTokens.from_dict(config["porting"]["multilingual"]))
-               else ["- M2M100Tokenizer decodes through SentencePiece (`<unk>` becomes ` ⁇ `); fairseq joins the "
-                     "pieces and replaces `▁` by spaces (`<unk>` stays `<unk>`)."]),
-             "- `max_length` counts the decoder's start token and the final `</s>`: fairseq's `max_len_b` "
-             f"{generation['fairseq']['max_len_b']} is `max_length={generation['fairseq']['max_len_b'] + 2}`."]
-    lines += [f"- not expressible in transformers: {why}"
-              for why in transformers_generation(generation["fairseq"])["not_expressible"]]
-    if len(config["porting"]["ensemble"]) > 1:
-        lines.append(f"- this is an ensemble of {len(config['porting']['ensemble'])} checkpoints: transformers loads "
-                     "only the first (`model.safetensors`); the native port runs them all.")
-    return lines + [""]
-
-
-def _nllb_differences(config: dict) -> list[str]:
-    return ["- NllbTokenizer's `decode(..., skip_special_tokens=True)` drops `<unk>` and any language code "
-            "generated inside the output (special tokens there); fairseq's text keeps both.",
-            "- NllbTokenizer keeps whitespace at the end of a line as a `▁` token; SentencePiece, and so fairseq, "
-            "strips it: strip lines before tokenizing.",
-            f"- NllbTokenizer adds `<mask>` after the vocabulary where the dictionary lacks it (id "
-            f"{config['vocab_size']}, past the model's embedding): never feed it to this model."]

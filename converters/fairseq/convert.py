@@ -5,9 +5,11 @@
 Output layout (see converters/README.md):
   model.safetensors           the first checkpoint's tensors, each tied tensor once
   ensemble/<name>.safetensors further checkpoints (ensemble members), same layout
-  config.json                 transformers' FSMT config + a "porting" section (every option, ties, ensemble)
-  vocab-src.json vocab-tgt.json merges.txt tokenizer_config.json   FSMT tokenizer files
-  (multilingual: vocab.json sentencepiece.bpe.model tokenizer_config.json, and tokenizer.json for NllbTokenizer)
+  config.json                 transformers' config (the family's class) + a "porting" section (the family,
+                              every option, ties, ensemble)
+  the family's tokenizer files (converters/fairseq/families/): FSMT's vocab-src.json vocab-tgt.json
+  merges.txt tokenizer_config.json; the multilingual family's vocab.json sentencepiece.bpe.model
+  tokenizer_config.json, and tokenizer.json for NllbTokenizer
   generation_config.json      fairseq's generation defaults (and transformers' closest equivalents)
   provenance.json             source sha256, kept training args, every dropped key and why, versions
   README.md                   model card
@@ -18,13 +20,12 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from converters.fairseq import bpe_check, multilingual, nllb
 from converters.fairseq import card as model_card
+from converters.fairseq import families
 from converters.fairseq.arch import (
     Architecture,
     UnsupportedArchitecture,
@@ -33,14 +34,13 @@ from converters.fairseq.arch import (
     task_config,
     task_languages,
 )
-from converters.fairseq.dictionary import Dictionary, DictionaryError, read_dictionary, to_fsmt_vocab
+from converters.fairseq.job import ConversionError, Job, Member
 from converters.fairseq.upgrade import upgrade
 from converters.io import safetensors_io
 from converters.io.atomic import OutputExists, atomic_dir, check_writable
 from converters.io.checkpoint import CheckpointError, load_untrusted
-from porting.files import sha256_file
-from porting.format import FORMAT_VERSION, SPECIAL_IDS, TIES_METADATA, VERSION_METADATA, LanguageTokens
-from porting.generation.options import fairseq_defaults
+from porting.files import json_text, sha256_file
+from porting.format import FORMAT_VERSION, SPECIAL_IDS, TIES_METADATA, VERSION_METADATA
 from porting.model import layout
 
 CONVERTER = "porting-workbench fairseq converter"
@@ -51,27 +51,6 @@ KEPT_ARGS = ("arch", "task", "criterion", "label_smoothing", "optimizer", "lr", 
              "source_lang", "target_lang", "bpe", "tokenizer")
 
 log = logging.getLogger(__name__)
-
-
-class ConversionError(Exception):
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__(f"{len(problems)} problem(s), nothing written:\n" + "\n".join(f"  - {p}" for p in problems))
-
-
-@dataclass
-class Member:
-    """One checkpoint, mapped: our tensor name -> tensor, plus what was dropped or tied, and why."""
-    path: Path
-    sha256: str
-    arch: Architecture
-    args: dict
-    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-    dropped: dict[str, str] = field(default_factory=dict)
-    tied: dict[str, str] = field(default_factory=dict)
-    upgrades: list[tuple[str, str]] = field(default_factory=list)
-    langs: tuple[str | None, str | None] = (None, None)
-    task: dict = field(default_factory=dict)
 
 
 def _drop_reason(key: str) -> str | None:
@@ -168,43 +147,6 @@ def read_member(path: Path, problems: list[str]) -> Member | None:
     return m
 
 
-@dataclass
-class Job:
-    """One conversion: what was asked, what has been gathered so far, and every problem found."""
-    checkpoints: list[Path]
-    data_dir: Path
-    out: Path
-    source_lang: str | None
-    target_lang: str | None
-    dtype: str
-    force: bool
-    license: str | None = None
-    origin: str = "fairseq checkpoints"          # what was read, for the provenance
-    data_files: list[Path] = field(default_factory=list)     # sources besides the members, hashed
-    generation: dict = field(default_factory=fairseq_defaults)   # fairseq's options the output defaults to
-    problems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    members: list[Member] = field(default_factory=list)
-    dicts: dict[str, Dictionary] = field(default_factory=dict)
-    vocabs: dict[str, dict[str, int]] = field(default_factory=dict)
-    merges: list[tuple[str, str]] | None = None
-    dict_file: Path | None = None                  # --dict (the multilingual family's one dictionary)
-    sentencepiece: Path | None = None              # --sentencepiece, then the model found
-    task: multilingual.MultilingualTask | None = None   # set for translation_multi_simple_epoch checkpoints
-    lang_tokens: LanguageTokens | None = None
-    lang_tok_style: str | None = None              # --lang-tok-style: overrides the checkpoint's
-
-    @property
-    def sides(self) -> tuple[tuple[str, str | None], ...]:
-        return ("src", self.source_lang), ("tgt", self.target_lang)
-
-    def dict_name(self, side: str) -> str:
-        """The dictionary file a side's symbols come from, as messages name it."""
-        if self.task is not None:
-            return self.dict_file.name if self.dict_file else "the dictionary"
-        return f"dict.{dict(self.sides)[side]}.txt"
-
-
 def convert(checkpoints: list[Path], data_dir: Path, out: Path, source_lang: str | None = None,
             target_lang: str | None = None, dtype: str = "float32", force: bool = False,
             license: str | None = None, dictionary: Path | None = None, sentencepiece: Path | None = None,
@@ -232,9 +174,8 @@ def finish(job: Job) -> dict:
     for w in job.warnings:
         log.warning(w)
     cast = DTYPES[job.dtype]
-    # M2M-100 builds its sinusoidal table itself (a buffer, not a weight): stored, it would be an
-    # unexpected key there; FSMT loads it from the file
-    derived = layout.derived_tensors(job.members[0].arch) if job.task is None else {}
+    family = families.FAMILIES[job.family]
+    derived = layout.derived_tensors(job.members[0].arch) if family.STORES_DERIVED else {}
     for m in job.members:
         m.tensors.update(derived)
         m.tensors = {k: (v.to(cast) if v.is_floating_point() else v) for k, v in m.tensors.items()}
@@ -256,152 +197,22 @@ def _check_arguments(job: Job) -> None:
 
 
 def _gather_members(job: Job) -> None:
-    """Read every checkpoint; members must agree on languages and architecture."""
-    members = job.members = [m for c in job.checkpoints if (m := read_member(c, job.problems))]
-    if members:
-        job.task = multilingual.read_task(members[0].task, job.data_dir, job.problems, str(members[0].path),
-                                          job.lang_tok_style)
-    if job.lang_tok_style and job.task is None and members:
-        job.problems.append(f"--lang-tok-style {job.lang_tok_style}: {members[0].path} is not a multilingual model "
-                            f"({multilingual.TASK})")
-    if job.task is not None:
-        _check_multilingual_members(job)
-        return
-    if members:
-        langs = {m.langs for m in members}
-        if len(langs) > 1:
-            job.problems.append(f"ensemble members disagree on languages: {sorted(langs, key=str)}")
-        job.source_lang = job.source_lang or members[0].langs[0]
-        job.target_lang = job.target_lang or members[0].langs[1]
-        for m in members[1:]:
-            if m.arch != members[0].arch:
-                diff = {k: (v, getattr(m.arch, k)) for k, v in members[0].arch.to_dict().items()
-                        if getattr(m.arch, k) != v}
-                job.problems.append(f"{m.path}: architecture differs from {members[0].path}: {diff}")
-    if members and len(members) == len(job.checkpoints) and (not job.source_lang or not job.target_lang):
-        job.problems.append("languages not recorded in the checkpoint: pass --source-lang and --target-lang")
-
-
-def _check_multilingual_members(job: Job) -> None:
-    """A multilingual model takes its direction at translation time; its members share one task."""
-    for flag, lang in (("--source-lang", job.source_lang), ("--target-lang", job.target_lang)):
-        if lang:
-            job.problems.append(f"{flag} {lang}: a multilingual model ({multilingual.TASK}) is converted for all "
-                                "its languages; choose the direction when translating")
-    first = job.task
-    for m in job.members[1:]:
-        other = multilingual.read_task(m.task, job.data_dir, [], str(m.path), job.lang_tok_style)
-        if other != first:
-            job.problems.append(f"{m.path}: its task's language options differ from {job.members[0].path}'s")
-        if m.arch != job.members[0].arch:
-            job.problems.append(f"{m.path}: architecture differs from {job.members[0].path}")
-
-
-def _gather_multilingual(job: Job) -> None:
-    """The one shared dictionary (with the task's language tokens, as fairseq adds them) and the
-    SentencePiece model."""
-    found = multilingual.find_dictionary(job.data_dir, job.dict_file)
-    if isinstance(found, str):
-        job.problems.append(found)
-    else:
-        job.dict_file = found
-        try:
-            d = read_dictionary(found)
-        except DictionaryError as e:
-            job.problems.append(str(e))
-        except (OSError, UnicodeDecodeError) as e:
-            job.problems.append(f"{found}: not a readable UTF-8 dictionary ({e})")
-        else:
-            if not job.task.readable():
-                pass                                   # the style or placement is wrong: reported already
-            elif problems := multilingual.augment(d, job.task):
-                job.problems += [f"{found}: {p}" for p in problems]
-            else:
-                job.dicts = {"src": d, "tgt": d}
-                job.lang_tokens = multilingual.language_tokens(d, job.task)
-        job.data_files.append(found)
-    spm = multilingual.find_sentencepiece(job.data_dir, job.sentencepiece)
-    if isinstance(spm, str):
-        job.problems.append(spm)
-        job.sentencepiece = None
-        return
-    job.sentencepiece = spm
-    job.data_files.append(spm)
-
-
-def _check_pieces(job: Job) -> None:
-    """Every SentencePiece piece the dictionary lacks becomes <unk>: a model whose dictionary lacks
-    many is the wrong pair of files."""
-    if job.sentencepiece is None or "src" not in job.dicts:
-        return
-    try:
-        fit = multilingual.piece_share(job.sentencepiece, job.dicts["src"])
-    except (RuntimeError, OSError) as e:
-        job.problems.append(f"{job.sentencepiece}: not a SentencePiece model ({str(e).strip() or type(e).__name__})")
-        return
-    if fit.share < multilingual.MIN_PIECE_SHARE:
-        job.problems.append(
-            f"{job.sentencepiece.name} fits {job.dict_name('src')} poorly: the dictionary holds only {fit.share:.1%} of "
-            f"its {fit.checked} pieces (missing e.g. {', '.join(fit.examples)}); every missing piece would become "
-            "<unk>. The SentencePiece model may belong to another model.")
+    """Read every checkpoint; the first one's task names the family, which checks them together."""
+    job.members = [m for c in job.checkpoints if (m := read_member(c, job.problems))]
+    if job.members:
+        job.family = families.family_of(job.members[0].task)
+        families.FAMILIES[job.family].check_members(job)
 
 
 def _gather_data(job: Job) -> None:
-    """The two dictionaries and the BPE codes from the data directory."""
-    if not job.data_dir.is_dir():
-        return
-    if job.task is not None:
-        _gather_multilingual(job)
-        return
-    if job.source_lang and job.target_lang:
-        for side, lang in job.sides:
-            path = job.data_dir / f"dict.{lang}.txt"
-            try:
-                job.dicts[side] = read_dictionary(path)
-            except FileNotFoundError:
-                job.problems.append(f"{path}: missing (the {side} dictionary)")
-            except DictionaryError as e:
-                job.problems.append(str(e))
-            except (OSError, UnicodeDecodeError) as e:
-                job.problems.append(f"{path}: not a readable UTF-8 dictionary ({e})")
-    codes = job.data_dir / "bpecodes"
-    job.data_files = [job.data_dir / f"dict.{lang}.txt" for lang in dict.fromkeys((job.source_lang, job.target_lang))]
-    job.data_files.append(codes)
-    if not codes.is_file():
-        job.problems.append(f"{codes}: missing (the BPE codes)")
-        return
-    try:
-        job.merges = bpe_check.read_merges(codes)
-    except UnicodeDecodeError as e:
-        job.problems.append(f"{codes}: not UTF-8 ({e})")
-    except ValueError as e:
-        job.problems.append(str(e))
-    except OSError as e:
-        job.problems.append(f"{codes}: not readable ({e.strerror})")
+    """The dictionaries and the tokenizer's sources from the data directory, as the family reads them."""
+    if job.data_dir.is_dir():
+        families.FAMILIES[job.family].gather(job)
 
 
 def _check_vocabularies(job: Job) -> None:
-    """FSMT's vocabularies from the dictionaries, and whether the BPE codes can produce their pieces."""
-    if len(job.dicts) != 2:
-        return
-    if job.task is not None:
-        _check_pieces(job)
-        tokens = {job.lang_tokens.token(lang) for lang in job.lang_tokens.langs}
-        job.vocabs = {"shared": {s: i for i, s in enumerate(job.dicts["src"].symbols) if s not in tokens}}
-        return
-    try:
-        job.vocabs = {side: to_fsmt_vocab(d) for side, d in job.dicts.items()}
-    except DictionaryError as e:
-        job.problems.append(str(e))
-    if job.merges is None:
-        return
-    for side, lang in job.sides:
-        fit = bpe_check.producible_share(job.dicts[side], job.merges)
-        if fit.share < bpe_check.MIN_PRODUCIBLE_SHARE:
-            job.warnings.append(
-                f"bpecodes fit dict.{lang}.txt poorly: only {fit.share:.1%} of its {fit.checked} pieces can be "
-                f"produced by these codes (e.g. {', '.join(fit.examples)}). The codes may belong to another "
-                "model (one wmt19 en-ru archive shipped the en-de codes).")
+    if len(job.dicts) == 2:
+        families.FAMILIES[job.family].check_vocabularies(job)
 
 
 def _map_members(job: Job) -> None:
@@ -410,17 +221,16 @@ def _map_members(job: Job) -> None:
         return
     arch = job.members[0].arch
     sizes = {side: len(d) for side, d in job.dicts.items()}
+    family = families.FAMILIES[job.family]
     if arch.share_all_embeddings and job.dicts["src"].symbols != job.dicts["tgt"].symbols:
         job.problems.append("share_all_embeddings needs one joined dictionary, but the two dict files differ")
     for m in job.members:
         found = []
         for key, (side, lang) in zip(("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"), job.sides):
             if key in m.tensors and m.tensors[key].shape[0] != sizes[side]:
-                what = ("4 specials + entries + the task's language tokens" if job.task is not None
-                        else "4 specials + entries")
                 found.append(f"{m.path}: {key} has {m.tensors[key].shape[0]} rows but {job.dict_name(side)} gives "
-                             f"{sizes[side]} symbols ({what}): wrong dictionary for this checkpoint?")
-        if job.task is not None:
+                             f"{sizes[side]} symbols ({family.ROWS}): wrong dictionary for this checkpoint?")
+        if family.ONE_DICTIONARY:
             found = found[:1]          # one dictionary serves both sides: one mismatch to report
         job.problems += found
         if not found:
@@ -433,19 +243,13 @@ def _member_files(job: Job) -> list[str]:
 
 
 def _config(job: Job, tokenizer_problems: list[str]) -> dict:
-    """transformers' config (FSMT's, or M2M-100's for the multilingual family) with our `porting`
-    section (porting/format.py's contract)."""
-    arch: Architecture = job.members[0].arch
-    if job.task is not None:
-        incompatible = model_card.m2m100_incompatibilities(arch, job.lang_tokens, tokenizer_problems)
-        config = model_card.m2m100_config(arch, len(job.dicts["src"]), job.dtype)
-    else:
-        incompatible = arch.fsmt_incompatibilities()
-        config = model_card.fsmt_config(arch, job.source_lang, job.target_lang, len(job.dicts["src"]),
-                                        len(job.dicts["tgt"]), job.dtype)
+    """transformers' config (the family's class) with our `porting` section (porting/format.py's contract)."""
+    arch = job.members[0].arch
+    family = families.FAMILIES[job.family]
+    config, incompatible = family.transformers_config(job, tokenizer_problems)
     config["porting"] = {
         "format_version": FORMAT_VERSION,
-        "family": "fairseq-multilingual" if job.lang_tokens is not None else "fairseq-transformer",
+        "family": job.family,
         "architecture": arch.to_dict(),
         "ties": job.members[0].tied,
         "derived": {k: "fairseq's sinusoidal table, not trained; stored so that transformers' FSMT loads "
@@ -457,8 +261,7 @@ def _config(job: Job, tokenizer_problems: list[str]) -> dict:
         "dtype": job.dtype,
         "special_ids": SPECIAL_IDS.to_dict(),
     }
-    if job.lang_tokens is not None:
-        config["porting"]["multilingual"] = job.lang_tokens.to_dict()
+    config["porting"].update(family.config_section(job))
     return config
 
 
@@ -472,10 +275,6 @@ def _portable(path: Path, data_dir: Path) -> str:
         return path.name
 
 
-def _config_class(job: Job) -> str:
-    return "M2M100Config" if job.task is not None else "FSMTConfig"
-
-
 def _provenance(job: Job) -> dict:
     from converters import __version__ as converter_version
 
@@ -484,7 +283,7 @@ def _provenance(job: Job) -> dict:
         "converter": {"name": CONVERTER, "version": converter_version, "format_version": FORMAT_VERSION},
         "converted_from": job.origin,
         "torch": torch.__version__,
-        "config_written_by": (f"transformers {v} ({_config_class(job)}, GenerationConfig)"
+        "config_written_by": (f"transformers {v} ({families.FAMILIES[job.family].CONFIG_CLASS}, GenerationConfig)"
                               if (v := model_card.transformers_version())
                               else "the converter (transformers not installed: the same layout, no transformers_version)"),
         "sources": {**{_portable(m.path, job.data_dir): m.sha256 for m in job.members},
@@ -502,18 +301,17 @@ def _provenance(job: Job) -> dict:
 
 def _write(job: Job) -> dict:
     """Every file into a temporary directory, each re-read and checked, then swapped in at once."""
-    tokenizer_texts, tokenizer_problems = _tokenizer_texts(job)
+    tokenizer_texts, blobs, tokenizer_problems = families.FAMILIES[job.family].tokenizer_files(job)
     config, provenance = _config(job, tokenizer_problems), _provenance(job)
     first = job.members[0]
     metadata = {"format": "pt", TIES_METADATA: json.dumps(first.tied), VERSION_METADATA: str(FORMAT_VERSION)}
     generation = model_card.generation_config(job.generation)
     texts = {"config.json": model_card.as_transformers_writes(config["model_type"], config),
              "generation_config.json": model_card.as_transformers_writes("generation", generation),
-             "provenance.json": _json_text(provenance),
+             "provenance.json": json_text(provenance),
              **tokenizer_texts,
-             "README.md": model_card.readme(config, provenance, generation, job.license)}
-    # the SentencePiece model under the name transformers' M2M100Tokenizer looks for, byte for byte
-    blobs = {model_card.SENTENCEPIECE_FILE: job.sentencepiece.read_bytes()} if job.task is not None else {}
+             "README.md": model_card.readme(config, provenance, *families.FAMILIES[job.family].card(config, generation),
+                                            license=job.license)}
     try:
         # no marker file: provenance.json marks a conversion as the workbench's (is_our_output)
         with atomic_dir(job.out, job.force, [*job.checkpoints, job.data_dir], kind=None) as tmp:
@@ -523,29 +321,6 @@ def _write(job: Job) -> dict:
     except OSError as e:                              # read-only, full, or a file where a directory should be
         raise ConversionError([f"--out {job.out}: cannot write there ({e.strerror or e})"]) from None
     return provenance
-
-
-def _tokenizer_texts(job: Job) -> tuple[dict[str, str], list[str]]:
-    """The tokenizer's files, and what transformers' tokenizer class cannot express. FSMT's: two
-    vocabularies and the merges. The multilingual family's: one vocabulary (the native port reads it)
-    and NllbTokenizer's files where the codes are NLLB-200's and it can express the model, else
-    M2M100Tokenizer's config; the SentencePiece model is written beside them as bytes."""
-    first = job.members[0]
-    if job.task is None:
-        return {"vocab-src.json": _json_text(job.vocabs["src"]), "vocab-tgt.json": _json_text(job.vocabs["tgt"]),
-                "tokenizer_config.json": _json_text(model_card.tokenizer_config(job.source_lang, job.target_lang,
-                                                                                 first.arch)),
-                "merges.txt": "".join(f"{a} {b}\n" for a, b in job.merges)}, []
-    vocab = {"vocab.json": _json_text(job.vocabs["shared"])}
-    if nllb.nllb_coded(job.lang_tokens):
-        symbols = job.dicts["src"].symbols
-        if not (problems := nllb.tokenizer_problems(job.sentencepiece, symbols, job.lang_tokens)):
-            return {**vocab, **nllb.tokenizer_files(job.sentencepiece, symbols, job.lang_tokens,
-                                                    first.arch.max_source_positions)}, []
-    else:
-        problems = model_card.m2m100_tokenizer_problems(job.lang_tokens, len(job.vocabs["shared"]))
-    return {**vocab, "tokenizer_config.json": _json_text(
-        model_card.m2m100_tokenizer_config(job.lang_tokens, first.arch, len(job.vocabs["shared"])))}, problems
 
 
 def _write_files(job: Job, tmp: Path, texts: dict[str, str], metadata: dict, blobs: dict[str, bytes]) -> None:
@@ -569,7 +344,3 @@ def _write_files(job: Job, tmp: Path, texts: dict[str, str], metadata: dict, blo
 
 def _jsonable(v):
     return v if isinstance(v, (str, int, float, bool, type(None), list)) else repr(v)
-
-
-def _json_text(obj) -> str:
-    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from converters.fairseq import bpe_check
-from converters.fairseq.convert import ConversionError, Job, Member
 from converters.fairseq.dictionary import Dictionary
 from converters.fairseq.hf_dir import architecture, begin, read_generation, transformer_options
+from converters.fairseq.job import ConversionError, Job, Member
 from porting.files import sha256_file
 from porting.format import ConfigError
 from porting.model import layout
@@ -99,6 +99,7 @@ def read_fsmt(hf_dir: Path, out: Path, config: dict, force: bool = False, licens
     member = Member(path, sha256_file(path), architecture(hf_dir, options), options, tensors=tensors, langs=(src, tgt))
     _drop_positions(member, job.problems)
     job.members, job.dicts = [member], dicts
+    job.dict_names = {side: f"vocab-{side}.json" for side in dicts}
     job.merges = bpe_check.read_merges(hf_dir / "merges.txt")
     read_generation(job, member, hf_dir)
     return job

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from converters.fairseq import card as model_card
 from converters.fairseq.arch import Architecture, UnsupportedArchitecture, read_architecture
-from converters.fairseq.convert import ConversionError, Job, Member
+from converters.fairseq.job import ConversionError, Job, Member
 from converters.io.atomic import check_writable
 from converters.io.checkpoint import CheckpointError, load_untrusted
 from porting.generation.options import fairseq_defaults

@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 
 from converters.fairseq import multilingual, nllb
-from converters.fairseq.convert import ConversionError, Job, Member
 from converters.fairseq.dictionary import Dictionary
 from converters.fairseq.hf_dir import architecture, begin, read_generation, transformer_options
+from converters.fairseq.job import ConversionError, Job, Member
 from porting.files import sha256_file
-from porting.format import SENTENCEPIECE_FILE, SHARED_VOCAB_FILE, SPECIALS
+from porting.format import MULTILINGUAL, SENTENCEPIECE_FILE, SHARED_VOCAB_FILE, SPECIALS
 from porting.model import layout
 
 FILES = ("config.json", SHARED_VOCAB_FILE, SENTENCEPIECE_FILE, "tokenizer_config.json")
@@ -175,6 +175,8 @@ def read_m2m100(hf_dir: Path, out: Path, config: dict, force: bool = False, lice
     job.task = multilingual.MultilingualTask(tuple(langs), (), "multilingual", "src", True, False, ("main",), None)
     member = Member(path, sha256_file(path), arch, options, tensors=tensors)
     job.members, job.dicts = [member], {"src": d, "tgt": d}
+    job.family = MULTILINGUAL
+    job.dict_names = dict.fromkeys(job.dicts, "tokenizer.json" if nllb_tokenizer else SHARED_VOCAB_FILE)
     job.lang_tokens = multilingual.language_tokens(d, job.task)
     job.sentencepiece = hf_dir / SENTENCEPIECE_FILE
     if nllb_tokenizer:

@@ -1,0 +1,35 @@
+"""The model families the fairseq converter writes, one module each, behind one contract.
+
+A family is named once, in porting/format.py (``FAMILY_TOKENIZER_FILES``: its name and its
+tokenizer's files); here it is the converter's side of it: which fairseq tasks it claims, and the
+phases of a conversion that differ between families. convert.py runs the phases every family shares
+(arguments, members, tensors onto the layout, writing) and asks the job's family for the rest.
+
+Every family module defines:
+    NAME                 the family's name in porting/format.py (config.json's ``porting.family``)
+    TASKS                the fairseq tasks (``--task``) whose checkpoints it converts
+    CONFIG_CLASS         the transformers config class its config.json is written as
+    ONE_DICTIONARY       whether source and target share one dictionary (one row mismatch reported)
+    ROWS                 what an embedding's rows count, as a mismatch message says it
+    STORES_DERIVED       whether the sinusoidal tables are stored (FSMT loads them; M2M100 builds its own)
+    check_members(job)   the members read, their task: agreement between them, the family's options
+    gather(job)          the dictionaries and tokenizer sources from the data directory
+    check_vocabularies(job)   the vocabularies written, and whether the tokenizer can produce them
+    transformers_config(job, tokenizer_problems) -> (config, what transformers cannot express)
+    config_section(job) -> dict   the family's keys in config.json's ``porting`` section
+    tokenizer_files(job) -> (texts, blobs, what transformers' tokenizer cannot express)
+"""
+from __future__ import annotations
+
+from types import ModuleType
+
+from converters.fairseq.families import bilingual, multilingual
+
+FAMILIES: dict[str, ModuleType] = {m.NAME: m for m in (bilingual, multilingual)}
+DEFAULT = bilingual.NAME          # a checkpoint that records no task of another family's is a translation one
+
+
+def family_of(task: dict) -> str:
+    """The family that converts a checkpoint with this task (arch.task_config's dict)."""
+    name = task.get("_name") or task.get("task")
+    return next((f.NAME for f in FAMILIES.values() if name in f.TASKS), DEFAULT)
