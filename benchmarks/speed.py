@@ -81,8 +81,7 @@ def prepare(name: str, setup: dict, work: Path) -> dict:
                             "--quantization", quantization, "--force"], check=True, capture_output=True)
     src, tgt = setup.get("direction", ("en", "de"))
     return {"converted": str(ours), "ct2": str(ct2["float32"]), "ct2-int8": str(ct2["int8"]),
-            "fairseq_dir": str(setup["dir"]), "ckpt": setup["ckpt"], "source_lang": src, "target_lang": tgt,
-            "multilingual": "direction" in setup}
+            "fairseq_dir": str(setup["dir"]), "ckpt": setup["ckpt"], "source_lang": src, "target_lang": tgt}
 
 
 def batches_of(ids: list[list[int]], batch_size: int) -> list[list[int]]:
@@ -132,15 +131,14 @@ def take_turns(systems: list[str], job: dict, work: Path, rounds: int, label: st
 def _fairseq(job):
     import torch
 
-    from parity.fairseq_hub import generate, load_hub, model_input
+    from parity.fairseq_hub import generate, load_hub, model_input, text_ids
 
     hub = load_hub(job["fairseq_dir"], job["ckpt"], job["source_lang"], job["target_lang"])
     hub.cfg.dataset.max_tokens, hub.cfg.dataset.batch_size = None, job["batch_size"]   # our batches, whole
-    # the multilingual task puts the language token in itself: it is given the text's ids
-    text_ids = (lambda ids: ids[1:]) if job["multilingual"] else (lambda ids: ids)
 
     def run(batch):
-        src = [torch.tensor(text_ids(ids)) for ids in batch]
+        # a multilingual task puts the language token in itself: it is given the text's ids
+        src = [torch.tensor(text_ids(hub, ids)) for ids in batch]
         out = generate(hub, src, beam=BEAM, max_len_b=job["max_len_b"])
         return [h[0]["tokens"].tolist() for h in out], [model_input(hub, s).tolist() for s in src]
     return run

@@ -7,7 +7,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+from porting.format import BILINGUAL, MULTILINGUAL
 
 
 class FairseqMissing(RuntimeError):
@@ -40,27 +44,6 @@ def fairseq_unpickling():
             os.environ[key] = old
 
 
-def is_multilingual(model_dir: str | Path) -> bool:
-    """A release in M2M-100's layout (a SentencePiece model, no BPE codes), not wmt19's."""
-    model_dir = Path(model_dir)
-    return not (model_dir / "bpecodes").exists() and any(model_dir.glob("*.model"))
-
-
-def _release_options(model_dir: Path) -> dict:
-    """The hub's text pipeline for a release directory: Moses + fastBPE (wmt19's layout), or
-    SentencePiece with the one model dictionary given as fairseq-generate's --fixed-dictionary
-    (M2M-100's layout, as its README runs it)."""
-    if not is_multilingual(model_dir):
-        return {"bpe": "fastbpe", "bpe_codes": str(model_dir / "bpecodes"), "tokenizer": "moses"}
-    from converters.fairseq.multilingual import find_dictionary, find_sentencepiece
-
-    found = {"dictionary": find_dictionary(model_dir, None), "sentencepiece": find_sentencepiece(model_dir, None)}
-    if problems := [v for v in found.values() if isinstance(v, str)]:
-        raise FileNotFoundError("; ".join(problems))
-    return {"bpe": "sentencepiece", "sentencepiece_model": str(found["sentencepiece"]),
-            "fixed_dictionary": str(found["dictionary"])}
-
-
 def load_hub(model_dir: str | Path, checkpoints: str | list[str] | tuple[str, ...],
              source_lang: str, target_lang: str):
     """fairseq's ``GeneratorHubInterface`` on a directory in fairseq's release layout: wmt19's
@@ -87,70 +70,161 @@ def load_hub(model_dir: str | Path, checkpoints: str | list[str] | tuple[str, ..
     with fairseq_unpickling():
         hub = TransformerModel.from_pretrained(
             str(model_dir), checkpoint_file=checkpoints, data_name_or_path=".",
-            source_lang=source_lang, target_lang=target_lang, **_release_options(model_dir))
+            source_lang=source_lang, target_lang=target_lang,
+            **ORIGINALS[release_family(model_dir)].release_options(model_dir))
     hub.eval()
     return hub
 
 
-def stripped_symbols(hub) -> set[int]:
-    """The ids fairseq-generate leaves out of a hypothesis' text besides </s>: a multilingual task's
-    forced target-language token (the task's build_generator: symbols_to_strip_from_output). The
-    hub's own decode() keeps it ("__fr__ Bonjour"); fairseq-generate and fairseq-interactive do not."""
-    task = _multilingual_task(hub)
-    if task is None:
-        return set()
-    _, spec = task.args.langtoks["main"]
-    if not spec or task.args.lang_tok_replacing_bos_eos:
-        return set()
-    return {task.data_manager.get_decoder_langtok(task.args.target_lang, spec)}
+# ---------------------------------------------------------------- each family, as fairseq runs it
+# The bilingual family (--task translation, wmt19's release layout): Moses + fastBPE, the decoder
+# starts from </s>, nothing is forced. The multilingual one (translation_multi_simple_epoch, M2M-100's
+# layout): SentencePiece, and the task's language tokens, which its inference dataset and
+# inference_step put in.
+
+def _bilingual_release(model_dir: Path) -> dict:
+    return {"bpe": "fastbpe", "bpe_codes": str(model_dir / "bpecodes"), "tokenizer": "moses"}
 
 
-def _multilingual_task(hub):
-    return hub.task if hasattr(hub.task, "data_manager") else None
+def _multilingual_release(model_dir: Path) -> dict:
+    """SentencePiece with the one model dictionary given as fairseq-generate's --fixed-dictionary
+    (as M2M-100's README runs it)."""
+    from converters.fairseq.multilingual import find_dictionary, find_sentencepiece
+
+    found = {"dictionary": find_dictionary(model_dir, None), "sentencepiece": find_sentencepiece(model_dir, None)}
+    if problems := [v for v in found.values() if isinstance(v, str)]:
+        raise FileNotFoundError("; ".join(problems))
+    return {"bpe": "sentencepiece", "sentencepiece_model": str(found["sentencepiece"]),
+            "fixed_dictionary": str(found["dictionary"])}
 
 
-def model_input(hub, tokens):
-    """A sentence's ids (``hub.encode``'s: </s> appended) as the encoder reads them: the task's own
-    inference dataset puts a multilingual model's language token in (prepended, or in place of </s>)."""
-    if _multilingual_task(hub) is None:
-        return tokens
+def _bilingual_start(hub, target_lang: str) -> tuple[int, tuple[int, ...]]:
+    return hub.tgt_dict.eos(), ()
+
+
+def _multilingual_start(hub, target_lang: str) -> tuple[int, tuple[int, ...]]:
+    """translation_multi_simple_epoch's inference_step: the target language's token forced as the first
+    generated token (prefix_tokens), or made the start token with lang_tok_replacing_bos_eos; nothing
+    without --decoder-langtok."""
+    _, spec = hub.task.args.langtoks["main"]
+    if not spec:
+        return hub.tgt_dict.eos(), ()
+    tok = hub.task.data_manager.get_decoder_langtok(target_lang, spec)
+    return (tok, ()) if hub.task.args.lang_tok_replacing_bos_eos else (hub.tgt_dict.eos(), (tok,))
+
+
+def _bilingual_input(hub, tokens):
+    return tokens
+
+
+def _multilingual_input(hub, tokens):
     # the collater, not the item: TransformEosLangPairDataset (lang_tok_replacing_bos_eos) swaps </s> there
     dataset = hub.task.build_dataset_for_inference([tokens], [len(tokens)])
     return dataset.collater([dataset[0]])["net_input"]["src_tokens"][0]
 
 
+def _multilingual_text_ids(hub, ids: list[int]) -> list[int]:
+    """model_input undone: the language token out of what the encoder reads (the task puts it back)."""
+    if hub.task.args.encoder_langtok is None:
+        return ids
+    return ids[:-1] + [hub.src_dict.eos()] if hub.task.args.lang_tok_replacing_bos_eos else ids[1:]
+
+
+def _bilingual_target(hub, reference: str, target_lang: str):
+    """Moses in the target language's rules (hub.tokenize uses the source's), BPE, start </s>."""
+    from fairseq.data.encoders.moses_tokenizer import MosesTokenizer, MosesTokenizerConfig
+
+    moses = MosesTokenizer(MosesTokenizerConfig(source_lang=target_lang, target_lang=target_lang))
+    text = hub.apply_bpe(moses.encode(reference))
+    return hub.tgt_dict.encode_line(text, add_if_not_exist=False).long(), hub.tgt_dict.eos()
+
+
+def _multilingual_target(hub, reference: str, target_lang: str):
+    """As the task's training data: the forced target-language token prepended to the target
+    (tgt_dataset_tranform_func), or made the start token with lang_tok_replacing_bos_eos."""
+    import torch
+
+    tgt = hub.tgt_dict.encode_line(hub.apply_bpe(reference), add_if_not_exist=False).long()
+    start, forced = _multilingual_start(hub, target_lang)
+    return torch.cat([tgt.new_tensor(list(forced)), tgt]) if forced else tgt, start
+
+
+def _bilingual_stripped(hub) -> set[int]:
+    return set()
+
+
+def _multilingual_stripped(hub) -> set[int]:
+    """The task's build_generator: symbols_to_strip_from_output, the forced target-language token."""
+    _, spec = hub.task.args.langtoks["main"]
+    if not spec or hub.task.args.lang_tok_replacing_bos_eos:
+        return set()
+    return {hub.task.data_manager.get_decoder_langtok(hub.task.args.target_lang, spec)}
+
+
+@dataclass(frozen=True)
+class OriginalFamily:
+    """How fairseq runs one family: the hub's options for its release layout, and what its task does
+    around the model (what the encoder reads, where the decoder starts, what it is trained on, what
+    fairseq-generate strips from a hypothesis' text)."""
+    is_release: Callable[[Path], bool]          # a release directory in this family's layout?
+    is_task: Callable[[object], bool]           # a loaded hub's task of this family?
+    release_options: Callable[[Path], dict]
+    model_input: Callable
+    text_ids: Callable                          # model_input undone: what the hub is given for those ids
+    decoder_start: Callable
+    teacher_forced_target: Callable
+    stripped_symbols: Callable
+
+
+# one entry per family porting.format names (tests/test_families.py checks they agree); the first
+# whose is_release / is_task holds is the one
+ORIGINALS = {
+    MULTILINGUAL: OriginalFamily(
+        lambda d: not (d / "bpecodes").exists() and any(d.glob("*.model")),
+        lambda task: hasattr(task, "data_manager"),
+        _multilingual_release, _multilingual_input, _multilingual_text_ids, _multilingual_start, _multilingual_target,
+        _multilingual_stripped),
+    BILINGUAL: OriginalFamily(
+        lambda d: True, lambda task: True,
+        _bilingual_release, _bilingual_input, lambda hub, ids: ids, _bilingual_start, _bilingual_target,
+        _bilingual_stripped),
+}
+
+
+def release_family(model_dir: str | Path) -> str:
+    """The family of a release directory: M2M-100's layout (a SentencePiece model, no BPE codes), or wmt19's."""
+    return next(name for name, f in ORIGINALS.items() if f.is_release(Path(model_dir)))
+
+
+def _family(hub) -> OriginalFamily:
+    return next(f for f in ORIGINALS.values() if f.is_task(hub.task))
+
+
+def stripped_symbols(hub) -> set[int]:
+    """The ids fairseq-generate leaves out of a hypothesis' text besides </s>. The hub's own decode()
+    keeps a multilingual task's forced token ("__fr__ Bonjour"); fairseq-generate and fairseq-interactive do not."""
+    return _family(hub).stripped_symbols(hub)
+
+
+def model_input(hub, tokens):
+    """A sentence's ids (``hub.encode``'s: </s> appended) as the encoder reads them: the task's own
+    inference dataset puts a multilingual model's language token in (prepended, or in place of </s>)."""
+    return _family(hub).model_input(hub, tokens)
+
+
+def text_ids(hub, ids: list[int]) -> list[int]:
+    """The ids to give the hub for a sentence whose encoder input is `ids` (model_input's inverse)."""
+    return _family(hub).text_ids(hub, ids)
+
+
 def decoder_start(hub, target_lang: str) -> tuple[int, tuple[int, ...]]:
-    """(the decoder's first input token, the tokens fairseq forces as the first generated ones).
-    Bilingual: </s>, nothing forced. Multilingual (translation_multi_simple_epoch's inference_step):
-    the target language's token forced as the first generated token (prefix_tokens), or made the start
-    token with lang_tok_replacing_bos_eos; nothing without --decoder-langtok."""
-    task = _multilingual_task(hub)
-    eos = hub.tgt_dict.eos()
-    if task is None:
-        return eos, ()
-    _, spec = task.args.langtoks["main"]
-    if not spec:
-        return eos, ()
-    tok = task.data_manager.get_decoder_langtok(target_lang, spec)
-    return (tok, ()) if task.args.lang_tok_replacing_bos_eos else (eos, (tok,))
+    """(the decoder's first input token, the tokens fairseq forces as the first generated ones)."""
+    return _family(hub).decoder_start(hub, target_lang)
 
 
 def teacher_forced_target(hub, reference: str, target_lang: str):
-    """(target ids [T] ending with </s>, the decoder's start token) of a reference as fairseq trains
-    on it. Bilingual: Moses in the target language's rules (hub.tokenize uses the source's), BPE,
-    start </s>. Multilingual, as the task's training data: the forced target-language token prepended
-    to the target (tgt_dataset_tranform_func), or made the start token with lang_tok_replacing_bos_eos."""
-    import torch
-
-    if _multilingual_task(hub) is None:
-        from fairseq.data.encoders.moses_tokenizer import MosesTokenizer, MosesTokenizerConfig
-
-        moses = MosesTokenizer(MosesTokenizerConfig(source_lang=target_lang, target_lang=target_lang))
-        text = hub.apply_bpe(moses.encode(reference))
-        return hub.tgt_dict.encode_line(text, add_if_not_exist=False).long(), hub.tgt_dict.eos()
-    tgt = hub.tgt_dict.encode_line(hub.apply_bpe(reference), add_if_not_exist=False).long()
-    start, forced = decoder_start(hub, target_lang)
-    return torch.cat([tgt.new_tensor(list(forced)), tgt]) if forced else tgt, start
+    """(target ids [T] ending with </s>, the decoder's start token) of a reference as fairseq trains on it."""
+    return _family(hub).teacher_forced_target(hub, reference, target_lang)
 
 
 def hypothesis_text(hub, tokens) -> tuple[str, str]:

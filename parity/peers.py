@@ -47,11 +47,10 @@ def transformers_system(model_dir: Path, langs: tuple[str, str] | None = None):
         model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
     except (ValueError, AttributeError):
         raise UnusableSystem(f"transformers:{model_dir}: config.json is not a JSON object") from None
-    adapters = {"fsmt": FSMTSystem, "m2m_100": M2M100System}
-    if model_type not in adapters:
+    if model_type not in TRANSFORMERS_ADAPTERS:
         raise UnusableSystem(f"transformers:{model_dir}: a {model_type!r} model; the harness runs "
-                             f"{', '.join(repr(k) for k in adapters)} (FSMT and M2M100)")
-    return adapters[model_type](Path(model_dir), langs)
+                             f"{', '.join(repr(k) for k in TRANSFORMERS_ADAPTERS)} (FSMT and M2M100)")
+    return TRANSFORMERS_ADAPTERS[model_type](Path(model_dir), langs)
 
 
 def _quiet_transformers() -> None:
@@ -236,6 +235,11 @@ class M2M100System(TransformersSystem):
 
     def stages(self, line: str) -> dict[str, list]:
         return {"moses": line.split(), "bpe": self.tokenizer.tokenize(line), "ids": self.tokenizer(line)["input_ids"]}
+
+
+# transformers' model_type -> its adapter: one per family's transformers class (each converter family's
+# MODEL_TYPE; tests/test_families.py checks every family has one)
+TRANSFORMERS_ADAPTERS = {"fsmt": FSMTSystem, "m2m_100": M2M100System}
 
 
 class CTranslate2System:

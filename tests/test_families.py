@@ -63,3 +63,33 @@ def test_a_stored_result_depends_on_every_file_the_family_lists(converted, name,
         assert not changed(file), file
     monkeypatch.setitem(fmt.FAMILY_TOKENIZER_FILES, family, (*fmt.FAMILY_TOKENIZER_FILES[family], "tokenizer_config.json"))
     assert changed("tokenizer_config.json")
+
+
+def test_every_family_is_plugged_in_on_every_side():
+    """A family is named once (porting.format.FAMILY_TOKENIZER_FILES) and is one entry in each side's
+    registry: the converter (converters/fairseq/families, with its whole contract), the native
+    tokenizer, the original as fairseq runs it, transformers' reader and adapter for its model_type.
+    A family added to one side and forgotten on another fails here, naming the side."""
+    from converters.fairseq.families import CONTRACT, FAMILIES
+    from converters.fairseq.from_transformers import READERS
+    from parity.fairseq_hub import ORIGINALS
+    from parity.peers import TRANSFORMERS_ADAPTERS
+    from porting.tokenizer import TOKENIZERS
+
+    names = set(fmt.FAMILY_TOKENIZER_FILES)
+    sides = {"converters.fairseq.families.FAMILIES": set(FAMILIES), "porting.tokenizer.TOKENIZERS": set(TOKENIZERS),
+             "parity.fairseq_hub.ORIGINALS": set(ORIGINALS)}
+    assert {side: keys for side, keys in sides.items() if keys != names} == {}
+    for name, module in FAMILIES.items():
+        assert module.NAME == name and [a for a in CONTRACT if not hasattr(module, a)] == [], name
+        assert module.MODEL_TYPE in READERS and module.MODEL_TYPE in TRANSFORMERS_ADAPTERS, name
+    tasks = [t for m in FAMILIES.values() for t in m.TASKS]
+    assert len(tasks) == len(set(tasks))                      # a fairseq task belongs to one family
+
+
+def test_the_checkpoints_task_chooses_the_family():
+    from converters.fairseq.families import family_of
+
+    assert family_of({"_name": "translation_multi_simple_epoch"}) == fmt.MULTILINGUAL
+    assert family_of({"task": "translation"}) == fmt.BILINGUAL
+    assert family_of({}) == fmt.BILINGUAL                      # an old checkpoint recording no task

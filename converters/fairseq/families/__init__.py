@@ -8,6 +8,7 @@ phases of a conversion that differ between families. convert.py runs the phases 
 Every family module defines:
     NAME                 the family's name in porting/format.py (config.json's ``porting.family``)
     TASKS                the fairseq tasks (``--task``) whose checkpoints it converts
+    MODEL_TYPE           transformers' model_type it is written as (convert transformers reads it back)
     CONFIG_CLASS         the transformers config class its config.json is written as
     ONE_DICTIONARY       whether source and target share one dictionary (one row mismatch reported)
     ROWS                 what an embedding's rows count, as a mismatch message says it
@@ -18,6 +19,7 @@ Every family module defines:
     transformers_config(job, tokenizer_problems) -> (config, what transformers cannot express)
     config_section(job) -> dict   the family's keys in config.json's ``porting`` section
     tokenizer_files(job) -> (texts, blobs, what transformers' tokenizer cannot express)
+    card(config, generation) -> (title, languages, sections)   the model card's family-specific parts
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from types import ModuleType
 
 from converters.fairseq.families import bilingual, multilingual
 
+CONTRACT = ("NAME", "TASKS", "MODEL_TYPE", "CONFIG_CLASS", "ONE_DICTIONARY", "ROWS", "STORES_DERIVED", "check_members",
+            "gather", "check_vocabularies", "transformers_config", "config_section", "tokenizer_files", "card")
 FAMILIES: dict[str, ModuleType] = {m.NAME: m for m in (bilingual, multilingual)}
 DEFAULT = bilingual.NAME          # a checkpoint that records no task of another family's is a translation one
 

@@ -11,6 +11,7 @@ from porting.format import BILINGUAL
 
 NAME = BILINGUAL
 TASKS = ("translation",)
+MODEL_TYPE = "fsmt"                 # transformers' model_type (config.json)
 CONFIG_CLASS = "FSMTConfig"
 ONE_DICTIONARY = False
 ROWS = "4 specials + entries"

@@ -14,6 +14,7 @@ from porting.format import MULTILINGUAL, SENTENCEPIECE_FILE, LanguageTokens
 
 NAME = MULTILINGUAL
 TASKS = (task_options.TASK,)
+MODEL_TYPE = "m2m_100"                 # transformers' model_type (config.json)
 CONFIG_CLASS = "M2M100Config"
 ONE_DICTIONARY = True
 ROWS = "4 specials + entries + the task's language tokens"
