@@ -45,7 +45,8 @@ def test_the_wheel_declares_ranges_license_and_the_original(wheel):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
     for shipped in ("reference_runs/models/catalog.json", "reference_runs/models/ende-sep/model2.pt",
-                    "reference_runs/data/test.en", "porting/kernels/skinny.c", "porting_cli/__main__.py"):
+                    "reference_runs/data/test.en", "porting/kernels/skinny.c", "porting_cli/__main__.py",
+                    "converters/fairseq/families/__init__.py"):
         assert shipped in names, shipped
     assert not any(n.startswith(("reference_runs/runs/", "reference_runs/tools/", "tests/")) for n in names)
 
