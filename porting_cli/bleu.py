@@ -1,7 +1,9 @@
-"""`porting bleu`: score the port's translations, or an existing hypothesis file, with sacreBLEU.
+"""`porting bleu`: score the port's translations, or an existing hypothesis file, with sacreBLEU,
+and summaries with ROUGE (``-m rouge``).
 
 Scores, signatures and the JSON are sacreBLEU's own (its metric objects and its formatting), so a
-number printed here is the number ``sacrebleu REF -i HYP`` prints with the same options.
+number printed here is the number ``sacrebleu REF -i HYP`` prints with the same options. ROUGE is
+rouge-score's F1 averaged over lines (porting.evaluation.scoring.Rouge), printed the same way.
 """
 from __future__ import annotations
 
@@ -33,7 +35,9 @@ def add_arguments(p) -> None:
     p.add_argument("--input", type=Path, help="source text to translate (with --model)")
     p.add_argument("--reference", type=Path, nargs="+", required=True,
                    help="reference file(s), line-aligned; several for multi-reference BLEU (sacreBLEU's REFS)")
-    p.add_argument("--metrics", "-m", nargs="+", choices=METRICS, default=["bleu", "chrf"], help="sacreBLEU's -m")
+    p.add_argument("--metrics", "-m", nargs="+", choices=[*METRICS, "rouge"], default=["bleu", "chrf"],
+                   help="sacreBLEU's -m, and rouge: ROUGE-1/2/L/Lsum F1 from rouge-score, Porter-stemmed, averaged "
+                        "over lines (for summaries)")
     p.add_argument("--tokenize", "-tok", choices=_tokenizers(), default=None,
                    help="BLEU's tokenizer, sacreBLEU's --tokenize (default: sacreBLEU's, 13a)")
     p.add_argument("--lowercase", "-lc", action="store_true", help="case-insensitive scores (sacreBLEU's --lowercase)")
@@ -71,6 +75,11 @@ def usage_problems(args) -> list[str]:
                   [flag for flag, given in (("--engine ray", args.engine == "ray"), ("--jobs", args.jobs != 1)) if given]
         if ignored:
             problems.append(f"{', '.join(ignored)}: only apply when translating (--model), not to --hypotheses")
+    if "rouge" in args.metrics and args.confidence:
+        problems.append("--confidence is sacreBLEU's bootstrap for its metrics; -m rouge has no confidence interval here")
+    if set(args.metrics) == {"rouge"}:
+        problems += [f"{flag}: only sacreBLEU's metrics take it, not -m rouge"
+                     for flag, given in (("--tokenize", args.tokenize), ("--lowercase", args.lowercase)) if given]
     if args.confidence_n != 1000 and not args.confidence:
         problems.append("--confidence-n sets --confidence's resamples: add --confidence")
     return problems + engine_problems(args)
@@ -79,7 +88,7 @@ def usage_problems(args) -> list[str]:
 def run(args) -> int:
     from converters.io.atomic import OutputExists
     from porting.engine import EngineError
-    from porting.evaluation.scoring import DataError, read_aligned, sacrebleu_metrics, sacrebleu_results
+    from porting.evaluation.scoring import DataError, Rouge, read_aligned, sacrebleu_metrics, sacrebleu_results
     from porting.format import ConfigError
 
     problems = usage_problems(args)
@@ -96,7 +105,7 @@ def run(args) -> int:
     files.update({f"reference {i + 1}" if len(args.reference) > 1 else "reference": r for i, r in enumerate(args.reference)})
     try:
         texts = read_aligned(files)
-        metrics = sacrebleu_metrics(args.metrics, args.tokenize, args.lowercase)
+        metrics = sacrebleu_metrics([m for m in args.metrics if m != "rouge"], args.tokenize, args.lowercase)
         hyps = _translate(args, texts["input"]) if args.model else texts["hypotheses"]
     except (DataError, ConfigError, ValueError, OutputExists, EngineError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -104,6 +113,8 @@ def run(args) -> int:
     references = [lines for name, lines in texts.items() if name.startswith("reference")]
     results = sacrebleu_results(hyps, references, metrics, args.width, args.confidence_n if args.confidence else None,
                                 as_json=args.json)
+    if "rouge" in args.metrics:
+        results += Rouge().format(hyps, references, args.width, as_json=args.json)
     print(("[\n" + ",\n".join(results) + "\n]") if args.json and len(results) > 1 else "\n".join(results))
     return 0
 

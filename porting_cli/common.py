@@ -73,6 +73,14 @@ def runtime(args) -> dict:
     return {"dtype": args.dtype, "kernels": args.kernels, "quantize": args.quantize}
 
 
+def add_metric_flag(p, what: str) -> None:
+    """-m: the metric a command ranks by (porting.evaluation.scoring.TUNING): BLEU for translations,
+    ROUGE-L for summaries."""
+    p.add_argument("--metric", "-m", choices=("bleu", "rouge"), default="bleu",
+                   help=f"what to {what}: bleu (sacreBLEU's BLEU, then chrF on ties) or rouge (ROUGE-L F1 from "
+                        "rouge-score, then ROUGE-1 and ROUGE-2; for summaries). Default: %(default)s")
+
+
 def add_direction_flags(p) -> None:
     """The languages to translate between: required for a multilingual model, optional (and checked)
     for a bilingual one."""

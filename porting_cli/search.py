@@ -1,4 +1,5 @@
-"""`porting search`: BLEU over a grid of generation settings, tuned on one split and reported on another.
+"""`porting search`: BLEU (or ROUGE-L, `-m rouge`) over a grid of generation settings, tuned on one
+split and reported on another.
 
     porting search --model OUT --input valid.en --reference valid.de \
         --search "beam=5:8:11:15 lenpen=0.6:0.7:0.8:0.9:1.0:1.1 early_stopping=true:false" \
@@ -14,6 +15,7 @@ from porting_cli.common import (
     add_direction_flags,
     add_engine_flags,
     add_generation_flags,
+    add_metric_flag,
     direction_problem,
     engine_problems,
     generation_options,
@@ -31,6 +33,7 @@ def add_arguments(p) -> None:
     p.add_argument("--search", required=True, help='e.g. "beam=5:8 lenpen=0.6:1.0 early_stopping=true:false"')
     p.add_argument("--test-input", type=Path, help="re-score the best setting on this split (never tuned on)")
     p.add_argument("--test-reference", type=Path)
+    add_metric_flag(p, "tune on")
     p.add_argument("--write-best", action="store_true",
                    help="write the best setting into the first model's generation_config.json")
     p.add_argument("--out", type=Path, help="results directory (default: .build/search/<model>); holds the resumable state")
@@ -48,7 +51,7 @@ def run(args) -> int:
     from porting.engine import EngineError
     from porting.engine.shards import plan_lines, run_sharded
     from porting.evaluation.grid import GridError, markdown_table, parse_grid, run_grid
-    from porting.evaluation.scoring import DataError, paired_bootstrap, read_parallel, score
+    from porting.evaluation.scoring import TUNING, DataError, read_parallel
     from porting.format import ConfigError
 
     problems = engine_problems(args)
@@ -76,6 +79,7 @@ def run(args) -> int:
     if problems:
         print("error: " + "\n".join(problems), file=sys.stderr)
         return 1
+    metric = TUNING[args.metric]
     keys = list(settings[0])
     defaults = {k: base.get(k) for k in keys}
     out = args.out or Path(".build") / "search" / args.model[0].resolve().name
@@ -87,30 +91,30 @@ def run(args) -> int:
             # one bar in lines (settings x source lines), so that it moves inside a setting too
             with progress_bar(len(settings) * len(source), f"{len(settings)} settings") as bar:
                 records = run_grid(args.model, source, reference, settings, base, state, engine,
-                                   args.shards or engine.workers, bar.update, runtime(args))
+                                   args.shards or engine.workers, bar.update, runtime(args), metric=metric)
             if test:              # the best setting and the defaults on the split never tuned on
                 shards = plan_lines(args.model[0], test[0], args.batch_size, args.shards or engine.workers,
                                     text=text_options(args))
-                best = max(records, key=lambda r: (r["bleu"], r["chrf"]))
+                best = metric.best(records)
                 tuned = [t.texts[0] for t in run_sharded(engine, test[0], shards, {**base, **best["setting"]},
                                                          reuse_encoder=True)]
                 default = [t.texts[0] for t in run_sharded(engine, test[0], shards, base, reuse_encoder=True)]
     except (ValueError, ConfigError, EngineError) as e:   # a setting the model cannot take (min_len above the cap, ...)
         print(f"error: {e}", file=sys.stderr)
         return 1
-    table = markdown_table(records, keys, defaults)
-    best = max(records, key=lambda r: (r["bleu"], r["chrf"]))
-    report = {"tuned_on": str(args.input), "grid": args.search, "fixed": base, "runtime": runtime(args),
-              "results": records,
-              "best": best["setting"], "best_bleu": best["bleu"], "signature": best["bleu_signature"]}
-    print(f"tuned on {args.input} ({len(source)} lines); {best['bleu_signature']}\n")
+    table = markdown_table(records, keys, defaults, metric)
+    best = metric.best(records)
+    report = {"tuned_on": str(args.input), "grid": args.search, "metric": args.metric, "fixed": base,
+              "runtime": runtime(args), "results": records, "best": best["setting"],
+              f"best_{metric.rank[0]}": best[metric.rank[0]], "signature": best[metric.signature]}
+    print(f"tuned on {args.input} ({len(source)} lines); {best[metric.signature]}\n")
     print(table)
     if test:
-        sig = paired_bootstrap(default, tuned, test[1])
-        report["test"] = {"split": str(args.test_input), "best": score(tuned, test[1]).to_dict(),
-                          "defaults": score(default, test[1]).to_dict(), "paired_bootstrap": sig}
-        print(f"\nreported on {args.test_input} ({len(test[0])} lines, never tuned on): best setting BLEU "
-              f"{sig['system_bleu']:.2f} vs current defaults {sig['baseline_bleu']:.2f}, paired bootstrap "
+        sig = metric.paired(default, tuned, test[1])
+        report["test"] = {"split": str(args.test_input), "best": metric.score(tuned, test[1]),
+                          "defaults": metric.score(default, test[1]), "paired_bootstrap": sig}
+        print(f"\nreported on {args.test_input} ({len(test[0])} lines, never tuned on): best setting {metric.label} "
+              f"{sig['system_score']:.2f} vs current defaults {sig['baseline_score']:.2f}, paired bootstrap "
               f"p = {sig['p_value']:.4f} ({sig['signature']})")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -14,6 +14,7 @@ from porting_cli.common import (
     add_direction_flags,
     add_engine_flags,
     add_generation_flags,
+    add_metric_flag,
     direction_problem,
     engine_problems,
     generation_options,
@@ -29,6 +30,7 @@ def add_arguments(p) -> None:
     p.add_argument("--reference", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path(".build") / "select",
                    help="where conversions are kept (default: %(default)s)")
+    add_metric_flag(p, "rank the checkpoints by")
     add_generation_flags(p, nbest=False)
     add_direction_flags(p)
     add_engine_flags(p)
@@ -54,7 +56,7 @@ def converted(checkpoint: Path, data_dir: Path, out: Path) -> Path:
 def run(args) -> int:
     from converters.fairseq.convert import ConversionError
     from porting.engine import EngineError
-    from porting.evaluation.scoring import DataError, read_parallel, score
+    from porting.evaluation.scoring import TUNING, DataError, read_parallel
 
     names = [c.stem for c in args.checkpoint]
     problems = engine_problems(args) + ([f"checkpoint file names must differ, got {names}"]
@@ -76,6 +78,7 @@ def run(args) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 1
     options = generation_options(args, dirs[0])
+    metric = TUNING[args.metric]
     rows = []
     candidates = [(d.name, [d]) for d in dirs] + ([("ensemble of all", dirs)] if len(dirs) > 1 else [])
     for name, members in candidates:
@@ -84,13 +87,13 @@ def run(args) -> int:
         except (ValueError, EngineError) as e:
             print(f"error: {name}: {e}", file=sys.stderr)
             return 1
-        rows.append((name, score(hyps, reference)))
-        print(f"{name}: BLEU {rows[-1][1].bleu:.2f}", file=sys.stderr)
-    rows.sort(key=lambda r: -r[1].bleu)
-    print(f"scored on {args.input} ({len(source)} lines); {rows[0][1].bleu_signature}\n")
-    print("bleu | chrf | model\n---- | ---- | -----")
-    for name, s in rows:
-        print(f"{s.bleu:.2f} | {s.chrf:.2f} | {name}")
+        rows.append((name, metric.score(hyps, reference)))
+        print(f"{name}: {metric.label} {rows[-1][1][metric.rank[0]]:.2f}", file=sys.stderr)
+    rows.sort(key=lambda r: metric.key(r[1]), reverse=True)      # stable: equals keep the candidates' order
+    print(f"scored on {args.input} ({len(source)} lines); {rows[0][1][metric.signature]}\n")
+    print(" | ".join([*metric.rank, "model"]) + "\n" + " | ".join("-" * max(4, len(c)) for c in [*metric.rank, "model"]))
+    for name, record in rows:
+        print(" | ".join([*(f"{record[c]:.2f}" for c in metric.rank), name]))
     print(f"\nbest: {rows[0][0]}")
     print(f"the conversions are in {args.out} (reused by a later run on the same checkpoints)")
     return 0

@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 
 from porting.engine import shards as sharding
-from porting.evaluation.scoring import score
+from porting.evaluation.scoring import TUNING, TunedMetric
 from porting.files import json_line, split_lines
 from porting.generation import options
 
@@ -112,21 +112,27 @@ def load_state(path: Path, fp: str) -> dict[str, dict]:
 
 def run_grid(model_dirs: list[Path], source: list[str], reference: list[str], settings: list[dict], base: dict,
              state: Path, engine=None, shards: int = 1, progress=None, runtime: dict | None = None,
-             batch_size: int = 32, jobs: int = 1, text: dict | None = None) -> list[dict]:
+             batch_size: int = 32, jobs: int = 1, text: dict | None = None,
+             metric: TunedMetric = TUNING["bleu"]) -> list[dict]:
     """Score every setting (merged over ``base``) on the engine (porting.engine; None: a local one
     with ``jobs`` processes and this ``batch_size``, opened here), its models run as ``runtime``
     says (Translator.from_pretrained's dtype, kernels, quantize), the source cut into ``shards``;
     returns one record per setting, resumed ones included. ``progress(n)`` is called with each
-    number of source lines translated (resumed settings count at once)."""
+    number of source lines translated (resumed settings count at once). Each record holds ``metric``'s
+    scores (BLEU and chrF, or ROUGE)."""
     runtime = dict(runtime or {})
     if engine is None:
         from porting.engine import open_engine
 
         with open_engine("local", model_dirs, runtime, batch_size, jobs, text=text) as local:
-            return run_grid(model_dirs, source, reference, settings, base, state, local, shards, progress, runtime)
+            return run_grid(model_dirs, source, reference, settings, base, state, local, shards, progress, runtime,
+                            metric=metric)
     text = engine.spec.text            # the direction: part of what the scores belong to
+    # the metric is part of what a record holds (a BLEU state's records have no ROUGE); BLEU's states keep
+    # the fingerprint they had before there was a choice
     fp = fingerprint(model_dirs, source, reference, {**base, "runtime": runtime,
-                                                     **({"text": text} if any(text.values()) else {})})
+                                                     **({"text": text} if any(text.values()) else {}),
+                                                     **({"metric": metric.name} if metric.name != "bleu" else {})})
     done = load_state(state, fp)
     todo = [s for s in settings if setting_key(s) not in done]
     if progress is not None:
@@ -142,19 +148,19 @@ def run_grid(model_dirs: list[Path], source: list[str], reference: list[str], se
         parts[task.tag][task.shard] = translations
         if len(parts[task.tag]) == len(plan):              # the setting's last shard: score it, keep it
             hyps = [t.texts[0] for t in sharding.assemble(plan, parts.pop(task.tag), len(source))]
-            rec = {"fingerprint": fp, "setting": todo_by_key[task.tag], **score(hyps, reference).to_dict()}
+            rec = {"fingerprint": fp, "setting": todo_by_key[task.tag], **metric.score(hyps, reference)}
             with open(state, "a") as f:                 # appended as each finishes: resumable
                 f.write(json_line(rec) + "\n")
             done[task.tag] = rec
     return [done[setting_key(s)] for s in settings]
 
 
-def markdown_table(records: list[dict], keys: list[str], defaults: dict) -> str:
-    rows = sorted(records, key=lambda r: (-r["bleu"], -r["chrf"]))
-    head = ["bleu", "chrf", *keys, ""]
+def markdown_table(records: list[dict], keys: list[str], defaults: dict, metric: TunedMetric = TUNING["bleu"]) -> str:
+    rows = sorted(records, key=metric.key, reverse=True)
+    head = [*metric.rank, *keys, ""]
     lines = [" | ".join(head), " | ".join("-" * max(4, len(h)) for h in head)]
     for r in rows:
         is_default = all(defaults.get(k) == r["setting"][k] for k in keys)
-        lines.append(" | ".join([f"{r['bleu']:.2f}", f"{r['chrf']:.2f}", *(str(r["setting"][k]) for k in keys),
+        lines.append(" | ".join([*(f"{r[c]:.2f}" for c in metric.rank), *(str(r["setting"][k]) for k in keys),
                                  "(current default)" if is_default else ""]))
     return "\n".join(lines)

@@ -1,9 +1,14 @@
-"""Scoring translations honestly: sacreBLEU on detokenized output, with signatures, and paired
-significance between two systems (sacreBLEU's own implementations; BLEU is never reimplemented)."""
+"""Scoring outputs honestly: sacreBLEU on detokenized translations, ROUGE (rouge-score) on summaries,
+each number with a signature of what produced it, and paired significance between two systems
+(the libraries' own metrics: BLEU and ROUGE are never reimplemented).
+
+``TUNING`` is the one table of what a search, a selection and the parity outcome can rank by
+(``-m bleu`` or ``-m rouge``): the record fields it writes, the one it ranks on, its paired test."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from sacrebleu.metrics import BLEU, CHRF
 
@@ -112,3 +117,129 @@ def paired_bootstrap(baseline: list[str], system: list[str], references: list[st
     base, sys_ = results["BLEU"]
     return {"baseline_bleu": round(base.score, 2), "system_bleu": round(sys_.score, 2),
             "p_value": sys_.p_value, "identical": False, "signature": str(sigs["BLEU"]), "samples": samples}
+
+
+# ---------------------------------------------------------------- ROUGE, for summaries
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+BOOTSTRAP_SEED = 12345          # sacreBLEU's default (SACREBLEU_SEED): the same resamples for both metrics
+
+
+@dataclass(frozen=True)
+class Rouge:
+    """ROUGE-1/2/L/Lsum F1 from the ``rouge-score`` package (Google's, the implementation HF evaluate
+    wraps), x100, averaged over lines: each line is one summary. With several references a line takes
+    its best (rouge-score's ``score_multi``).
+
+    rouge-score's tokenizer lowercases and keeps only ``[a-z0-9]`` runs: text in other scripts scores
+    nothing (its own limitation, named in the signature as ``tok:rouge-score``). ROUGE-Lsum splits a
+    summary into sentences on newlines; a line of a file holds none, so it equals ROUGE-L here
+    (``split_summaries``, the nltk sentence splitter, needs a model download this workbench never does).
+    """
+    use_stemmer: bool = True         # Porter stemming, as BART's and HF's summarization scripts run it
+
+    def _scorer(self):
+        from rouge_score import rouge_scorer
+
+        return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=self.use_stemmer, split_summaries=False)
+
+    def line_scores(self, hypotheses: list[str], references: list[list[str]]) -> dict[str, list[float]]:
+        """Each ROUGE type's F1 per line (x100). references: one list of lines per reference set."""
+        scorer, out = self._scorer(), {t: [] for t in ROUGE_TYPES}
+        for hyp, *refs in zip(hypotheses, *references):
+            scores = scorer.score(refs[0], hyp) if len(refs) == 1 else scorer.score_multi(refs, hyp)
+            for t in ROUGE_TYPES:
+                out[t].append(100 * scores[t].fmeasure)
+        return out
+
+    def corpus_score(self, hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
+        return {t: sum(v) / len(v) for t, v in self.line_scores(hypotheses, references).items()}
+
+    def signature(self, references: int = 1) -> str:
+        from importlib.metadata import version
+
+        return (f"nrefs:{references}|f:F1|avg:lines|stem:{'porter' if self.use_stemmer else 'no'}|tok:rouge-score|"
+                f"lsum-split:newline|version:rouge-score-{version('rouge-score')}")
+
+    def format(self, hypotheses: list[str], references: list[list[str]], width: int, as_json: bool = False) -> list[str]:
+        """One line per ROUGE type as sacreBLEU prints its metrics (``name|signature = score``), or its JSON."""
+        import json
+
+        scores, sig = self.corpus_score(hypotheses, references), self.signature(len(references))
+        if as_json:
+            return [json.dumps({"name": t, "score": round(scores[t], width), "signature": sig,
+                                "verbose_score": "F1, mean over lines"}, indent=1, ensure_ascii=False)
+                    for t in ROUGE_TYPES]
+        return [f"{t}|{sig} = {scores[t]:.{width}f}" for t in ROUGE_TYPES]
+
+
+def paired_bootstrap_lines(baseline: list[float], system: list[float], samples: int = 1000) -> float:
+    """sacreBLEU's paired bootstrap test (sacrebleu.significance: resample lines with its seed, the two
+    systems' absolute score difference per resample, centred, p = (#above the observed + 1) / (n + 1))
+    for a metric that is a mean of per-line scores, which sacreBLEU's PairedTest cannot take (it runs its
+    own metrics only). Written out here for that reason; the numbers are numpy's."""
+    import numpy as np
+
+    base, sys_ = np.asarray(baseline, dtype=np.float64), np.asarray(system, dtype=np.float64)
+    idxs = np.random.default_rng(BOOTSTRAP_SEED).choice(len(base), size=(samples, len(base)), replace=True)
+    observed = abs(base.mean() - sys_.mean())
+    diffs = np.abs(sys_[idxs].mean(axis=1) - base[idxs].mean(axis=1))
+    return (int(np.sum(diffs - diffs.mean() > observed)) + 1) / (samples + 1)
+
+
+# ---------------------------------------------------------------- what a search, a selection and parity rank by
+
+@dataclass(frozen=True)
+class TunedMetric:
+    """A metric a search tunes on, a selection ranks by and the parity outcome tests: the fields it
+    adds to a result record (``score``), the ones ranked on in order (``rank``), its paired test."""
+    name: str
+    rank: tuple[str, ...]
+    signature: str                                  # the record's field holding the ranked score's signature
+    score: Callable[[list[str], list[str]], dict]
+    paired: Callable[[list[str], list[str], list[str]], dict]
+
+    def key(self, record: dict) -> tuple:
+        return tuple(record[k] for k in self.rank)
+
+    def best(self, records: list[dict]) -> dict:
+        """The record ranked first (the first of equals, in the records' order)."""
+        return max(records, key=self.key)
+
+    @property
+    def label(self) -> str:
+        return {"bleu": "BLEU", "rougeL": "ROUGE-L"}[self.rank[0]]
+
+
+def _bleu_record(hypotheses: list[str], references: list[str]) -> dict:
+    return score(hypotheses, references).to_dict()
+
+
+def _bleu_paired(baseline: list[str], system: list[str], references: list[str]) -> dict:
+    test = paired_bootstrap(baseline, system, references)
+    return {**test, "metric": "bleu", "baseline_score": test["baseline_bleu"], "system_score": test["system_bleu"]}
+
+
+def _rouge_record(hypotheses: list[str], references: list[str]) -> dict:
+    rouge = Rouge()
+    return {**{t: round(v, 2) for t, v in rouge.corpus_score(hypotheses, [references]).items()},
+            "rouge_signature": rouge.signature()}
+
+
+def _rouge_paired(baseline: list[str], system: list[str], references: list[str], samples: int = 1000) -> dict:
+    """ROUGE-L F1's paired bootstrap (paired_bootstrap_lines); identical outputs are not tested, as for BLEU."""
+    rouge = Rouge()
+    base, sys_ = (rouge.line_scores(h, [references])["rougeL"] for h in (baseline, system))
+    b, s_ = round(sum(base) / len(base), 2), round(sum(sys_) / len(sys_), 2)
+    identical = list(baseline) == list(system)
+    signature = f"bs:{samples}|seed:{BOOTSTRAP_SEED}|" + rouge.signature()
+    return {"metric": "rougeL", "baseline_score": b, "system_score": s_,
+            "p_value": 1.0 if identical else paired_bootstrap_lines(base, sys_, samples), "identical": identical,
+            **({"note": "identical outputs: nothing to test"} if identical else {}),
+            "signature": signature, "samples": 0 if identical else samples}
+
+
+TUNING = {
+    "bleu": TunedMetric("bleu", ("bleu", "chrf"), "bleu_signature", _bleu_record, _bleu_paired),
+    "rouge": TunedMetric("rouge", ("rougeL", "rouge1", "rouge2"), "rouge_signature", _rouge_record, _rouge_paired),
+}
