@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from parity import causes, machine
 from parity.compare import TensorDiff, diff, first_differing_step, first_divergence
 from parity.contract import fairseq_cap
-from porting.evaluation.scoring import paired_bootstrap, score
+from porting.evaluation.scoring import TUNING, TunedMetric
 
 
 def _load(run: Path, name: str):
@@ -140,7 +140,7 @@ def _decode_all(system, rec: dict, inputs: dict, ids: list[list[int]], progress)
 
 
 def generation(system, run: Path, inputs: dict, stages: list[dict] | None, settings: list[str] | None,
-               progress=None) -> dict:
+               progress=None, metric: TunedMetric = TUNING["bleu"]) -> dict:
     """Per setting: identical best hypotheses (tokens and text) out of the total, and for each
     mismatch where the two part and why (parity/causes.py). ``progress(n)`` is called as each batch of
     n lines is decoded. The system is fed its own tokenization (what its users get), or the original's
@@ -177,7 +177,7 @@ def generation(system, run: Path, inputs: dict, stages: list[dict] | None, setti
         # peer on either side, every difference must be explained by tokenization, a named search rule
         # or the forced tokens' scores (the numbers agree)
         strict = system.search_rules is None and rec.get("search_rules") is None
-        outcome = _outcome(inputs["reference"], rec, texts)
+        outcome = _outcome(inputs["reference"], rec, texts, metric)
         ok = (not mismatches if strict else not any(counts[c] for c in causes.FAILING)) and \
             not (outcome or {}).get("significantly_worse", False)
         out[setting] = {"options": options, "mapping": mapping.settings, "not_expressible": mapping.not_expressible,
@@ -192,28 +192,28 @@ def generation(system, run: Path, inputs: dict, stages: list[dict] | None, setti
 SIGNIFICANCE = 0.05
 
 
-def _outcome(refs: list[str] | None, rec: dict, port: list[str]) -> dict | None:
-    """The port's BLEU against the original's on this setting's best hypotheses, with sacreBLEU's
-    paired bootstrap (None: a run recorded without references)."""
+def _outcome(refs: list[str] | None, rec: dict, port: list[str], metric: TunedMetric) -> dict | None:
+    """The port's score against the original's on this setting's best hypotheses (BLEU, or ROUGE-L for
+    summaries), with the metric's paired bootstrap (None: a run recorded without references)."""
     if refs is None:
         return None
-    test = paired_bootstrap([h[0]["text"] for h in rec["hypotheses"]], port, refs)
-    worse = test["system_bleu"] < test["baseline_bleu"] and test["p_value"] < SIGNIFICANCE
-    return {"port_bleu": test["system_bleu"], "original_bleu": test["baseline_bleu"], "p_value": test["p_value"],
-            "significantly_worse": worse, "signature": test["signature"], "samples": test["samples"],
-            **({"note": test["note"]} if "note" in test else {}),
-            "rule": f"fails when the port's BLEU is below the original's with p < {SIGNIFICANCE}"}
+    test = metric.paired([h[0]["text"] for h in rec["hypotheses"]], port, refs)
+    worse = test["system_score"] < test["baseline_score"] and test["p_value"] < SIGNIFICANCE
+    return {"metric": metric.label, "port": test["system_score"], "original": test["baseline_score"],
+            "p_value": test["p_value"], "significantly_worse": worse, "signature": test["signature"],
+            "samples": test["samples"], **({"note": test["note"]} if "note" in test else {}),
+            "rule": f"fails when the port's {metric.label} is below the original's with p < {SIGNIFICANCE}"}
 
 
-def bleu(gen: dict, run: Path, setting: str) -> dict | None:
-    """The main setting's BLEU and chrF for both sides, with signatures, and its paired test."""
+def scores(gen: dict, run: Path, setting: str, metric: TunedMetric) -> dict | None:
+    """The main setting's scores for both sides (BLEU and chrF, or ROUGE), with signatures, and its paired test."""
     if setting not in gen or "port_texts" not in gen[setting] or gen[setting]["outcome"] is None:
         return None
     rec = _load(run, f"generation/{setting}.json")
     refs = _load(run, "inputs.json")["reference"]
     original = [h[0]["text"] for h in rec["hypotheses"]]
-    s_port, s_orig = score(gen[setting]["port_texts"], refs), score(original, refs)
-    return {"setting": setting, "port": s_port.to_dict(), "original": s_orig.to_dict(),
+    return {"setting": setting, "metric": metric.label, "ranked": list(metric.rank), "signature": metric.signature,
+            "port": metric.score(gen[setting]["port_texts"], refs), "original": metric.score(original, refs),
             "paired_bootstrap": gen[setting]["outcome"]}
 
 
@@ -225,10 +225,10 @@ def generation_work(run: Path, settings: list[str] | None) -> int:
 
 
 def compare(system, run: Path, settings: list[str] | None, atol: float, rtol: float, mode: str,
-            progress=None) -> dict:
+            progress=None, metric: TunedMetric = TUNING["bleu"]) -> dict:
     """The whole comparison of a system against one run: tensors, tokenization, generation with the
-    cause of every difference, BLEU, and whether it passes. ``progress(n)``: as generation decodes n
-    more lines."""
+    cause of every difference, the outcome's score (``metric``: BLEU, or ROUGE for summaries), and
+    whether it passes. ``progress(n)``: as generation decodes n more lines."""
     path = run.parent / "manifest.json"
     manifest = json.loads(path.read_text()) if path.exists() else {}
     if "threads" in manifest:  # reproduce the recording's float reductions: same thread count
@@ -239,9 +239,9 @@ def compare(system, run: Path, settings: list[str] | None, atol: float, rtol: fl
               "decoder": decoder_mapping(system, inputs),
               "tensors": tensors(system, run, atol, rtol, mode),
               "tokenization": tokenization(system, inputs, stages),
-              "generation": generation(system, run, inputs, stages, settings, progress=progress)}
+              "generation": generation(system, run, inputs, stages, settings, progress=progress, metric=metric)}
     main_setting = next((s for s in ("beam5_nbest5", "greedy") if s in report["generation"]), None)
-    report["bleu"] = bleu(report["generation"], run, main_setting) if main_setting else None
+    report["scores"] = scores(report["generation"], run, main_setting, metric) if main_setting else None
     for g in report["generation"].values():
         g.pop("port_texts", None)
     # a peer's own tokenizer may differ from fairseq's by design (FSMT normalises punctuation): its

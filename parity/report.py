@@ -21,21 +21,27 @@ def write(report: dict, directory: Path) -> None:
 
 
 
+def score_line(b: dict) -> str:
+    """'bleu 30.72 / 30.72, chrf 49.1 / 49.1': each ranked score, port / original."""
+    return ", ".join(f"{k} {b['port'][k]} / {b['original'][k]}" for k in b["ranked"])
+
+
 def _outcome_cell(g: dict) -> str:
     o = g.get("outcome")
     if o is None:
         return "no references"
     p = o.get("note") or f"p = {o['p_value']:.3f}"
-    return f"{o['port_bleu']} / {o['original_bleu']} ({p}" + (", significantly worse)" if o["significantly_worse"] else ")")
+    return f"{o['port']} / {o['original']} ({p}" + (", significantly worse)" if o["significantly_worse"] else ")")
 
 
 def cause_rows(report: dict) -> list[list[str]]:
     """The table at the top of every report: per setting, its verdict, identical out of the total, the
-    count of each cause of the differences (parity/causes.py), and BLEU port / original with the
-    paired test's p-value."""
+    count of each cause of the differences (parity/causes.py), and the metric (BLEU, or ROUGE-L) port /
+    original with the paired test's p-value."""
     from parity.causes import CAUSES
 
-    rows = [["setting", "verdict", "identical", *CAUSES, "BLEU port / original"]]
+    metric = next((g["outcome"]["metric"] for g in report["generation"].values() if g.get("outcome")), "BLEU")
+    rows = [["setting", "verdict", "identical", *CAUSES, f"{metric} port / original"]]
     for name, g in report["generation"].items():
         if "error" in g:
             rows.append([name, "FAIL", g["error"], *[""] * len(CAUSES), ""])
@@ -136,12 +142,11 @@ def render(report: dict) -> str:
         for m in g.get("mismatches", [])[:10]:
             parts.append(f"<div class='mismatch'><h3>{e(name)}, line {m['line']}</h3><p>"
                          + "<br>".join(e(x) for x in mismatch_text(m)) + "</p></div>")
-    if report.get("bleu"):
-        b = report["bleu"]
-        parts.append(f"<h2>BLEU</h2><p>{e(b['setting'])}: port {b['port']['bleu']} / original {b['original']['bleu']}, "
-                     f"chrF {b['port']['chrf']} / {b['original']['chrf']}; paired bootstrap p = "
+    if report.get("scores"):
+        b = report["scores"]
+        parts.append(f"<h2>{e(b['metric'])}</h2><p>{e(b['setting'])}: {e(score_line(b))}; paired bootstrap p = "
                      f"{b['paired_bootstrap'].get('note') or b['paired_bootstrap']['p_value']}"
-                     f"<br><code>{e(b['port']['bleu_signature'])}</code></p>")
+                     f"<br><code>{e(b['port'][b['signature']])}</code></p>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -190,10 +195,9 @@ def markdown(report: dict) -> str:
         for m in g.get("mismatches", [])[:10]:
             first, *rest = mismatch_text(m)
             lines += ["", f"- {name}, line {m['line']}: {first}", *(f"  - {x}" for x in rest)]
-    if report.get("bleu"):
-        b = report["bleu"]
+    if report.get("scores"):
+        b = report["scores"]
         p = b["paired_bootstrap"].get("note") or b["paired_bootstrap"]["p_value"]
-        lines += ["", "## BLEU", "", f"setting {b['setting']}: port {b['port']['bleu']} / original {b['original']['bleu']} "
-                  f"(chrF {b['port']['chrf']} / {b['original']['chrf']}); paired bootstrap p = {p}",
-                  f"`{b['port']['bleu_signature']}`"]
+        lines += ["", f"## {b['metric']}", "", f"setting {b['setting']}: {score_line(b)}; paired bootstrap p = {p}",
+                  f"`{b['port'][b['signature']]}`"]
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from porting_cli.common import progress_bar
+from porting_cli.common import add_metric_flag, progress_bar
 
 
 def add_arguments(p) -> None:
@@ -35,7 +35,7 @@ def add_arguments(p) -> None:
     p.add_argument("--target-lang", help="see --source-lang")
     p.add_argument("--input", type=Path, help="source lines (live fairseq only)")
     p.add_argument("--reference", type=Path, help="reference lines (live fairseq only; without them tensors are "
-                   "teacher-forced on the original's own translations and BLEU is skipped)")
+                   "teacher-forced on the original's own translations and the scores are skipped)")
     p.add_argument("--atol", type=float, default=1e-5)
     p.add_argument("--rtol", type=float, default=1e-4)
     p.add_argument("--mode", choices=("accumulate", "shadow"), default="accumulate",
@@ -49,6 +49,8 @@ def add_arguments(p) -> None:
                                       "(default: all in the run)")
     p.add_argument("--report", "--out", dest="report", type=Path, required=True,
                    help="directory for report.json, report.md and report.html (--out: the same)")
+    add_metric_flag(p, "test the outcome with (a setting fails when the port scores significantly below the "
+                       "original)")
     p.add_argument("--record", action="store_true", help="keep the live fairseq run in the report directory")
     p.add_argument("--force", action="store_true", help="replace an existing report")
 
@@ -86,7 +88,7 @@ def _inputs(args, settings: list[str] | None, original: str) -> tuple[list[str],
     from porting.evaluation.scoring import DataError, read_parallel
 
     if not args.input:
-        raise UsageError(f"{original}:… needs --input (and --reference for BLEU)")
+        raise UsageError(f"{original}:… needs --input (and --reference for the scores)")
     if unknown := [s for s in settings or [] if s not in SETTINGS]:
         raise UsageError(f"--settings: unknown {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
     try:
@@ -136,6 +138,8 @@ def _recorded_languages(args) -> tuple[str, str] | None:
 
 
 def summary(report: dict) -> list[str]:
+    from parity.report import score_line
+
     lines = [f"note: {report['conditions']['note']}"] if report["conditions"].get("note") else []
     t = report["tensors"]
     if t.get("first_divergence"):
@@ -153,18 +157,18 @@ def summary(report: dict) -> list[str]:
             continue
         why = ", ".join(f"{cause} {n}" for cause, n in g["causes"].items() if n or cause == "unexplained")
         o = g["outcome"]
-        worse = f"; BLEU {o['port_bleu']} vs {o['original_bleu']}, significantly worse (p = {o['p_value']:.3f})" \
+        worse = f"; {o['metric']} {o['port']} vs {o['original']}, significantly worse (p = {o['p_value']:.3f})" \
             if o and o["significantly_worse"] else ""
         lines.append(f"generation {name}: {g['identical']}/{g['total']} identical; differences: {why}{worse}")
-    if report["bleu"]:
-        b = report["bleu"]
-        lines.append(f"BLEU ({b['setting']}): port {b['port']['bleu']} / original {b['original']['bleu']}  "
-                     f"({b['port']['bleu_signature']})")
+    if report["scores"]:
+        b = report["scores"]
+        lines.append(f"{b['metric']} ({b['setting']}, port / original): {score_line(b)}  ({b['port'][b['signature']]})")
     return lines
 
 
 def run(args) -> int:
     from parity import harness, report
+    from porting.evaluation.scoring import TUNING
 
     if (args.report / "report.json").exists() and not args.force:
         print(f"error: {args.report} already holds a report (pass --force to replace it)", file=sys.stderr)
@@ -192,7 +196,8 @@ def run(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     with progress_bar(harness.generation_work(run_dir, settings), "decoding") as bar:
-        result = harness.compare(system, run_dir, settings, args.atol, args.rtol, args.mode, bar.update)
+        result = harness.compare(system, run_dir, settings, args.atol, args.rtol, args.mode, bar.update,
+                                 metric=TUNING[args.metric])
     result = {"original": args.original, "port": str(args.port), **result}
     report.write(result, args.report)
     print("\n".join(summary(result)))

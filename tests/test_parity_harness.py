@@ -31,7 +31,7 @@ def test_faithful_port_passes(converted, tmp_path):
     assert parity(converted["ende-sep"], tmp_path / "r") == 0
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["ok"] and report["generation"]["greedy"]["identical"] == 500
-    assert report["bleu"]["port"]["bleu"] == report["bleu"]["original"]["bleu"]
+    assert report["scores"]["port"]["bleu"] == report["scores"]["original"]["bleu"]
     md = (tmp_path / "r" / "report.md").read_text()
     assert "**PASS**" in md and "| decoder.lprobs |" in md
     page = (tmp_path / "r" / "report.html").read_text()
@@ -193,7 +193,7 @@ def test_prenorm_treated_as_postnorm(tmp_path, monkeypatch):
     # the faithful port passes; without references, tensors are teacher-forced on fairseq's own output
     assert main([*args, "--report", str(tmp_path / "ok")]) == 0
     ok = json.loads((tmp_path / "ok" / "report.json").read_text())
-    assert ok["bleu"] is None and ok["tensors"]["ok"] and ok["tensors"]["first_inexact"] is None
+    assert ok["scores"] is None and ok["tensors"]["ok"] and ok["tensors"]["first_inexact"] is None
     args += ["--reference", str(tmp_path / "in.de")]
     real = model.residual_block
     monkeypatch.setattr(model, "residual_block", lambda x, norm, fn, pre_norm: real(x, norm, fn, False))

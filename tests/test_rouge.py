@@ -156,3 +156,28 @@ def test_select_ranks_by_rouge_l(tmp_path, capsys):
     assert out.splitlines()[2] == "rougeL | rouge1 | rouge2 | model" and len(rows) == 3
     assert [float(r[0]) for r in rows] == sorted((float(r[0]) for r in rows), reverse=True)
     assert "rouge-score" in out.splitlines()[0]
+
+
+def test_parity_tests_the_outcome_with_rouge_l(converted, tmp_path):
+    """parity -m rouge: the report scores both sides with ROUGE and the outcome rule tests ROUGE-L."""
+    run = shipped.RUNS / "ende-sep"
+    assert main(["parity", "--original", f"recorded:{run}", "--port", str(converted["ende-sep"]), "--report",
+                 str(tmp_path / "r"), "--settings", "greedy", "-m", "rouge"]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    outcome = report["generation"]["greedy"]["outcome"]
+    assert outcome["metric"] == "ROUGE-L" and outcome["p_value"] == 1.0 and "rouge-score" in outcome["signature"]
+    assert report["scores"]["port"]["rougeL"] == report["scores"]["original"]["rougeL"]
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "ROUGE-L port / original" in md and "## ROUGE-L" in md and "rougeL " in md
+
+
+def test_the_rouge_outcome_fails_a_port_significantly_worse(texts):
+    """The outcome rule with ROUGE-L: half of every line dropped fails; the same outputs pass."""
+    from parity.harness import _outcome
+
+    _, refs, short, _ = texts
+    rec = {"hypotheses": [[{"text": r}] for r in refs]}
+    worse = _outcome(refs, rec, short, TUNING["rouge"])
+    assert worse["significantly_worse"] and worse["metric"] == "ROUGE-L" and worse["port"] < worse["original"]
+    same = _outcome(refs, rec, list(refs), TUNING["rouge"])
+    assert not same["significantly_worse"] and same["p_value"] == 1.0
