@@ -146,6 +146,59 @@ def vocabulary_difference(a: str | Path, b: str | Path) -> str | None:
     return None
 
 
+@lru_cache(maxsize=1)
+def gpt2_byte_symbols() -> dict[int, str]:
+    """GPT-2's table of one printable character per byte (its ``bytes_to_unicode``): printable Latin-1
+    bytes stand for themselves, the other 68 are numbered on from U+0100 in byte order. Part of the
+    format's definition (encoder.json and vocab.bpe are written in these characters), so it is
+    spelled out here; it must match GPT-2's and fairseq's (gpt2_bpe_utils.bytes_to_unicode)."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in kept]
+    return {**{b: chr(b) for b in kept}, **{b: chr(256 + n) for n, b in enumerate(others)}}
+
+
+class ByteLevelBPE:
+    """GPT-2's byte-level BPE as fairseq applies it (``--bpe gpt2``, gpt2_bpe_utils.Encoder): the text
+    cut by GPT-2's regex (with the ``regex`` package, as fairseq, so that Unicode's letter and number
+    classes are the same version's), each piece's UTF-8 bytes spelled with gpt2_byte_symbols, merged by
+    the BPE model of ``encoder.json`` + ``vocab.bpe`` (the ``tokenizers`` library's BPE: its merges give
+    GPT-2's ids, fuzzed against fairseq's in tests/test_byte_bpe.py), giving GPT-2 ids.
+    decode: the ids' symbols joined, back to bytes, UTF-8 with invalid sequences replaced (fairseq's
+    errors="replace")."""
+    # must match fairseq's (gpt2_bpe_utils.Encoder.pat): contractions, letters, digits, other
+    # symbols, each optionally after one space; runs of whitespace not followed by a non-space
+    PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+    def __init__(self, encoder_json: str | Path, vocab_bpe: str | Path):
+        import regex
+        from tokenizers.models import BPE as BPEModel
+
+        vocab = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
+        # as fairseq reads it: the first line is the "#version" header, and the last line is dropped too
+        # (it is the empty string after the final newline in every GPT-2 file)
+        merges = [tuple(line.split()) for line in Path(vocab_bpe).read_text(encoding="utf-8").split("\n")[1:-1]]
+        self.model = BPEModel(vocab, merges)
+        self.pattern = regex.compile(self.PATTERN)
+        self.byte_symbols = gpt2_byte_symbols()
+        self.symbol_bytes = {c: b for b, c in self.byte_symbols.items()}
+        self.symbols = {i: s for s, i in vocab.items()}
+        self.cache: dict[str, list[int]] = {}
+
+    def _word(self, piece: str) -> list[int]:
+        if piece not in self.cache:
+            spelled = "".join(self.byte_symbols[b] for b in piece.encode("utf-8"))
+            self.cache[piece] = [t.id for t in self.model.tokenize(spelled)]
+        return self.cache[piece]
+
+    def encode(self, text: str) -> list[int]:
+        """GPT-2 ids of the text."""
+        return [i for piece in self.pattern.findall(text) for i in self._word(piece)]
+
+    def decode(self, ids: list[int]) -> str:
+        spelled = "".join(self.symbols[i] for i in ids)
+        return bytes(self.symbol_bytes[c] for c in spelled).decode("utf-8", errors="replace")
+
+
 class DirectionError(ConfigError):
     """A direction the model cannot be asked for (a missing or unknown language): a user's mistake."""
 
