@@ -199,6 +199,33 @@ class ByteLevelBPE:
         return bytes(self.symbol_bytes[c] for c in spelled).decode("utf-8", errors="replace")
 
 
+MIN_PIECE_SHARE = 0.95   # the shipped model's dictionary holds 7,996 of its 7,997 SentencePiece pieces
+
+
+@dataclass(frozen=True)
+class PieceFit:
+    share: float
+    checked: int
+    examples: tuple[str, ...]
+
+    def problem(self, sentencepiece: str, dictionary: str) -> str | None:
+        """Why a SentencePiece model and a dictionary are no pair (the converter refuses them, the
+        port refuses to load them), or None."""
+        if self.share >= MIN_PIECE_SHARE:
+            return None
+        return (f"{sentencepiece} fits {dictionary} poorly: the dictionary holds only {self.share:.1%} of its "
+                f"{self.checked} pieces (missing e.g. {', '.join(self.examples)}); every missing piece would become "
+                "<unk>. The SentencePiece model may belong to another model.")
+
+
+def piece_fit(sp, symbols) -> PieceFit:
+    """The share of a SentencePiece model's pieces (control pieces aside) among the symbols: a piece
+    the dictionary lacks becomes <unk> in every sentence that uses it."""
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size()) if not (sp.is_control(i) or sp.is_unknown(i))]
+    missing = [p for p in pieces if p not in symbols]
+    return PieceFit(1 - len(missing) / max(len(pieces), 1), len(pieces), tuple(missing[:5]))
+
+
 class DirectionError(ConfigError):
     """A direction the model cannot be asked for (a missing or unknown language): a user's mistake."""
 
@@ -267,6 +294,9 @@ class SentencePieceTokenizer:
         self.vocab = json.loads((model_dir / SHARED_VOCAB_FILE).read_text(encoding="utf-8"))
         self.id_symbols = dict(enumerate(multilingual_symbols(self.vocab, self.tokens, model_dir)))
         self.sp = sentencepiece.SentencePieceProcessor(model_file=str(model_dir / SENTENCEPIECE_FILE))
+        # what the converter checked: a swapped SentencePiece model would turn text into <unk>s silently
+        if problem := piece_fit(self.sp, self.vocab).problem(SENTENCEPIECE_FILE, SHARED_VOCAB_FILE):
+            raise ConfigError(f"{model_dir}: {problem}")
         self.bos, self.prefix = self.tokens.decoder_start(target_lang)
         self.stripped = {EOS, *self.prefix}
 

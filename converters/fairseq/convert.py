@@ -38,7 +38,7 @@ from converters.fairseq.job import ConversionError, Job, Member
 from converters.fairseq.upgrade import upgrade
 from converters.io import safetensors_io
 from converters.io.atomic import OutputExists, atomic_dir, check_writable
-from converters.io.checkpoint import CheckpointError, load_untrusted
+from converters.io.checkpoint import CheckpointError, load_untrusted, not_weights
 from porting.files import json_text, sha256_file
 from porting.format import FORMAT_VERSION, SPECIAL_IDS, TIES_METADATA, VERSION_METADATA
 from porting.model import layout
@@ -96,20 +96,6 @@ def _tie_flag(key: str) -> str:
     return "share_all_embeddings" if key.startswith("encoder") else "share_decoder_input_output_embed"
 
 
-# what a weight may be stored as; anything else (complex, float8, integers) is no fairseq transformer weight
-WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-
-
-def _not_weights(state: dict) -> str | None:
-    """Why a checkpoint's `model` dict is not a transformer's weights, or None."""
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            return f"model.{key} is a {type(value).__name__}, not a tensor"
-        if value.dtype not in WEIGHT_DTYPES:
-            return f"model.{key} is {str(value.dtype).removeprefix('torch.')}, not a float weight"
-    return None
-
-
 def read_member(path: Path, problems: list[str]) -> Member | None:
     try:
         state = load_untrusted(path)
@@ -129,7 +115,7 @@ def read_member(path: Path, problems: list[str]) -> Member | None:
     except UnsupportedArchitecture as e:
         problems += [f"{path}: {p}" for p in e.problems]
         return None
-    if problem := _not_weights(state["model"]):
+    if problem := not_weights(state["model"]):
         problems.append(f"{path}: {problem}")
         return None
     try:

@@ -14,7 +14,7 @@ from converters.fairseq import card as model_card
 from converters.fairseq.arch import Architecture, UnsupportedArchitecture, read_architecture
 from converters.fairseq.job import ConversionError, Job, Member
 from converters.io.atomic import check_writable
-from converters.io.checkpoint import CheckpointError, load_untrusted
+from converters.io.checkpoint import CheckpointError, load_untrusted, not_weights
 from porting.generation.options import fairseq_defaults
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -30,6 +30,9 @@ def read_weights(hf_dir: Path, problems: list[str]) -> tuple[Path, dict[str, tor
             state = load_file(str(path)) if name.endswith(".safetensors") else load_untrusted(path)
         except (SafetensorError, CheckpointError, OSError) as e:
             problems.append(f"{path}: not readable ({e})")
+            return None
+        if problem := not_weights(state, prefix=""):
+            problems.append(f"{path}: {problem}")
             return None
         return path, state
     problems.append(f"{hf_dir}: no {' or '.join(WEIGHT_FILES)}")

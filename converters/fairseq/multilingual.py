@@ -17,12 +17,12 @@ from pathlib import Path
 
 from converters.fairseq.dictionary import Dictionary
 from porting.format import ENCODER_LANGTOKS, LANG_TOK_STYLES, LanguageTokens
+from porting.tokenizer import PieceFit, piece_fit
 
 TASK = "translation_multi_simple_epoch"
 # The dictionary's file names, most specific first: M2M-100 ships the model's dictionary (language
 # tokens included) beside the data's, NLLB-200 `dictionary.txt`, fairseq-preprocess writes `dict.txt`.
 DICTIONARY_PATTERNS = ("model_dict*.txt", "dictionary.txt", "data_dict*.txt", "dict.txt")
-MIN_PIECE_SHARE = 0.95   # the shipped model's dictionary holds 7,996 of its 7,997 SentencePiece pieces
 
 
 @dataclass(frozen=True)
@@ -144,20 +144,9 @@ def language_tokens(d: Dictionary, task: MultilingualTask) -> LanguageTokens:
                                                    for lang in task.langs})
 
 
-@dataclass(frozen=True)
-class PieceFit:
-    share: float
-    checked: int
-    examples: tuple[str, ...]
-
-
 def piece_share(model: Path, d: Dictionary) -> PieceFit:
-    """The share of the SentencePiece model's pieces the dictionary holds (control pieces aside):
-    a piece it lacks becomes <unk> in every sentence that uses it."""
+    """The share of the SentencePiece model's pieces the dictionary holds (porting.tokenizer.piece_fit,
+    the check the port repeats when it loads the converted directory)."""
     import sentencepiece
 
-    sp = sentencepiece.SentencePieceProcessor(model_file=str(model))
-    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())
-              if not (sp.is_control(i) or sp.is_unknown(i))]
-    missing = [p for p in pieces if p not in d.indices]
-    return PieceFit(1 - len(missing) / max(len(pieces), 1), len(pieces), tuple(missing[:5]))
+    return piece_fit(sentencepiece.SentencePieceProcessor(model_file=str(model)), d.indices)

@@ -92,3 +92,18 @@ def _check_storage_sizes(path: Path) -> None:
     if problems:
         raise CheckpointError(f"{path}: truncated or corrupt: " + "; ".join(problems[:5])
                               + (f"; and {len(problems) - 5} more" if len(problems) > 5 else ""))
+
+
+# what a weight may be stored as; anything else (complex, float8, integers) is no fairseq transformer weight
+WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def not_weights(state: dict, prefix: str = "model.") -> str | None:
+    """Why a state dict (a fairseq checkpoint's `model`, names shown under `prefix`; or a transformers
+    directory's weights) is not a transformer's weights, or None."""
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            return f"{prefix}{key} is a {type(value).__name__}, not a tensor"
+        if value.dtype not in WEIGHT_DTYPES:
+            return f"{prefix}{key} is {str(value.dtype).removeprefix('torch.')}, not a float weight"
+    return None

@@ -40,6 +40,10 @@ def _stored_problems(stored: dict[str, torch.Tensor], expected: dict[str, tuple[
             problems.append(f"{file}: missing {PREFIX + name}")
         elif tuple(stored[key].shape) != shape:
             problems.append(f"{file}: {key} has shape {tuple(stored[key].shape)}, the model needs {shape}")
+        elif not stored[key].is_floating_point():
+            # the same bytes relabelled as integers would load as numbers no weight ever held
+            problems.append(f"{file}: {key} is {str(stored[key].dtype).removeprefix('torch.')}: weights are float "
+                            "tensors (float32, float16, bfloat16)")
     used = {ties.get(PREFIX + n, PREFIX + n) for n in expected}
     for key in sorted(set(stored) - used):
         if key not in derived:

@@ -87,11 +87,8 @@ def _check_pieces(job: Job) -> None:
     except (RuntimeError, OSError) as e:
         job.problems.append(f"{job.sentencepiece}: not a SentencePiece model ({str(e).strip() or type(e).__name__})")
         return
-    if fit.share < task_options.MIN_PIECE_SHARE:
-        job.problems.append(
-            f"{job.sentencepiece.name} fits {job.dict_name('src')} poorly: the dictionary holds only {fit.share:.1%} of "
-            f"its {fit.checked} pieces (missing e.g. {', '.join(fit.examples)}); every missing piece would become "
-            "<unk>. The SentencePiece model may belong to another model.")
+    if problem := fit.problem(job.sentencepiece.name, job.dict_name("src")):
+        job.problems.append(problem)
 
 
 def transformers_config(job: Job, tokenizer_problems: list[str]) -> tuple[dict, list[str]]:
