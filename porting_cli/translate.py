@@ -279,7 +279,8 @@ def _open_store(args, store_dir: Path, engine, lines: list[str], lengths: list[i
                                                    "text": text_options(args), "runtime": runtime(args)})
     # default: a shard per 32 batches (an interrupt loses little), and at least one per worker
     wanted = args.shards or max(engine.workers, -(-len(lines) // (32 * args.batch_size)))
-    store = ShardStore.open(store_dir, job, plan(lengths, args.batch_size, wanted), args.resume, args.force)
+    store = ShardStore.open(store_dir, job, plan(lengths, args.batch_size, wanted), args.resume, args.force,
+                            warn=lambda message: print(f"warning: {message}", file=sys.stderr))
     if kept := len(store.done()):
         print(f"resuming: {kept} of {len(store.plan)} shards were finished", file=sys.stderr)
     return store

@@ -7,6 +7,8 @@ import shutil
 import struct
 from pathlib import Path
 
+import pytest
+
 from porting_cli import main
 
 
@@ -76,3 +78,92 @@ def test_translate_refuses_the_sentencepiece_model_convert_refuses(converted, tm
     # the shipped pair still loads
     assert main(["translate", "--model", str(converted["m2m-enfres"]), "--source-lang", "en", "--target-lang", "fr",
                  "--input", str(tmp_path / "in.en"), "-q"]) == 0
+
+
+# ---------------------------------------------------------------- items 4 and 7: kept shards are checked
+
+SHARDS = 4
+
+
+@pytest.fixture(scope="module")
+def bulk_job(converted, tmp_path_factory):
+    """A finished bulk job whose store is kept (as an interrupted one would leave it, every shard
+    done), and the output of a clean run."""
+    from parity import shipped
+    from porting.engine.shards import ShardStore
+
+    d = tmp_path_factory.mktemp("bulk")
+    (d / "in.en").write_text("\n".join(shipped.test_set()[0][:40]) + "\n", encoding="utf-8")
+    args = ["translate", "--model", str(converted["ende-sep"]), "--input", str(d / "in.en"), "--out", str(d / "out"),
+            "--shards", str(SHARDS), "--batch-size", "4", "-q"]
+    remove = ShardStore.remove
+    ShardStore.remove = lambda self: None
+    try:
+        assert main(args) == 0
+    finally:
+        ShardStore.remove = remove
+    clean = (d / "out").read_text(encoding="utf-8")
+    (d / "out").unlink()
+    return d, args, clean
+
+
+def _damaged(bulk_job, tmp_path, damage) -> tuple[int, str, str]:
+    """Resume a copy of the kept store after `damage(store_dir)`: (exit, stderr, output)."""
+    import subprocess
+    import sys
+
+    d, args, _ = bulk_job
+    work = tmp_path / "w"
+    shutil.copytree(d, work)
+    damage(work / "out.shards")
+    args = [a.replace(str(d), str(work)) for a in args if a != "-q"]
+    r = subprocess.run([sys.executable, "-m", "porting_cli", *args, "--resume"], capture_output=True, text=True)
+    return r.returncode, r.stderr, (work / "out").read_text(encoding="utf-8") if (work / "out").exists() else ""
+
+
+def _edit(store: Path, shard: int, change) -> None:
+    path = store / f"shard-{shard:05d}.json"
+    kept = json.loads(path.read_text(encoding="utf-8"))
+    change(kept)
+    path.write_text(json.dumps(kept), encoding="utf-8")
+
+
+def _swap(store: Path) -> None:
+    a, b = store / "shard-00000.json", store / "shard-00001.json"
+    text = a.read_text()
+    a.write_text(b.read_text())
+    b.write_text(text)
+
+
+def _plan(store: Path, change) -> None:
+    job = json.loads((store / "job.json").read_text())
+    change(job["plan"])
+    (store / "job.json").write_text(json.dumps(job))
+
+
+DAMAGE = {
+    "a line edited": (lambda s: _edit(s, 1, lambda k: k["outputs"].__setitem__(0, "edited")),
+                      "shard-00001.json: its outputs do not match their checksum"),
+    "two shards swapped": (_swap, "shard-00000.json: holds shard 1's outputs"),
+    "a shard cut to 50 bytes": (lambda s: (s / "shard-00002.json").write_bytes((s / "shard-00002.json").read_bytes()[:50]),
+                                "shard-00002.json: not readable"),
+    "a shard 3 items short": (lambda s: _edit(s, 3, lambda k: k["outputs"].__delitem__(slice(0, 3))),
+                              "shard-00003.json: holds"),
+    "non-string items": (lambda s: _edit(s, 0, lambda k: k["outputs"].__setitem__(1, 7)),
+                         "shard-00000.json: its outputs do not match their checksum"),
+    "a plan with an index twice": (lambda s: _plan(s, lambda p: p[0].append(p[1][0])), "line index"),
+    "a plan with index 5000": (lambda s: _plan(s, lambda p: p[0].__setitem__(0, 5000)), "past the input"),
+    "job.json cut": (lambda s: (s / "job.json").write_bytes((s / "job.json").read_bytes()[:20]), "job.json: not readable"),
+}
+
+
+@pytest.mark.parametrize("name", DAMAGE)
+def test_a_damaged_store_is_never_used_and_never_ends_the_job(bulk_job, tmp_path, name):
+    """Each damage is named in one warning, what it touched runs again, and the output is the clean
+    run's, byte for byte (before: edited lines came out, swapped shards misplaced 32 lines, a cut shard
+    ended every --resume with a JSON error naming no file, a bad plan gave a traceback)."""
+    damage, says = DAMAGE[name]
+    rc, err, out = _damaged(bulk_job, tmp_path, damage)
+    assert rc == 0 and "Traceback" not in err, err
+    assert any(line.startswith("warning: ") and says in line for line in err.splitlines()), err
+    assert out == bulk_job[2]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -81,24 +82,32 @@ def result_files(model_dir: Path) -> list[Path]:
 
 class ShardStore:
     """A bulk run's finished shards: DIR/job.json (the fingerprint and the plan), and one file per
-    finished shard with its output lines, each written whole (porting.files.replace_text)."""
+    finished shard, each written whole (porting.files.replace_text) and carrying its index, its line
+    count and a checksum of its outputs. Nothing kept is trusted blindly: on resume the plan must cut
+    the input's lines exactly once each, and a shard file that is not what it says (edited, cut,
+    swapped with another) is set aside with a warning naming it and run again."""
 
-    def __init__(self, directory: Path, fingerprint: str, shards: list[list[int]]):
-        self.directory, self.fingerprint, self.plan = Path(directory), fingerprint, shards
+    def __init__(self, directory: Path, fingerprint: str, shards: list[list[int]], warn: Callable = lambda message: None):
+        self.directory, self.fingerprint, self.plan, self.warn = Path(directory), fingerprint, shards, warn
 
     @classmethod
     def open(cls, directory: Path, fingerprint: str, shards: list[list[int]], resume: bool,
-             force: bool) -> "ShardStore":
-        """A new store, or with resume the one an interrupted run of this job left (with its plan)."""
+             force: bool, warn: Callable = lambda message: None) -> "ShardStore":
+        """A new store, or with resume the one an interrupted run of this job left (with its plan, its
+        damaged shards removed, each named through warn)."""
         directory = Path(directory)
         job = directory / JOB_FILE
         if directory.exists():
             if not job.is_file():
                 raise StoreError(f"{directory} exists and is not a shard store of ours: move it away")
-            stored = json.loads(job.read_text(encoding="utf-8"))
-            if resume and stored.get("fingerprint") == fingerprint:
-                return cls(directory, fingerprint, stored["plan"])        # the plan it was cut with
-            if not force:
+            stored, damage = _read_job(job, sum(len(s) for s in shards))
+            if resume and damage is None and stored.get("fingerprint") == fingerprint:
+                store = cls(directory, fingerprint, stored["plan"], warn)     # the plan it was cut with
+                store._set_aside_damaged()
+                return store
+            if resume and damage is not None:
+                warn(f"{job}: {damage}; the kept shards are discarded and the job starts again")
+            elif not force:
                 why = ("belongs to another run (the models, options or input differ): add --force to discard it"
                        if resume else "holds the finished shards of an interrupted run: add --resume to finish it, "
                                       "or --force to start again")
@@ -106,7 +115,7 @@ class ShardStore:
             shutil.rmtree(directory)
         directory.mkdir(parents=True)
         replace_text(job, json.dumps({"fingerprint": fingerprint, "plan": shards}) + "\n")
-        return cls(directory, fingerprint, shards)
+        return cls(directory, fingerprint, shards, warn)
 
     def _path(self, shard: int) -> Path:
         return self.directory / f"shard-{shard:05d}.json"
@@ -115,21 +124,46 @@ class ShardStore:
     def kept(cls, directory: Path) -> tuple[int, int] | None:
         """(finished shards, shards) of the store an unfinished run left in directory, or None."""
         job = Path(directory) / JOB_FILE
-        if not job.is_file():
+        try:
+            store = cls(directory, "", json.loads(job.read_text(encoding="utf-8"))["plan"])
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        store = cls(directory, "", json.loads(job.read_text(encoding="utf-8"))["plan"])
         return len(store.done()), len(store.plan)
 
     def done(self) -> list[int]:
         """The finished shards (their files exist; nothing is read)."""
         return [s for s in range(len(self.plan)) if self._path(s).is_file()]
 
+    def _read(self, shard: int) -> list[str] | str:
+        """A kept shard's outputs, or why the file is not that shard's whole output."""
+        try:
+            kept = json.loads(self._path(shard).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:                      # cut, not UTF-8, not JSON
+            return f"not readable ({e})"
+        if not isinstance(kept, dict) or not isinstance(kept.get("outputs"), list):
+            return "not a shard file of this version"
+        outputs = kept["outputs"]
+        if kept.get("shard") != shard:
+            return f"holds shard {kept.get('shard')}'s outputs"
+        if kept.get("lines") != len(self.plan[shard]) or len(outputs) != len(self.plan[shard]):
+            return f"holds {len(outputs)} outputs for the shard's {len(self.plan[shard])} lines"
+        if not all(isinstance(o, str) for o in outputs) or kept.get("sha256") != _checksum(outputs):
+            return "its outputs do not match their checksum (edited after they were written)"
+        return outputs
+
+    def _set_aside_damaged(self) -> None:
+        for s in self.done():
+            if isinstance(why := self._read(s), str):
+                self.warn(f"{self._path(s)}: {why}; the shard runs again")
+                self._path(s).unlink()
+
     def finished(self) -> dict[int, list[str]]:
-        """Finished shards' outputs (a file an interrupt tore cannot exist: each is renamed into place whole)."""
-        return {s: json.loads(self._path(s).read_text(encoding="utf-8")) for s in self.done()}
+        """Finished shards' outputs, each checked (one that fails its checks is left out: it runs again)."""
+        return {s: out for s in self.done() if not isinstance(out := self._read(s), str)}
 
     def put(self, shard: int, outputs: list[str]) -> None:
-        replace_text(self._path(shard), json.dumps(outputs, ensure_ascii=False))
+        replace_text(self._path(shard), json.dumps({"shard": shard, "lines": len(outputs), "sha256": _checksum(outputs),
+                                                    "outputs": outputs}, ensure_ascii=False))
 
     def run(self, engine, lines: Sequence[str], options: dict, render: Callable, progress=None) -> list[str]:
         """Run the unfinished shards, keep each as it finishes (render: a Translation -> its output
@@ -144,3 +178,27 @@ class ShardStore:
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _checksum(outputs: list[str]) -> str:
+    return hashlib.sha256(json.dumps(outputs, ensure_ascii=False).encode()).hexdigest()
+
+
+def _read_job(job: Path, lines: int) -> tuple[dict, str | None]:
+    """job.json, and why it cannot be resumed from (None: it can): unreadable, or a plan that does not
+    cut the input's `lines` lines exactly once each (an index twice, or past the input)."""
+    try:
+        stored = json.loads(job.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return {}, f"not readable ({e})"
+    plan = stored.get("plan") if isinstance(stored, dict) else None
+    if not isinstance(plan, list) or not all(isinstance(s, list) and all(type(i) is int for i in s) for s in plan):
+        return {}, "no plan of line indices"
+    indices = sorted(i for s in plan for i in s)
+    if indices != list(range(lines)):
+        twice = sorted(i for i, n in Counter(indices).items() if n > 1)[:3]
+        beyond = [i for i in indices if not 0 <= i < lines][:3]
+        return {}, ("its plan does not cut the input's " + f"{lines} lines once each"
+                    + (f" (line index {', '.join(map(str, twice))} twice)" if twice else "")
+                    + (f" (line index {', '.join(map(str, beyond))} past the input)" if beyond else ""))
+    return stored, None
