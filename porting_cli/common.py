@@ -25,6 +25,20 @@ def positive_int(text: str) -> int:
     return _whole_number(text, 1)
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0 (seconds)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be a number above 0")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """An argparse type: a whole number of at least 0."""
     return _whole_number(text, 0)
@@ -133,6 +147,9 @@ def add_engine_flags(p, shards_help: str = "cut the input into this many shards 
     p.add_argument("--ray-address", metavar="HOST:PORT",
                    help="with --engine ray: join this running Ray cluster (as `ray start --head` printed it); "
                         "the model directories must be readable at the same paths on every node")
+    p.add_argument("--ray-timeout", metavar="SECONDS", type=positive_float, default=None,
+                   help="with --ray-address: how long the cluster may take to answer before the command gives up "
+                        "(default: 30)")
     p.add_argument("--jobs", type=positive_int, default=1, help="with --engine local: worker processes")
     p.add_argument("--shards", type=positive_int, default=None, help=shards_help)
 
@@ -142,6 +159,8 @@ def engine_problems(args) -> list[str]:
     problems = []
     if args.ray_address is not None and args.engine != "ray":
         problems.append("--ray-address joins a Ray cluster: add --engine ray")
+    if args.ray_timeout is not None and args.ray_address is None:
+        problems.append("--ray-timeout bounds joining a cluster: add --engine ray --ray-address HOST:PORT")
     if args.jobs != 1 and args.engine == "ray":
         problems.append("--jobs sets the local engine's processes; Ray runs one worker per CPU of its cluster")
     return problems
@@ -152,7 +171,7 @@ def open_engine(args, model_dirs=None, **kwargs):
     from porting.engine import open_engine as start
 
     return start(args.engine, list(model_dirs or args.model), runtime(args), args.batch_size,
-                 jobs=args.jobs, address=args.ray_address, **kwargs)
+                 jobs=args.jobs, address=args.ray_address, connect_timeout=args.ray_timeout, **kwargs)
 
 
 def translate_lines(args, model_dirs, lines: list[str], options: dict, desc: str) -> list[str]:

@@ -167,3 +167,28 @@ def test_a_damaged_store_is_never_used_and_never_ends_the_job(bulk_job, tmp_path
     assert rc == 0 and "Traceback" not in err, err
     assert any(line.startswith("warning: ") and says in line for line in err.splitlines()), err
     assert out == bulk_job[2]
+
+
+# ---------------------------------------------------------------- item 5: a cluster that never answers
+
+def test_joining_a_cluster_that_never_answers_gives_up_in_bounded_time(converted, tmp_path):
+    """Before: Ray retried 127.0.0.1:1 for more than 120 s, printing only its GCS warnings. Now the
+    address is asked first, for --ray-timeout seconds (30 by default), then one line names it."""
+    import subprocess
+    import sys
+    import time
+
+    from porting.engine.on_ray import CONNECT_TIMEOUT_S
+
+    (tmp_path / "in.en").write_text("Hello.\n")
+    run = [sys.executable, "-m", "porting_cli", "translate", "--model", str(converted["ende-sep"]), "--input",
+           str(tmp_path / "in.en"), "--engine", "ray", "--ray-address", "127.0.0.1:1"]
+    start = time.monotonic()
+    r = subprocess.run([*run, "--out", str(tmp_path / "out"), "--ray-timeout", "2"], capture_output=True, text=True,
+                       timeout=60)
+    assert time.monotonic() - start < 30 and r.returncode == 1
+    assert "error: cannot join the Ray cluster at 127.0.0.1:1: nothing answered at 127.0.0.1:1 within 2 s" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
+    assert CONNECT_TIMEOUT_S == 30
+    r = subprocess.run([*run[:-4], "--ray-timeout", "2"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--ray-timeout bounds joining a cluster" in r.stderr

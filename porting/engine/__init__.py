@@ -20,9 +20,11 @@ ENGINES = ("local", "ray")
 
 
 def open_engine(kind: str, model_dirs: list, runtime: dict, batch_size: int, jobs: int = 1,
-                address: str | None = None, truncate: bool = False, text: dict | None = None):
+                address: str | None = None, truncate: bool = False, text: dict | None = None,
+                connect_timeout: float | None = None):
     """The engine of this kind, started. jobs: local worker processes (1: this process); address:
-    a Ray cluster to join (None: Ray embedded in this process); text: how lines become ids
+    a Ray cluster to join (None: Ray embedded in this process), given connect_timeout seconds to
+    answer (None: porting.engine.on_ray's default); text: how lines become ids
     (porting.tokenizer.open_tokenizer's keywords: the direction, punctuation normalisation)."""
     from pathlib import Path
 
@@ -35,7 +37,7 @@ def open_engine(kind: str, model_dirs: list, runtime: dict, batch_size: int, job
 
         return LocalEngine(spec, jobs)
     if kind == "ray":
-        from porting.engine.on_ray import RayEngine
+        from porting.engine.on_ray import CONNECT_TIMEOUT_S, RayEngine
 
-        return RayEngine(spec, address)
+        return RayEngine(spec, address, CONNECT_TIMEOUT_S if connect_timeout is None else connect_timeout)
     raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {kind!r}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import time
 from collections.abc import Iterator
 
 from porting.engine.local import failed
@@ -19,6 +21,28 @@ from porting.engine.worker import EngineError, Task, Worker, WorkerSpec
 RETRIES = 3                                   # restarts of a dead actor, and runs of its lost task
 OBJECT_STORE_BYTES = 256 * 1024 ** 2          # embedded: results are text, not tensors; Ray's default takes 30% of RAM
 INSTALL_HINT = "pip install 'porting-workbench[ray]'"
+CONNECT_TIMEOUT_S = 30.0                      # joining a cluster: how long its address may take to answer
+
+
+def unreachable(address: str, timeout: float) -> str | None:
+    """Why nothing answers at a cluster's HOST:PORT within timeout seconds (None: something does).
+    Ray's own join retries an address that refuses for minutes, printing only its GCS warnings: this
+    asks first, retrying a refusal (a head still starting) until the deadline. Addresses that are not
+    HOST:PORT ("auto", a ray:// client address' scheme aside) are left to Ray."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    deadline, why = time.monotonic() + timeout, "no answer"
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=max(0.1, min(left, 5.0))):
+                return None
+        except OSError as e:
+            why = e.strerror or type(e).__name__
+        if time.monotonic() + 0.5 >= deadline:
+            return f"nothing answered at {address} within {timeout:g} s ({why}); is the cluster started?"
+        time.sleep(0.5)
 
 
 def import_ray():
@@ -30,7 +54,9 @@ def import_ray():
 
 
 class RayEngine:
-    def __init__(self, spec: WorkerSpec, address: str | None = None):
+    def __init__(self, spec: WorkerSpec, address: str | None = None, connect_timeout: float = CONNECT_TIMEOUT_S):
+        if address is not None and (why := unreachable(address, connect_timeout)):
+            raise EngineError(f"cannot join the Ray cluster at {address}: {why}")
         ray = self.ray = import_ray()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         self.embedded = address is None
