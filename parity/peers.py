@@ -47,7 +47,7 @@ def transformers_system(model_dir: Path, langs: tuple[str, str] | None = None):
         model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
     except (ValueError, AttributeError):
         raise UnusableSystem(f"transformers:{model_dir}: config.json is not a JSON object") from None
-    if model_type not in TRANSFORMERS_ADAPTERS:
+    if not isinstance(model_type, str) or model_type not in TRANSFORMERS_ADAPTERS:
         raise UnusableSystem(f"transformers:{model_dir}: a {model_type!r} model; the harness runs "
                              f"{', '.join(repr(k) for k in TRANSFORMERS_ADAPTERS)} (FSMT and M2M100)")
     return TRANSFORMERS_ADAPTERS[model_type](Path(model_dir), langs)

@@ -52,10 +52,21 @@ def from_fsmt_vocab(vocab: dict[str, int]) -> dict[str, int]:
     return out
 
 
+def read_vocab(path: str | Path) -> dict[str, int]:
+    """A vocabulary file (JSON: piece -> id), or a ConfigError naming the file and what is wrong."""
+    try:
+        vocab = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:                      # missing, not UTF-8, not JSON
+        raise ConfigError(f"{path}: not readable JSON ({e})") from None
+    if not isinstance(vocab, dict) or not all(type(i) is int for i in vocab.values()):
+        raise ConfigError(f"{path}: not a JSON object of pieces to ids")
+    return vocab
+
+
 def fairseq_symbols(vocab_file: str | Path) -> list[str]:
     """An FSMT vocabulary file as fairseq's symbols in id order, checked to be fairseq's ids: 0..n-1
     with the four specials first (ConfigError otherwise)."""
-    ids = from_fsmt_vocab(json.loads(Path(vocab_file).read_text(encoding="utf-8")))
+    ids = from_fsmt_vocab(read_vocab(vocab_file))
     symbols = [s for s, _ in sorted(ids.items(), key=lambda kv: kv[1])]
     if symbols[:len(SPECIALS)] != list(SPECIALS) or [ids[s] for s in symbols] != list(range(len(symbols))):
         raise ConfigError(f"{vocab_file}: not fairseq's ids 0..n-1 with {', '.join(SPECIALS)} first")
@@ -65,7 +76,7 @@ def fairseq_symbols(vocab_file: str | Path) -> list[str]:
 def shared_symbols(model_dir: str | Path) -> list[str]:
     """A multilingual directory's symbols in id order (multilingual_symbols)."""
     model_dir = Path(model_dir)
-    vocab = json.loads((model_dir / SHARED_VOCAB_FILE).read_text(encoding="utf-8"))
+    vocab = read_vocab(model_dir / SHARED_VOCAB_FILE)
     return multilingual_symbols(vocab, language_tokens(read_config(model_dir)), model_dir)
 
 
@@ -131,18 +142,11 @@ class BPE:
 def vocabulary_difference(a: str | Path, b: str | Path) -> str | None:
     """Where two converted directories' vocabularies part (the first differing id per side), or
     None when they are the same: ensemble members must agree on every id, not only on the sizes."""
-    files = ((("shared", SHARED_VOCAB_FILE),) if (Path(a) / SHARED_VOCAB_FILE).is_file() else
-             (("source", "vocab-src.json"), ("target", "vocab-tgt.json")))
-    for side, name in files:
-        symbols = []
-        for d in (a, b):
-            vocab = json.loads((Path(d) / name).read_text(encoding="utf-8"))
-            symbols.append({i: s for s, i in vocab.items()})
-        ids = sorted(set(symbols[0]) | set(symbols[1]))
-        for i in ids:
-            if symbols[0].get(i) != symbols[1].get(i):
-                return (f"the {side} vocabularies differ first at id {i}: {symbols[0].get(i)!r} in {a}, "
-                        f"{symbols[1].get(i)!r} in {b}")
+    for side, x, y in zip(("source", "target"), vocabularies(a), vocabularies(b)):
+        for i in range(max(len(x), len(y))):
+            if (x[i] if i < len(x) else None) != (y[i] if i < len(y) else None):
+                return (f"the {side} vocabularies differ first at id {i}: {x[i] if i < len(x) else None!r} in {a}, "
+                        f"{y[i] if i < len(y) else None!r} in {b}")
     return None
 
 
@@ -238,8 +242,8 @@ class Tokenizer:
         model_dir = Path(model_dir)
         config = read_config(model_dir)
         self.source_lang, self.target_lang = config["langs"]
-        self.src_vocab = from_fsmt_vocab(json.loads((model_dir / "vocab-src.json").read_text(encoding="utf-8")))
-        tgt = from_fsmt_vocab(json.loads((model_dir / "vocab-tgt.json").read_text(encoding="utf-8")))
+        self.src_vocab = from_fsmt_vocab(read_vocab(model_dir / "vocab-src.json"))
+        tgt = from_fsmt_vocab(read_vocab(model_dir / "vocab-tgt.json"))
         self.tgt_symbols = {i: s for s, i in tgt.items()}
         self.bpe = BPE(read_codes(model_dir / "merges.txt"))
         self.moses = MosesTokenizer(self.source_lang)
@@ -291,7 +295,7 @@ class SentencePieceTokenizer:
         if problems := self.tokens.direction_problems(source_lang, target_lang):
             raise DirectionError("; ".join(problems))
         self.source_lang, self.target_lang = source_lang, target_lang
-        self.vocab = json.loads((model_dir / SHARED_VOCAB_FILE).read_text(encoding="utf-8"))
+        self.vocab = read_vocab(model_dir / SHARED_VOCAB_FILE)
         self.id_symbols = dict(enumerate(multilingual_symbols(self.vocab, self.tokens, model_dir)))
         self.sp = sentencepiece.SentencePieceProcessor(model_file=str(model_dir / SENTENCEPIECE_FILE))
         # what the converter checked: a swapped SentencePiece model would turn text into <unk>s silently

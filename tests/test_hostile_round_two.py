@@ -192,3 +192,146 @@ def test_joining_a_cluster_that_never_answers_gives_up_in_bounded_time(converted
     assert CONNECT_TIMEOUT_S == 30
     r = subprocess.run([*run[:-4], "--ray-timeout", "2"], capture_output=True, text=True)
     assert r.returncode == 2 and "--ray-timeout bounds joining a cluster" in r.stderr
+
+
+# ---------------------------------------------------------------- item 6: convert transformers, one line for every broken input
+
+def tiny_fsmt(d: Path) -> Path:
+    """A tiny FSMT directory as transformers writes one (random weights; the converter does not care),
+    with fastBPE-style vocabularies FSMTTokenizer reads."""
+    from transformers import FSMTConfig, FSMTForConditionalGeneration
+
+    pieces = ["a</w>", "b</w>", "ab</w>", "a", "b", "c</w>", "the</w>", "th", "e</w>", "t", "h"]
+    vocab = {s: i for i, s in enumerate(["<s>", "<pad>", "</s>", "<unk>", *pieces])}
+    config = FSMTConfig(langs=["en", "de"], src_vocab_size=len(vocab), tgt_vocab_size=len(vocab), d_model=8,
+                        encoder_layers=1, decoder_layers=1, encoder_ffn_dim=16, decoder_ffn_dim=16,
+                        encoder_attention_heads=2, decoder_attention_heads=2, max_position_embeddings=32)
+    FSMTForConditionalGeneration(config).save_pretrained(d)
+    for side in ("src", "tgt"):
+        (d / f"vocab-{side}.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (d / "merges.txt").write_text("a b</w> 10\nt h 9\nth e</w> 8\n", encoding="utf-8")
+    return d
+
+
+CASES = {          # the issue's list: each one line, nothing written
+    "config.json a list": lambda d: (d / "config.json").write_text("[1]"),
+    "config.json empty": lambda d: (d / "config.json").write_text(""),
+    "d_model missing": lambda d: _json(d / "config.json", lambda c: c.pop("d_model")),
+    "langs missing": lambda d: _json(d / "config.json", lambda c: c.pop("langs")),
+    "random bytes in merges.txt": lambda d: (d / "merges.txt").write_bytes(bytes(range(128, 256))),
+    "a merges.txt line foo": lambda d: (d / "merges.txt").write_text("foo\n"),
+    "vocab-src.json a list": lambda d: (d / "vocab-src.json").write_text("[1, 2]"),
+    "vocab-src.json a symlink to a non-JSON file": lambda d: (
+        (d / "other").write_text("hello"), (d / "vocab-src.json").unlink(), (d / "vocab-src.json").symlink_to(d / "other")),
+}
+
+
+def _json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture(scope="module")
+def fsmt_dir(tmp_path_factory):
+    return tiny_fsmt(tmp_path_factory.mktemp("fsmt") / "hub")
+
+
+def _convert(hub: Path, out: Path, capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    rc = main(["convert", "transformers", "--model", str(hub), "--out", str(out), "-q"])
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_broken_transformers_directory_is_one_error(fsmt_dir, tmp_path, capsys, case):
+    hub = tmp_path / "hub"
+    shutil.copytree(fsmt_dir, hub)
+    CASES[case](hub)
+    rc, err = _convert(hub, tmp_path / "out", capsys)
+    assert rc == 1 and err.startswith("error: ") and "Traceback" not in err and not (tmp_path / "out").exists(), err
+
+
+def test_convert_ctranslate2_without_a_vocabulary_is_one_error(converted, tmp_path, capsys):
+    for name, missing in (("ende-sep", "vocab-tgt.json"), ("m2m-enfres", "vocab.json")):
+        model = tmp_path / name
+        shutil.copytree(converted[name], model)
+        (model / missing).unlink()
+        capsys.readouterr()
+        assert main(["convert", "ctranslate2", "--model", str(model), "--out", str(tmp_path / f"{name}.ct2")]) == 1
+        err = capsys.readouterr().err
+        assert f"{missing}: not readable JSON" in err and "Traceback" not in err
+        assert not (tmp_path / f"{name}.ct2").exists()
+
+
+WRONG_VALUES = [None, "x", [], {}, -1, 0, 1.5, True, 10 ** 12, ["en"], {"a": 1}]
+
+
+def mutate(d: Path, rng) -> str:
+    """One random damage to a directory: a JSON field deleted or given a wrong type, a file truncated,
+    emptied, deleted or with bytes flipped. Returns what was done."""
+    files = sorted(p.name for p in d.iterdir())
+    name = rng.choice(files)
+    path = d / name
+    kind = rng.choice(["field", "field", "truncate", "empty", "flip", "delete"] if name.endswith(".json")
+                      else ["truncate", "empty", "flip", "delete"])
+    if kind == "field":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            kind = "flip"
+        else:
+            if isinstance(data, dict) and data:
+                key = rng.choice(sorted(data))
+                if rng.random() < 0.4:
+                    del data[key]
+                    path.write_text(json.dumps(data))
+                    return f"{name}: {key} deleted"
+                data[key] = rng.choice(WRONG_VALUES)
+                path.write_text(json.dumps(data))
+                return f"{name}: {key} = {data[key]!r}"
+            kind = "flip"
+    raw = path.read_bytes()
+    if kind == "truncate" and raw:
+        path.write_bytes(raw[:rng.randrange(len(raw))])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "delete":
+        path.unlink()
+    else:
+        data = bytearray(raw)
+        for _ in range(rng.randint(1, 5)):
+            if data:
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(data))
+    return f"{name}: {kind}"
+
+
+def test_a_thousand_mutations_of_a_transformers_directory(fsmt_dir, tmp_path, capsys):
+    """1,000 random damages (1 to 3 each) to a valid directory: each converts (and then loads and
+    tokenizes with the port) or is refused with an error; never a traceback, never a half-written output."""
+    import random
+
+    from porting.model.load import load_ensemble
+    from porting.tokenizer import open_tokenizer
+
+    rng = random.Random(30)
+    outcomes = {0: 0, 1: 0}
+    for n in range(1000):
+        hub, out = tmp_path / f"hub{n}", tmp_path / f"out{n}"
+        shutil.copytree(fsmt_dir, hub)
+        done = [mutate(hub, rng) for _ in range(rng.randint(1, 3))]
+        try:
+            rc, err = _convert(hub, out, capsys)
+        except Exception as e:                      # a traceback: the case is named
+            raise AssertionError(f"{done}: {type(e).__name__}: {e}") from e
+        assert rc in (0, 1) and "Traceback" not in err, (done, err)
+        if rc == 0:
+            load_ensemble(out)
+            open_tokenizer(out).encode("the ab")
+        else:
+            assert err.startswith("error: ") and not out.exists(), (done, err)
+        outcomes[rc] += 1
+        shutil.rmtree(hub)
+        shutil.rmtree(out, ignore_errors=True)
+    assert outcomes[0] > 50 and outcomes[1] > 300, outcomes     # both paths were exercised

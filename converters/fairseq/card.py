@@ -181,24 +181,37 @@ def transformers_generation(fairseq: dict) -> dict:
     return {"settings": mapped, "not_expressible": not_expressible}
 
 
-def fairseq_generation(settings: dict, defaults: dict) -> tuple[dict, list[str]]:
+def fairseq_generation(settings: dict, defaults: dict) -> tuple[dict, list[str], list[str]]:
     """transformers' generation settings (a hub directory's generation_config.json) back to fairseq's
-    options, the inverse of transformers_generation; returns (options, what was read from where).
-    Absent keys keep fairseq's defaults; fairseq's own stopping rule stays (the model is fairseq's)."""
-    out, notes = dict(defaults), []
+    options, the inverse of transformers_generation; returns (options, what was read from where, what
+    could not be read). Absent keys keep fairseq's defaults; fairseq's own stopping rule stays (the
+    model is fairseq's)."""
+    out, notes, problems = dict(defaults), [], []
 
-    def take(key: str, option: str, convert) -> None:
-        if settings.get(key) is not None:
-            out[option] = convert(settings[key])
-            notes.append(f"{option}={out[option]} from {key}={settings[key]}")
+    def take(key: str, option: str, convert, number=int) -> None:
+        value = settings.get(key)
+        if value is None:
+            return
+        if type(value) not in ((int,) if number is int else (int, float)) or value != value or abs(value) == float("inf"):
+            problems.append(f"{key} is {value!r}, not a {'whole number' if number is int else 'number'}")
+            return
+        out[option] = convert(value)
+        notes.append(f"{option}={out[option]} from {key}={value}")
     take("num_beams", "beam", int)
-    take("length_penalty", "lenpen", float)
-    take("max_length", "max_len_b", lambda v: max(1, int(v) - 2))        # the start token and </s> counted there
-    take("min_length", "min_len", lambda v: max(1, int(v) - 1))
+    take("length_penalty", "lenpen", float, float)
+    take("max_length", "max_len_b", lambda v: max(1, v - 2))        # the start token and </s> counted there
+    take("min_length", "min_len", lambda v: max(1, v - 1))
     take("no_repeat_ngram_size", "no_repeat_ngram_size", int)
     take("num_return_sequences", "nbest", int)
-    out["nbest"] = min(out["nbest"], out["beam"])
-    return out, notes
+    if not problems:
+        from porting.generation.options import GenerationOptions
+
+        out["nbest"] = min(out["nbest"], out["beam"])
+        try:
+            GenerationOptions(**{k: v for k, v in out.items() if k in GenerationOptions.__dataclass_fields__})
+        except (ValueError, TypeError) as e:
+            problems.append(str(e))
+    return out, notes, problems
 
 
 def generation_config(fairseq: dict) -> dict:

@@ -31,7 +31,8 @@ def convert_transformers(hf_dir: Path, out: Path, force: bool = False, license: 
     """Convert, or raise ConversionError listing every problem; returns the provenance record."""
     hf_dir = Path(hf_dir)
     config = read_config(hf_dir)
-    reader = READERS.get(config.get("model_type"))
+    model_type = config.get("model_type")
+    reader = READERS.get(model_type) if isinstance(model_type, str) else None
     if reader is None:
         raise ConversionError([f"--model {hf_dir}: a {config.get('model_type')!r} model; this reads "
                                f"{', '.join(repr(k) for k in READERS)} (FSMT and M2M100)"])

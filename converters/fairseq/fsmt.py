@@ -17,7 +17,14 @@ import torch
 
 from converters.fairseq import bpe_check
 from converters.fairseq.dictionary import Dictionary
-from converters.fairseq.hf_dir import architecture, begin, read_generation, transformer_options
+from converters.fairseq.hf_dir import (
+    SIZE_FIELDS,
+    architecture,
+    begin,
+    config_problems,
+    read_generation,
+    transformer_options,
+)
 from converters.fairseq.job import ConversionError, Job, Member
 from porting.files import sha256_file
 from porting.format import ConfigError
@@ -84,7 +91,13 @@ def _drop_positions(m: Member, problems: list[str]) -> None:
 
 def read_fsmt(hf_dir: Path, out: Path, config: dict, force: bool = False, license: str | None = None) -> Job:
     """An FSMT directory as a conversion job, every problem collected (config: its config.json)."""
-    src, tgt = config["langs"]
+    problems = config_problems(config, f"--model {hf_dir}/config.json", (*SIZE_FIELDS, "src_vocab_size", "tgt_vocab_size"))
+    langs = config.get("langs")
+    if not (isinstance(langs, list) and len(langs) == 2 and all(isinstance(x, str) and x for x in langs)):
+        problems.append(f"--model {hf_dir}/config.json: langs is {langs!r}, not the two languages [source, target]")
+    if problems:
+        raise ConversionError(problems)
+    src, tgt = langs
     job, weights = begin(hf_dir, out, config, FILES, "FSMT", force, license, (src, tgt))
     dicts = {side: _dictionary(hf_dir / f"vocab-{side}.json", job.problems) for side in ("src", "tgt")}
     if weights is None or None in dicts.values():
@@ -100,6 +113,11 @@ def read_fsmt(hf_dir: Path, out: Path, config: dict, force: bool = False, licens
     _drop_positions(member, job.problems)
     job.members, job.dicts = [member], dicts
     job.dict_names = {side: f"vocab-{side}.json" for side in dicts}
-    job.merges = bpe_check.read_merges(hf_dir / "merges.txt")
+    try:
+        job.merges = bpe_check.read_merges(hf_dir / "merges.txt")
+    except UnicodeDecodeError as e:
+        job.problems.append(f"{hf_dir / 'merges.txt'}: not UTF-8 ({e})")
+    except ValueError as e:
+        job.problems.append(str(e))
     read_generation(job, member, hf_dir)
     return job

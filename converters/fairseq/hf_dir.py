@@ -58,6 +58,32 @@ def begin(hf_dir: Path, out: Path, config: dict, files: tuple[str, ...], kind: s
     return job, weights
 
 
+# the config fields transformer_options reads, each a whole number of at least 1
+SIZE_FIELDS = ("d_model", "encoder_layers", "decoder_layers", "encoder_ffn_dim", "decoder_ffn_dim",
+               "encoder_attention_heads", "decoder_attention_heads", "max_position_embeddings")
+
+
+def config_problems(config: dict, label: str, sizes: tuple[str, ...] = SIZE_FIELDS) -> list[str]:
+    """What a transformers config.json lacks, or holds in the wrong type, of the fields the readers use."""
+    out = []
+    for name in sizes:
+        value = config.get(name)
+        if value is None:
+            out.append(f"{label}: no {name}")
+        elif type(value) is not int or value < 1:
+            out.append(f"{label}: {name} is {value!r}, not a whole number of at least 1")
+    for name in ("dropout", "attention_dropout", "activation_dropout"):
+        if name in config and (type(config[name]) not in (int, float) or not 0 <= config[name] <= 1):
+            out.append(f"{label}: {name} is {config[name]!r}, not a probability")
+    for name in ("activation_function", "dtype", "torch_dtype"):
+        if config.get(name) is not None and not isinstance(config[name], str):
+            out.append(f"{label}: {name} is {config[name]!r}, not a name")
+    for name in ("scale_embedding", "tie_word_embeddings"):
+        if name in config and not isinstance(config[name], bool):
+            out.append(f"{label}: {name} is {config[name]!r}, not true or false")
+    return out
+
+
 def transformer_options(config: dict) -> dict:
     """The fields FSMTConfig and M2M100Config share, as fairseq's transformer options; each reader adds
     what its class fixes (normalisation, ties)."""
@@ -87,8 +113,17 @@ def architecture(hf_dir: Path, options: dict) -> Architecture:
 def read_generation(job: Job, member: Member, hf_dir: Path) -> None:
     """fairseq's options from generation_config.json where there is one (else fairseq's defaults stay)."""
     generation = hf_dir / "generation_config.json"
-    if generation.is_file():
-        job.data_files.append(generation)
-        job.generation, notes = model_card.fairseq_generation(json.loads(generation.read_text(encoding="utf-8")),
-                                                              fairseq_defaults())
-        member.upgrades += [("generation_config.json", note) for note in notes]
+    if not generation.is_file():
+        return
+    job.data_files.append(generation)
+    try:
+        settings = json.loads(generation.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        job.problems.append(f"{generation}: not readable JSON ({e})")
+        return
+    if not isinstance(settings, dict):
+        job.problems.append(f"{generation}: not a JSON object")
+        return
+    job.generation, notes, problems = model_card.fairseq_generation(settings, fairseq_defaults())
+    job.problems += [f"{generation}: {p}" for p in problems]
+    member.upgrades += [("generation_config.json", note) for note in notes]

@@ -29,7 +29,14 @@ import torch
 
 from converters.fairseq import multilingual, nllb
 from converters.fairseq.dictionary import Dictionary
-from converters.fairseq.hf_dir import architecture, begin, read_generation, transformer_options
+from converters.fairseq.hf_dir import (
+    SIZE_FIELDS,
+    architecture,
+    begin,
+    config_problems,
+    read_generation,
+    transformer_options,
+)
 from converters.fairseq.job import ConversionError, Job, Member
 from porting.files import sha256_file
 from porting.format import MULTILINGUAL, SENTENCEPIECE_FILE, SHARED_VOCAB_FILE, SPECIALS
@@ -159,6 +166,8 @@ def _read_dictionary(hf_dir: Path, nllb_tokenizer: bool, vocab_size: int,
 
 def read_m2m100(hf_dir: Path, out: Path, config: dict, force: bool = False, license: str | None = None) -> Job:
     """An M2M100 directory as a conversion job, every problem collected (config: its config.json)."""
+    if problems := config_problems(config, f"--model {hf_dir}/config.json", (*SIZE_FIELDS, "vocab_size")):
+        raise ConversionError(problems)
     nllb_tokenizer = tokenizer_class(hf_dir).startswith("Nllb") if (hf_dir / "tokenizer_config.json").is_file() else False
     files = NLLB_FILES if nllb_tokenizer else FILES
     job, weights = begin(hf_dir, out, config, files, "M2M100", force, license)
