@@ -39,7 +39,8 @@ def add_arguments(p) -> None:
     p.add_argument("--out", type=Path, help="results directory (default: .build/search/<model>); holds the resumable state")
     p.add_argument("--restart", action="store_true",
                    help="discard the finished settings of an earlier run (needs --force: it deletes them)")
-    p.add_argument("--force", action="store_true", help="allow --restart and --write-best to replace what exists")
+    p.add_argument("--force", action="store_true", help="allow --restart and --write-best to replace what exists, and a "
+                   "search to replace another search's results in --out")
     add_generation_flags(p, nbest=False)
     add_direction_flags(p)
     add_engine_flags(p, shards_help="cut the tuning source into this many shards, each a task per setting "
@@ -84,6 +85,12 @@ def run(args) -> int:
     defaults = {k: base.get(k) for k in keys}
     out = args.out or Path(".build") / "search" / args.model[0].resolve().name
     state = out / "state.jsonl"
+    identity = search_identity(args)
+    if (other := _other_search(out, identity)) and not args.force:
+        print(f"error: {out} holds the results of another search ({other}): choose another --out, or add --force "
+              "to replace its results.json and table.md", file=sys.stderr)
+        return 1
+    print(f"results in {out} (the finished settings kept in {state}: an interrupted search resumes)", file=sys.stderr)
     if args.restart and state.exists():
         state.unlink()
     try:
@@ -104,7 +111,7 @@ def run(args) -> int:
         return 1
     table = markdown_table(records, keys, defaults, metric)
     best = metric.best(records)
-    report = {"tuned_on": str(args.input), "grid": args.search, "metric": args.metric, "fixed": base,
+    report = {**identity, "fixed": base,
               "runtime": runtime(args), "results": records, "best": best["setting"],
               f"best_{metric.rank[0]}": best[metric.rank[0]], "signature": best[metric.signature]}
     print(f"tuned on {args.input} ({len(source)} lines); {best[metric.signature]}\n")
@@ -121,9 +128,30 @@ def run(args) -> int:
     (out / "table.md").write_text(table + "\n")
     print(f"\nwrote {out / 'results.json'} and {out / 'table.md'}")
     if args.write_best:
+        if not test or report["test"]["paired_bootstrap"]["p_value"] >= 0.05:
+            why = (f"p = {report['test']['paired_bootstrap']['p_value']:.4f} on {args.test_input}" if test
+                   else "no --test-input to test it on")
+            print(f"warning: the best setting is not shown better than the current defaults ({why}); "
+                  "writing it as --force asks", file=sys.stderr)
         write_best(args.model[0], best["setting"])
         print(f"\nwrote {best['setting']} into {args.model[0] / 'generation_config.json'}")
     return 0
+
+
+def search_identity(args) -> dict:
+    """What makes two searches the same one (their results may replace each other's)."""
+    return {"models": [str(m) for m in args.model], "tuned_on": str(args.input), "grid": args.search,
+            "metric": args.metric, "tested_on": str(args.test_input) if args.test_input else None}
+
+
+def _other_search(out: Path, identity: dict) -> str | None:
+    """What differs, where out's results.json is another search's (None: none there, or this one's)."""
+    try:
+        earlier = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None if not (out / "results.json").exists() else "an unreadable results.json"
+    differ = [f"{k} {earlier.get(k)!r}" for k, v in identity.items() if earlier.get(k) != v]
+    return ", ".join(differ) or None
 
 
 def write_best(model_dir: Path, setting: dict) -> None:

@@ -54,7 +54,8 @@ def parse_grid(spec: str) -> list[dict]:
             try:
                 parsed.append(KEYS[key](v))
             except ValueError:
-                problems.append(f"{key}={v!r}: not a valid {getattr(KEYS[key], '__name__', 'value')}")
+                problems.append(f"{key}={v!r}: not a valid {getattr(KEYS[key], '__name__', 'value')}"
+                                + (f"; values are separated by ':', as {key}={v.replace(',', ':')}" if "," in v else ""))
         axes[key] = list(dict.fromkeys(parsed))
         problems += [f"{key}={v!r}: {e}" for v in axes[key] if (e := _invalid(key, v))]
     if not axes and not problems:
@@ -156,11 +157,15 @@ def run_grid(model_dirs: list[Path], source: list[str], reference: list[str], se
 
 
 def markdown_table(records: list[dict], keys: list[str], defaults: dict, metric: TunedMetric = TUNING["bleu"]) -> str:
+    """The grid's results, best first, as a GitHub Markdown table (every row as many cells as the header)."""
     rows = sorted(records, key=metric.key, reverse=True)
-    head = [*metric.rank, *keys, ""]
-    lines = [" | ".join(head), " | ".join("-" * max(4, len(h)) for h in head)]
+    head = [*metric.rank, *keys, "note"]
+
+    def row(cells) -> str:
+        return "| " + " | ".join(cells) + " |"
+    lines = [row(head), row("-" * max(4, len(h)) for h in head)]
     for r in rows:
         is_default = all(defaults.get(k) == r["setting"][k] for k in keys)
-        lines.append(" | ".join([*(f"{r[c]:.2f}" for c in metric.rank), *(str(r["setting"][k]) for k in keys),
-                                 "(current default)" if is_default else ""]))
+        lines.append(row([*(f"{r[c]:.2f}" for c in metric.rank), *(str(r["setting"][k]) for k in keys),
+                          "current default" if is_default else ""]))
     return "\n".join(lines)
