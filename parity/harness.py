@@ -76,6 +76,7 @@ def _stages(system, inputs: dict) -> list[dict] | None:
 
 
 def tokenization(system, inputs: dict, stages: list[dict] | None) -> dict:
+    """Each stage's mismatches (lines numbered from 1, as editors number them)."""
     if stages is None:
         return {"lines": len(inputs["source"]), "counts": {}, "mismatches": {}, "ok": True,
                 "skipped": f"{system.kind} takes pieces, not text: it is fed the original's BPE pieces"}
@@ -83,7 +84,7 @@ def tokenization(system, inputs: dict, stages: list[dict] | None) -> dict:
     for n, (line, ours) in enumerate(zip(inputs["source"], stages)):
         for stage in found:
             if ours[stage] != inputs[stage][n]:
-                found[stage].append({"line": n, "source": line, "port": ours[stage], "original": inputs[stage][n]})
+                found[stage].append({"line": n + 1, "source": line, "port": ours[stage], "original": inputs[stage][n]})
     return {"lines": len(inputs["source"]), "mismatches": {k: v[:20] for k, v in found.items()},
             "counts": {k: len(v) for k, v in found.items()}, "ok": not any(found.values())}
 
@@ -93,7 +94,7 @@ def _mismatch(system, i: int, inputs: dict, a, b: dict, lp_a: list[float], lp_b:
     prefixes agree up to that step and both end with </s>, so both tokens are at the step itself)."""
     step = first_differing_step(a.tokens, b["tokens"])
     competing = [a.tokens[step], b["tokens"][step]]
-    return {"line": i, "source": inputs["source"][i], "port": system.decode(a.tokens), "original": b["text"],
+    return {"line": i + 1, "source": inputs["source"][i], "port": system.decode(a.tokens), "original": b["text"],
             "port_tokens": a.tokens, "original_tokens": b["tokens"],
             "port_score": a.score, "original_score": b["score"], "first_differing_step": step,
             "at_that_step": {"port_token": system.symbols([competing[0]]) or "</s>", "port_token_logprob": lp_a[step],
@@ -119,7 +120,7 @@ def decoder_mapping(system, inputs: dict) -> dict:
 
 
 def _detokenization(i: int, inputs: dict, tokens: list[int], text: str, original_text: str) -> dict:
-    return {"line": i, "source": inputs["source"][i], "port": text, "original": original_text,
+    return {"line": i + 1, "source": inputs["source"][i], "port": text, "original": original_text,
             "port_tokens": tokens, "original_tokens": tokens, "first_differing_step": None,
             "cause": {"cause": "detokenization", "why": "the same tokens, another text: the system's "
                       "detokenization differs from the original's"}}

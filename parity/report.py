@@ -101,6 +101,8 @@ def render(report: dict) -> str:
              "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}.bad{color:#c62828}.good{color:#2e7d32}</style>",
              f"</head><body><h1 class='{'good' if report['ok'] else 'bad'}'>Parity {verdict}</h1>",
              f"<p>port <code>{e(report['port'])}</code> against <code>{e(report['original'])}</code></p>"]
+    if report["conditions"].get("note"):
+        parts.append(f"<p class='bad' id='conditions'>note: {e(report['conditions']['note'])}</p>")
     if not report["decoder"]["ok"]:
         parts.append(f"<p class='bad' id='decoder'>decoder: {e(report['decoder']['problem'])}</p>")
     head, *rows = cause_rows(report)
@@ -131,7 +133,10 @@ def render(report: dict) -> str:
                   f"<td>{e(b['taken_from'])}</td><td>{e(b['meaning'])}</td></tr>" for b in t["correspondence"]]
         parts.append("</table>")
     tok = report["tokenization"]
-    parts.append(f"<h2>Tokenization</h2><p>{tok['lines']} lines; mismatches: {e(str(tok['counts']))}</p>")
+    parts.append(f"<h2>Tokenization</h2><p>{tok['lines']} lines" + (f"; {e(tok['skipped'])}</p>" if "skipped" in tok else
+                 "</p><table id='tokenization'><tr><th>stage</th><th>lines that differ</th></tr>"
+                 + "".join(f"<tr class='{'good' if n == 0 else 'bad'}'><td>{e(stage)}</td><td>{n}</td></tr>"
+                           for stage, n in tok["counts"].items()) + "</table>"))
     parts.append("<h2>Generation</h2><table><tr><th>setting</th><th>identical</th><th>max score diff</th></tr>")
     for name, g in report["generation"].items():
         cells = (f"<td colspan=2>{e(g['error'])}</td>" if "error" in g else
@@ -178,7 +183,9 @@ def markdown(report: dict) -> str:
     else:
         lines += ["## Tensors", "", t.get("skipped", "")]
     tok = report["tokenization"]
-    lines += ["", "## Tokenization", "", f"{tok['lines']} lines; mismatches: {tok['counts']}"]
+    lines += ["", "## Tokenization", "", f"{tok['lines']} lines" + (f"; {tok['skipped']}" if "skipped" in tok else "")]
+    if "skipped" not in tok:
+        lines += ["", "| stage | lines that differ |", "|---|---|", *(f"| {s} | {n} |" for s, n in tok["counts"].items())]
     lines += ["", "## Generation", "", "| setting | identical | max score diff |", "|---|---|---|"]
     for name, g in report["generation"].items():
         if "error" in g:

@@ -150,7 +150,10 @@ def summary(report: dict) -> list[str]:
                  + (f" (first inexact: {t['first_inexact']})" if t.get("first_inexact") else "")]
     if not report["decoder"]["ok"]:
         lines.append(f"decoder: {report['decoder']['problem']}")
-    lines.append(f"tokenization: {report['tokenization']['counts']} mismatches over {report['tokenization']['lines']} lines")
+    tok = report["tokenization"]
+    lines.append(f"tokenization: {tok['skipped']}" if "skipped" in tok else
+                 "tokenization: lines that differ of " + f"{tok['lines']}: "
+                 + ", ".join(f"{stage} {n}" for stage, n in tok["counts"].items()))
     for name, g in report["generation"].items():
         if "error" in g:
             lines.append(f"generation {name}: {g['error']}")

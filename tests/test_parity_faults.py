@@ -168,6 +168,6 @@ def test_an_injected_fault_fails_with_its_cause(converted, ct2, name, kind, faul
     for m in g["mismatches"]:
         assert m["cause"]["why"]
     if fault == "text":
-        assert [m["line"] for m in g["mismatches"] if m["cause"]["cause"] == "detokenization"] == [3]
+        assert [m["line"] for m in g["mismatches"] if m["cause"]["cause"] == "detokenization"] == [4]   # from 1
     if fault == "language":
         assert not report["decoder"]["ok"] and "forces" in report["decoder"]["problem"]

@@ -37,6 +37,13 @@ def test_faithful_port_passes(converted, tmp_path):
     page = (tmp_path / "r" / "report.html").read_text()
     assert "<h1 class='good'>Parity PASS</h1>" in page and "data:image/png;base64,iVBOR" in page
     assert "<script" not in page and "http" not in page.replace("<!doctype html>", "")  # self-contained
+    # tokenization as a table, not a Python dict; the conditions' note in the page as in report.md
+    assert "| stage | lines that differ |\n|---|---|\n| moses | 0 |" in md and "{'moses'" not in md + page
+    assert "<table id='tokenization'>" in page
+    from parity.report import render
+
+    noted = {**report, "conditions": {**report["conditions"], "note": "recorded on AVX2, replayed on AVX512"}}
+    assert "<p class='bad' id='conditions'>note: recorded on AVX2, replayed on AVX512</p>" in render(noted)
 
 
 @pytest.fixture
