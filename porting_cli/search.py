@@ -156,7 +156,8 @@ def _other_search(out: Path, identity: dict) -> str | None:
 
 def write_best(model_dir: Path, setting: dict) -> None:
     """Into the fairseq section and transformers' equivalents (the converter's one mapping), written as
-    transformers writes it, atomically (the file keeps normal permissions: the umask's)."""
+    transformers writes it, atomically (the file keeps normal permissions: the umask's); an FSMT
+    config.json's own generation fields follow (card.FSMT_GENERATION_FIELDS), so the two files agree."""
     from converters.fairseq import card
     from converters.io.atomic import write_file_atomic
     from porting.generation.options import fairseq_defaults
@@ -167,6 +168,12 @@ def write_best(model_dir: Path, setting: dict) -> None:
     config["fairseq"] = {**fairseq_defaults(), **config.get("fairseq", {}), **setting}
     for optional in ("num_return_sequences", "no_repeat_ngram_size"):     # present only when they apply
         config.pop(optional, None)
-    config.update(card.transformers_generation(config["fairseq"])["settings"])
+    settings = card.transformers_generation(config["fairseq"])["settings"]
+    config.update(settings)
+    model_config_path = model_dir / "config.json"
+    model_config = card.with_generation(json.loads(model_config_path.read_text(encoding="utf-8")), settings)
+    if model_config is not None:
+        model_text = card.as_transformers_writes(model_config["model_type"], model_config)
+        write_file_atomic(model_config_path, lambda tmp: tmp.write_text(model_text, encoding="utf-8"), force=True)
     text = card.as_transformers_writes("generation", config)
     write_file_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), force=True)

@@ -71,3 +71,38 @@ def test_writing_a_gain_that_is_not_significant_warns(converted, split, tmp_path
 def test_a_grid_typed_with_commas_is_told_the_separator(converted, split, tmp_path, capsys):
     assert search(converted, split, tmp_path / "out", "beam=1,5") == 1
     assert "values are separated by ':', as beam=1:5" in capsys.readouterr().err
+
+
+def _disagreements(model) -> dict:
+    """Where transformers' generation settings read from config.json (GenerationConfig.from_model_config)
+    differ from generation_config.json, on every search and special-token setting config.json sets."""
+    from transformers import AutoConfig, GenerationConfig
+
+    from_model = GenerationConfig.from_model_config(AutoConfig.from_pretrained(model)).to_diff_dict()
+    from_file = GenerationConfig.from_pretrained(model).to_dict()
+    raw = json.loads((model / "config.json").read_text())
+    settings = ("num_beams", "length_penalty", "early_stopping", "max_length", "min_length", "no_repeat_ngram_size",
+                "num_return_sequences", "decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id",
+                "forced_eos_token_id")
+    return {k: (from_model.get(k), from_file.get(k)) for k in settings
+            if k in raw and k in from_model and from_model.get(k) != from_file.get(k)}
+
+
+@pytest.mark.parametrize("name", ["ende-sep", "m2m-enfres"])
+def test_config_and_generation_config_agree(converted, name):
+    """Before: FSMT's config.json said early_stopping false and max_length 200, generation_config.json
+    true and 202 (transformers users read both)."""
+    model = converted[name]
+    assert _disagreements(model) == {}
+    raw = json.loads((model / "config.json").read_text())
+    if name == "ende-sep":             # FSMT's config carries them: the same values as generation_config.json
+        assert (raw["early_stopping"], raw["max_length"]) == (True, 202)
+
+
+def test_write_best_keeps_the_two_configs_agreeing(converted, split, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(converted["ende-sep"], model)
+    assert main(["search", "--model", str(model), "--input", str(split / "in"), "--reference", str(split / "ref"),
+                 "--search", "beam=2:3 lenpen=0.5", "--out", str(tmp_path / "out"), "--write-best", "--force"]) == 0
+    raw = json.loads((model / "config.json").read_text())
+    assert raw["num_beams"] in (2, 3) and raw["length_penalty"] == 0.5 and _disagreements(model) == {}

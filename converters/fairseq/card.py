@@ -6,9 +6,30 @@ import json
 from converters.fairseq.arch import Architecture
 from porting.format import LanguageTokens, vocab_sizes
 
+# FSMTConfig declares these generation settings itself (defaults 5, 1.0, False, 200): a config.json
+# left at those would contradict generation_config.json for whoever reads the model's config
+# (GenerationConfig.from_model_config); the converter writes the same values into both
+FSMT_GENERATION_FIELDS = ("num_beams", "length_penalty", "early_stopping", "max_length")
 
-def fsmt_config(arch: Architecture, src: str, tgt: str, src_vocab: int, tgt_vocab: int, dtype: str) -> dict:
-    """transformers' FSMTConfig fields, filled from fairseq's options."""
+
+def fsmt_generation_fields(generation: dict) -> dict:
+    """FSMTConfig's generation fields, from transformers' settings (transformers_generation's)."""
+    return {k: generation[k] for k in FSMT_GENERATION_FIELDS}
+
+
+def with_generation(model_config: dict, generation: dict) -> dict | None:
+    """A config.json whose class declares generation fields of its own (FSMT's) with them set to
+    transformers' settings (as generation_config.json is rewritten); None for a class without any
+    (M2M100: transformers 5 keeps none in the model's config)."""
+    if model_config.get("model_type") != "fsmt":
+        return None
+    return {**{k: v for k, v in model_config.items() if k != "transformers_version"}, **fsmt_generation_fields(generation)}
+
+
+def fsmt_config(arch: Architecture, src: str, tgt: str, src_vocab: int, tgt_vocab: int, dtype: str,
+                generation: dict) -> dict:
+    """transformers' FSMTConfig fields, filled from fairseq's options (generation: transformers'
+    settings, as generation_config.json holds them)."""
     return {
         "architectures": ["FSMTForConditionalGeneration"],
         "model_type": "fsmt",
@@ -17,7 +38,7 @@ def fsmt_config(arch: Architecture, src: str, tgt: str, src_vocab: int, tgt_voca
         "tgt_vocab_size": tgt_vocab,
         "activation_function": arch.activation_fn,
         "d_model": arch.embed_dim,
-        "max_length": 200,
+        **fsmt_generation_fields(generation),
         "max_position_embeddings": arch.max_source_positions,
         "encoder_ffn_dim": arch.encoder_ffn_embed_dim,
         "encoder_layers": arch.encoder_layers,

@@ -88,7 +88,8 @@ def check_vocabularies(job: Job) -> None:
 def transformers_config(job: Job, tokenizer_problems: list[str]) -> tuple[dict, list[str]]:
     arch = job.members[0].arch
     return (model_card.fsmt_config(arch, job.source_lang, job.target_lang, len(job.dicts["src"]),
-                                   len(job.dicts["tgt"]), job.dtype),
+                                   len(job.dicts["tgt"]), job.dtype,
+                                   model_card.transformers_generation(job.generation)["settings"]),
             arch.fsmt_incompatibilities() + tokenizer_problems)
 
 
