@@ -44,10 +44,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, parents=[verbosity],
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=help_formatter())
         p.set_defaults(_module=module)
         importlib.import_module(module).add_arguments(p)
     return parser
+
+
+def help_formatter():
+    """The help layout of every command (argparse is imported here, when a parser is built)."""
+    import argparse
+
+    class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+        """argparse's "(default: X)" only where it says something: not for a default of None (the real
+        value then comes from elsewhere, which the help text says), not for a flag, and never twice."""
+
+        def _get_help_string(self, action):
+            text = action.help or ""
+            if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+                return text
+            return super()._get_help_string(action)
+    return HelpFormatter
 
 
 def verbosity_options() -> argparse.ArgumentParser:

@@ -53,14 +53,18 @@ def add_generation_flags(p, nbest: bool = True) -> None:
     for f in options.fields():
         if f.name == "nbest" and not nbest:
             continue
-        kwargs = {"help": f.metadata["help"]}
+        # the flag's default is None: the value then comes from the model, which the help says
+        kwargs = {"help": f.metadata["help"] + f" (default: the model's generation_config.json, else "
+                                               f"{'fairseq' if f.metadata['fairseq'] else 'the port'}'s {f.default})"}
         if f.metadata["choices"]:
             kwargs["choices"] = list(f.metadata["choices"])
         else:
             kwargs["type"] = f.type
         p.add_argument("--" + f.name.replace("_", "-"), **kwargs)
     p.add_argument("--batch-size", type=positive_int, default=32, help="sentences decoded together")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="the type the weights are cast to and computed in (bfloat16: approximate, faster where the "
+                        "CPU has native bfloat16)")
     p.add_argument("--kernels", choices=["fast", "portable", "exact"], default="fast", help=KERNELS_HELP)
     p.add_argument("--quantize", choices=["none", "int8"], default="none",
                    help="int8: dynamic int8 linear layers (faster, approximate: see README for its BLEU cost)")

@@ -6,13 +6,11 @@ from pathlib import Path
 
 
 def add_arguments(p) -> None:
-    import argparse
-
     from converters.ctranslate2 import QUANTIZATIONS
-    from porting_cli import verbosity_options
+    from porting_cli import help_formatter, verbosity_options
 
     sub = p.add_subparsers(dest="source", metavar="SOURCE", required=True)
-    nested = {"parents": [verbosity_options()], "formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+    nested = {"parents": [verbosity_options()], "formatter_class": help_formatter()}
     f = sub.add_parser("fairseq", help="fairseq checkpoint(s) + dictionaries + BPE codes or SentencePiece model "
                                        "-> model directory",
                        description="Convert fairseq transformer checkpoints. Several --checkpoint = ensemble members. "
@@ -35,7 +33,8 @@ def add_arguments(p) -> None:
     f.add_argument("--out", type=Path, required=True, help="output directory (refused if it exists, unless --force)")
     f.add_argument("--source-lang", help="bilingual: default read from the checkpoint")
     f.add_argument("--target-lang", help="bilingual: default read from the checkpoint")
-    f.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    f.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="the type the weights are stored in (float16/bfloat16: half the size, rounded)")
     f.add_argument("--license", help="the model's license (an SPDX id or the hub's name, e.g. mit, cc-by-nc-4.0) "
                                      "for the model card; fairseq checkpoints do not record one")
     f.add_argument("--force", action="store_true", help="replace an existing output")

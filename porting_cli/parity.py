@@ -33,11 +33,13 @@ def add_arguments(p) -> None:
                                          "manifest names its own, and a bilingual model has one (given, it must "
                                          "be that one)")
     p.add_argument("--target-lang", help="see --source-lang")
-    p.add_argument("--input", type=Path, help="source lines (live fairseq only)")
-    p.add_argument("--reference", type=Path, help="reference lines (live fairseq only; without them tensors are "
-                   "teacher-forced on the original's own translations and the scores are skipped)")
-    p.add_argument("--atol", type=float, default=1e-5)
-    p.add_argument("--rtol", type=float, default=1e-4)
+    p.add_argument("--input", type=Path, help="source lines, for an original run now (fairseq:… or transformers:…); "
+                                               "a recorded run holds its own")
+    p.add_argument("--reference", type=Path, help="reference lines for --input; without them tensors are "
+                   "teacher-forced on the original's own translations and the scores are skipped")
+    p.add_argument("--atol", type=float, default=1e-5,
+                   help="a tensor passes where |port - original| <= atol + rtol * |original|, element by element")
+    p.add_argument("--rtol", type=float, default=1e-4, help="see --atol")
     p.add_argument("--mode", choices=("accumulate", "shadow"), default="accumulate",
                    help="accumulate: the port runs on its own; shadow: each port layer gets the original's input, "
                         "so a layer's own error is separated from the error it inherited (default: %(default)s)")

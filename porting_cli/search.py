@@ -29,10 +29,10 @@ from porting_cli.common import (
 def add_arguments(p) -> None:
     p.add_argument("--model", type=Path, action="append", required=True, help="converted model directory (repeat: ensemble)")
     p.add_argument("--input", type=Path, required=True, help="tuning source (a validation split)")
-    p.add_argument("--reference", type=Path, required=True)
+    p.add_argument("--reference", type=Path, required=True, help="the tuning split's references, line-aligned")
     p.add_argument("--search", required=True, help='e.g. "beam=5:8 lenpen=0.6:1.0 early_stopping=true:false"')
     p.add_argument("--test-input", type=Path, help="re-score the best setting on this split (never tuned on)")
-    p.add_argument("--test-reference", type=Path)
+    p.add_argument("--test-reference", type=Path, help="the references of --test-input")
     add_metric_flag(p, "tune on")
     p.add_argument("--write-best", action="store_true",
                    help="write the best setting into the first model's generation_config.json")

@@ -26,8 +26,8 @@ from porting_cli.common import (
 def add_arguments(p) -> None:
     p.add_argument("--checkpoint", type=Path, action="append", required=True, help="fairseq checkpoint (repeat)")
     p.add_argument("--data-dir", type=Path, required=True, help="dict.*.txt and bpecodes")
-    p.add_argument("--input", type=Path, required=True)
-    p.add_argument("--reference", type=Path, required=True)
+    p.add_argument("--input", type=Path, required=True, help="the source lines every candidate translates")
+    p.add_argument("--reference", type=Path, required=True, help="their references, line-aligned")
     p.add_argument("--out", type=Path, default=Path(".build") / "select",
                    help="where conversions are kept (default: %(default)s)")
     add_metric_flag(p, "rank the checkpoints by")
