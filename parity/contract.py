@@ -31,6 +31,18 @@ class UnusableSystem(Exception):
     """A system that cannot be opened, or a comparison it cannot take part in (a usage error)."""
 
 
+def require(module: str, label: str) -> None:
+    """A peer's library, or one line saying which extra installs it (never an import traceback)."""
+    import importlib
+
+    from converters import PEERS_HINT
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise UnusableSystem(f"{label}: needs {module}, which is not installed here: {PEERS_HINT}") from None
+
+
 @dataclass
 class Hyp:
     tokens: list[int]            # ends with </s>, as fairseq's

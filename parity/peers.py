@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from parity import names
-from parity.contract import Hyp, Mapping, UnusableSystem, tokenizer_stages
+from parity.contract import Hyp, Mapping, UnusableSystem, require, tokenizer_stages
 from porting.format import EOS, PAD, UNK
 
 
@@ -40,6 +40,7 @@ def _fsmt_pieces(pieces: list[str]) -> list[str]:
 def transformers_system(model_dir: Path, langs: tuple[str, str] | None = None):
     """The transformers adapter for a directory's model_type: FSMT (the bilingual family) or M2M100
     (the multilingual one, with M2M100Tokenizer or, for NLLB codes, NllbTokenizer)."""
+    require("transformers", f"transformers:{model_dir}")
     config_file = Path(model_dir) / "config.json"
     if not config_file.is_file():
         raise UnusableSystem(f"transformers:{model_dir}: no config.json: not a transformers model directory")
@@ -261,6 +262,7 @@ class CTranslate2System:
         from porting.tokenizer import open_tokenizer
 
         model_dir = Path(model_dir)
+        require("ctranslate2", f"ctranslate2:{model_dir}")
         if not (model_dir / "model.bin").is_file():
             raise UnusableSystem(f"ctranslate2:{model_dir}: no model.bin: not a CTranslate2 model directory")
         shared = model_dir / "shared_vocabulary.json"

@@ -40,3 +40,24 @@ def test_generation_options_say_where_their_values_come_from():
     text = dict(parsers())["translate"].format_help()
     assert "generation_config.json, else fairseq's 5" in " ".join(text.split())       # --beam
     assert "(default: standard input) (default:" not in text
+
+
+def test_a_missing_extra_is_one_line_with_the_install(converted, tmp_path, monkeypatch, capsys):
+    """After `pip install .` without [peers] (simulated: the modules made unimportable), the commands that
+    need transformers or CTranslate2 say which install brings them, as --engine ray does for Ray."""
+    import sys
+
+    from parity import shipped
+    from porting_cli import main
+
+    hint = "pip install 'porting-workbench[peers]'"
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)
+    run = shipped.RUNS / "ende-sep"
+    for port in (f"transformers:{converted['ende-sep']}", f"ctranslate2:{tmp_path}"):
+        assert main(["parity", "--original", f"recorded:{run}", "--port", port, "--report", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert f"needs {port.split(':')[0]}, which is not installed here: {hint}" in err and "Traceback" not in err
+    assert main(["convert", "ctranslate2", "--model", str(converted["ende-sep"]), "--out", str(tmp_path / "ct2")]) == 1
+    err = capsys.readouterr().err
+    assert f"needs CTranslate2, which is not installed here: {hint}" in err and not (tmp_path / "ct2").exists()

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from converters import PEERS_HINT
 from converters.ctranslate2 import QUANTIZATIONS
 from converters.io.atomic import OutputExists, atomic_dir
 from porting.format import PAD, Arch, ConfigError, language_tokens, read_config, tokenizer_files
@@ -177,6 +178,10 @@ def copy_tokenizer(model_dir: Path, config: dict, out: Path) -> None:
 def convert(model_dir: Path, out: Path, quantization: str | None = None, force: bool = False) -> dict:
     """Write the CTranslate2 model; returns what was written and what it leaves out."""
     model_dir, out = Path(model_dir), Path(out)
+    try:
+        import ctranslate2  # noqa: F401  (only: is it installed? the spec API below needs it)
+    except ImportError:
+        raise CTranslate2Error([f"convert ctranslate2 needs CTranslate2, which is not installed here: {PEERS_HINT}"]) from None
     if quantization is not None and quantization not in QUANTIZATIONS:
         raise CTranslate2Error([f"--quantization {quantization!r}: choose one of {', '.join(QUANTIZATIONS)}"])
     try:
