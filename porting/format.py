@@ -179,8 +179,8 @@ class LanguageTokens:
                 "its trained directions are not recorded (read back from a transformers directory)")
 
     def direction_problems(self, source_lang: str | None, target_lang: str | None) -> list[str]:
-        """Why this direction cannot be asked for (missing or unknown languages), in one message that
-        names the model's languages once."""
+        """Why this direction cannot be asked for (missing or unknown languages), in one message: the
+        trained directions first, then the language tokens (the first 12 of a long list, and how many)."""
         out = []
         for flag, lang in (("--source-lang", source_lang), ("--target-lang", target_lang)):
             if not lang:
@@ -188,9 +188,18 @@ class LanguageTokens:
             elif lang not in self.ids:
                 out.append(f"{flag} {lang!r} is not one of the model's languages")
         if out:
-            out.append(f"it was {self.trained()}; its language tokens are "
-                       f"{', '.join(self.langs)}")
+            shown = ", ".join(self.langs[:12]) + (f", … ({len(self.langs)} in all)" if len(self.langs) > 12 else "")
+            out.append(f"it was {self.trained()}; its language tokens are {shown}")
         return out
+
+    def untrained(self, source_lang: str, target_lang: str) -> str | None:
+        """A warning for a direction the model knows both languages of but was not trained on (fairseq
+        translates it all the same, and so does the port); None for a trained one, or where the
+        trained directions are not recorded."""
+        if not self.lang_pairs or f"{source_lang}-{target_lang}" in self.lang_pairs:
+            return None
+        return (f"{source_lang}-{target_lang} is not a direction the model was trained on ({', '.join(self.lang_pairs)}): "
+                "it is translated all the same, as fairseq does, and the output may be poor")
 
     def source_ids(self, ids: list[int], source_lang: str, target_lang: str) -> list[int]:
         """Text ids ending with </s> -> what the encoder reads."""

@@ -115,14 +115,18 @@ def text_options(args) -> dict:
 def direction_problem(args, model_dir) -> str | None:
     """Why the model cannot translate in the direction the flags give (a multilingual model without
     --source-lang/--target-lang, an unknown language, a bilingual model's other languages), or None:
-    asked before any work starts."""
-    from porting.format import ConfigError
+    asked before any work starts, once per command. A direction the model knows but was not trained
+    on is translated, with one warning naming the trained ones."""
+    from porting.format import ConfigError, language_tokens, read_config
     from porting.tokenizer import open_tokenizer
 
     try:
         open_tokenizer(model_dir, **text_options(args))
+        tokens = language_tokens(read_config(model_dir))
     except ConfigError as e:
         return str(e)
+    if tokens is not None and (warning := tokens.untrained(args.source_lang, args.target_lang)):
+        print(f"warning: {warning}", file=sys.stderr)
     return None
 
 

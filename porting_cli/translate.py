@@ -31,6 +31,7 @@ from porting_cli.common import (
     add_direction_flags,
     add_engine_flags,
     add_generation_flags,
+    direction_problem,
     engine_problems,
     generation_options,
     load_translator,
@@ -142,6 +143,9 @@ def run(args) -> int:
         return 2
     if args.input is not None and not args.input.is_file():
         print(f"error: --input {args.input}: {'a directory' if args.input.is_dir() else 'no such file'}", file=sys.stderr)
+        return 1
+    if problem := direction_problem(args, args.model[0]):
+        print(f"error: {problem}", file=sys.stderr)
         return 1
     if args.output is not None:
         return bulk(args)

@@ -61,3 +61,38 @@ def test_a_missing_extra_is_one_line_with_the_install(converted, tmp_path, monke
     assert main(["convert", "ctranslate2", "--model", str(converted["ende-sep"]), "--out", str(tmp_path / "ct2")]) == 1
     err = capsys.readouterr().err
     assert f"needs CTranslate2, which is not installed here: {hint}" in err and not (tmp_path / "ct2").exists()
+
+
+def test_an_untrained_direction_is_translated_with_one_warning(converted, tmp_path):
+    """fairseq translates any direction between languages the model has tokens for; so does the port,
+    now with one warning naming the trained directions (before: without a word)."""
+    import subprocess
+    import sys
+
+    from porting.format import language_tokens, read_config
+
+    model = converted["m2m-enfres"]
+    tokens = language_tokens(read_config(model))
+    src, tgt = next((a, b) for a in tokens.langs for b in tokens.langs if a != b and f"{a}-{b}" not in tokens.lang_pairs)
+    (tmp_path / "in").write_text("Hello.\nGood morning.\n")
+    run = [sys.executable, "-m", "porting_cli", "translate", "--model", str(model), "--input", str(tmp_path / "in")]
+    r = subprocess.run([*run, "--source-lang", src, "--target-lang", tgt], capture_output=True, text=True)
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2
+    assert warnings == [f"warning: {tokens.untrained(src, tgt)}"] and ", ".join(tokens.lang_pairs) in warnings[0]
+    trained = tokens.lang_pairs[0].split("-")
+    r = subprocess.run([*run, "--source-lang", trained[0], "--target-lang", trained[1]], capture_output=True, text=True)
+    assert r.returncode == 0 and "warning" not in r.stderr
+
+
+def test_a_missing_language_names_the_trained_directions_first():
+    """With M2M-100's 100 languages the error listed every code; now the trained directions, then the
+    first twelve codes and the count."""
+    from porting.format import LanguageTokens
+
+    langs = tuple(f"l{i:02d}" for i in range(100))
+    tokens = LanguageTokens(langs, ("l00-l01", "l01-l00"), "multilingual", "src", True, False,
+                            {lang: 10 + i for i, lang in enumerate(langs)})
+    message = "; ".join(tokens.direction_problems("l00", "xx"))
+    assert message.index("trained on l00-l01, l01-l00") < message.index("l11, … (100 in all)")
+    assert "l12" not in message
