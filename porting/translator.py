@@ -107,11 +107,25 @@ def merged_options(defaults: dict, overrides: dict) -> dict:
 
 class Translator:
     def __init__(self, tokenizer: Tokenizer | SentencePieceTokenizer, ensemble: Ensemble, config: dict,
-                 defaults: dict | None = None):
+                 defaults: dict | None = None, model_dir: str | Path | None = None):
         self.tokenizer, self.ensemble, self.config = tokenizer, ensemble, config
         self.defaults = dict(defaults or {})           # from the model's generation_config.json
         self.max_source_positions = config["porting"]["architecture"]["max_source_positions"]
         self.sources = SourceEncoder(tokenizer, self.max_source_positions)
+        self.model_dir = model_dir                     # where another direction's tokenizer is opened
+        self._directions = {(tokenizer.source_lang, tokenizer.target_lang): self.sources}
+
+    def _sources(self, source_lang: str | None, target_lang: str | None) -> SourceEncoder:
+        """The encoder of the direction a call asks for (its own tokenizer: the language tokens), opened
+        once: one multilingual model serves every direction without loading its weights again."""
+        key = (source_lang or self.tokenizer.source_lang, target_lang or self.tokenizer.target_lang)
+        if key not in self._directions:
+            if self.model_dir is None:
+                raise ValueError("this Translator was built for one direction (from_pretrained keeps the others)")
+            normalize = getattr(self.tokenizer, "normalizer", None) is not None
+            self._directions[key] = SourceEncoder(open_tokenizer(self.model_dir, normalize, *key),
+                                                  self.max_source_positions)
+        return self._directions[key]
 
     @classmethod
     def from_pretrained(cls, *model_dirs: str | Path, dtype: torch.dtype | str = torch.float32,
@@ -153,7 +167,7 @@ class Translator:
             from porting.kernels.quantize import quantize_int8
 
             quantize_int8(ensemble.models, ensemble.decoders)
-        return cls(tokenizer, ensemble, first, default_options(model_dirs[0]))
+        return cls(tokenizer, ensemble, first, default_options(model_dirs[0]), model_dirs[0])
 
     default_options = staticmethod(default_options)
 
@@ -165,26 +179,32 @@ class Translator:
         return self.sources.encode(line, truncate)
 
     def generate(self, lines: str | Sequence[str], batch_size: int = 32, truncate: bool = False, progress=None,
-                 encoder_cache: dict | None = None, **options) -> list[Translation] | Translation:
+                 encoder_cache: dict | None = None, source_lang: str | None = None, target_lang: str | None = None,
+                 **options) -> list[Translation] | Translation:
         """Every line gets a Translation, in input order (one line as a str: its Translation).
         Options (fairseq's names, porting.generation.options) override the model's defaults. Lines
         are batched by length (as fairseq does); no line's output depends on its batch (unless
         ``max_len_from="batch-width"`` asks for fairseq's own length cap). Pass the same dict as
-        ``encoder_cache`` to calls over the same lines to run the encoder once for all of them."""
+        ``encoder_cache`` to calls over the same lines to run the encoder once for all of them.
+        source_lang, target_lang: this call's direction (a multilingual model serves every one; not
+        given: the one the Translator was made for)."""
         if isinstance(lines, str):                       # not its characters: one line
-            return self.generate([lines], batch_size, truncate, progress, encoder_cache, **options)[0]
+            return self.generate([lines], batch_size, truncate, progress, encoder_cache, source_lang, target_lang,
+                                 **options)[0]
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         lines = list(lines)
         opts = GenerationOptions(**self.options(**options))
-        encoded = self.sources.encode_all(lines, truncate)
+        sources = self._sources(source_lang, target_lang)
+        tokenizer = sources.tokenizer
+        encoded = sources.encode_all(lines, truncate)
         results: list[Translation | None] = [None] * len(lines)
-        start = (self.tokenizer.bos, self.tokenizer.prefix)    # the language token, for multilingual models
+        start = (tokenizer.bos, tokenizer.prefix)    # the language token, for multilingual models
         for idx in batches_by_length([len(ids) for ids, _ in encoded], batch_size):
             src = left_pad([encoded[i][0] for i in idx])
             encs = None
-            if encoder_cache is not None:  # same lines, same batches: reuse the encoder's work
-                key = tuple(idx)
+            if encoder_cache is not None:  # same lines, same batches, same direction: reuse the encoder's work
+                key = (tokenizer.source_lang, tokenizer.target_lang, *idx)
                 if key not in encoder_cache:
                     with torch.no_grad():
                         encoder_cache[key] = self.ensemble.encode(src)
@@ -192,13 +212,14 @@ class Translator:
             for i, hyps in zip(idx, generate(self.ensemble, src, opts, encs, start)):
                 hyps = hyps[: opts.nbest]
                 results[i] = Translation(lines[i], encoded[i][0], hyps,
-                                         [self.tokenizer.decode(h.tokens) for h in hyps], encoded[i][1])
+                                         [tokenizer.decode(h.tokens) for h in hyps], encoded[i][1])
             if progress is not None:
                 progress(len(idx))
         return results
 
     def translate(self, lines: str | Sequence[str], **options) -> list[str] | str:
-        """The best translation of each line (one line as a str: its translation as a str)."""
+        """The best translation of each line (one line as a str: its translation as a str); options as
+        generate's (source_lang, target_lang among them)."""
         if isinstance(lines, str):
             return self.generate(lines, **options).texts[0]
         return [t.texts[0] for t in self.generate(lines, **options)]
