@@ -118,3 +118,25 @@ def test_the_direction_belongs_to_the_call(converted):
     bilingual = Translator.from_pretrained(converted["ende-sep"])
     with pytest.raises(DirectionError, match="translates en to de only"):
         bilingual.translate(lines, source_lang="fr")
+
+
+@pytest.mark.parametrize("name", ["ende-sep", "m2m-enfres"])
+def test_the_ctranslate2_directory_explains_itself(converted, ct2, name, tmp_path):
+    """The export's README (add_source_eos, the target prefix, the cap) holds a Python call that, run
+    as written, translates exactly as the harness's CTranslate2 adapter does."""
+    import re
+    import subprocess
+    import sys
+
+    from parity.peers import CTranslate2System
+
+    out = ct2[name]
+    text = (out / "README.md").read_text()
+    assert "add_source_eos" in text and "Do not append" in text and "max_decoding_length" in text
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1).replace("THIS_DIR", str(out))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    system = CTranslate2System(out, ("en", "fr") if name == "m2m-enfres" else None)
+    ids = system.tokenizer.encode("The file could not be opened.")
+    best = system.generate([ids], {"beam": 5, "lenpen": 1.0, "max_len_b": 200})[0][0]
+    assert r.stdout.strip() == system.decode(best) != ""

@@ -10,6 +10,7 @@ dtypes, and applies the quantization. Every architecture option either maps or i
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -20,7 +21,8 @@ import torch
 from converters import PEERS_HINT
 from converters.ctranslate2 import QUANTIZATIONS
 from converters.io.atomic import OutputExists, atomic_dir
-from porting.format import PAD, Arch, ConfigError, language_tokens, read_config, tokenizer_files
+from porting.format import PAD, Arch, ConfigError, family, language_tokens, read_config, tokenizer_files
+from porting.generation.options import fairseq_defaults
 from porting.model.layout import derived_tensors
 from porting.tokenizer import vocabularies as porting_vocabularies
 
@@ -175,6 +177,62 @@ def copy_tokenizer(model_dir: Path, config: dict, out: Path) -> None:
         shutil.copyfile(model_dir / name, out / name)
 
 
+def readme(model_dir: Path, config: dict, quantization: str | None) -> str:
+    """What the directory is and the exact call that runs it as fairseq would: pieces in (the language
+    token placed, no </s>: CTranslate2 appends it, add_source_eos), the forced target-language token as
+    the target prefix, the model's own beam, length penalty and cap."""
+    from converters import __version__
+
+    tokens = language_tokens(config)
+    generation = {**fairseq_defaults(), **_fairseq_generation(model_dir)}
+    src, tgt = tokens.default_direction() if tokens else tuple(config["langs"])
+    direction = f', source_lang="{src}", target_lang="{tgt}"' if tokens else ""
+    return f"""# CTranslate2 model
+
+Converted by porting-workbench {__version__} (`porting convert ctranslate2`) from `{model_dir.name}`
+({family(config)}), weights {quantization or "float32"}. `{TOKENIZER_DIR}/` holds that model's tokenizer
+files and config: CTranslate2 takes and gives pieces, and turning text into them (and back) is the
+original model's business.
+
+- `add_source_eos` is on: CTranslate2 appends `</s>` to every source, as fairseq does. Do not append
+  it yourself: a second `</s>` changes the translation.
+- {_PLACEMENT if tokens else "Nothing is forced: no `target_prefix`."}
+- fairseq's length cap is `max_len_a * source_length + max_len_b` tokens before `</s>`; CTranslate2's
+  `max_decoding_length` is one number: `max_len_b` below (`max_len_a` is {generation["max_len_a"]} here).
+
+```python
+import ctranslate2
+from porting.tokenizer import open_tokenizer, vocabularies
+
+tok = open_tokenizer("THIS_DIR/{TOKENIZER_DIR}"{direction})
+source_symbols, target_symbols = vocabularies("THIS_DIR/{TOKENIZER_DIR}")
+target_ids = {{s: i for i, s in enumerate(target_symbols)}}
+translator = ctranslate2.Translator("THIS_DIR")
+ids = tok.encode("{_EXAMPLE}")                     # fairseq's ids, language token placed, </s> last
+source = [source_symbols[i] for i in ids[:-1]]          # without </s>: CTranslate2 appends it
+prefix = [target_symbols[i] for i in tok.prefix]        # the forced target-language token, if any
+result = translator.translate_batch([source], target_prefix=[prefix] if prefix else None,
+                                    beam_size={generation["beam"]}, length_penalty={generation["lenpen"]},
+                                    max_decoding_length={generation["max_len_b"]})
+print(tok.decode([target_ids.get(p, 3) for p in result[0].hypotheses[0]]))
+```
+
+`porting parity --original … --port ctranslate2:THIS_DIR` checks this directory against the original.
+"""
+
+
+_EXAMPLE = "The file could not be opened."
+_PLACEMENT = ("The source's language token is placed as fairseq's task places it (the tokenizer does it), and the\n"
+              "  target language's token is forced first: give it as `target_prefix`.")
+
+
+def _fairseq_generation(model_dir: Path) -> dict:
+    try:
+        return json.loads((model_dir / "generation_config.json").read_text(encoding="utf-8")).get("fairseq", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 def convert(model_dir: Path, out: Path, quantization: str | None = None, force: bool = False) -> dict:
     """Write the CTranslate2 model; returns what was written and what it leaves out."""
     model_dir, out = Path(model_dir), Path(out)
@@ -197,6 +255,7 @@ def convert(model_dir: Path, out: Path, quantization: str | None = None, force: 
         with atomic_dir(out, force, [model_dir]) as tmp:
             spec.save(str(tmp))
             copy_tokenizer(model_dir, config, tmp / TOKENIZER_DIR)
+            (tmp / "README.md").write_text(readme(model_dir, config, quantization), encoding="utf-8")
     except OutputExists as e:
         raise CTranslate2Error([str(e)]) from None
     for note in left_out:
