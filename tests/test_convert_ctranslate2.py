@@ -29,7 +29,7 @@ def test_same_bytes_as_ctranslate2s_own_fairseq_converter(converted, name, tmp_p
     """The strongest check there is: CTranslate2's own converter (which imports fairseq and
     unpickles the checkpoint with code allowed: acceptable here, on our own files) writes the same
     model.bin, vocabularies and config, byte for byte (ours carries the model's tokenizer besides,
-    in tokenizer/: CTranslate2's own converter writes none)."""
+    in tokenizer/, and a README: CTranslate2's own converter writes neither)."""
     m = shipped.catalog()[name]
     assert ct2_cli("--model", converted[name], "--out", tmp_path / "ours") == 0
     theirs = tmp_path / "theirs"
@@ -39,7 +39,7 @@ def test_same_bytes_as_ctranslate2s_own_fairseq_converter(converted, name, tmp_p
                        capture_output=True, text=True, env={**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     files = sorted(p.name for p in theirs.iterdir())      # shared_vocabulary.json for a joined dictionary
-    assert files == sorted(p.name for p in (tmp_path / "ours").iterdir() if p.name not in (".porting-workbench", "tokenizer"))
+    assert files == sorted(p.name for p in (tmp_path / "ours").iterdir() if p.name not in (".porting-workbench", "tokenizer", "README.md"))
     for f in files:
         assert (tmp_path / "ours" / f).read_bytes() == (theirs / f).read_bytes(), f
 
