@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,6 +25,50 @@ def fairseq_available() -> bool:
     except Exception:  # ImportError, or fairseq's own import-time failures on unsupported Pythons
         return False
     return True
+
+
+# What fairseq says while it loads and batches that is no news to a user of the workbench: torch's
+# warning about the switch fairseq_unpickling sets on purpose, its data loader's about pinning memory
+# on a machine with no accelerator, and fastBPE's two lines on loading its codes, which its C++ writes
+# straight to the process's standard error. All shown with -v (the parity logger at DEBUG).
+QUIET_WARNINGS = ("Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD detected",
+                  "'pin_memory' argument is set as true but no accelerator is found")
+QUIET_LINES = re.compile(r"Loading codes from .* \.\.\.|Read \d+ codes from the codes file\.")
+
+
+@contextlib.contextmanager
+def _quiet_fairseq():
+    """The lines above held back; everything else fairseq writes to standard error passes through."""
+    import sys
+    import tempfile
+    import warnings
+
+    if logging.getLogger("parity").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    with warnings.catch_warnings(), tempfile.TemporaryFile() as caught:
+        for message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+        sys.stderr.flush()
+        saved = os.dup(2)                       # the C-level standard error: fastBPE's C++ writes there
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            _flush_c_stdio()
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not QUIET_LINES.fullmatch(line.rstrip("\n"))]
+            sys.stderr.write("".join(kept))
+
+
+def _flush_c_stdio() -> None:
+    import ctypes
+
+    ctypes.CDLL(None).fflush(None)
 
 
 @contextlib.contextmanager
@@ -67,7 +112,7 @@ def load_hub(model_dir: str | Path, checkpoints: str | list[str] | tuple[str, ..
     if not isinstance(checkpoints, str):
         checkpoints = ":".join(checkpoints)
     model_dir = Path(model_dir).resolve()
-    with fairseq_unpickling():
+    with fairseq_unpickling(), _quiet_fairseq():
         hub = TransformerModel.from_pretrained(
             str(model_dir), checkpoint_file=checkpoints, data_name_or_path=".",
             source_lang=source_lang, target_lang=target_lang,
@@ -253,7 +298,9 @@ def generate(hub, tokenized: list, beam: int = 5, **options) -> list[list[dict]]
     generator = hub.task.build_generator(hub.models, gen_args, **({"prefix_allowed_tokens_fn": None}
                                                                    if takes_prefix_fn else {}))
     results = []
-    for batch in hub._build_batches(tokenized, False):
+    with _quiet_fairseq():
+        batches = list(hub._build_batches(tokenized, False))
+    for batch in batches:
         batch = utils.apply_to_sample(lambda t: t.to(hub.device), batch)
         for i, hypos in zip(batch["id"].tolist(), hub.task.inference_step(generator, hub.models, batch)):
             results.append((i, hypos))

@@ -15,6 +15,8 @@ arguments override them. ``porting translate`` and the other commands merge them
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +107,9 @@ def merged_options(defaults: dict, overrides: dict) -> dict:
     return merged
 
 
+log = logging.getLogger(__name__)
+
+
 class Translator:
     def __init__(self, tokenizer: Tokenizer | SentencePieceTokenizer, ensemble: Ensemble, config: dict,
                  defaults: dict | None = None, model_dir: str | Path | None = None):
@@ -142,6 +147,7 @@ class Translator:
         quantize: None or "int8" (dynamic int8 linear layers; float32 and fast kernels only)."""
         if not model_dirs:
             raise ValueError("give at least one converted model directory")
+        started = time.perf_counter()
         if isinstance(dtype, str):                       # "float32", "bfloat16": as the commands spell it
             if dtype not in ("float32", "bfloat16"):
                 raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}")
@@ -167,6 +173,8 @@ class Translator:
             from porting.kernels.quantize import quantize_int8
 
             quantize_int8(ensemble.models, ensemble.decoders)
+        log.debug("loaded %s (%d model%s, %s, kernels %s) in %.2f s", ", ".join(map(str, model_dirs)), len(models),
+                  "s" * (len(models) != 1), str(dtype).removeprefix("torch."), kernels, time.perf_counter() - started)
         return cls(tokenizer, ensemble, first, default_options(model_dirs[0]), model_dirs[0])
 
     default_options = staticmethod(default_options)
@@ -197,7 +205,9 @@ class Translator:
         opts = GenerationOptions(**self.options(**options))
         sources = self._sources(source_lang, target_lang)
         tokenizer = sources.tokenizer
+        started = time.perf_counter()
         encoded = sources.encode_all(lines, truncate)
+        tokenized = time.perf_counter()
         results: list[Translation | None] = [None] * len(lines)
         start = (tokenizer.bos, tokenizer.prefix)    # the language token, for multilingual models
         for idx in batches_by_length([len(ids) for ids, _ in encoded], batch_size):
@@ -215,6 +225,9 @@ class Translator:
                                          [tokenizer.decode(h.tokens) for h in hyps], encoded[i][1])
             if progress is not None:
                 progress(len(idx))
+        done = time.perf_counter()
+        log.debug("%d lines: tokenized in %.3f s, decoded (encoder, search, detokenization) in %.3f s, %.1f lines/s",
+                  len(lines), tokenized - started, done - tokenized, len(lines) / max(done - started, 1e-9))
         return results
 
     def translate(self, lines: str | Sequence[str], **options) -> list[str] | str:

@@ -39,7 +39,8 @@ def test_same_bytes_as_ctranslate2s_own_fairseq_converter(converted, name, tmp_p
                        capture_output=True, text=True, env={**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     files = sorted(p.name for p in theirs.iterdir())      # shared_vocabulary.json for a joined dictionary
-    assert files == sorted(p.name for p in (tmp_path / "ours").iterdir() if p.name not in (".porting-workbench", "tokenizer", "README.md"))
+    assert files == sorted(p.name for p in (tmp_path / "ours").iterdir() if p.name not in (".porting-workbench", "tokenizer",
+                                                                                        "README.md"))
     for f in files:
         assert (tmp_path / "ours" / f).read_bytes() == (theirs / f).read_bytes(), f
 

@@ -7,6 +7,7 @@ import argparse
 import pytest
 
 from porting_cli import build_parser
+from tests.conftest import requires_fairseq
 
 
 def parsers():
@@ -140,3 +141,23 @@ def test_the_ctranslate2_directory_explains_itself(converted, ct2, name, tmp_pat
     ids = system.tokenizer.encode("The file could not be opened.")
     best = system.generate([ids], {"beam": 5, "lenpen": 1.0, "max_len_b": 200})[0][0]
     assert r.stdout.strip() == system.decode(best) != ""
+
+
+@requires_fairseq
+def test_quiet_means_quiet_and_verbose_says_more(converted, tmp_path):
+    """-q on a path that runs fairseq: none of torch's warnings about fairseq's loading and batching, none
+    of fastBPE's lines (its C++ writes them to the process's standard error); -v shows them, and the
+    port's load, tokenization and decoding times."""
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-m", "porting_cli", "example", "--lines", "1", "--out", str(tmp_path / "ex")]
+    quiet = subprocess.run([*run, "-q"], capture_output=True, text=True, cwd=tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == "" and "Loading codes" not in quiet.stdout, quiet.stderr
+    loud = subprocess.run([*run, "-v"], capture_output=True, text=True, cwd=tmp_path)
+    assert "Loading codes from" in loud.stderr and "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" in loud.stderr
+    (tmp_path / "in").write_text("Hello.\n")
+    r = subprocess.run([sys.executable, "-m", "porting_cli", "translate", "--model", str(converted["ende-sep"]),
+                        "--input", str(tmp_path / "in"), "-v"], capture_output=True, text=True)
+    assert "DEBUG: loaded " in r.stderr and "tokenized in" in r.stderr and "lines/s" in r.stderr
