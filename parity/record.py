@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from tqdm import tqdm
-
 from parity import shipped
 from parity.settings import ENSEMBLE_SETTINGS, SETTINGS
 from porting.files import sha256_file as sha256
+from porting.progress import progress_bar
 
 CHUNK_SIZE = 50          # lines per hub.generate call
 TEACHER_FORCED = 8       # sentences recorded layer by layer (the first N of the test set)
@@ -223,13 +222,13 @@ def record_hub(hub, target_lang: str, settings, with_teacher_forced: bool, out: 
     for name in settings:
         options = SETTINGS[name]
         hyps, batches = [], []
-        chunks = range(0, len(source), CHUNK_SIZE)
-        # disable=None: a bar on a terminal only, never into logs when standard error is redirected
-        for start in tqdm(chunks, desc=f"{label} {name}", unit="chunk", leave=False, disable=None):
-            lines = source[start:start + CHUNK_SIZE]
-            tokenized = [hub.encode(line) for line in lines]
-            hyps += generate_chunk(hub, lines, options, tokenized)
-            batches += [[start + i for i in b] for b in chunk_batches(hub, tokenized)]
+        with progress_bar(len(source), f"recording {label} {name}") as bar:
+            for start in range(0, len(source), CHUNK_SIZE):
+                lines = source[start:start + CHUNK_SIZE]
+                tokenized = [hub.encode(line) for line in lines]
+                hyps += generate_chunk(hub, lines, options, tokenized)
+                batches += [[start + i for i in b] for b in chunk_batches(hub, tokenized)]
+                bar.update(len(lines))
         write_json(out / "generation" / f"{name}.json",
                    {"setting": name, "options": options, "batches": batches, "hypotheses": hyps})
 
@@ -361,10 +360,12 @@ def record_system(system, source: list[str], reference: list[str] | None, settin
         batches = [sorted(range(start, min(start + CHUNK_SIZE, len(source))), key=lambda i: len(ids[i]))
                    for start in range(0, len(source), CHUNK_SIZE)]
         hyps: dict[int, list] = {}
-        for batch in tqdm(batches, desc=f"{system.kind} {name}", unit="chunk", leave=False, disable=None):
-            cap = fairseq_cap(options, max(len(ids[i]) for i in batch), system.max_positions)
-            for i, found in zip(batch, system.translate([ids[i] for i in batch], options, cap)):
-                hyps[i] = found
+        with progress_bar(len(source), f"recording {system.kind} {name}") as bar:
+            for batch in batches:
+                cap = fairseq_cap(options, max(len(ids[i]) for i in batch), system.max_positions)
+                for i, found in zip(batch, system.translate([ids[i] for i in batch], options, cap)):
+                    hyps[i] = found
+                bar.update(len(batch))
         records = []
         for i in range(len(source)):
             best = hyps[i][0].tokens

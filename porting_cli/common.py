@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from porting.progress import progress_bar  # noqa: F401  (the commands' one progress display)
+
 KERNELS_HELP = ("fast (default): cheaper kernels, same hypotheses; portable: the fast path on torch's kernels "
                 "alone (what runs where the C kernels cannot be built); exact: fairseq's kernels, bitwise equal scores")
 
@@ -68,14 +70,6 @@ def add_generation_flags(p, nbest: bool = True) -> None:
     p.add_argument("--kernels", choices=["fast", "portable", "exact"], default="fast", help=KERNELS_HELP)
     p.add_argument("--quantize", choices=["none", "int8"], default="none",
                    help="int8: dynamic int8 linear layers (faster, approximate: see README for its BLEU cost)")
-
-
-def progress_bar(total: int, desc: str, unit: str = "line"):
-    """The one progress display: on standard error, with an ETA, only when that is a terminal (none
-    in pipes and logs; none for a single item either), and gone when done. Call update(n) as work finishes."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=None if total > 1 else True, leave=False, file=sys.stderr)
 
 
 def translation_flags(args) -> list[str]:

@@ -30,6 +30,7 @@ ROOMS = {"porting": 0, "converters": 1, "parity": 2, "porting_cli": 3}
 LAYERS = {
     "porting.format": 0,
     "porting.files": 0,
+    "porting.progress": 0,        # the one progress display (a bar on a terminal, lines elsewhere)
     "porting.model": 1,
     "porting.tokenizer": 1,
     "porting.kernels": 2,

@@ -161,3 +161,33 @@ def test_quiet_means_quiet_and_verbose_says_more(converted, tmp_path):
     r = subprocess.run([sys.executable, "-m", "porting_cli", "translate", "--model", str(converted["ende-sep"]),
                         "--input", str(tmp_path / "in"), "-v"], capture_output=True, text=True)
     assert "DEBUG: loaded " in r.stderr and "tokenized in" in r.stderr and "lines/s" in r.stderr
+
+
+def test_progress_is_a_bar_on_a_terminal_lines_elsewhere_and_nothing_under_quiet(converted, tmp_path, monkeypatch,
+                                                                                capsys):
+    """Long jobs were silent where standard error is no terminal (a log, CI): now a short line every
+    porting.progress.INTERVAL_S seconds (0 here, so every update shows), with lines done, the rate and
+    the time left; -q silences it."""
+    import io
+
+    from porting import progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    monkeypatch.setattr(progress, "INTERVAL_S", 0.0)
+    from porting_cli import main
+
+    (tmp_path / "in").write_text("Hello.\nGood morning.\nThank you.\nSee you.\n")
+    args = ["translate", "--model", str(converted["ende-sep"]), "--input", str(tmp_path / "in"), "--shards", "2",
+            "--batch-size", "2"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert any(line.startswith("2 shards: 2/4 lines (50%), ") and line.endswith(" s left")
+               for line in err.splitlines()), err
+    assert main([*args, "--out", str(tmp_path / "b"), "-q"]) == 0
+    assert "lines (" not in capsys.readouterr().err
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("porting"), "level", logging.INFO)    # as the commands set it
+    assert type(progress.progress_bar(10, "x", stream=Terminal())).__name__ == "tqdm"
