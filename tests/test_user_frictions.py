@@ -189,5 +189,9 @@ def test_progress_is_a_bar_on_a_terminal_lines_elsewhere_and_nothing_under_quiet
     assert "lines (" not in capsys.readouterr().err
     import logging
 
-    monkeypatch.setattr(logging.getLogger("porting"), "level", logging.INFO)    # as the commands set it
-    assert type(progress.progress_bar(10, "x", stream=Terminal())).__name__ == "tqdm"
+    ours, level = logging.getLogger("porting"), logging.getLogger("porting").level
+    ours.setLevel(logging.INFO)                                  # as the commands set it without -q
+    try:
+        assert type(progress.progress_bar(10, "x", stream=Terminal())).__name__ == "tqdm"
+    finally:
+        ours.setLevel(level)
