@@ -136,7 +136,7 @@ class Translator:
     def from_pretrained(cls, *model_dirs: str | Path, dtype: torch.dtype | str = torch.float32,
                         normalize_punctuation: bool = False, kernels: str = "fast",
                         quantize: str | None = None, source_lang: str | None = None,
-                        target_lang: str | None = None) -> "Translator":
+                        target_lang: str | None = None, threads: int | None = None) -> "Translator":
         """Each directory contributes all its members (a converted ensemble); vocabularies must agree.
 
         source_lang, target_lang: the direction; required for a multilingual model (a DirectionError
@@ -144,7 +144,9 @@ class Translator:
 
         kernels: "fast" (default), "portable" (the fast path on torch's kernels alone) or "exact"
         (fairseq's kernels, bitwise equal to fairseq).
-        quantize: None or "int8" (dynamic int8 linear layers; float32 and fast kernels only)."""
+        quantize: None or "int8" (dynamic int8 linear layers; float32 and fast kernels only).
+        threads: torch's threads for this process (None: torch's own, one per physical core, or
+        OMP_NUM_THREADS where set); fewer is faster where other work keeps the cores busy."""
         if not model_dirs:
             raise ValueError("give at least one converted model directory")
         started = time.perf_counter()
@@ -156,6 +158,10 @@ class Translator:
             raise ValueError(f"quantize must be int8 or none, got {quantize!r}")
         if quantize == "int8" and (dtype != torch.float32 or kernels == "exact"):
             raise ValueError("int8 quantization needs --dtype float32 and --kernels fast or portable")
+        if threads is not None:
+            if type(threads) is not int or threads < 1:
+                raise ValueError(f"threads must be a whole number of at least 1, got {threads!r}")
+            torch.set_num_threads(threads)
         tokenizer = open_tokenizer(model_dirs[0], normalize_punctuation, source_lang, target_lang)  # errors first
         models, first = [], None
         for d in model_dirs:
@@ -173,8 +179,9 @@ class Translator:
             from porting.kernels.quantize import quantize_int8
 
             quantize_int8(ensemble.models, ensemble.decoders)
-        log.debug("loaded %s (%d model%s, %s, kernels %s) in %.2f s", ", ".join(map(str, model_dirs)), len(models),
-                  "s" * (len(models) != 1), str(dtype).removeprefix("torch."), kernels, time.perf_counter() - started)
+        log.debug("loaded %s (%d model%s, %s, kernels %s, %d threads) in %.2f s", ", ".join(map(str, model_dirs)),
+                  len(models), "s" * (len(models) != 1), str(dtype).removeprefix("torch."), kernels,
+                  torch.get_num_threads(), time.perf_counter() - started)
         return cls(tokenizer, ensemble, first, default_options(model_dirs[0]), model_dirs[0])
 
     default_options = staticmethod(default_options)

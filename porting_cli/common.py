@@ -64,6 +64,9 @@ def add_generation_flags(p, nbest: bool = True) -> None:
             kwargs["type"] = f.type
         p.add_argument("--" + f.name.replace("_", "-"), **kwargs)
     p.add_argument("--batch-size", type=positive_int, default=32, help="sentences decoded together")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch's threads (each worker's, with --jobs or Ray); default: torch's own, one per physical "
+                        "core, or OMP_NUM_THREADS where set. On a machine other work keeps busy, fewer is faster")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                    help="the type the weights are cast to and computed in (bfloat16: approximate, faster where the "
                         "CPU has native bfloat16)")
@@ -82,7 +85,8 @@ def translation_flags(args) -> list[str]:
 def runtime(args) -> dict:
     """How the models run (dtype, kernels, quantization): Translator.from_pretrained's keywords,
     recorded beside every result they produce."""
-    return {"dtype": args.dtype, "kernels": args.kernels, "quantize": args.quantize}
+    return {"dtype": args.dtype, "kernels": args.kernels, "quantize": args.quantize,
+            **({"threads": args.threads} if getattr(args, "threads", None) is not None else {})}
 
 
 def add_metric_flag(p, what: str) -> None:

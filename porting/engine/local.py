@@ -18,7 +18,8 @@ class LocalEngine:
     def __init__(self, spec: WorkerSpec, jobs: int = 1):
         self.spec, self.jobs = spec, max(1, jobs)
         self.workers = self.jobs
-        self.threads = max(1, (os.cpu_count() or 1) // self.jobs)      # the machine's cores, shared out
+        # each worker's threads: the ones asked for (runtime "threads"), else the machine's cores, shared out
+        self.threads = spec.runtime.get("threads") or max(1, (os.cpu_count() or 1) // self.jobs)
         self.worker: Worker | None = None
         self.pool: ProcessPoolExecutor | None = None
 
