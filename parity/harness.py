@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from parity import causes, machine
 from parity.compare import TensorDiff, diff, first_differing_step, first_divergence
 from parity.contract import fairseq_cap
-from porting.evaluation.scoring import TUNING, TunedMetric
+from porting.evaluation.scoring import SIGNIFICANCE, TUNING, TunedMetric
 
 
 def _load(run: Path, name: str):
@@ -189,8 +189,7 @@ def generation(system, run: Path, inputs: dict, stages: list[dict] | None, setti
 
 
 # A port fails a setting whose metric is below the original's with a paired bootstrap p-value under
-# this, whatever its differences' causes: explained differences can still add up to a worse system.
-SIGNIFICANCE = 0.05
+# scoring.SIGNIFICANCE, whatever its differences' causes: explained differences can still add up to a worse system.
 
 
 def _outcome(refs: list[str] | None, rec: dict, port: list[str], metric: TunedMetric) -> dict | None:
@@ -206,12 +205,11 @@ def _outcome(refs: list[str] | None, rec: dict, port: list[str], metric: TunedMe
             "rule": f"fails when the port's {metric.label} is below the original's with p < {SIGNIFICANCE}"}
 
 
-def scores(gen: dict, run: Path, setting: str, metric: TunedMetric) -> dict | None:
+def scores(gen: dict, run: Path, setting: str, metric: TunedMetric, refs: list[str]) -> dict | None:
     """The main setting's scores for both sides (BLEU and chrF, or ROUGE), with signatures, and its paired test."""
     if setting not in gen or "port_texts" not in gen[setting] or gen[setting]["outcome"] is None:
         return None
     rec = _load(run, f"generation/{setting}.json")
-    refs = _load(run, "inputs.json")["reference"]
     original = [h[0]["text"] for h in rec["hypotheses"]]
     return {"setting": setting, "metric": metric.label, "ranked": list(metric.rank), "signature": metric.signature,
             "port": metric.score(gen[setting]["port_texts"], refs), "original": metric.score(original, refs),
@@ -242,7 +240,7 @@ def compare(system, run: Path, settings: list[str] | None, atol: float, rtol: fl
               "tokenization": tokenization(system, inputs, stages),
               "generation": generation(system, run, inputs, stages, settings, progress=progress, metric=metric)}
     main_setting = next((s for s in ("beam5_nbest5", "greedy") if s in report["generation"]), None)
-    report["scores"] = scores(report["generation"], run, main_setting, metric) if main_setting else None
+    report["scores"] = scores(report["generation"], run, main_setting, metric, inputs["reference"]) if main_setting else None
     for g in report["generation"].values():
         g.pop("port_texts", None)
     # a peer's own tokenizer may differ from fairseq's by design (FSMT normalises punctuation): its

@@ -15,6 +15,7 @@ import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import zip_longest
 from pathlib import Path
 from typing import Callable
 
@@ -143,10 +144,9 @@ def vocabulary_difference(a: str | Path, b: str | Path) -> str | None:
     """Where two converted directories' vocabularies part (the first differing id per side), or
     None when they are the same: ensemble members must agree on every id, not only on the sizes."""
     for side, x, y in zip(("source", "target"), vocabularies(a), vocabularies(b)):
-        for i in range(max(len(x), len(y))):
-            if (x[i] if i < len(x) else None) != (y[i] if i < len(y) else None):
-                return (f"the {side} vocabularies differ first at id {i}: {x[i] if i < len(x) else None!r} in {a}, "
-                        f"{y[i] if i < len(y) else None!r} in {b}")
+        for i, (s, t) in enumerate(zip_longest(x, y)):
+            if s != t:
+                return f"the {side} vocabularies differ first at id {i}: {s!r} in {a}, {t!r} in {b}"
     return None
 
 

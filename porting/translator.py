@@ -112,12 +112,14 @@ log = logging.getLogger(__name__)
 
 class Translator:
     def __init__(self, tokenizer: Tokenizer | SentencePieceTokenizer, ensemble: Ensemble, config: dict,
-                 defaults: dict | None = None, model_dir: str | Path | None = None):
+                 defaults: dict | None = None, model_dir: str | Path | None = None,
+                 normalize_punctuation: bool = False):
         self.tokenizer, self.ensemble, self.config = tokenizer, ensemble, config
         self.defaults = dict(defaults or {})           # from the model's generation_config.json
         self.max_source_positions = config["porting"]["architecture"]["max_source_positions"]
         self.sources = SourceEncoder(tokenizer, self.max_source_positions)
-        self.model_dir = model_dir                     # where another direction's tokenizer is opened
+        self.model_dir = model_dir                     # where another direction's tokenizer is opened, and how
+        self.normalize_punctuation = normalize_punctuation
         self._directions = {(tokenizer.source_lang, tokenizer.target_lang): self.sources}
 
     def _sources(self, source_lang: str | None, target_lang: str | None) -> SourceEncoder:
@@ -127,8 +129,7 @@ class Translator:
         if key not in self._directions:
             if self.model_dir is None:
                 raise ValueError("this Translator was built for one direction (from_pretrained keeps the others)")
-            normalize = getattr(self.tokenizer, "normalizer", None) is not None
-            self._directions[key] = SourceEncoder(open_tokenizer(self.model_dir, normalize, *key),
+            self._directions[key] = SourceEncoder(open_tokenizer(self.model_dir, self.normalize_punctuation, *key),
                                                   self.max_source_positions)
         return self._directions[key]
 
@@ -182,7 +183,7 @@ class Translator:
         log.debug("loaded %s (%d model%s, %s, kernels %s, %d threads) in %.2f s", ", ".join(map(str, model_dirs)),
                   len(models), "s" * (len(models) != 1), str(dtype).removeprefix("torch."), kernels,
                   torch.get_num_threads(), time.perf_counter() - started)
-        return cls(tokenizer, ensemble, first, default_options(model_dirs[0]), model_dirs[0])
+        return cls(tokenizer, ensemble, first, default_options(model_dirs[0]), model_dirs[0], normalize_punctuation)
 
     default_options = staticmethod(default_options)
 

@@ -115,15 +115,15 @@ def direction_problem(args, model_dir) -> str | None:
     --source-lang/--target-lang, an unknown language, a bilingual model's other languages), or None:
     asked before any work starts, once per command. A direction the model knows but was not trained
     on is translated, with one warning naming the trained ones."""
-    from porting.format import ConfigError, language_tokens, read_config
+    from porting.format import ConfigError
     from porting.tokenizer import open_tokenizer
 
     try:
-        open_tokenizer(model_dir, **text_options(args))
-        tokens = language_tokens(read_config(model_dir))
+        tokenizer = open_tokenizer(model_dir, **text_options(args))
     except ConfigError as e:
         return str(e)
-    if tokens is not None and (warning := tokens.untrained(args.source_lang, args.target_lang)):
+    tokens = getattr(tokenizer, "tokens", None)          # a multilingual model's language tokens
+    if tokens is not None and (warning := tokens.untrained(tokenizer.source_lang, tokenizer.target_lang)):
         print(f"warning: {warning}", file=sys.stderr)
     return None
 

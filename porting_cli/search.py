@@ -52,7 +52,7 @@ def run(args) -> int:
     from porting.engine import EngineError
     from porting.engine.shards import plan_lines, run_sharded
     from porting.evaluation.grid import GridError, markdown_table, parse_grid, run_grid
-    from porting.evaluation.scoring import TUNING, DataError, read_parallel
+    from porting.evaluation.scoring import SIGNIFICANCE, TUNING, DataError, read_parallel
     from porting.format import ConfigError
 
     problems = engine_problems(args)
@@ -99,10 +99,10 @@ def run(args) -> int:
             with progress_bar(len(settings) * len(source), f"{len(settings)} settings") as bar:
                 records = run_grid(args.model, source, reference, settings, base, state, engine,
                                    args.shards or engine.workers, bar.update, runtime(args), metric=metric)
+            best = metric.best(records)
             if test:              # the best setting and the defaults on the split never tuned on
                 shards = plan_lines(args.model[0], test[0], args.batch_size, args.shards or engine.workers,
                                     text=text_options(args))
-                best = metric.best(records)
                 tuned = [t.texts[0] for t in run_sharded(engine, test[0], shards, {**base, **best["setting"]},
                                                          reuse_encoder=True)]
                 default = [t.texts[0] for t in run_sharded(engine, test[0], shards, base, reuse_encoder=True)]
@@ -110,7 +110,6 @@ def run(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     table = markdown_table(records, keys, defaults, metric)
-    best = metric.best(records)
     report = {**identity, "fixed": base,
               "runtime": runtime(args), "results": records, "best": best["setting"],
               f"best_{metric.rank[0]}": best[metric.rank[0]], "signature": best[metric.signature]}
@@ -128,7 +127,7 @@ def run(args) -> int:
     (out / "table.md").write_text(table + "\n")
     print(f"\nwrote {out / 'results.json'} and {out / 'table.md'}")
     if args.write_best:
-        if not test or report["test"]["paired_bootstrap"]["p_value"] >= 0.05:
+        if not test or report["test"]["paired_bootstrap"]["p_value"] >= SIGNIFICANCE:
             why = (f"p = {report['test']['paired_bootstrap']['p_value']:.4f} on {args.test_input}" if test
                    else "no --test-input to test it on")
             print(f"warning: the best setting is not shown better than the current defaults ({why}); "

@@ -10,7 +10,6 @@ dtypes, and applies the quantization. Every architecture option either maps or i
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -25,6 +24,7 @@ from porting.format import PAD, Arch, ConfigError, family, language_tokens, read
 from porting.generation.options import fairseq_defaults
 from porting.model.layout import derived_tensors
 from porting.tokenizer import vocabularies as porting_vocabularies
+from porting.translator import default_options
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def readme(model_dir: Path, config: dict, quantization: str | None) -> str:
     from converters import __version__
 
     tokens = language_tokens(config)
-    generation = {**fairseq_defaults(), **_fairseq_generation(model_dir)}
+    generation = {**fairseq_defaults(), **default_options(model_dir)}
     src, tgt = tokens.default_direction() if tokens else tuple(config["langs"])
     direction = f', source_lang="{src}", target_lang="{tgt}"' if tokens else ""
     return f"""# CTranslate2 model
@@ -226,13 +226,6 @@ _PLACEMENT = ("The source's language token is placed as fairseq's task places it
               "  target language's token is forced first: give it as `target_prefix`.")
 
 
-def _fairseq_generation(model_dir: Path) -> dict:
-    try:
-        return json.loads((model_dir / "generation_config.json").read_text(encoding="utf-8")).get("fairseq", {})
-    except (OSError, ValueError, AttributeError):
-        return {}
-
-
 def convert(model_dir: Path, out: Path, quantization: str | None = None, force: bool = False) -> dict:
     """Write the CTranslate2 model; returns what was written and what it leaves out."""
     model_dir, out = Path(model_dir), Path(out)
@@ -244,6 +237,7 @@ def convert(model_dir: Path, out: Path, quantization: str | None = None, force: 
         raise CTranslate2Error([f"--quantization {quantization!r}: choose one of {', '.join(QUANTIZATIONS)}"])
     try:
         spec, config = build_spec(model_dir)
+        text = readme(model_dir, config, quantization)
     except ConfigError as e:
         raise CTranslate2Error([f"--model {model_dir}: {e}"]) from None
     spec.validate()
@@ -255,7 +249,7 @@ def convert(model_dir: Path, out: Path, quantization: str | None = None, force: 
         with atomic_dir(out, force, [model_dir]) as tmp:
             spec.save(str(tmp))
             copy_tokenizer(model_dir, config, tmp / TOKENIZER_DIR)
-            (tmp / "README.md").write_text(readme(model_dir, config, quantization), encoding="utf-8")
+            (tmp / "README.md").write_text(text, encoding="utf-8")
     except OutputExists as e:
         raise CTranslate2Error([str(e)]) from None
     for note in left_out:

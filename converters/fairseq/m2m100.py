@@ -93,8 +93,9 @@ def nllb_dictionary(tokenizer_json: dict, tokenizer_config: dict, vocab_size: in
     by_id.update({t["id"]: t["content"] for t in tokenizer_json.get("added_tokens", []) if isinstance(t, dict)})
     by_id = {i: s for i, s in by_id.items() if i < vocab_size}
     specials = tokenizer_config.get("extra_special_tokens") or tokenizer_config.get("additional_special_tokens") or []
-    langs = sorted((s for s in specials if isinstance(s, str) and nllb.NLLB_CODE.fullmatch(s) and s in by_id.values()),
-                   key=lambda code: next(i for i, s in by_id.items() if s == code))
+    id_of = {s: i for i, s in by_id.items()}
+    langs = sorted((s for s in specials if isinstance(s, str) and nllb.NLLB_CODE.fullmatch(s) and s in id_of),
+                   key=id_of.__getitem__)
     if not langs:
         problems.append(f"{label}: no language codes among its special tokens")
         return None
@@ -128,9 +129,12 @@ def _fairseq_names(state: dict[str, torch.Tensor], path: Path, problems: list[st
     return out
 
 
-def tokenizer_class(hf_dir: Path) -> str:
-    """The tokenizer an M2M100 directory declares (tokenizer_config.json), or one error saying why not."""
+def read_tokenizer_config(hf_dir: Path) -> dict | None:
+    """An M2M100 directory's tokenizer_config.json, checked to declare a tokenizer this reads (None: the
+    file is not there, which begin reports with the other missing files), or one error saying why not."""
     path = hf_dir / "tokenizer_config.json"
+    if not path.is_file():
+        return None
     try:
         tokenizer_config = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as e:
@@ -138,14 +142,13 @@ def tokenizer_class(hf_dir: Path) -> str:
     name = tokenizer_config.get("tokenizer_class") if isinstance(tokenizer_config, dict) else None
     if name not in TOKENIZER_CLASSES:
         raise ConversionError([f"--model {path}: tokenizer {name!r}; this reads {', '.join(TOKENIZER_CLASSES)}"])
-    return name
+    return tokenizer_config
 
 
-def _read_dictionary(hf_dir: Path, nllb_tokenizer: bool, vocab_size: int,
+def _read_dictionary(hf_dir: Path, tokenizer_config: dict, nllb_tokenizer: bool, vocab_size: int,
                      problems: list[str]) -> tuple[list[str], Dictionary | None]:
     """(the languages in id order, the fairseq dictionary) from the directory's tokenizer files."""
     try:
-        tokenizer_config = json.loads((hf_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
         vocab = json.loads((hf_dir / ("tokenizer.json" if nllb_tokenizer else SHARED_VOCAB_FILE)).read_text(encoding="utf-8"))
     except (ValueError, OSError) as e:
         raise ConversionError([f"--model {hf_dir}: tokenizer files not readable JSON ({e})"]) from None
@@ -168,10 +171,11 @@ def read_m2m100(hf_dir: Path, out: Path, config: dict, force: bool = False, lice
     """An M2M100 directory as a conversion job, every problem collected (config: its config.json)."""
     if problems := config_problems(config, f"--model {hf_dir}/config.json", (*SIZE_FIELDS, "vocab_size")):
         raise ConversionError(problems)
-    nllb_tokenizer = tokenizer_class(hf_dir).startswith("Nllb") if (hf_dir / "tokenizer_config.json").is_file() else False
+    tokenizer_config = read_tokenizer_config(hf_dir)
+    nllb_tokenizer = tokenizer_config is not None and tokenizer_config["tokenizer_class"].startswith("Nllb")
     files = NLLB_FILES if nllb_tokenizer else FILES
     job, weights = begin(hf_dir, out, config, files, "M2M100", force, license)
-    langs, d = _read_dictionary(hf_dir, nllb_tokenizer, config.get("vocab_size", 0), job.problems)
+    langs, d = _read_dictionary(hf_dir, tokenizer_config, nllb_tokenizer, config.get("vocab_size", 0), job.problems)
     if weights is None or d is None:
         raise ConversionError(job.problems)
     path, state = weights

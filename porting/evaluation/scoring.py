@@ -189,6 +189,10 @@ def paired_bootstrap_lines(baseline: list[float], system: list[float], samples: 
 
 # ---------------------------------------------------------------- what a search, a selection and parity rank by
 
+# A difference counts as shown where its paired bootstrap p-value is under this: a parity port fails a
+# setting it scores worse on, a search warns before writing a gain that is not shown.
+SIGNIFICANCE = 0.05
+
 @dataclass(frozen=True)
 class TunedMetric:
     """A metric a search tunes on, a selection ranks by and the parity outcome tests: the fields it
