@@ -181,3 +181,17 @@ def test_the_rouge_outcome_fails_a_port_significantly_worse(texts):
     assert worse["significantly_worse"] and worse["metric"] == "ROUGE-L" and worse["port"] < worse["original"]
     same = _outcome(refs, rec, list(refs), TUNING["rouge"])
     assert not same["significantly_worse"] and same["p_value"] == 1.0
+
+
+def test_a_bleu_grid_state_is_not_resumed_as_a_rouge_one(converted, tmp_path):
+    """The metric is part of what a kept grid record belongs to: a search's state file written under -m bleu
+    is not taken as the finished settings of the same grid under -m rouge (it holds no ROUGE)."""
+    from porting.evaluation.grid import parse_grid, run_grid
+
+    src, ref = shipped.test_set(split="valid")
+    state, grid = tmp_path / "state.jsonl", parse_grid("beam=1:2")
+    bleu = run_grid([converted["ende-sep"]], src[:8], ref[:8], grid, {}, state)
+    rouge = run_grid([converted["ende-sep"]], src[:8], ref[:8], grid, {}, state, metric=TUNING["rouge"])
+    assert all("bleu" in r and "rougeL" not in r for r in bleu)
+    assert all("rougeL" in r and r["fingerprint"] != bleu[0]["fingerprint"] for r in rouge)
+    assert run_grid([converted["ende-sep"]], src[:8], ref[:8], grid, {}, state) == bleu    # each resumes its own
