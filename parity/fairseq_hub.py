@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from porting.format import BILINGUAL, MULTILINGUAL
+from porting.format import BART, BILINGUAL, MULTILINGUAL
 
 
 class FairseqMissing(RuntimeError):
@@ -37,7 +37,7 @@ QUIET_LINES = re.compile(r"Loading codes from .* \.\.\.|Read \d+ codes from the 
 
 
 @contextlib.contextmanager
-def _quiet_fairseq():
+def quiet_fairseq():
     """The lines above held back; everything else fairseq writes to standard error passes through."""
     import sys
     import tempfile
@@ -91,16 +91,18 @@ def fairseq_unpickling():
 
 def load_hub(model_dir: str | Path, checkpoints: str | list[str] | tuple[str, ...],
              source_lang: str, target_lang: str):
-    """fairseq's ``GeneratorHubInterface`` on a directory in fairseq's release layout: wmt19's
-    (``model*.pt``, ``dict.<lang>.txt``, ``bpecodes``: the Moses + fastBPE pipeline its hub models
-    use) or M2M-100's (checkpoint, SentencePiece model, model dictionary; then the languages choose
-    the direction). Several checkpoints form an ensemble, as fairseq's ``a.pt:b.pt`` syntax does.
+    """fairseq's hub interface on a directory in fairseq's release layout: wmt19's (``model*.pt``,
+    ``dict.<lang>.txt``, ``bpecodes``: the Moses + fastBPE pipeline its hub models use), M2M-100's
+    (checkpoint, SentencePiece model, model dictionary; then the languages choose the direction) or
+    bart.large.cnn's (checkpoint, ``dict.<lang>.txt``, GPT-2's ``encoder.json`` and ``vocab.bpe``: a
+    BARTHubInterface). Several checkpoints form an ensemble, as fairseq's ``a.pt:b.pt`` syntax does.
 
     Languages must be given: fairseq's Moses tokenizer otherwise detokenizes with English rules.
     """
     root_level = logging.getLogger().level
+    original = ORIGINALS[release_family(model_dir)]
     try:
-        from fairseq.models.transformer import TransformerModel
+        model_class = original.model_class()
     except Exception as e:  # pragma: no cover - depends on the installation
         raise FairseqMissing(f"fairseq is not importable here ({e}); run `make setup`") from e
     # importing fairseq runs a basicConfig(level=DEBUG) in one of its tasks: matplotlib alone then
@@ -112,11 +114,10 @@ def load_hub(model_dir: str | Path, checkpoints: str | list[str] | tuple[str, ..
     if not isinstance(checkpoints, str):
         checkpoints = ":".join(checkpoints)
     model_dir = Path(model_dir).resolve()
-    with fairseq_unpickling(), _quiet_fairseq():
-        hub = TransformerModel.from_pretrained(
+    with fairseq_unpickling(), quiet_fairseq():
+        hub = model_class.from_pretrained(
             str(model_dir), checkpoint_file=checkpoints, data_name_or_path=".",
-            source_lang=source_lang, target_lang=target_lang,
-            **ORIGINALS[release_family(model_dir)].release_options(model_dir))
+            source_lang=source_lang, target_lang=target_lang, **original.release_options(model_dir))
     hub.eval()
     return hub
 
@@ -206,31 +207,72 @@ def _multilingual_stripped(hub) -> set[int]:
     return {hub.task.data_manager.get_decoder_langtok(hub.task.args.target_lang, spec)}
 
 
+# The BART family (--arch bart_*, bart.large.cnn's release layout): the hub is BARTHubInterface, whose
+# encode() puts <s> first (so what it gives is what the encoder reads) and whose generate() forces <s>
+# as the first generated token; GPT-2's BPE runs from the release's own files (fairseq's defaults are
+# URLs, fetched at run time).
+
+def _bart_release(model_dir: Path) -> dict:
+    return {"bpe": "gpt2", "gpt2_encoder_json": str(model_dir / "encoder.json"),
+            "gpt2_vocab_bpe": str(model_dir / "vocab.bpe")}
+
+
+def _bart_start(hub, target_lang: str) -> tuple[int, tuple[int, ...]]:
+    return hub.tgt_dict.eos(), (hub.tgt_dict.bos(),)
+
+
+def _bart_target(hub, reference: str, target_lang: str):
+    """As the hub encodes a text: <s>, its GPT-2 ids, </s>; the decoder starts from </s>."""
+    import torch
+
+    tgt = hub.tgt_dict.encode_line(hub.apply_bpe(reference), add_if_not_exist=False).long()
+    return torch.cat([tgt.new_tensor([hub.tgt_dict.bos()]), tgt]), hub.tgt_dict.eos()
+
+
+def _transformer_model_class():
+    from fairseq.models.transformer import TransformerModel
+
+    return TransformerModel
+
+
+def _bart_model_class():
+    from fairseq.models.bart import BARTModel
+
+    return BARTModel
+
+
 @dataclass(frozen=True)
 class OriginalFamily:
     """How fairseq runs one family: the hub's options for its release layout, and what its task does
     around the model (what the encoder reads, where the decoder starts, what it is trained on, what
     fairseq-generate strips from a hypothesis' text)."""
     is_release: Callable[[Path], bool]          # a release directory in this family's layout?
-    is_task: Callable[[object], bool]           # a loaded hub's task of this family?
+    is_hub: Callable[[object], bool]            # a loaded hub of this family?
+    model_class: Callable[[], type]             # fairseq's model class whose from_pretrained gives its hub
     release_options: Callable[[Path], dict]
     model_input: Callable
     text_ids: Callable                          # model_input undone: what the hub is given for those ids
     decoder_start: Callable
     teacher_forced_target: Callable
     stripped_symbols: Callable
+    hub_forces: Callable = lambda hub: ()       # tokens the hub's generate forces first that its task does not
 
 
 # one entry per family porting.format names (tests/test_families.py checks they agree); the first
-# whose is_release / is_task holds is the one
+# whose is_release / is_hub holds is the one
 ORIGINALS = {
+    BART: OriginalFamily(
+        lambda d: (d / "encoder.json").exists() and (d / "vocab.bpe").exists(),
+        lambda hub: str(getattr(hub.cfg.model, "arch", "")).startswith("bart_"), _bart_model_class,
+        _bart_release, _bilingual_input, lambda hub, ids: ids, _bart_start, _bart_target,
+        lambda hub: {hub.tgt_dict.bos()}, lambda hub: (hub.tgt_dict.bos(),)),
     MULTILINGUAL: OriginalFamily(
         lambda d: not (d / "bpecodes").exists() and any(d.glob("*.model")),
-        lambda task: hasattr(task, "data_manager"),
+        lambda hub: hasattr(hub.task, "data_manager"), _transformer_model_class,
         _multilingual_release, _multilingual_input, _multilingual_text_ids, _multilingual_start, _multilingual_target,
         _multilingual_stripped),
     BILINGUAL: OriginalFamily(
-        lambda d: True, lambda task: True,
+        lambda d: True, lambda hub: True, _transformer_model_class,
         _bilingual_release, _bilingual_input, lambda hub, ids: ids, _bilingual_start, _bilingual_target,
         _bilingual_stripped),
 }
@@ -242,7 +284,7 @@ def release_family(model_dir: str | Path) -> str:
 
 
 def _family(hub) -> OriginalFamily:
-    return next(f for f in ORIGINALS.values() if f.is_task(hub.task))
+    return next(f for f in ORIGINALS.values() if f.is_hub(hub))
 
 
 def stripped_symbols(hub) -> set[int]:
@@ -282,7 +324,8 @@ def generate(hub, tokenized: list, beam: int = 5, **options) -> list[list[dict]]
     """``hub.generate``: the hub's generator with these options, over the batches the hub forms,
     hypotheses in input order. Written out because fairseq's own passes prefix_allowed_tokens_fn
     to every task's build_generator, and translation_multi_simple_epoch's does not take it (a
-    TypeError for every M2M-100 and NLLB model); the steps are the hub's, unchanged."""
+    TypeError for every M2M-100 and NLLB model); the steps are the hub's, unchanged, and BARTHubInterface's
+    forced <s> is passed as its generate passes it (prefix_tokens)."""
     import copy
     import inspect
 
@@ -298,11 +341,14 @@ def generate(hub, tokenized: list, beam: int = 5, **options) -> list[list[dict]]
     generator = hub.task.build_generator(hub.models, gen_args, **({"prefix_allowed_tokens_fn": None}
                                                                    if takes_prefix_fn else {}))
     results = []
-    with _quiet_fairseq():
+    with quiet_fairseq():
         batches = list(hub._build_batches(tokenized, False))
+    forced = _family(hub).hub_forces(hub)
     for batch in batches:
         batch = utils.apply_to_sample(lambda t: t.to(hub.device), batch)
-        for i, hypos in zip(batch["id"].tolist(), hub.task.inference_step(generator, hub.models, batch)):
+        src = batch["net_input"]["src_tokens"]
+        prefix = src.new_tensor(forced).expand(src.size(0), len(forced)) if forced else None   # [B, len(forced)]
+        for i, hypos in zip(batch["id"].tolist(), hub.task.inference_step(generator, hub.models, batch, prefix)):
             results.append((i, hypos))
     return [hypos for _, hypos in sorted(results, key=lambda r: r[0])]
 

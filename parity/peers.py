@@ -50,7 +50,7 @@ def transformers_system(model_dir: Path, langs: tuple[str, str] | None = None):
         raise UnusableSystem(f"transformers:{model_dir}: config.json is not a JSON object") from None
     if not isinstance(model_type, str) or model_type not in TRANSFORMERS_ADAPTERS:
         raise UnusableSystem(f"transformers:{model_dir}: a {model_type!r} model; the harness runs "
-                             f"{', '.join(repr(k) for k in TRANSFORMERS_ADAPTERS)} (FSMT and M2M100)")
+                             f"{', '.join(repr(k) for k in TRANSFORMERS_ADAPTERS)} (FSMT, M2M100 and Bart)")
     return TRANSFORMERS_ADAPTERS[model_type](Path(model_dir), langs)
 
 
@@ -238,9 +238,53 @@ class M2M100System(TransformersSystem):
         return {"moses": line.split(), "bpe": self.tokenizer.tokenize(line), "ids": self.tokenizer(line)["input_ids"]}
 
 
+class BartSystem(TransformersSystem):
+    """transformers' Bart with its BartTokenizer (GPT-2's byte-level BPE, ``<s> … </s>`` around the
+    source), ``<s>`` forced first (``forced_bos_token_id``), as BARTHubInterface does. Pieces are shown
+    as fairseq names them (GPT-2 ids, through the directory's encoder.json) where it has one."""
+    time_major = False
+
+    def __init__(self, model_dir: Path, langs: tuple[str, str] | None = None):
+        from transformers import BartForConditionalGeneration, BartTokenizer
+
+        from porting.format import BOS, GPT2_ENCODER_FILE
+        from porting.tokenizer import byte_level_symbols
+
+        _quiet_transformers()
+        self.label, self.dir = f"transformers:{model_dir}", Path(model_dir)
+        self.model = BartForConditionalGeneration.from_pretrained(model_dir).eval()
+        self.tokenizer = BartTokenizer.from_pretrained(model_dir)
+        self.start = (self.model.config.decoder_start_token_id, (BOS,))
+        self.max_positions = self.model.config.max_position_embeddings
+        # the task's suffixes our converter records (a hub BART directory has none: the given direction stands)
+        self.langs = tuple(getattr(self.model.config, "langs", None) or langs or ("source", "target"))
+        if langs and tuple(langs) != self.langs:
+            raise UnusableSystem(f"transformers:{model_dir}: runs {self.langs[0]} to {self.langs[1]} only, "
+                                 f"not {langs[0]} to {langs[1]}")
+        self.fairseq_symbols = byte_level_symbols(model_dir) if (self.dir / GPT2_ENCODER_FILE).is_file() else None
+
+    def _pieces(self, ids: list[int]) -> list[str]:
+        if self.fairseq_symbols is None:
+            return self.tokenizer.convert_ids_to_tokens(ids)
+        return [self.fairseq_symbols[i] if i < len(self.fairseq_symbols) else "<unk>" for i in ids]
+
+    def symbols(self, ids: list[int]) -> str:
+        return " ".join(self._pieces([i for i in ids if i not in (EOS, *self.start[1])]))
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def target_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text_target=text)["input_ids"]
+
+    def stages(self, line: str) -> dict[str, list]:
+        ids = self.tokenizer(line)["input_ids"]
+        return {"moses": line.split(), "bpe": self._pieces(ids[1:-1]), "ids": ids}
+
+
 # transformers' model_type -> its adapter: one per family's transformers class (each converter family's
 # MODEL_TYPE; tests/test_families.py checks every family has one)
-TRANSFORMERS_ADAPTERS = {"fsmt": FSMTSystem, "m2m_100": M2M100System}
+TRANSFORMERS_ADAPTERS = {"fsmt": FSMTSystem, "m2m_100": M2M100System, "bart": BartSystem}
 
 
 class CTranslate2System:

@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from parity import shipped
-from parity.settings import ENSEMBLE_SETTINGS, SETTINGS
+from parity.settings import ENSEMBLE_SETTINGS, SETTINGS, TRANSLATION_SETTINGS
 from porting.files import sha256_file as sha256
 from porting.progress import progress_bar
 
@@ -39,7 +39,7 @@ class Run:
     name: str
     model: str                       # entry of reference_runs/models/catalog.json
     checkpoints: tuple[str, ...]     # several = an ensemble
-    settings: tuple[str, ...] = tuple(SETTINGS)
+    settings: tuple[str, ...] = TRANSLATION_SETTINGS
     teacher_forced: bool = True
     direction: str | None = None     # a multilingual model's "en-fr"; None: the bilingual model's own
 
@@ -57,6 +57,8 @@ RUNS = (
     Run("ende-joined", "ende-joined", ("model.pt",)),
     # the multilingual model in every trained direction, every setting
     *(Run(f"m2m-{d}", "m2m-enfres", ("model.pt",), direction=d) for d in ("en-fr", "fr-en", "en-es", "es-en")),
+    # the BART-style summarizer: every setting, and BART's summarization one
+    Run("bart-man", "bart-man", ("model.pt",), tuple(SETTINGS)),
 )
 
 
@@ -100,7 +102,10 @@ def chunk_batches(hub, tokenized) -> list[list[int]]:
 
     fairseq sorts by length and packs up to ``max_tokens``; since ``max_len_a`` applies to a batch's
     padded width, a replay must use the same batches to reproduce the same length limits."""
-    return [batch["id"].tolist() for batch in hub._build_batches(tokenized, False)]
+    from parity.fairseq_hub import quiet_fairseq
+
+    with quiet_fairseq():
+        return [batch["id"].tolist() for batch in hub._build_batches(tokenized, False)]
 
 
 def teacher_forced(hub, source: str, reference: str, target_lang: str) -> tuple[dict, list[str]]:
@@ -197,11 +202,12 @@ def record_hub(hub, target_lang: str, settings, with_teacher_forced: bool, out: 
 
     moses = [hub.tokenize(line) for line in source]
     bpe = [hub.apply_bpe(t) for t in moses]
-    # ids as the encoder reads them: a multilingual task's language token in its place
+    # ids as the encoder reads them: a multilingual task's language token in its place, BART's <s> first
+    # (hub.encode is tokenize, apply_bpe and binarize; BARTHubInterface's puts <s> in front)
     write_json(out / "inputs.json", {
         "source": source, "reference": reference,
         "moses": [t.split() for t in moses], "bpe": [b.split() for b in bpe],
-        "ids": [model_input(hub, hub.binarize(b)).tolist() for b in bpe],
+        "ids": [model_input(hub, hub.encode(line)).tolist() for line in source],
         "decoder": decoder_record(*decoder_start(hub, target_lang))})
 
     if with_teacher_forced:

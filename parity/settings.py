@@ -17,7 +17,13 @@ SETTINGS: dict[str, dict] = {
     "min_len": {"beam": 5, "min_len": 8},
     "max_len": {"beam": 5, "max_len_a": 0.5, "max_len_b": 2},
     "no_repeat_ngram": {"beam": 5, "no_repeat_ngram_size": 2},
+    # BART's CNN/DailyMail settings (beam 4, lenpen 2.0, no_repeat_ngram_size 3, min_len 55, max_len_b 140)
+    # with the lengths scaled to the shipped summarizer's one-line summaries (4 to 16 words)
+    "summarize": {"beam": 4, "lenpen": 2.0, "no_repeat_ngram_size": 3, "min_len": 3, "max_len_b": 30},
 }
+
+# What a translation model is recorded with; a summarizer adds "summarize"
+TRANSLATION_SETTINGS = tuple(k for k in SETTINGS if k != "summarize")
 
 # The ensemble is recorded with fewer settings: its per-step logic is the single model's.
 ENSEMBLE_SETTINGS = ("greedy", "beam5_nbest5", "lenpen0.6")

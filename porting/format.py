@@ -113,15 +113,20 @@ SENTENCEPIECE_FILE = "sentencepiece.bpe.model"
 SHARED_VOCAB_FILE = "vocab.json"
 # The bilingual family's, under the names transformers' FSMTTokenizer reads.
 BILINGUAL_TOKENIZER_FILES = ("vocab-src.json", "vocab-tgt.json", "merges.txt")
+# The BART family's: BartTokenizer's vocab.json (GPT-2's byte-level pieces at fairseq's ids) and merges.txt
+# (GPT-2's vocab.bpe), and GPT-2's encoder.json, which names fairseq's symbols (GPT-2 ids as decimal strings).
+GPT2_ENCODER_FILE, BYTE_MERGES_FILE = "encoder.json", "merges.txt"
 
 # The families a converted directory can hold (config.json's ``porting.family``), each with the files its
 # tokenizer reads (config.json besides): the one list every reader takes (the CTranslate2 export's
 # tokenizer/, the fingerprints of what a result depends on).
 BILINGUAL = "fairseq-transformer"             # --task translation: Moses + fastBPE, two vocabularies
 MULTILINGUAL = "fairseq-multilingual"         # --task translation_multi_simple_epoch: SentencePiece, language tokens
+BART = "fairseq-bart"                         # --arch bart_*: GPT-2's byte-level BPE, <s> first on both sides
 FAMILY_TOKENIZER_FILES = {
     BILINGUAL: BILINGUAL_TOKENIZER_FILES,
     MULTILINGUAL: (SHARED_VOCAB_FILE, SENTENCEPIECE_FILE),
+    BART: (SHARED_VOCAB_FILE, BYTE_MERGES_FILE, GPT2_ENCODER_FILE),
 }
 
 

@@ -23,8 +23,12 @@ from sacremoses import MosesDetokenizer, MosesPunctNormalizer, MosesTokenizer
 
 from porting.files import read_lines
 from porting.format import (
+    BART,
     BILINGUAL,
+    BOS,
+    BYTE_MERGES_FILE,
     EOS,
+    GPT2_ENCODER_FILE,
     MULTILINGUAL,
     SENTENCEPIECE_FILE,
     SHARED_VOCAB_FILE,
@@ -150,6 +154,12 @@ def vocabulary_difference(a: str | Path, b: str | Path) -> str | None:
     return None
 
 
+def read_byte_merges(path: str | Path) -> list[tuple[str, str]]:
+    """GPT-2's vocab.bpe (BartTokenizer's merges.txt) as fairseq and transformers read it: the first line is
+    the "#version" header, and the last is dropped too (the empty string after the final newline)."""
+    return [tuple(line.split()) for line in Path(path).read_text(encoding="utf-8").split("\n")[1:-1]]
+
+
 @lru_cache(maxsize=1)
 def gpt2_byte_symbols() -> dict[int, str]:
     """GPT-2's table of one printable character per byte (its ``bytes_to_unicode``): printable Latin-1
@@ -173,20 +183,21 @@ class ByteLevelBPE:
     # symbols, each optionally after one space; runs of whitespace not followed by a non-space
     PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
-    def __init__(self, encoder_json: str | Path, vocab_bpe: str | Path):
+    def __init__(self, vocab: dict[str, int], merges: list[tuple[str, str]]):
         import regex
         from tokenizers.models import BPE as BPEModel
 
-        vocab = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
-        # as fairseq reads it: the first line is the "#version" header, and the last line is dropped too
-        # (it is the empty string after the final newline in every GPT-2 file)
-        merges = [tuple(line.split()) for line in Path(vocab_bpe).read_text(encoding="utf-8").split("\n")[1:-1]]
         self.model = BPEModel(vocab, merges)
         self.pattern = regex.compile(self.PATTERN)
         self.byte_symbols = gpt2_byte_symbols()
         self.symbol_bytes = {c: b for b, c in self.byte_symbols.items()}
         self.symbols = {i: s for s, i in vocab.items()}
         self.cache: dict[str, list[int]] = {}
+
+    @classmethod
+    def from_files(cls, encoder_json: str | Path, vocab_bpe: str | Path) -> "ByteLevelBPE":
+        """GPT-2's files: encoder.json (piece -> GPT-2 id) and vocab.bpe (the merges)."""
+        return cls(json.loads(Path(encoder_json).read_text(encoding="utf-8")), read_byte_merges(vocab_bpe))
 
     def _word(self, piece: str) -> list[int]:
         if piece not in self.cache:
@@ -324,13 +335,87 @@ class SentencePieceTokenizer:
         return self.symbols(ids).replace(" ", "").replace(_SPM_SPACE, " ").strip()
 
 
-def _open_bilingual(model_dir: str | Path, config: dict, normalize_punctuation: bool, source_lang: str | None,
-                    target_lang: str | None) -> Tokenizer:
-    """A bilingual model has one direction: languages given must be its own."""
+class ByteLevelTokenizer:
+    """The BART family, as fairseq's BART hub interface (``--bpe gpt2``; BARTHubInterface):
+
+      encode: GPT-2's byte-level BPE (ByteLevelBPE), each piece looked up at fairseq's id (vocab.json;
+              a piece fairseq's dictionary lacks becomes <unk>, as fairseq-generate's encode_line
+              makes it), cut to the model's positions less two, then ``<s> … </s>`` around it (the hub's encode)
+      start:  the decoder starts from </s> and ``<s>`` is forced as the first generated token (the
+              hub's generate passes it as prefix_tokens)
+      decode: fairseq's ``Dictionary.string`` (<s> and </s> left out wherever they are, <unk> kept as its
+              symbol), then GPT-2's decode: the pieces' bytes joined, UTF-8 with invalid sequences replaced
+
+    fairseq's symbols are GPT-2's ids written as decimal strings; encoder.json names them (``symbols``)."""
+    bos, prefix = EOS, (BOS,)
+
+    def __init__(self, model_dir: str | Path, config: dict):
+        model_dir = Path(model_dir)
+        self.source_lang, self.target_lang = config["langs"]
+        self.vocab = read_vocab(model_dir / SHARED_VOCAB_FILE)
+        merges = read_byte_merges(model_dir / BYTE_MERGES_FILE)
+        self.id_symbols = dict(enumerate(byte_level_symbols(model_dir)))
+        self.id_pieces = {i: p for p, i in self.vocab.items()}
+        # the BPE needs every merge's result in its vocabulary: pieces fairseq's dictionary lacks get ids
+        # past it, which encode() makes <unk> (what fairseq's dictionary lookup does with them)
+        placeholders = [p for p in dict.fromkeys([*gpt2_byte_symbols().values(), *("".join(m) for m in merges)])
+                        if p not in self.vocab]
+        past = len(self.id_symbols)
+        self.bpe = ByteLevelBPE({**self.vocab, **{p: past + k for k, p in enumerate(placeholders)}}, merges)
+        self.known = past
+        arch = config["porting"]["architecture"]
+        # the hub's encode: min(max_positions) - 2, room for <s> and </s>
+        self.cap = min(arch["max_source_positions"], arch["max_target_positions"]) - 2
+        self.stripped = {EOS, BOS}
+
+    def moses_tokens(self, line: str) -> str:
+        """No pre-tokenizer: GPT-2's regex is part of the BPE."""
+        return line
+
+    def encode_pieces(self, line: str) -> str:
+        """fairseq's symbols of the line (GPT-2 ids as decimal strings), as ``hub.apply_bpe`` writes them."""
+        return " ".join(self.id_symbols.get(i, "<unk>") for i in self._text_ids(line))
+
+    def _text_ids(self, line: str) -> list[int]:
+        return [i if i < self.known else UNK for i in self.bpe.encode(line)]
+
+    def encode(self, line: str) -> list[int]:
+        return [BOS, *self._text_ids(line)[:self.cap], EOS]
+
+    def symbols(self, ids: list[int]) -> str:
+        return " ".join(self.id_symbols.get(i, "<unk>") for i in ids if i not in self.stripped)
+
+    def decode(self, ids: list[int]) -> str:
+        spelled = "".join(self.id_pieces.get(i, "<unk>") for i in ids if i not in self.stripped)
+        table = self.bpe.symbol_bytes
+        data = b"".join(bytes([table[c]]) if c in table else c.encode("utf-8") for c in spelled)
+        return data.decode("utf-8", errors="replace")
+
+
+def byte_level_symbols(model_dir: str | Path) -> list[str]:
+    """A BART directory's fairseq symbols in id order: vocab.json's pieces at their ids, each GPT-2 piece
+    named by its GPT-2 id (encoder.json), the others (specials, <mask>) by themselves; checked to be
+    ids 0..n-1 (ConfigError otherwise)."""
+    model_dir = Path(model_dir)
+    vocab = read_vocab(model_dir / SHARED_VOCAB_FILE)
+    gpt2 = read_vocab(model_dir / GPT2_ENCODER_FILE)
+    by_id = sorted(vocab.items(), key=lambda kv: kv[1])
+    if [i for _, i in by_id] != list(range(len(by_id))) or [p for p, _ in by_id[:len(SPECIALS)]] != list(SPECIALS):
+        raise ConfigError(f"{model_dir}: {SHARED_VOCAB_FILE} is not fairseq's ids 0..n-1 with {', '.join(SPECIALS)} first")
+    return [p if p in SPECIALS or p not in gpt2 else str(gpt2[p]) for p, _ in by_id]
+
+
+def _own_direction(model_dir: str | Path, config: dict, source_lang: str | None, target_lang: str | None) -> None:
+    """A bilingual (or BART) model has one direction: languages given must be its own."""
     own = tuple(config["langs"])
     for flag, given, lang in (("--source-lang", source_lang, own[0]), ("--target-lang", target_lang, own[1])):
         if given and given != lang:
             raise DirectionError(f"{flag} {given}: {model_dir} translates {own[0]} to {own[1]} only")
+
+
+def _open_bilingual(model_dir: str | Path, config: dict, normalize_punctuation: bool, source_lang: str | None,
+                    target_lang: str | None) -> Tokenizer:
+    _own_direction(model_dir, config, source_lang, target_lang)
     return Tokenizer(model_dir, normalize_punctuation)
 
 
@@ -342,6 +427,15 @@ def _open_multilingual(model_dir: str | Path, config: dict, normalize_punctuatio
     return SentencePieceTokenizer(model_dir, source_lang, target_lang)
 
 
+def _open_byte_level(model_dir: str | Path, config: dict, normalize_punctuation: bool, source_lang: str | None,
+                     target_lang: str | None) -> ByteLevelTokenizer:
+    if normalize_punctuation:
+        raise DirectionError("--normalize-punctuation is Moses' normaliser, for the bilingual Moses + BPE models; "
+                             "GPT-2's byte-level BPE takes text as it is")
+    _own_direction(model_dir, config, source_lang, target_lang)
+    return ByteLevelTokenizer(model_dir, config)
+
+
 def _bilingual_symbols(model_dir: Path) -> tuple[list[str], list[str]]:
     return fairseq_symbols(model_dir / "vocab-src.json"), fairseq_symbols(model_dir / "vocab-tgt.json")
 
@@ -351,10 +445,16 @@ def _shared_symbols(model_dir: Path) -> tuple[list[str], list[str]]:
     return shared, shared
 
 
+def _byte_level_symbols(model_dir: Path) -> tuple[list[str], list[str]]:
+    shared = byte_level_symbols(model_dir)
+    return shared, shared
+
+
 @dataclass(frozen=True)
 class TokenizerFamily:
     """A family's side of the native runtime: its tokenizer, and its symbols in id order."""
-    open: Callable[..., Tokenizer | SentencePieceTokenizer]   # (model_dir, config, normalize_punctuation, src, tgt)
+    # (model_dir, config, normalize_punctuation, src, tgt) -> the family's tokenizer
+    open: Callable[..., Tokenizer | SentencePieceTokenizer | ByteLevelTokenizer]
     symbols: Callable[[Path], tuple[list[str], list[str]]]     # model_dir -> (source, target) symbols by id
 
 
@@ -362,11 +462,12 @@ class TokenizerFamily:
 TOKENIZERS = {
     BILINGUAL: TokenizerFamily(_open_bilingual, _bilingual_symbols),
     MULTILINGUAL: TokenizerFamily(_open_multilingual, _shared_symbols),
+    BART: TokenizerFamily(_open_byte_level, _byte_level_symbols),
 }
 
 
 def open_tokenizer(model_dir: str | Path, normalize_punctuation: bool = False, source_lang: str | None = None,
-                   target_lang: str | None = None) -> Tokenizer | SentencePieceTokenizer:
+                   target_lang: str | None = None) -> Tokenizer | SentencePieceTokenizer | ByteLevelTokenizer:
     """The tokenizer of a converted directory's family, for the direction asked."""
     config = read_config(model_dir)
     return TOKENIZERS[family(config)].open(model_dir, config, normalize_punctuation, source_lang, target_lang)

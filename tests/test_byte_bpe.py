@@ -35,7 +35,7 @@ def gpt2_files(tmp_path_factory):
 def both(gpt2_files):
     from fairseq.data.encoders.gpt2_bpe_utils import get_encoder
 
-    return ByteLevelBPE(*gpt2_files), get_encoder(*map(str, gpt2_files))
+    return ByteLevelBPE.from_files(*gpt2_files), get_encoder(*map(str, gpt2_files))
 
 
 def test_the_byte_table_is_gpt2s():

@@ -20,7 +20,7 @@ import torch
 from converters import PEERS_HINT
 from converters.ctranslate2 import QUANTIZATIONS
 from converters.io.atomic import OutputExists, atomic_dir
-from porting.format import PAD, Arch, ConfigError, family, language_tokens, read_config, tokenizer_files
+from porting.format import BART, PAD, Arch, ConfigError, family, language_tokens, read_config, tokenizer_files
 from porting.generation.options import fairseq_defaults
 from porting.model.layout import derived_tensors
 from porting.tokenizer import vocabularies as porting_vocabularies
@@ -196,7 +196,7 @@ original model's business.
 
 - `add_source_eos` is on: CTranslate2 appends `</s>` to every source, as fairseq does. Do not append
   it yourself: a second `</s>` changes the translation.
-- {_PLACEMENT if tokens else "Nothing is forced: no `target_prefix`."}
+- {_PLACEMENT if tokens else _BOS_FORCED if family(config) == BART else "Nothing is forced: no `target_prefix`."}
 - fairseq's length cap is `max_len_a * source_length + max_len_b` tokens before `</s>`; CTranslate2's
   `max_decoding_length` is one number: `max_len_b` below (`max_len_a` is {generation["max_len_a"]} here).
 
@@ -222,6 +222,7 @@ print(tok.decode([target_ids.get(p, 3) for p in result[0].hypotheses[0]]))
 
 
 _EXAMPLE = "The file could not be opened."
+_BOS_FORCED = "`<s>` is forced as the first target token, as fairseq's BART hub forces it: give it as `target_prefix`."
 _PLACEMENT = ("The source's language token is placed as fairseq's task places it (the tokenizer does it), and the\n"
               "  target language's token is forced first: give it as `target_prefix`.")
 

@@ -26,6 +26,8 @@ DEFAULTS = {
     "dropout": 0.1, "attention_dropout": 0.0, "activation_dropout": 0.0,
 }
 SUPPORTED_ACTIVATIONS = activation_names()
+# BART's models are fairseq's transformer with other defaults (bart_large_architecture): the same math
+SUPPORTED_ARCHS = ("transformer", "bart_")
 
 
 class UnsupportedArchitecture(Exception):
@@ -104,8 +106,9 @@ def read_architecture(args: dict) -> Architecture:
     a = {**DEFAULTS, **{k: v for k, v in args.items() if v is not None}}  # unset (None) -> fairseq's default
     problems = []
     arch = str(a.get("arch") or a.get("_name") or "")
-    if not arch.startswith("transformer"):
-        problems.append(f"arch {arch!r}: only fairseq's `transformer*` encoder-decoder architectures are supported")
+    if not arch.startswith(SUPPORTED_ARCHS):
+        problems.append(f"arch {arch!r}: supported are fairseq's `transformer*` encoder-decoders and BART's `bart_*` "
+                        "(mBART's `mbart_*` is not yet)")
     dec_dim = a.get("decoder_embed_dim", a["encoder_embed_dim"])
     if dec_dim != a["encoder_embed_dim"]:
         problems.append(f"encoder_embed_dim {a['encoder_embed_dim']} != decoder_embed_dim {dec_dim}")

@@ -254,26 +254,26 @@ def transformers_version() -> str | None:
 
 def as_transformers_writes(kind: str, fields: dict) -> str:
     """The JSON text transformers' save_pretrained writes for these fields (kind "fsmt": FSMTConfig;
-    "m2m_100": M2M100Config; "generation": GenerationConfig): its own classes add transformers_version
+    "m2m_100": M2M100Config; "bart": BartConfig; "generation": GenerationConfig): its own classes add transformers_version
     and drop what equals their defaults. Without transformers, the same layout (sorted keys, two-space
     indent) of the fields."""
     try:
-        from transformers import FSMTConfig, GenerationConfig, M2M100Config
+        from transformers import BartConfig, FSMTConfig, GenerationConfig, M2M100Config
     except ImportError:
         return json.dumps(fields, indent=2, sort_keys=True) + "\n"
-    made = {"fsmt": FSMTConfig, "m2m_100": M2M100Config, "generation": GenerationConfig}[kind](**fields)
+    made = {"fsmt": FSMTConfig, "m2m_100": M2M100Config, "bart": BartConfig, "generation": GenerationConfig}[kind](**fields)
     return made.to_json_string(use_diff=True)
 
 
 def readme(config: dict, provenance: dict, title: str, languages: list[str], sections: list[str],
-           license: str | None = None) -> str:
+           license: str | None = None, pipeline_tag: str = "translation") -> str:
     """The model card, through huggingface_hub's ModelCard (its metadata block is what the hub reads):
     the family's title, languages and sections (how to use it, where transformers differs:
     converters/fairseq/families/) around what every conversion shares."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    data = ModelCardData(language=languages, license=license, library_name="transformers", pipeline_tag="translation",
-                         tags=["translation", "fairseq", config["model_type"]])
+    data = ModelCardData(language=languages, license=license, library_name="transformers", pipeline_tag=pipeline_tag,
+                         tags=[pipeline_tag, "fairseq", config["model_type"]])
     body = [title, "",
             f"Converted from fairseq by {provenance['converter']['name']} {provenance['converter']['version']}.", "",
             *_architecture(config, provenance), *sections]

@@ -186,7 +186,7 @@ def _gather_members(job: Job) -> None:
     """Read every checkpoint; the first one's task names the family, which checks them together."""
     job.members = [m for c in job.checkpoints if (m := read_member(c, job.problems))]
     if job.members:
-        job.family = families.family_of(job.members[0].task)
+        job.family = families.family_of(job.members[0].task, job.members[0].arch.arch)
         families.FAMILIES[job.family].check_members(job)
 
 
@@ -291,13 +291,13 @@ def _write(job: Job) -> dict:
     config, provenance = _config(job, tokenizer_problems), _provenance(job)
     first = job.members[0]
     metadata = {"format": "pt", TIES_METADATA: json.dumps(first.tied), VERSION_METADATA: str(FORMAT_VERSION)}
-    generation = model_card.generation_config(job.generation)
+    generation = {**model_card.generation_config(job.generation), **families.FAMILIES[job.family].GENERATION_FIELDS}
     texts = {"config.json": model_card.as_transformers_writes(config["model_type"], config),
              "generation_config.json": model_card.as_transformers_writes("generation", generation),
              "provenance.json": json_text(provenance),
              **tokenizer_texts,
              "README.md": model_card.readme(config, provenance, *families.FAMILIES[job.family].card(config, generation),
-                                            license=job.license)}
+                                            license=job.license, pipeline_tag=families.FAMILIES[job.family].PIPELINE_TAG)}
     try:
         # no marker file: provenance.json marks a conversion as the workbench's (is_our_output)
         with atomic_dir(job.out, job.force, [*job.checkpoints, job.data_dir], kind=None) as tmp:

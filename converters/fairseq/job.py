@@ -63,6 +63,7 @@ class Job:
     task: MultilingualTask | None = None   # set for translation_multi_simple_epoch checkpoints
     lang_tokens: LanguageTokens | None = None
     lang_tok_style: str | None = None              # --lang-tok-style: overrides the checkpoint's
+    gpt2: dict = field(default_factory=dict)       # the BART family's encoder.json / vocab.bpe, read
 
     @property
     def sides(self) -> tuple[tuple[str, str | None], ...]:

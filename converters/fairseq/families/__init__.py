@@ -8,11 +8,15 @@ phases of a conversion that differ between families. convert.py runs the phases 
 Every family module defines:
     NAME                 the family's name in porting/format.py (config.json's ``porting.family``)
     TASKS                the fairseq tasks (``--task``) whose checkpoints it converts
+    ARCHS                the prefixes of the architectures (``--arch``) it runs; a family whose TASKS are
+                         empty claims checkpoints by these alone (BART is fine-tuned with --task translation)
     MODEL_TYPE           transformers' model_type it is written as (convert transformers reads it back)
     CONFIG_CLASS         the transformers config class its config.json is written as
     ONE_DICTIONARY       whether source and target share one dictionary (one row mismatch reported)
     ROWS                 what an embedding's rows count, as a mismatch message says it
     STORES_DERIVED       whether the sinusoidal tables are stored (FSMT loads them; M2M100 builds its own)
+    PIPELINE_TAG         the model card's pipeline tag (the hub's task name)
+    GENERATION_FIELDS    transformers' generation settings the family adds (BART's forced <s>)
     check_members(job)   the members read, their task: agreement between them, the family's options
     gather(job)          the dictionaries and tokenizer sources from the data directory
     check_vocabularies(job)   the vocabularies written, and whether the tokenizer can produce them
@@ -25,15 +29,18 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from converters.fairseq.families import bilingual, multilingual
+from converters.fairseq.families import bart, bilingual, multilingual
 
-CONTRACT = ("NAME", "TASKS", "MODEL_TYPE", "CONFIG_CLASS", "ONE_DICTIONARY", "ROWS", "STORES_DERIVED", "check_members",
-            "gather", "check_vocabularies", "transformers_config", "config_section", "tokenizer_files", "card")
-FAMILIES: dict[str, ModuleType] = {m.NAME: m for m in (bilingual, multilingual)}
+CONTRACT = ("NAME", "TASKS", "ARCHS", "MODEL_TYPE", "CONFIG_CLASS", "ONE_DICTIONARY", "ROWS", "STORES_DERIVED",
+            "PIPELINE_TAG", "GENERATION_FIELDS", "check_members", "gather", "check_vocabularies", "transformers_config",
+            "config_section", "tokenizer_files", "card")
+FAMILIES: dict[str, ModuleType] = {m.NAME: m for m in (bilingual, multilingual, bart)}
 DEFAULT = bilingual.NAME          # a checkpoint that records no task of another family's is a translation one
 
 
-def family_of(task: dict) -> str:
-    """The family that converts a checkpoint with this task (arch.task_config's dict)."""
+def family_of(task: dict, arch: str) -> str:
+    """The family that converts a checkpoint with this task (arch.task_config's dict) and architecture:
+    one claiming the architecture alone first, then the one claiming the task."""
     name = task.get("_name") or task.get("task")
-    return next((f.NAME for f in FAMILIES.values() if name in f.TASKS), DEFAULT)
+    by_arch = [f.NAME for f in FAMILIES.values() if not f.TASKS and arch.startswith(f.ARCHS)]
+    return next(iter(by_arch), None) or next((f.NAME for f in FAMILIES.values() if name in f.TASKS), DEFAULT)

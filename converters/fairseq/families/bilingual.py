@@ -11,11 +11,14 @@ from porting.format import BILINGUAL
 
 NAME = BILINGUAL
 TASKS = ("translation",)
+ARCHS = ("transformer",)
 MODEL_TYPE = "fsmt"                 # transformers' model_type (config.json)
 CONFIG_CLASS = "FSMTConfig"
 ONE_DICTIONARY = False
 ROWS = "4 specials + entries"
 STORES_DERIVED = True
+PIPELINE_TAG = "translation"
+GENERATION_FIELDS: dict = {}
 
 
 def check_members(job: Job) -> None:
@@ -40,6 +43,12 @@ def check_members(job: Job) -> None:
 
 def gather(job: Job) -> None:
     """The two dictionaries and the BPE codes from the data directory."""
+    gather_dictionaries(job)
+    _gather_codes(job)
+
+
+def gather_dictionaries(job: Job) -> None:
+    """``dict.<lang>.txt`` of each side, as fairseq's translation task reads them."""
     if job.source_lang and job.target_lang:
         for side, lang in job.sides:
             path = job.data_dir / f"dict.{lang}.txt"
@@ -52,8 +61,11 @@ def gather(job: Job) -> None:
                 job.problems.append(str(e))
             except (OSError, UnicodeDecodeError) as e:
                 job.problems.append(f"{path}: not a readable UTF-8 dictionary ({e})")
-    codes = job.data_dir / "bpecodes"
     job.data_files = [job.data_dir / f"dict.{lang}.txt" for lang in dict.fromkeys((job.source_lang, job.target_lang))]
+
+
+def _gather_codes(job: Job) -> None:
+    codes = job.data_dir / "bpecodes"
     job.data_files.append(codes)
     if not codes.is_file():
         job.problems.append(f"{codes}: missing (the BPE codes)")

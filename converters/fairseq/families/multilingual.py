@@ -14,11 +14,14 @@ from porting.format import MULTILINGUAL, SENTENCEPIECE_FILE, LanguageTokens
 
 NAME = MULTILINGUAL
 TASKS = (task_options.TASK,)
+ARCHS = ("transformer",)
 MODEL_TYPE = "m2m_100"                 # transformers' model_type (config.json)
 CONFIG_CLASS = "M2M100Config"
 ONE_DICTIONARY = True
 ROWS = "4 specials + entries + the task's language tokens"
 STORES_DERIVED = False      # M2M-100 builds its sinusoidal table itself: stored, it would be an unexpected key
+PIPELINE_TAG = "translation"
+GENERATION_FIELDS: dict = {}
 
 
 def check_members(job: Job) -> None:

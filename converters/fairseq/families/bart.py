@@ -1,0 +1,200 @@
+"""The BART family (``--arch bart_*``, fine-tuned with ``--task translation`` as bart.large.cnn and
+bart.large.xsum were): one dictionary of GPT-2 ids (``dict.<lang>.txt``, the same file on both sides),
+GPT-2's byte-level BPE (``encoder.json`` + ``vocab.bpe``); written as transformers' Bart.
+
+fairseq's dictionary names GPT-2's pieces by their GPT-2 ids as decimal strings, in its own frequency
+order; transformers' BartTokenizer reads a vocab.json of the pieces themselves at fairseq's ids (the
+way the hub's bart-large vocab.json is made), with GPT-2's merges unchanged. Where the dictionary
+lacks pieces GPT-2's merges produce, fairseq maps them to <unk> at lookup, which BartTokenizer does
+too; BartTokenizerFast refuses to load such a vocabulary (its BPE needs every merge's result), which
+is recorded as what transformers cannot express.
+"""
+from __future__ import annotations
+
+import json
+
+from converters.fairseq import card as model_card
+from converters.fairseq.families import bilingual
+from converters.fairseq.job import Job
+from porting.files import json_text
+from porting.format import BART, BYTE_MERGES_FILE, GPT2_ENCODER_FILE, SHARED_VOCAB_FILE, SPECIALS
+from porting.tokenizer import gpt2_byte_symbols, read_byte_merges
+
+NAME = BART
+TASKS = ()                          # claimed by its architectures: BART is fine-tuned with --task translation
+ARCHS = ("bart_",)
+MODEL_TYPE = "bart"
+CONFIG_CLASS = "BartConfig"
+ONE_DICTIONARY = True
+ROWS = "4 specials + entries"
+STORES_DERIVED = False              # learned positions: every table is in the checkpoint
+PIPELINE_TAG = "summarization"
+GENERATION_FIELDS = {"forced_bos_token_id": 0}   # BARTHubInterface.generate forces <s> first: transformers' way to say it
+BPE_FILES = (GPT2_ENCODER_FILE, "vocab.bpe")     # GPT-2's files, in the data directory as bart.large ships them
+
+
+def check_members(job: Job) -> None:
+    """As the bilingual family: the members agree on languages (the task's file suffixes) and architecture."""
+    bilingual.check_members(job)
+
+
+def gather(job: Job) -> None:
+    """The dictionaries (one file per side, as the translation task reads them) and GPT-2's files."""
+    bilingual.gather_dictionaries(job)
+    job.gpt2 = {}
+    for name in BPE_FILES:
+        path = job.data_dir / name
+        job.data_files.append(path)
+        if not path.is_file():
+            job.problems.append(f"{path}: missing (GPT-2's BPE: encoder.json and vocab.bpe, as BART's releases ship them)")
+            continue
+        try:
+            job.gpt2[name] = (json.loads(path.read_text(encoding="utf-8")) if name == GPT2_ENCODER_FILE
+                              else read_byte_merges(path))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            job.problems.append(f"{path}: not readable ({e})")
+    encoder = job.gpt2.get(GPT2_ENCODER_FILE)
+    if encoder is not None and not (isinstance(encoder, dict) and all(type(i) is int for i in encoder.values())):
+        job.problems.append(f"{job.data_dir / GPT2_ENCODER_FILE}: not a JSON object of pieces to GPT-2 ids")
+        job.gpt2.pop(GPT2_ENCODER_FILE)
+
+
+def check_vocabularies(job: Job) -> None:
+    """vocab.json: each GPT-2 id of the dictionary as its piece, at fairseq's id; an id encoder.json lacks
+    means another model's files."""
+    encoder = job.gpt2.get(GPT2_ENCODER_FILE)
+    if encoder is None:
+        return
+    pieces = {str(i): p for p, i in encoder.items()}
+    symbols = job.dicts["src"].symbols
+    unknown = [s for s in symbols[len(SPECIALS):] if s.isdigit() and s not in pieces]
+    if unknown:
+        job.problems.append(f"{job.dict_name('src')} holds {len(unknown)} GPT-2 ids that {GPT2_ENCODER_FILE} lacks "
+                            f"(e.g. {', '.join(unknown[:5])}): the BPE files belong to another model")
+        return
+    job.vocabs = {"shared": {pieces.get(s, s): i for i, s in enumerate(symbols)}}
+
+
+def _missing_pieces(job: Job) -> list[str]:
+    """GPT-2 pieces its merges produce (or single bytes) that the dictionary lacks: fairseq makes them <unk>."""
+    vocab = job.vocabs["shared"]
+    produced = [*gpt2_byte_symbols().values(), *("".join(m) for m in job.gpt2.get("vocab.bpe", []))]
+    return [p for p in dict.fromkeys(produced) if p not in vocab]
+
+
+def bart_config(job: Job) -> dict:
+    """transformers' BartConfig fields, filled from fairseq's options."""
+    arch = job.members[0].arch
+    return {
+        "architectures": ["BartForConditionalGeneration"],
+        "model_type": "bart",
+        "langs": [job.source_lang, job.target_lang],   # the task's suffixes (as FSMT's config names its languages)
+        "vocab_size": len(job.dicts["src"]),
+        "d_model": arch.embed_dim,
+        "encoder_layers": arch.encoder_layers,
+        "decoder_layers": arch.decoder_layers,
+        "encoder_attention_heads": arch.encoder_attention_heads,
+        "decoder_attention_heads": arch.decoder_attention_heads,
+        "encoder_ffn_dim": arch.encoder_ffn_embed_dim,
+        "decoder_ffn_dim": arch.decoder_ffn_embed_dim,
+        "activation_function": arch.activation_fn,
+        # BartLearnedPositionalEmbedding keeps fairseq's two leading rows (its offset 2): the same table
+        "max_position_embeddings": arch.max_source_positions,
+        "scale_embedding": not arch.no_scale_embedding,
+        "dropout": arch.dropout,
+        "attention_dropout": arch.attention_dropout,
+        "activation_dropout": arch.activation_dropout,
+        "encoder_layerdrop": 0.0,
+        "decoder_layerdrop": 0.0,
+        "init_std": 0.02,
+        "is_encoder_decoder": True,
+        "decoder_start_token_id": 2,          # fairseq's decoder starts from </s>
+        "forced_bos_token_id": 0,             # and the hub forces <s> first
+        "forced_eos_token_id": 2,
+        "tie_word_embeddings": True,
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "dtype": job.dtype,
+    }
+
+
+def incompatibilities(job: Job) -> list[str]:
+    """What transformers' Bart cannot express (the native port runs it all)."""
+    arch, out = job.members[0].arch, []
+    if arch.encoder_normalize_before or arch.decoder_normalize_before or arch.decoder_final_norm:
+        out.append("pre-norm layers: Bart is post-norm (MBart is pre-norm)")
+    if not (arch.encoder_learned_pos and arch.decoder_learned_pos):
+        out.append("sinusoidal positions: Bart's are learned")
+    if not arch.layernorm_embedding:
+        out.append("no layernorm_embedding: Bart always has one")
+    if not arch.share_all_embeddings:
+        out.append("separate source and target embeddings: Bart shares one")
+    if arch.max_source_positions != arch.max_target_positions:
+        out.append("max_source_positions != max_target_positions: Bart has one max_position_embeddings")
+    return out
+
+
+def transformers_config(job: Job, tokenizer_problems: list[str]) -> tuple[dict, list[str]]:
+    return bart_config(job), incompatibilities(job) + tokenizer_problems
+
+
+def config_section(job: Job) -> dict:
+    return {}
+
+
+def tokenizer_files(job: Job) -> tuple[dict[str, str], dict[str, bytes], list[str]]:
+    """BartTokenizer's vocab.json and merges.txt, GPT-2's encoder.json (it names fairseq's symbols),
+    and BartTokenizer's settings; whether BartTokenizerFast can load them."""
+    arch = job.members[0].arch
+    texts = {SHARED_VOCAB_FILE: json_text(job.vocabs["shared"]),
+             BYTE_MERGES_FILE: (job.data_dir / "vocab.bpe").read_text(encoding="utf-8"),
+             GPT2_ENCODER_FILE: json_text(job.gpt2[GPT2_ENCODER_FILE]),
+             "tokenizer_config.json": json_text({
+                 "tokenizer_class": "BartTokenizer", "model_max_length": arch.max_source_positions,
+                 "add_prefix_space": False, "errors": "replace", "bos_token": "<s>", "eos_token": "</s>",
+                 "sep_token": "</s>", "cls_token": "<s>", "unk_token": "<unk>", "pad_token": "<pad>",
+                 "mask_token": "<mask>"})}
+    problems = []
+    if missing := _missing_pieces(job):
+        problems.append(f"the dictionary lacks {len(missing)} pieces GPT-2's merges produce (fairseq makes them "
+                        "<unk>, as BartTokenizer does): BartTokenizerFast cannot load such a vocabulary; use "
+                        "BartTokenizer (use_fast=False)")
+    return texts, {}, problems
+
+
+def card(config: dict, generation: dict) -> tuple[str, list[str], list[str]]:
+    """The model card's (title, languages, sections)."""
+    src, tgt = config["langs"]
+    return (f"# BART ({config['porting']['architecture']['arch']}) fine-tuned {src}→{tgt}, converted", ["en"],
+            [*_use(config, generation), *_differences(config, generation)])
+
+
+def _use(config: dict, generation: dict) -> list[str]:
+    lines = ["## Use", "", "Native port (no fairseq needed; reads fairseq's settings from `generation_config.json`):", "",
+             "```", "porting translate --model THIS_DIR < documents.txt", "```", ""]
+    p = config["porting"]
+    if not p["transformers_compatible"]:
+        return lines + ["transformers' Bart cannot run this model exactly as fairseq does:", "",
+                        *[f"- {why}" for why in p["transformers_incompatibilities"]], ""]
+    settings = ", ".join(f"{k}={v!r}" for k, v in model_card.transformers_generation(generation["fairseq"])["settings"].items())
+    return lines + [
+        "transformers (`generation_config.json` forces `<s>` first, as fairseq's BART hub does):", "",
+        "```python", "from transformers import BartForConditionalGeneration, BartTokenizer", "",
+        "tok = BartTokenizer.from_pretrained(THIS_DIR)",
+        "model = BartForConditionalGeneration.from_pretrained(THIS_DIR)",
+        'batch = tok(["a document to summarize"], return_tensors="pt")',
+        f"out = model.generate(**batch, {settings})",
+        "print(tok.batch_decode(out, skip_special_tokens=True))", "```", ""]
+
+
+def _differences(config: dict, generation: dict) -> list[str]:
+    lines = ["## Where transformers' output can differ from fairseq's", "",
+             "- `max_length` counts the decoder's start token and the final `</s>`: fairseq's `max_len_b` "
+             f"{generation['fairseq']['max_len_b']} is `max_length={generation['fairseq']['max_len_b'] + 2}`.",
+             "- fairseq scores the forced `<s>` with its own log-prob; transformers' `forced_bos_token_id` gives "
+             "it 0: scores differ by that log-prob, and with a length penalty other than 1 hypotheses can rank "
+             "differently."]
+    lines += [f"- not expressible in transformers: {why}"
+              for why in model_card.transformers_generation(generation["fairseq"])["not_expressible"]]
+    return lines + [""]
