@@ -217,6 +217,17 @@ def _bart_release(model_dir: Path) -> dict:
             "gpt2_vocab_bpe": str(model_dir / "vocab.bpe")}
 
 
+def _bart_encode(hub, line: str):
+    """BARTHubInterface.encode with one change: a GPT-2 id the dictionary lacks becomes <unk>, as
+    fairseq-generate's binarizer makes it. The hub's own encode calls encode_line with its default
+    add_if_not_exist=True, which appends the symbol past the embedding, and the model then fails with
+    an IndexError (porting/NOTES.md); the rest (<s> first, the cut to max_positions - 2) is the hub's."""
+    ids = hub.bpe.encode(line).split(" ")
+    ids = ids[:min(hub.max_positions) - 2]
+    return hub.task.source_dictionary.encode_line("<s> " + " ".join(ids) + " </s>", append_eos=False,
+                                                  add_if_not_exist=False).long()
+
+
 def _bart_start(hub, target_lang: str) -> tuple[int, tuple[int, ...]]:
     return hub.tgt_dict.eos(), (hub.tgt_dict.bos(),)
 
@@ -256,6 +267,7 @@ class OriginalFamily:
     teacher_forced_target: Callable
     stripped_symbols: Callable
     hub_forces: Callable = lambda hub: ()       # tokens the hub's generate forces first that its task does not
+    encode: Callable = lambda hub, line: hub.encode(line)   # a line as the hub encodes it (its known bugs mended)
 
 
 # one entry per family porting.format names (tests/test_families.py checks they agree); the first
@@ -265,7 +277,7 @@ ORIGINALS = {
         lambda d: (d / "encoder.json").exists() and (d / "vocab.bpe").exists(),
         lambda hub: str(getattr(hub.cfg.model, "arch", "")).startswith("bart_"), _bart_model_class,
         _bart_release, _bilingual_input, lambda hub, ids: ids, _bart_start, _bart_target,
-        lambda hub: {hub.tgt_dict.bos()}, lambda hub: (hub.tgt_dict.bos(),)),
+        lambda hub: {hub.tgt_dict.bos()}, lambda hub: (hub.tgt_dict.bos(),), _bart_encode),
     MULTILINGUAL: OriginalFamily(
         lambda d: not (d / "bpecodes").exists() and any(d.glob("*.model")),
         lambda hub: hasattr(hub.task, "data_manager"), _transformer_model_class,
@@ -291,6 +303,11 @@ def stripped_symbols(hub) -> set[int]:
     """The ids fairseq-generate leaves out of a hypothesis' text besides </s>. The hub's own decode()
     keeps a multilingual task's forced token ("__fr__ Bonjour"); fairseq-generate and fairseq-interactive do not."""
     return _family(hub).stripped_symbols(hub)
+
+
+def encode(hub, line: str):
+    """A line's ids as the family's hub encodes it (``hub.encode``, BART's IndexError mended)."""
+    return _family(hub).encode(hub, line)
 
 
 def model_input(hub, tokens):
@@ -357,6 +374,6 @@ def translate_lines(hub, lines: list[str], chunk_size: int = 50, **generation) -
     """Top hypothesis per line. ``generation`` takes fairseq's generation options (beam, lenpen, ...)."""
     out = []
     for start in range(0, len(lines), chunk_size):
-        chunk = [hub.encode(line) for line in lines[start:start + chunk_size]]
+        chunk = [encode(hub, line) for line in lines[start:start + chunk_size]]
         out += [hypothesis_text(hub, hypos[0]["tokens"])[1] for hypos in generate(hub, chunk, **generation)]
     return out

@@ -88,11 +88,11 @@ def hypothesis_record(hub, hypo) -> dict:
 
 def generate_chunk(hub, lines: list[str], options: dict, tokenized=None) -> list[list[dict]]:
     """fairseq's hypotheses for one chunk of source lines (one ``hub.generate`` call)."""
-    from parity.fairseq_hub import generate
+    from parity.fairseq_hub import encode, generate
 
     options = dict(options)
     beam = options.pop("beam", 5)
-    tokenized = tokenized if tokenized is not None else [hub.encode(line) for line in lines]
+    tokenized = tokenized if tokenized is not None else [encode(hub, line) for line in lines]
     return [[hypothesis_record(hub, h) for h in hypos]
             for hypos in generate(hub, tokenized, beam=beam, **options)]
 
@@ -117,9 +117,9 @@ def teacher_forced(hub, source: str, reference: str, target_lang: str) -> tuple[
     """
     import torch
 
-    from parity.fairseq_hub import model_input, teacher_forced_target
+    from parity.fairseq_hub import encode, model_input, teacher_forced_target
 
-    src = model_input(hub, hub.encode(source)).unsqueeze(0)                  # [1, S]
+    src = model_input(hub, encode(hub, source)).unsqueeze(0)                 # [1, S]
     tgt, bos = teacher_forced_target(hub, reference, target_lang)
     tgt = tgt.unsqueeze(0)                                                   # [1, T]
     prev = torch.cat([tgt.new_full((1, 1), bos), tgt[:, :-1]], dim=1)
@@ -198,16 +198,16 @@ def record_hub(hub, target_lang: str, settings, with_teacher_forced: bool, out: 
     (then no BLEU can be computed, and inputs.json says so with "reference": null)."""
     from safetensors.torch import save_file
 
-    from parity.fairseq_hub import decoder_start, model_input, translate_lines
+    from parity.fairseq_hub import decoder_start, encode, model_input, translate_lines
 
     moses = [hub.tokenize(line) for line in source]
     bpe = [hub.apply_bpe(t) for t in moses]
     # ids as the encoder reads them: a multilingual task's language token in its place, BART's <s> first
-    # (hub.encode is tokenize, apply_bpe and binarize; BARTHubInterface's puts <s> in front)
+    # (hub.encode is tokenize, apply_bpe and binarize; BARTHubInterface's puts <s> in front: fairseq_hub.encode)
     write_json(out / "inputs.json", {
         "source": source, "reference": reference,
         "moses": [t.split() for t in moses], "bpe": [b.split() for b in bpe],
-        "ids": [model_input(hub, hub.encode(line)).tolist() for line in source],
+        "ids": [model_input(hub, encode(hub, line)).tolist() for line in source],
         "decoder": decoder_record(*decoder_start(hub, target_lang))})
 
     if with_teacher_forced:
@@ -231,7 +231,7 @@ def record_hub(hub, target_lang: str, settings, with_teacher_forced: bool, out: 
         with progress_bar(len(source), f"recording {label} {name}") as bar:
             for start in range(0, len(source), CHUNK_SIZE):
                 lines = source[start:start + CHUNK_SIZE]
-                tokenized = [hub.encode(line) for line in lines]
+                tokenized = [encode(hub, line) for line in lines]
                 hyps += generate_chunk(hub, lines, options, tokenized)
                 batches += [[start + i for i in b] for b in chunk_batches(hub, tokenized)]
                 bar.update(len(lines))

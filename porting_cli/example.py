@@ -9,8 +9,8 @@ from porting_cli.common import positive_int, progress_bar
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", default="ende-sep", help="a shipped example model (ende-sep, ende-joined, or the "
-                                                       "multilingual m2m-enfres)")
+    p.add_argument("--model", default="ende-sep", help="a shipped example model (ende-sep, ende-joined, the "
+                                                       "multilingual m2m-enfres, or the BART summarizer bart-man)")
     p.add_argument("--source-lang", help="a multilingual model's direction (default: its first trained one)")
     p.add_argument("--target-lang", help="see --source-lang")
     p.add_argument("--lines", type=positive_int, default=5, help="how many test lines")

@@ -14,7 +14,7 @@ from porting_cli import main
 
 
 @pytest.mark.parametrize("name,family", [("ende-sep", "fairseq-transformer"), ("ende-joined", "fairseq-transformer"),
-                                         ("m2m-enfres", "fairseq-multilingual")])
+                                         ("m2m-enfres", "fairseq-multilingual"), ("bart-man", "fairseq-bart")])
 def test_config_names_the_family(converted, name, family):
     config = fmt.read_config(converted[name])
     assert config["porting"]["family"] == family == fmt.family(config)
@@ -26,13 +26,13 @@ def test_an_unknown_family_is_refused_by_name(converted, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(converted["ende-sep"], model)
     config = json.loads((model / "config.json").read_text())
-    config["porting"]["family"] = "fairseq-bart"
+    config["porting"]["family"] = "fairseq-mbart"
     (model / "config.json").write_text(json.dumps(config))
-    with pytest.raises(fmt.ConfigError, match="family 'fairseq-bart'"):
+    with pytest.raises(fmt.ConfigError, match="family 'fairseq-mbart'"):
         fmt.read_config(model)
 
 
-@pytest.mark.parametrize("name", ["ende-sep", "m2m-enfres"])
+@pytest.mark.parametrize("name", ["ende-sep", "m2m-enfres", "bart-man"])
 def test_the_ctranslate2_export_carries_the_files_the_family_lists(converted, name, tmp_path, monkeypatch):
     family = fmt.family(fmt.read_config(converted[name]))
     assert main(["convert", "ctranslate2", "--model", str(converted[name]), "--out", str(tmp_path / "a")]) == 0
@@ -44,7 +44,7 @@ def test_the_ctranslate2_export_carries_the_files_the_family_lists(converted, na
     assert (tmp_path / "b" / "tokenizer" / "tokenizer_config.json").is_file()
 
 
-@pytest.mark.parametrize("name", ["ende-sep", "m2m-enfres"])
+@pytest.mark.parametrize("name", ["ende-sep", "m2m-enfres", "bart-man"])
 def test_a_stored_result_depends_on_every_file_the_family_lists(converted, name, tmp_path, monkeypatch):
     """Each tokenizer file changed changes the fingerprint (a resumed job or grid then starts afresh);
     the card, the provenance and generation_config.json do not (its settings enter as options)."""
@@ -90,6 +90,7 @@ def test_every_family_is_plugged_in_on_every_side():
 def test_the_checkpoints_task_chooses_the_family():
     from converters.fairseq.families import family_of
 
-    assert family_of({"_name": "translation_multi_simple_epoch"}) == fmt.MULTILINGUAL
-    assert family_of({"task": "translation"}) == fmt.BILINGUAL
-    assert family_of({}) == fmt.BILINGUAL                      # an old checkpoint recording no task
+    assert family_of({"_name": "translation_multi_simple_epoch"}, "transformer") == fmt.MULTILINGUAL
+    assert family_of({"task": "translation"}, "transformer") == fmt.BILINGUAL
+    assert family_of({}, "transformer") == fmt.BILINGUAL                  # an old checkpoint recording no task
+    assert family_of({"task": "translation"}, "bart_large") == fmt.BART   # BART is fine-tuned as translation

@@ -2,7 +2,8 @@
 injected faults that must FAIL with their cause named. A PASS nobody tried to break is no evidence.
 
 Cells: the bilingual model (ende-sep) under the native port, transformers' FSMT and CTranslate2; the
-multilingual model (m2m-enfres, en->fr) under the native port and CTranslate2. Faults:
+multilingual model (m2m-enfres, en->fr) and the BART-style summarizer (bart-man) under the native port,
+transformers (M2M100, Bart) and CTranslate2. Faults:
 - ``vocabulary``: two entries of the system's vocabulary swapped;
 - ``weight``: one decoder weight scaled by 1.5;
 - ``text``: the original's recorded text of one line changed, its tokens kept (a detokenizer fault);
@@ -31,7 +32,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("ctranslate2")
 
 CELLS = [("ende-sep", "native"), ("ende-sep", "transformers"), ("ende-sep", "ctranslate2"),
-         ("m2m-en-fr", "native"), ("m2m-en-fr", "transformers"), ("m2m-en-fr", "ctranslate2")]
+         ("m2m-en-fr", "native"), ("m2m-en-fr", "transformers"), ("m2m-en-fr", "ctranslate2"),
+         ("bart-man", "native"), ("bart-man", "transformers"), ("bart-man", "ctranslate2")]
 
 # The causes each fault may be named by, per cell: what the system under test shows of it.
 EXPECTED = {
@@ -91,9 +93,20 @@ def _swap_language_ids(config_file: Path) -> None:
     config_file.write_text(json.dumps(config), encoding="utf-8")
 
 
-# Frequent target-side pieces of each model (both appear in most greedy translations).
-SWAPPED = {"ende-sep": ("die</w>", "der</w>"), "m2m-en-fr": ("▁de", "▁la")}
+# Frequent target-side pieces of each model (both appear in most greedy translations): as the
+# vocabulary file the native port and transformers read names them, and as CTranslate2's vocabulary does
+# (the BART family's symbols are GPT-2 ids, looked up in the export's encoder.json)
+SWAPPED = {"ende-sep": ("die</w>", "der</w>"), "m2m-en-fr": ("▁de", "▁la"), "bart-man": ("Ġthe", "Ġa")}
 CT2_SWAPPED = {"ende-sep": ("die", "der"), "m2m-en-fr": ("▁de", "▁la")}
+ONE_VOCABULARY = ("m2m", "bart")       # the families with one vocab.json / shared_vocabulary.json
+
+
+def _ct2_swapped(name: str, ct2_dir: Path) -> tuple[str, str]:
+    if name in CT2_SWAPPED:
+        return CT2_SWAPPED[name]
+    gpt2 = json.loads((ct2_dir / "tokenizer" / "encoder.json").read_text(encoding="utf-8"))
+    a, b = SWAPPED[name]
+    return str(gpt2[a]), str(gpt2[b])
 
 
 def _system(name: str, kind: str, fault: str | None, converted, ct2, tmp: Path) -> str:
@@ -107,9 +120,9 @@ def _system(name: str, kind: str, fault: str | None, converted, ct2, tmp: Path) 
             return f"ctranslate2:{tmp / 'ct2'}"
         where = tmp / "ct2"
         shutil.copytree(ct2[name], where)
-        vocab = where / ("shared_vocabulary.json" if name.startswith("m2m") else "target_vocabulary.json")
+        vocab = where / ("shared_vocabulary.json" if name.startswith(ONE_VOCABULARY) else "target_vocabulary.json")
         if fault == "vocabulary":
-            _swap_list(vocab, *CT2_SWAPPED[name])
+            _swap_list(vocab, *_ct2_swapped(name, where))
         elif fault == "ct2-vocabulary-language":
             _swap_list(vocab, "__fr__", "__es__")
         elif fault == "language":
@@ -118,7 +131,7 @@ def _system(name: str, kind: str, fault: str | None, converted, ct2, tmp: Path) 
     where = tmp / "model"
     shutil.copytree(converted[name], where)
     if fault == "vocabulary":
-        _swap_json(where / ("vocab.json" if name.startswith("m2m") else "vocab-tgt.json"), *SWAPPED[name])
+        _swap_json(where / ("vocab.json" if name.startswith(ONE_VOCABULARY) else "vocab-tgt.json"), *SWAPPED[name])
     elif fault == "weight":
         _scale_weight(where)
     elif fault == "language" and kind == "native":

@@ -17,7 +17,7 @@ from tests.conftest import requires_fairseq
 
 RUN_DIR = shipped.RUNS
 MANIFEST = json.loads((RUN_DIR / "manifest.json").read_text())
-EOS, UNK = 2, 3  # fairseq Dictionary's fixed specials, checked against the dict files below
+BOS, EOS, UNK = 0, 2, 3  # fairseq Dictionary's fixed specials, checked against the dict files below
 
 
 def load(run: str, name: str):
@@ -34,6 +34,11 @@ def lines(run: str) -> int:
 
 def multilingual(run: str) -> bool:
     return shipped.catalog()[MANIFEST["runs"][run]["model"]].multilingual
+
+
+def bart(run: str) -> bool:
+    """The BART family's run: GPT-2's files in its release directory (parity.fairseq_hub.ORIGINALS)."""
+    return (shipped.catalog()[MANIFEST["runs"][run]["model"]].path / "encoder.json").is_file()
 
 
 @functools.cache
@@ -94,6 +99,11 @@ def test_inputs_are_consistent(run):
             assert "".join(bpe) == spm_normalizer(run).normalize(line)
             assert ids[0] == language_token(run, MANIFEST["runs"][run]["source_lang"])
             ids = ids[1:]
+        elif bart(run):
+            # GPT-2's BPE is the whole pipeline (no pre-tokenizer): its ids as decimal symbols, <s> first
+            assert moses == line.split() and all(p.isdigit() for p in bpe)
+            assert ids[0] == BOS
+            ids = ids[1:]
         else:
             assert " ".join(bpe).replace("@@ ", "").split() == moses  # BPE only splits Moses tokens
         assert len(ids) == len(bpe) + 1 and ids[-1] == EOS        # the source gets </s> appended
@@ -107,7 +117,8 @@ def test_generation_is_complete_and_consistent(run, setting):
     assert options == SETTINGS[setting]
     n_src = load(run, "inputs.json")["ids"]
     assert len(rec["hypotheses"]) == lines(run)
-    forced = [language_token(run, MANIFEST["runs"][run]["target_lang"])] if multilingual(run) else []
+    forced = ([language_token(run, MANIFEST["runs"][run]["target_lang"])] if multilingual(run)
+              else [BOS] if bart(run) else [])
     beam, lenpen = options.get("beam", 5), options.get("lenpen", 1.0)
     for src_ids, hyps in zip(n_src, rec["hypotheses"]):
         # fairseq's generator returns every finalised hypothesis; nbest only limits what
@@ -119,7 +130,7 @@ def test_generation_is_complete_and_consistent(run, setting):
             toks, pos = h["tokens"], h["positional_scores"]
             assert len(pos) == len(toks) and toks[-1] == EOS and EOS not in toks[:-1]
             assert all(p <= 0 for p in pos)
-            # the target's language token is forced first, part of the hypothesis and its score
+            # the target's language token (BART: <s>) is forced first, part of the hypothesis and its score
             assert toks[:len(forced)] == forced
             # fairseq's score is the cumulative log-prob (incl. </s>) over length ** lenpen; the
             # cumulative sum is float32 in fairseq, hence the relative tolerance.
@@ -164,7 +175,8 @@ def test_teacher_forced_tensors(run):
         assert t["src_tokens"].tolist() == inputs["ids"][i]
         S, T = len(t["src_tokens"]), len(t["target"])
         assert t["prev_output_tokens"][0] == EOS and t["target"][-1] == EOS
-        forced = [language_token(run, MANIFEST["runs"][run]["target_lang"])] if multilingual(run) else []
+        forced = ([language_token(run, MANIFEST["runs"][run]["target_lang"])] if multilingual(run)
+              else [BOS] if bart(run) else [])
         assert t["target"][:len(forced)].tolist() == forced
         assert torch.equal(t["prev_output_tokens"][1:], t["target"][:-1])
         C = t["encoder.embed"].shape[1]
@@ -202,7 +214,7 @@ def test_fairseq_reproduces_inputs(hubs, run):
     for i, line in enumerate(inputs["source"]):
         moses = hub.tokenize(line)
         bpe = hub.apply_bpe(moses)
-        assert (moses.split(), bpe.split(), model_input(hub, hub.binarize(bpe)).tolist()) == \
+        assert (moses.split(), bpe.split(), model_input(hub, hub.encode(line)).tolist()) == \
             (inputs["moses"][i], inputs["bpe"][i], inputs["ids"][i]), line
 
 

@@ -108,15 +108,16 @@ def nllb_dictionary(tokenizer_json: dict, tokenizer_config: dict, vocab_size: in
     return langs, Dictionary(symbols, {s: i for i, s in enumerate(symbols)}, [1] * len(symbols))
 
 
-def _fairseq_names(state: dict[str, torch.Tensor], path: Path, problems: list[str]) -> dict[str, torch.Tensor]:
-    """M2M100's names are fairseq's under ``model.``; its one shared embedding is every embedding
-    fairseq ties with share_all_embeddings, and lm_head the output projection (when saved at all)."""
+def fairseq_names(state: dict[str, torch.Tensor], path: Path, problems: list[str],
+                  kind: str = "M2M100") -> dict[str, torch.Tensor]:
+    """M2M100's (and Bart's) names are fairseq's under ``model.``; its one shared embedding is every
+    embedding fairseq ties with share_all_embeddings, and lm_head the output projection (when saved at all)."""
     out = {}
     for key, value in state.items():
         if key in ("model.shared.weight", "lm_head.weight"):
             continue
         if not key.startswith(layout.PREFIX) or not isinstance(value, torch.Tensor):
-            problems.append(f"{path}: {key} is no M2M100 weight")
+            problems.append(f"{path}: {key} is no {kind} weight")
             continue
         out[key[len(layout.PREFIX):]] = value
     shared = state.get("model.shared.weight", out.get("decoder.embed_tokens.weight"))
@@ -179,7 +180,7 @@ def read_m2m100(hf_dir: Path, out: Path, config: dict, force: bool = False, lice
     if weights is None or d is None:
         raise ConversionError(job.problems)
     path, state = weights
-    tensors = _fairseq_names(state, path, job.problems)
+    tensors = fairseq_names(state, path, job.problems)
     # M2M100 has no switch for the options not mapped: pre-norm with final layer norms on both sides,
     # sinusoidal positions, no embedding layer norm, one shared embedding
     options = {**transformer_options(config), "encoder_normalize_before": True, "decoder_normalize_before": True,

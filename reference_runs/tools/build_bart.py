@@ -3,7 +3,7 @@
     python reference_runs/tools/build_bart.py [--work DIR] [--only corpus,bpe,...]
 
 Stages (each skipped when its output exists in the work directory, so a re-run resumes):
-  corpus     the manual pages installed on this machine (Debian's, rendered by groff): the DESCRIPTION
+  corpus     the manual pages Debian's packages installed on this machine (rendered by groff): the DESCRIPTION
              section's opening as the document, the NAME line's description as its summary; split
              train/valid/test by a hash of the page's name
   bpe        a byte-level BPE model in GPT-2's format (encoder.json + vocab.bpe, learned by the
@@ -16,8 +16,8 @@ Stages (each skipped when its output exists in the work directory, so a re-run r
   train      fairseq-train --task translation --arch bart_base made small (2+2 layers, d 128), as the
              CNN/DailyMail recipe fine-tunes (all embeddings shared, layernorm_embedding, learned
              positions, post-norm, gelu, unscaled embeddings)
-  export     bart.large.cnn's release layout under reference_runs/models/bart-man (model.pt, dict.txt,
-             encoder.json, vocab.bpe), test/valid sets under reference_runs/data/
+  export     bart.large.cnn's release layout under reference_runs/models/bart-man (model.pt, dict.doc.txt and
+             dict.sum.txt, encoder.json, vocab.bpe), test/valid sets under reference_runs/data/
   rouge      ROUGE on the shipped test set through fairseq's own generator (BART's summarization settings)
 
 The sources carry "<s>" first because the hub's encode() puts it there at inference (BARTHubInterface),
@@ -46,7 +46,10 @@ ROOT, BIN, DATA_DIR = build.ROOT, build.BIN, build.DATA_DIR
 NAME = "bart-man"
 MODEL_DIR = build.MODELS_DIR / NAME
 SRC, TGT = "doc", "sum"              # the file suffixes, as the CNN/DM recipe's "source"/"target"
-SECTIONS = ("man1", "man5", "man7", "man8")
+SECTIONS = ("man1", "man2", "man3", "man5", "man7", "man8")
+# Installed packages whose pages are not Debian's own: google-cloud-cli alone brings 16,000 generated
+# gcloud pages (this machine's image has it), which would make the corpus one vendor's CLI reference
+NOT_DEBIAN = ("google-cloud-cli",)
 N_TEST, N_VALID = 200, 200
 BPE_VOCAB = 4000
 MAX_DOC_WORDS = 80                   # the document: the DESCRIPTION's opening, cut at a sentence end
@@ -66,7 +69,7 @@ TRAIN = [
     "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
     "--dropout", "0.1", "--attention-dropout", "0.1", "--weight-decay", "0.01", "--max-tokens", "4096",
     "--cpu", "--num-workers", "0", "--no-progress-bar", "--log-interval", "100",
-    "--save-interval", "1", "--no-last-checkpoints", "--seed", "1", "--max-epoch", "25",
+    "--save-interval", "1", "--no-last-checkpoints", "--seed", "1", "--max-epoch", "40",
 ]
 
 _HEADER = re.compile(r"^[A-Z][A-Z0-9 ,/&'()-]*$")
@@ -148,7 +151,12 @@ def stage_corpus(work: Path) -> None:
     if (out / f"train.{TGT}").exists():
         return
     out.mkdir(parents=True, exist_ok=True)
-    pages = sorted(str(p) for s in SECTIONS for p in Path("/usr/share/man", s).glob("*") if p.is_file())
+    foreign = set()
+    for package in NOT_DEBIAN:
+        listed = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True)
+        foreign |= set(listed.stdout.splitlines()) if listed.returncode == 0 else set()
+    pages = sorted(str(p) for s in SECTIONS for p in Path("/usr/share/man", s).glob("*")
+                   if p.is_file() and str(p) not in foreign)
     with ProcessPoolExecutor(2) as pool:
         pairs = [p for p in pool.map(pair, pages, chunksize=64) if p]
     seen_doc, seen_name, splits = set(), set(), {"train": [], "valid": [], "test": []}
@@ -240,7 +248,8 @@ def stage_export(work: Path) -> None:
     MODEL_DIR.mkdir(parents=True)
     best = work / "ckpt" / "checkpoint_best.pt"
     build.strip_optimizer_state(best, MODEL_DIR / "model.pt")
-    shutil.copy(work / "dict" / "dict.txt", MODEL_DIR / "dict.txt")
+    for side in (SRC, TGT):          # the translation task reads one file per side: the same dictionary
+        shutil.copy(work / "dict" / "dict.txt", MODEL_DIR / f"dict.{side}.txt")
     for name in ("encoder.json", "vocab.bpe"):
         shutil.copy(work / "gpt2" / name, MODEL_DIR / name)
     DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -259,11 +268,12 @@ def stage_rouge(work: Path) -> None:
     reference = (DATA_DIR / f"test.{SRC}-{TGT}.{TGT}").read_text(encoding="utf-8").splitlines()
     hyp = translate_lines(hub, source, beam=5)
     rouge = Rouge()
-    score = rouge.corpus_score(hyp, [reference])
-    print(f"ROUGE-L {NAME}: {score.score:.2f}  ({rouge.signature()})")
+    scores = rouge.corpus_score(hyp, [reference])
+    print(f"ROUGE {NAME}: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()) + f"  ({rouge.signature()})")
     path = build.MODELS_DIR / "bleu.json"
     merged = json.loads(path.read_text()) if path.exists() else {}
-    merged[f"{NAME}/model.pt/{SRC}-{TGT}"] = {"rougeL": round(score.score, 2), "signature": str(rouge.signature())}
+    merged[f"{NAME}/model.pt/{SRC}-{TGT}"] = {**{k: round(v, 2) for k, v in scores.items()},
+                                              "signature": rouge.signature()}
     path.write_text(json.dumps(merged, indent=1) + "\n")
 
 

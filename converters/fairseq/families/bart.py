@@ -30,7 +30,6 @@ ROWS = "4 specials + entries"
 STORES_DERIVED = False              # learned positions: every table is in the checkpoint
 PIPELINE_TAG = "summarization"
 GENERATION_FIELDS = {"forced_bos_token_id": 0}   # BARTHubInterface.generate forces <s> first: transformers' way to say it
-BPE_FILES = (GPT2_ENCODER_FILE, "vocab.bpe")     # GPT-2's files, in the data directory as bart.large ships them
 
 
 def check_members(job: Job) -> None:
@@ -41,28 +40,33 @@ def check_members(job: Job) -> None:
 def gather(job: Job) -> None:
     """The dictionaries (one file per side, as the translation task reads them) and GPT-2's files."""
     bilingual.gather_dictionaries(job)
+    gather_gpt2(job, job.data_dir / GPT2_ENCODER_FILE, job.data_dir / "vocab.bpe")
+
+
+def gather_gpt2(job: Job, encoder_file, merges_file) -> None:
+    """GPT-2's encoder.json and merges (vocab.bpe; BartTokenizer's merges.txt) into job.gpt2."""
     job.gpt2 = {}
-    for name in BPE_FILES:
-        path = job.data_dir / name
-        job.data_files.append(path)
+    job.data_files += [encoder_file, merges_file]
+    for key, path in (("encoder", encoder_file), ("merges", merges_file)):
         if not path.is_file():
-            job.problems.append(f"{path}: missing (GPT-2's BPE: encoder.json and vocab.bpe, as BART's releases ship them)")
+            job.problems.append(f"{path}: missing (GPT-2's BPE: encoder.json and vocab.bpe, as BART's releases and "
+                                "GPT-2 ship them)")
             continue
         try:
-            job.gpt2[name] = (json.loads(path.read_text(encoding="utf-8")) if name == GPT2_ENCODER_FILE
-                              else read_byte_merges(path))
+            job.gpt2[key] = json.loads(path.read_text(encoding="utf-8")) if key == "encoder" else read_byte_merges(path)
         except (OSError, UnicodeDecodeError, ValueError) as e:
             job.problems.append(f"{path}: not readable ({e})")
-    encoder = job.gpt2.get(GPT2_ENCODER_FILE)
+    encoder = job.gpt2.get("encoder")
     if encoder is not None and not (isinstance(encoder, dict) and all(type(i) is int for i in encoder.values())):
-        job.problems.append(f"{job.data_dir / GPT2_ENCODER_FILE}: not a JSON object of pieces to GPT-2 ids")
-        job.gpt2.pop(GPT2_ENCODER_FILE)
+        job.problems.append(f"{encoder_file}: not a JSON object of pieces to GPT-2 ids")
+        job.gpt2.pop("encoder")
+    job.gpt2["merges_file"] = merges_file
 
 
 def check_vocabularies(job: Job) -> None:
     """vocab.json: each GPT-2 id of the dictionary as its piece, at fairseq's id; an id encoder.json lacks
     means another model's files."""
-    encoder = job.gpt2.get(GPT2_ENCODER_FILE)
+    encoder = job.gpt2.get("encoder")
     if encoder is None:
         return
     pieces = {str(i): p for p, i in encoder.items()}
@@ -78,7 +82,7 @@ def check_vocabularies(job: Job) -> None:
 def _missing_pieces(job: Job) -> list[str]:
     """GPT-2 pieces its merges produce (or single bytes) that the dictionary lacks: fairseq makes them <unk>."""
     vocab = job.vocabs["shared"]
-    produced = [*gpt2_byte_symbols().values(), *("".join(m) for m in job.gpt2.get("vocab.bpe", []))]
+    produced = [*gpt2_byte_symbols().values(), *("".join(m) for m in job.gpt2.get("merges", []))]
     return [p for p in dict.fromkeys(produced) if p not in vocab]
 
 
@@ -148,8 +152,8 @@ def tokenizer_files(job: Job) -> tuple[dict[str, str], dict[str, bytes], list[st
     and BartTokenizer's settings; whether BartTokenizerFast can load them."""
     arch = job.members[0].arch
     texts = {SHARED_VOCAB_FILE: json_text(job.vocabs["shared"]),
-             BYTE_MERGES_FILE: (job.data_dir / "vocab.bpe").read_text(encoding="utf-8"),
-             GPT2_ENCODER_FILE: json_text(job.gpt2[GPT2_ENCODER_FILE]),
+             BYTE_MERGES_FILE: job.gpt2["merges_file"].read_text(encoding="utf-8"),
+             GPT2_ENCODER_FILE: json_text(job.gpt2["encoder"]),
              "tokenizer_config.json": json_text({
                  "tokenizer_class": "BartTokenizer", "model_max_length": arch.max_source_positions,
                  "add_prefix_space": False, "errors": "replace", "bos_token": "<s>", "eos_token": "</s>",
