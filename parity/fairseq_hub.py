@@ -305,6 +305,17 @@ def stripped_symbols(hub) -> set[int]:
     return _family(hub).stripped_symbols(hub)
 
 
+def reset_beam(hub, beam: int) -> None:
+    """Each model's beamable encoder attention set to this beam. BART's models have it (set_beam_size:
+    encoder keys kept once per sentence, einsum over the beam) and fairseq's generator sets it only for
+    a beam above 1: after a beam-5 run the attention stays at 5, so a later greedy run, or a teacher-forced
+    pass over one sentence, views its keys in fives (a RuntimeError, or wrong keys where the batch divides
+    by 5). Set before every generation and forward pass here, so each runs as it would in a fresh process."""
+    for model in hub.models:
+        if hasattr(model, "set_beam_size"):
+            model.set_beam_size(beam)
+
+
 def encode(hub, line: str):
     """A line's ids as the family's hub encodes it (``hub.encode``, BART's IndexError mended)."""
     return _family(hub).encode(hub, line)
@@ -361,6 +372,7 @@ def generate(hub, tokenized: list, beam: int = 5, **options) -> list[list[dict]]
     with quiet_fairseq():
         batches = list(hub._build_batches(tokenized, False))
     forced = _family(hub).hub_forces(hub)
+    reset_beam(hub, beam)
     for batch in batches:
         batch = utils.apply_to_sample(lambda t: t.to(hub.device), batch)
         src = batch["net_input"]["src_tokens"]

@@ -278,8 +278,11 @@ class BartSystem(TransformersSystem):
         return self.tokenizer(text_target=text)["input_ids"]
 
     def stages(self, line: str) -> dict[str, list]:
-        ids = self.tokenizer(line)["input_ids"]
-        return {"moses": line.split(), "bpe": self._pieces(ids[1:-1]), "ids": ids}
+        # cut to model_max_length as BART's hub cuts (<s> and </s> kept): without it a long document
+        # asks for positions the model does not have
+        ids = self.tokenizer(line, truncation=True)["input_ids"]
+        pieces = self._pieces(self.tokenizer.convert_tokens_to_ids(self.tokenizer.tokenize(line)))   # uncut, as apply_bpe
+        return {"moses": line.split(), "bpe": pieces, "ids": ids}
 
 
 # transformers' model_type -> its adapter: one per family's transformers class (each converter family's

@@ -117,8 +117,9 @@ def teacher_forced(hub, source: str, reference: str, target_lang: str) -> tuple[
     """
     import torch
 
-    from parity.fairseq_hub import encode, model_input, teacher_forced_target
+    from parity.fairseq_hub import encode, model_input, reset_beam, teacher_forced_target
 
+    reset_beam(hub, 1)                                                       # one sentence, no beam
     src = model_input(hub, encode(hub, source)).unsqueeze(0)                 # [1, S]
     tgt, bos = teacher_forced_target(hub, reference, target_lang)
     tgt = tgt.unsqueeze(0)                                                   # [1, T]

@@ -155,9 +155,13 @@ def vocabulary_difference(a: str | Path, b: str | Path) -> str | None:
 
 
 def read_byte_merges(path: str | Path) -> list[tuple[str, str]]:
+    return parse_byte_merges(Path(path).read_text(encoding="utf-8"))
+
+
+def parse_byte_merges(text: str) -> list[tuple[str, str]]:
     """GPT-2's vocab.bpe (BartTokenizer's merges.txt) as fairseq and transformers read it: the first line is
     the "#version" header, and the last is dropped too (the empty string after the final newline)."""
-    return [tuple(line.split()) for line in Path(path).read_text(encoding="utf-8").split("\n")[1:-1]]
+    return [tuple(line.split()) for line in text.split("\n")[1:-1]]
 
 
 @lru_cache(maxsize=1)
@@ -393,15 +397,19 @@ class ByteLevelTokenizer:
 
 
 def byte_level_symbols(model_dir: str | Path) -> list[str]:
-    """A BART directory's fairseq symbols in id order: vocab.json's pieces at their ids, each GPT-2 piece
-    named by its GPT-2 id (encoder.json), the others (specials, <mask>) by themselves; checked to be
-    ids 0..n-1 (ConfigError otherwise)."""
+    """A BART directory's fairseq symbols in id order (symbols_of_pieces on its vocab.json and encoder.json)."""
     model_dir = Path(model_dir)
-    vocab = read_vocab(model_dir / SHARED_VOCAB_FILE)
-    gpt2 = read_vocab(model_dir / GPT2_ENCODER_FILE)
+    return symbols_of_pieces(read_vocab(model_dir / SHARED_VOCAB_FILE), read_vocab(model_dir / GPT2_ENCODER_FILE),
+                             f"{model_dir}/{SHARED_VOCAB_FILE}")
+
+
+def symbols_of_pieces(vocab: dict[str, int], gpt2: dict[str, int], label: str) -> list[str]:
+    """fairseq's symbols in id order from byte-level pieces at fairseq's ids: each GPT-2 piece named by its
+    GPT-2 id (encoder.json), the others (specials, <mask>) by themselves; checked to be ids 0..n-1 with
+    the specials first (ConfigError otherwise)."""
     by_id = sorted(vocab.items(), key=lambda kv: kv[1])
     if [i for _, i in by_id] != list(range(len(by_id))) or [p for p, _ in by_id[:len(SPECIALS)]] != list(SPECIALS):
-        raise ConfigError(f"{model_dir}: {SHARED_VOCAB_FILE} is not fairseq's ids 0..n-1 with {', '.join(SPECIALS)} first")
+        raise ConfigError(f"{label}: not fairseq's ids 0..n-1 with {', '.join(SPECIALS)} first")
     return [p if p in SPECIALS or p not in gpt2 else str(gpt2[p]) for p, _ in by_id]
 
 

@@ -61,7 +61,9 @@ def test_transformers_loads_it_and_agrees(converted):
     ours = open_tokenizer(d)
     slow, fast = BartTokenizer.from_pretrained(d), BartTokenizerFast.from_pretrained(d)
     for line in LINES + TRICKY[:-1]:     # BartTokenizer reads "<unk>" in a text as the special token, fairseq as text
-        assert slow(line)["input_ids"] == fast(line)["input_ids"] == ours.encode(line), repr(line)
+        # cut as the hub cuts (truncation=True: model_max_length, <s> and </s> kept)
+        ids = ours.encode(line)
+        assert slow(line, truncation=True)["input_ids"] == fast(line, truncation=True)["input_ids"] == ids, repr(line)
     port = load_ensemble(d)[1][0]
     refs = shipped.test_set("doc", "sum")[1]
     for src_line, ref in zip(LINES[:8], refs[:8]):
@@ -135,11 +137,11 @@ def test_a_gpt2_id_the_dictionary_lacks_crashes_the_hub_and_is_unk_here(tmp_path
     hub = load_hub(d, "model.pt", "doc", "sum")
     rows = hub.models[0].encoder.embed_tokens.num_embeddings
     text = "print the kernel ring buffer"
+    mended = encode(hub, text).tolist()                           # first: the hub's encode adds to the dictionary
+    assert UNK in mended and max(mended) < rows
     assert max(hub.encode(text).tolist()) >= rows                 # appended past the embedding
     with pytest.raises(IndexError):
         hub.models[0].encoder(hub.encode(text)[None], src_lengths=None)
-    mended = encode(hub, text).tolist()
-    assert UNK in mended and max(mended) < rows
     assert convert_cli("--checkpoint", d / "model.pt", "--data-dir", d, "--out", tmp_path / "out") == 0
     assert open_tokenizer(tmp_path / "out").encode(text) == mended
 
@@ -185,9 +187,10 @@ def test_mbart_and_wrong_bpe_files_are_refused_by_name(tmp_path, capsys):
 
 
 def test_a_bart_directory_saved_by_transformers_converts_back(converted, tmp_path, capsys):
-    """Bart and BartTokenizer's save_pretrained (one shared embedding, the porting section removed as a hub
-    download would be): `convert transformers` asks for GPT-2's encoder.json by name, and with it gives
-    back the same weights and tokenizer files, and the port the same summaries."""
+    """Bart and BartTokenizer's save_pretrained (one shared embedding; the tokenizer as tokenizer.json alone;
+    the porting section removed as a hub download would be): `convert transformers` asks for GPT-2's
+    encoder.json by name, and with it gives back the same weights and tokenizer files, and the port the
+    same summaries."""
     from transformers import BartForConditionalGeneration, BartTokenizer
 
     from porting import Translator
@@ -199,6 +202,7 @@ def test_a_bart_directory_saved_by_transformers_converts_back(converted, tmp_pat
     config = json.loads((hub / "config.json").read_text())
     del config["porting"]
     (hub / "config.json").write_text(json.dumps(config))
+    assert sorted(p.name for p in hub.iterdir() if p.name.startswith("tok")) == ["tokenizer.json", "tokenizer_config.json"]
     assert main(["convert", "transformers", "--model", str(hub), "--out", str(tmp_path / "back")]) == 1
     assert "no encoder.json" in capsys.readouterr().err
     shutil.copyfile(model_dir(NAME) / "encoder.json", hub / "encoder.json")

@@ -100,10 +100,11 @@ def test_inputs_are_consistent(run):
             assert ids[0] == language_token(run, MANIFEST["runs"][run]["source_lang"])
             ids = ids[1:]
         elif bart(run):
-            # GPT-2's BPE is the whole pipeline (no pre-tokenizer): its ids as decimal symbols, <s> first
+            # GPT-2's BPE is the whole pipeline (no pre-tokenizer): its ids as decimal symbols, <s> first,
+            # cut as the hub cuts (max_positions 256 - 2: room for <s> and </s>)
             assert moses == line.split() and all(p.isdigit() for p in bpe)
             assert ids[0] == BOS
-            ids = ids[1:]
+            ids, bpe = ids[1:], bpe[:254]
         else:
             assert " ".join(bpe).replace("@@ ", "").split() == moses  # BPE only splits Moses tokens
         assert len(ids) == len(bpe) + 1 and ids[-1] == EOS        # the source gets </s> appended
@@ -129,7 +130,8 @@ def test_generation_is_complete_and_consistent(run, setting):
         for h in hyps:
             toks, pos = h["tokens"], h["positional_scores"]
             assert len(pos) == len(toks) and toks[-1] == EOS and EOS not in toks[:-1]
-            assert all(p <= 0 for p in pos)
+            # a log-prob, but for <unk> under a negative unkpen (a bonus, added to its score)
+            assert all(p <= 0 for p, t in zip(pos, toks) if t != UNK or options.get("unkpen", 0) >= 0)
             # the target's language token (BART: <s>) is forced first, part of the hypothesis and its score
             assert toks[:len(forced)] == forced
             # fairseq's score is the cumulative log-prob (incl. </s>) over length ** lenpen; the

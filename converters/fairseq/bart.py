@@ -15,6 +15,7 @@ under ``model.``, one shared embedding. What the directory lacks is the fairseq 
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from converters.fairseq.dictionary import Dictionary
@@ -24,9 +25,11 @@ from converters.fairseq.job import ConversionError, Job, Member
 from converters.fairseq.m2m100 import fairseq_names
 from porting.files import sha256_file
 from porting.format import BART, BYTE_MERGES_FILE, GPT2_ENCODER_FILE, SHARED_VOCAB_FILE, ConfigError
-from porting.tokenizer import byte_level_symbols
+from porting.tokenizer import read_vocab, symbols_of_pieces
 
 FILES = ("config.json", SHARED_VOCAB_FILE, BYTE_MERGES_FILE)
+# transformers 5's save_pretrained writes BartTokenizer as tokenizer.json alone (its BPE's vocabulary and merges)
+SAVED_FILES = ("config.json", "tokenizer.json")
 # fairseq's CNN/DailyMail recipe names its sides so (dict.source.txt, dict.target.txt); a directory our
 # converter wrote records its own in config.json's "langs"
 DEFAULT_LANGS = ("source", "target")
@@ -39,14 +42,19 @@ def read_bart(hf_dir: Path, out: Path, config: dict, force: bool = False, licens
     langs = config.get("langs")
     langs = tuple(langs) if isinstance(langs, list) and len(langs) == 2 and all(isinstance(x, str) for x in langs) \
         else DEFAULT_LANGS
-    job, weights = begin(hf_dir, out, config, FILES, "Bart", force, license, langs)
+    saved = not (hf_dir / SHARED_VOCAB_FILE).is_file() and (hf_dir / "tokenizer.json").is_file()
+    job, weights = begin(hf_dir, out, config, SAVED_FILES if saved else FILES, "Bart", force, license, langs)
     if not (hf_dir / GPT2_ENCODER_FILE).is_file():
         job.problems.append(f"--model {hf_dir}: no {GPT2_ENCODER_FILE}: fairseq names each piece by its GPT-2 id, "
                             "which only GPT-2's encoder.json gives; copy it into the directory (BART's fairseq "
                             "releases and GPT-2 ship it)")
         raise ConversionError(job.problems)
-    d = _dictionary(hf_dir, job.problems)
-    if weights is None or d is None:
+    tokenizer = _tokenizer_files(hf_dir, saved, config["vocab_size"], job.problems)
+    if weights is None or tokenizer is None:
+        raise ConversionError(job.problems)
+    vocab, merges_text = tokenizer
+    d = _dictionary(vocab, hf_dir, job.problems)
+    if d is None:
         raise ConversionError(job.problems)
     path, state = weights
     bias = state.pop("final_logits_bias", None)
@@ -63,14 +71,30 @@ def read_bart(hf_dir: Path, out: Path, config: dict, force: bool = False, licens
     member = Member(path, sha256_file(path), arch, options, tensors=tensors, langs=langs)
     job.members, job.dicts, job.family = [member], {"src": d, "tgt": d}, BART
     job.dict_names = dict.fromkeys(job.dicts, SHARED_VOCAB_FILE)
-    family.gather_gpt2(job, hf_dir / GPT2_ENCODER_FILE, hf_dir / BYTE_MERGES_FILE)
+    family.read_gpt2(job, hf_dir / GPT2_ENCODER_FILE, merges_text, hf_dir / ("tokenizer.json" if saved else BYTE_MERGES_FILE))
     read_generation(job, member, hf_dir)
     return job
 
 
-def _dictionary(hf_dir: Path, problems: list[str]) -> Dictionary | None:
+def _tokenizer_files(hf_dir: Path, saved: bool, vocab_size: int, problems: list[str]) -> tuple[dict, str] | None:
+    """(pieces -> fairseq ids, merges.txt's text) from vocab.json and merges.txt, or from tokenizer.json's BPE
+    (its added tokens past the model's rows, as the <mask> BartTokenizer adds, left out)."""
     try:
-        symbols = byte_level_symbols(hf_dir)
+        if not saved:
+            return (read_vocab(hf_dir / SHARED_VOCAB_FILE), (hf_dir / BYTE_MERGES_FILE).read_text(encoding="utf-8"))
+        model = json.loads((hf_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+        vocab = {p: i for p, i in model["vocab"].items() if i < vocab_size}
+        merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+        # GPT-2's header line, as vocab.bpe and BartTokenizer's merges.txt begin
+        return vocab, "#version: 0.2\n" + "".join(m + "\n" for m in merges)
+    except (ConfigError, OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        problems.append(f"--model {hf_dir}: its tokenizer files are not BartTokenizer's ({e})")
+        return None
+
+
+def _dictionary(vocab: dict, hf_dir: Path, problems: list[str]) -> Dictionary | None:
+    try:
+        symbols = symbols_of_pieces(vocab, read_vocab(hf_dir / GPT2_ENCODER_FILE), f"{hf_dir}/{SHARED_VOCAB_FILE}")
     except ConfigError as e:
         problems.append(str(e))
         return None

@@ -3,7 +3,7 @@
     python reference_runs/tools/build_bart.py [--work DIR] [--only corpus,bpe,...]
 
 Stages (each skipped when its output exists in the work directory, so a re-run resumes):
-  corpus     the manual pages Debian's packages installed on this machine (rendered by groff): the DESCRIPTION
+  corpus     the English manual pages of Debian packages (PACKAGES, rendered by groff): the DESCRIPTION
              section's opening as the document, the NAME line's description as its summary; split
              train/valid/test by a hash of the page's name
   bpe        a byte-level BPE model in GPT-2's format (encoder.json + vocab.bpe, learned by the
@@ -41,17 +41,23 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import build  # noqa: E402  (sibling script: the bilingual build's helpers)
+import corpus  # noqa: E402
 
 ROOT, BIN, DATA_DIR = build.ROOT, build.BIN, build.DATA_DIR
 NAME = "bart-man"
 MODEL_DIR = build.MODELS_DIR / NAME
 SRC, TGT = "doc", "sum"              # the file suffixes, as the CNN/DM recipe's "source"/"target"
 SECTIONS = ("man1", "man2", "man3", "man5", "man7", "man8")
-# Installed packages whose pages are not Debian's own: google-cloud-cli alone brings 16,000 generated
-# gcloud pages (this machine's image has it), which would make the corpus one vendor's CLI reference
-NOT_DEBIAN = ("google-cloud-cli",)
+# Debian packages whose English manual pages make the corpus: fetched with apt-get download and unpacked
+# (reference_runs/tools/corpus.py), not read from this machine's /usr/share/man, so the corpus does not
+# depend on what happens to be installed (this machine's image has google-cloud-cli: 16,000 generated
+# gcloud pages that are no Debian package's and would make the corpus one vendor's CLI reference)
+PACKAGES = ["manpages", "manpages-dev", "coreutils", "util-linux", "findutils", "grep", "sed", "tar", "procps",
+            "git-man", "openssh-client", "systemd", "dpkg", "apt", "man-db", "groff-base", "binutils-common",
+            "postgresql-client-15", "libssl-doc", "libx11-doc", "libcurl4-doc", "libncurses-dev", "perl-doc",
+            "tcl8.6-doc", "tk8.6-doc", "libbsd-dev", "libpcap0.8-dev"]
 N_TEST, N_VALID = 200, 200
-BPE_VOCAB = 4000
+BPE_VOCAB = 2000
 MAX_DOC_WORDS = 80                   # the document: the DESCRIPTION's opening, cut at a sentence end
 MIN_DOC_WORDS, MAX_SUM_WORDS = 12, 16
 MAX_POSITIONS = 256
@@ -64,12 +70,12 @@ TRAIN = [
     "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
     "--max-source-positions", str(MAX_POSITIONS), "--max-target-positions", str(MAX_POSITIONS),
     "--share-all-embeddings", "--share-decoder-input-output-embed", "--layernorm-embedding",
-    "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.1",
-    "--lr", "2e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "300",
+    "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0",
+    "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "400",
     "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-    "--dropout", "0.1", "--attention-dropout", "0.1", "--weight-decay", "0.01", "--max-tokens", "4096",
+    "--dropout", "0.1", "--attention-dropout", "0.0", "--weight-decay", "0.0001", "--max-tokens", "4096",
     "--cpu", "--num-workers", "0", "--no-progress-bar", "--log-interval", "100",
-    "--save-interval", "1", "--no-last-checkpoints", "--seed", "1", "--max-epoch", "40",
+    "--save-interval", "1", "--no-last-checkpoints", "--seed", "1", "--max-epoch", "40", "--patience", "5",
 ]
 
 _HEADER = re.compile(r"^[A-Z][A-Z0-9 ,/&'()-]*$")
@@ -151,12 +157,9 @@ def stage_corpus(work: Path) -> None:
     if (out / f"train.{TGT}").exists():
         return
     out.mkdir(parents=True, exist_ok=True)
-    foreign = set()
-    for package in NOT_DEBIAN:
-        listed = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True)
-        foreign |= set(listed.stdout.splitlines()) if listed.returncode == 0 else set()
-    pages = sorted(str(p) for s in SECTIONS for p in Path("/usr/share/man", s).glob("*")
-                   if p.is_file() and str(p) not in foreign)
+    roots = corpus.fetch_packages(work / "debian", PACKAGES)
+    pages = sorted(str(p) for root in roots for s in SECTIONS for p in (root / "usr/share/man" / s).glob("*")
+                   if p.is_file() and not p.is_symlink())
     with ProcessPoolExecutor(2) as pool:
         pairs = [p for p in pool.map(pair, pages, chunksize=64) if p]
     seen_doc, seen_name, splits = set(), set(), {"train": [], "valid": [], "test": []}
@@ -200,7 +203,8 @@ def stage_encode(work: Path) -> None:
     for split in ("train", "valid", "test"):
         for side in (SRC, TGT):
             lines = (work / "raw" / f"{split}.{side}").read_text(encoding="utf-8").splitlines()
-            build.write_lines(out / f"{split}.{side}", ("<s> " + " ".join(map(str, encoder.encode(line)))
+            # cut as BARTHubInterface.encode cuts at inference: max_positions - 2 ids, room for <s> and </s>
+            build.write_lines(out / f"{split}.{side}", ("<s> " + " ".join(map(str, encoder.encode(line)[:MAX_POSITIONS - 2]))
                                                         for line in lines))
 
 

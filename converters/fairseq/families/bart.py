@@ -18,7 +18,7 @@ from converters.fairseq.families import bilingual
 from converters.fairseq.job import Job
 from porting.files import json_text
 from porting.format import BART, BYTE_MERGES_FILE, GPT2_ENCODER_FILE, SHARED_VOCAB_FILE, SPECIALS
-from porting.tokenizer import gpt2_byte_symbols, read_byte_merges
+from porting.tokenizer import gpt2_byte_symbols, parse_byte_merges
 
 NAME = BART
 TASKS = ()                          # claimed by its architectures: BART is fine-tuned with --task translation
@@ -45,22 +45,34 @@ def gather(job: Job) -> None:
 
 def gather_gpt2(job: Job, encoder_file, merges_file) -> None:
     """GPT-2's encoder.json and merges (vocab.bpe; BartTokenizer's merges.txt) into job.gpt2."""
-    job.gpt2 = {}
-    job.data_files += [encoder_file, merges_file]
-    for key, path in (("encoder", encoder_file), ("merges", merges_file)):
-        if not path.is_file():
-            job.problems.append(f"{path}: missing (GPT-2's BPE: encoder.json and vocab.bpe, as BART's releases and "
-                                "GPT-2 ship them)")
-            continue
-        try:
-            job.gpt2[key] = json.loads(path.read_text(encoding="utf-8")) if key == "encoder" else read_byte_merges(path)
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            job.problems.append(f"{path}: not readable ({e})")
-    encoder = job.gpt2.get("encoder")
-    if encoder is not None and not (isinstance(encoder, dict) and all(type(i) is int for i in encoder.values())):
+    try:
+        text = merges_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        job.problems.append(f"{merges_file}: missing (GPT-2's merges, vocab.bpe, as BART's releases and GPT-2 ship them)")
+        text = None
+    except (OSError, UnicodeDecodeError) as e:
+        job.problems.append(f"{merges_file}: not readable ({e})")
+        text = None
+    read_gpt2(job, encoder_file, text, merges_file)
+
+
+def read_gpt2(job: Job, encoder_file, merges_text: str | None, merges_source) -> None:
+    """job.gpt2: GPT-2's encoder.json (piece -> GPT-2 id), read here, and the merges' text (from vocab.bpe,
+    or from a transformers directory's tokenizer.json) with its merges."""
+    job.gpt2 = {} if merges_text is None else {"merges_text": merges_text, "merges": parse_byte_merges(merges_text)}
+    job.data_files += [encoder_file, merges_source]
+    if not encoder_file.is_file():
+        job.problems.append(f"{encoder_file}: missing (GPT-2's encoder.json, as BART's releases and GPT-2 ship it)")
+        return
+    try:
+        encoder = json.loads(encoder_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        job.problems.append(f"{encoder_file}: not readable ({e})")
+        return
+    if not (isinstance(encoder, dict) and all(type(i) is int for i in encoder.values())):
         job.problems.append(f"{encoder_file}: not a JSON object of pieces to GPT-2 ids")
-        job.gpt2.pop("encoder")
-    job.gpt2["merges_file"] = merges_file
+        return
+    job.gpt2["encoder"] = encoder
 
 
 def check_vocabularies(job: Job) -> None:
@@ -152,7 +164,7 @@ def tokenizer_files(job: Job) -> tuple[dict[str, str], dict[str, bytes], list[st
     and BartTokenizer's settings; whether BartTokenizerFast can load them."""
     arch = job.members[0].arch
     texts = {SHARED_VOCAB_FILE: json_text(job.vocabs["shared"]),
-             BYTE_MERGES_FILE: job.gpt2["merges_file"].read_text(encoding="utf-8"),
+             BYTE_MERGES_FILE: job.gpt2["merges_text"],
              GPT2_ENCODER_FILE: json_text(job.gpt2["encoder"]),
              "tokenizer_config.json": json_text({
                  "tokenizer_class": "BartTokenizer", "model_max_length": arch.max_source_positions,
@@ -187,7 +199,7 @@ def _use(config: dict, generation: dict) -> list[str]:
         "```python", "from transformers import BartForConditionalGeneration, BartTokenizer", "",
         "tok = BartTokenizer.from_pretrained(THIS_DIR)",
         "model = BartForConditionalGeneration.from_pretrained(THIS_DIR)",
-        'batch = tok(["a document to summarize"], return_tensors="pt")',
+        'batch = tok(["a document to summarize"], truncation=True, return_tensors="pt")   # cut as the hub cuts',
         f"out = model.generate(**batch, {settings})",
         "print(tok.batch_decode(out, skip_special_tokens=True))", "```", ""]
 
