@@ -215,3 +215,36 @@ def test_a_bart_directory_saved_by_transformers_converts_back(converted, tmp_pat
     assert read_config(back)["porting"]["family"] == "fairseq-bart"
     ours, theirs = (Translator.from_pretrained(d) for d in (original, back))
     assert ours.translate(LINES[:40]) == theirs.translate(LINES[:40])
+
+
+def test_the_exact_kernels_replay_fairseqs_bart_bitwise(converted):
+    """fairseq's BART runs its beamable encoder attention in beam search (keys once per sentence, einsums
+    over the beam; its TransformerModel never does): the exact kernels follow it, and every hypothesis of
+    every recorded setting, its score and its positional scores, is fairseq's bit for bit, where this CPU
+    rounds as the recording's did (the first layer's teacher-forced output, the probe)."""
+    from porting.generation.beam import generate, left_pad
+    from porting.generation.ensemble import Ensemble
+    from porting.generation.options import GenerationOptions
+    from porting.model.load import load_ensemble
+
+    run = shipped.RUNS / NAME
+    manifest = json.loads((shipped.RUNS / "manifest.json").read_text())
+    torch.set_num_threads(manifest["threads"])
+    model = load_ensemble(converted[NAME])[1][0]
+    recorded = load_file(str(run / "teacher_forced.safetensors"))
+    seen = {}
+    with torch.no_grad():
+        model(recorded["s0/src_tokens"][None], recorded["s0/prev_output_tokens"][None],
+              hooks=lambda name, x: seen.__setitem__(name, x[:, 0].clone()))
+    if not torch.equal(seen["encoder.layers.0"], recorded["s0/encoder.layers.0"]):
+        pytest.skip("this CPU rounds otherwise than the recording's (tests/conftest.py, replays_bitwise)")
+    ensemble, ids = Ensemble([model], kernels="exact"), json.loads((run / "inputs.json").read_text())["ids"]
+    for setting in manifest["runs"][NAME]["settings"]:
+        rec = json.loads((run / "generation" / f"{setting}.json").read_text())
+        # fairseq-fixed's inert n-gram blocker and its batch-wide length cap, bug for bug (NOTES.md)
+        opts = GenerationOptions(**rec["options"], ngram_blocking="fairseq", max_len_from="batch-width")
+        for batch in rec["batches"]:
+            for i, hyps in zip(batch, generate(ensemble, left_pad([ids[i] for i in batch]), opts, None, (EOS, (BOS,)))):
+                ours = [(h.tokens, h.score, list(h.positional_scores)) for h in hyps]
+                theirs = [(t["tokens"], t["score"], t["positional_scores"]) for t in rec["hypotheses"][i]]
+                assert ours == theirs, (setting, i)

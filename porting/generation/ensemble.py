@@ -24,10 +24,14 @@ class ExactDecoder:
     def __init__(self, model: Transformer):
         self.model = model
         self.heads = model.arch.decoder_attention_heads
+        self.beam = 1
 
-    @staticmethod
-    def for_beam(enc: EncoderOut, beam: int) -> EncoderOut:
-        """fairseq repeats each sentence's encoder output `beam` times."""
+    def for_beam(self, enc: EncoderOut, beam: int) -> EncoderOut:
+        """fairseq repeats each sentence's encoder output `beam` times; a beamable model (BART's) keeps it
+        once and attends to it over the beam."""
+        self.beam = beam
+        if self.model.beamable and beam > 1:
+            return EncoderOut(enc.out, enc.pad_mask, beam=beam)
         order = torch.arange(enc.out.size(1)).view(-1, 1).repeat(1, beam).view(-1)
         return enc.select(order)
 
@@ -42,13 +46,17 @@ class ExactDecoder:
         keys/values only when sentences have left the batch: fairseq skips them while the row count
         is unchanged (each sentence's rows hold identical copies, so a reorder within it is a no-op)."""
         heads = self.heads
+        # a beamable model's encoder keys are one per sentence: its sentences, as fairseq's
+        # reorder_incremental_state takes them (each sentence's first row, over the beam)
+        shared = self.model.beamable and self.beam > 1
+        enc_order = order.view(-1, self.beam)[:, 0] // self.beam if shared else order
         for cache in caches:
-            keys = ("k", "v") if cache.enc_k.size(0) == order.numel() * heads else ("k", "v", "enc_k", "enc_v")
-            for key in keys:
+            same = cache.enc_k.size(0) == enc_order.numel() * heads
+            for key, rows in (("k", order), ("v", order), *(() if same else (("enc_k", enc_order), ("enc_v", enc_order)))):
                 t = getattr(cache, key)                                     # [N*H, t, D] -> [N, H, t, D], rows
-                setattr(cache, key, t.view(-1, heads, t.size(1), t.size(2)).index_select(0, order).view(-1, t.size(1), t.size(2)))
-            if "enc_k" in keys and cache.enc_mask is not None:
-                cache.enc_mask = cache.enc_mask.index_select(0, order)
+                setattr(cache, key, t.view(-1, heads, t.size(1), t.size(2)).index_select(0, rows).view(-1, t.size(1), t.size(2)))
+            if not same and cache.enc_mask is not None:
+                cache.enc_mask = cache.enc_mask.index_select(0, enc_order)
 
 
 class Ensemble:

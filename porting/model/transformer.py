@@ -47,7 +47,7 @@ class Attention(nn.Module):
         """fairseq's manual path: [T, N, C] queries on [N*H, S, D] keys/values -> [T, N, C].
 
         fairseq also has an einsum variant that keeps encoder keys once per sentence in beam search,
-        but it is never switched on for transformer models (porting/NOTES.md), so it is not here."""
+        switched on for BART's models only: ``beamable`` (porting/NOTES.md)."""
         tgt_len, bsz, dim = query.shape
         src_len = k.size(1)
         q = self.q_proj(query)
@@ -60,6 +60,29 @@ class Attention(nn.Module):
             weights = weights.view(bsz * self.heads, tgt_len, src_len)
         probs = F.softmax(weights.float(), dim=-1).type_as(weights)
         out = torch.bmm(probs, v)                                           # [N*H, T, D]
+        out = out.transpose(0, 1).contiguous().view(tgt_len, bsz, dim)      # [T, N, C]
+        return self.out_proj(out)
+
+    def beamable(self, query: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None, beam: int) -> Tensor:
+        """fairseq's beamable encoder attention (BART's models: ``set_beam_size``): [T, N, C] queries, N =
+        sentences * beam rows, on keys/values kept once per sentence, [S_n*H, S, D] -> [T, N, C]; the
+        products as fairseq's einsums over the beam, so that the exact kernels stay bitwise equal."""
+        tgt_len, bsz, dim = query.shape
+        kv_bsz, src_len = k.size(0) // self.heads, k.size(1)
+        q = self.q_proj(query)
+        q *= self.scaling
+        q = self.split(q, bsz)                                              # [N*H, T, D]
+        weights = torch.einsum("bxhtd,bhsd->bxhts", q.view(kv_bsz, -1, self.heads, tgt_len, self.head_dim),
+                               k.view(kv_bsz, self.heads, src_len, self.head_dim))   # [S_n, beam, H, T, S]
+        weights = weights.reshape(-1, tgt_len, src_len)                    # [N*H, T, S]
+        if key_padding_mask is not None:
+            weights = weights.view(kv_bsz, -1, self.heads, tgt_len, src_len).masked_fill(
+                key_padding_mask.unsqueeze(1).unsqueeze(2).unsqueeze(3).to(torch.bool), float("-inf"))
+            weights = weights.view(bsz * self.heads, tgt_len, src_len)
+        probs = F.softmax(weights.float(), dim=-1).type_as(weights)
+        out = torch.einsum("bxhts,bhsd->bxhtd", probs.view(kv_bsz, -1, self.heads, tgt_len, src_len),
+                           v.view(kv_bsz, self.heads, src_len, self.head_dim))   # [S_n, beam, H, T, D]
+        out = out.reshape(-1, tgt_len, self.head_dim)                       # [N*H, T, D]
         out = out.transpose(0, 1).contiguous().view(tgt_len, bsz, dim)      # [T, N, C]
         return self.out_proj(out)
 
@@ -137,7 +160,10 @@ class DecoderLayer(nn.Module):
                 v = self.encoder_attn.split(self.encoder_attn.v_proj(key), key.size(1))
                 if cache is not None:
                     cache.enc_k, cache.enc_v, cache.enc_mask = k, v, mask
-            # fairseq computes encoder attention by hand (static keys), teacher-forced or not
+            # fairseq computes encoder attention by hand (static keys), teacher-forced or not; BART's
+            # models in beam search with the keys kept once per sentence (EncoderOut.beam)
+            if enc.beam > 1:
+                return self.encoder_attn.beamable(h, k, v, mask, enc.beam)
             return self.encoder_attn.manual(h, k, v, mask)
         x = self._block(x, self.encoder_attn_layer_norm, cross)
         return self._block(x, self.final_layer_norm, lambda h: self.fc2(self.act(self.fc1(h))))
@@ -160,6 +186,9 @@ class EncoderOut:
     # porting/kernels/fast_encoder.py's output also keeps the real tokens' rows: ([T, C], their [T] indices
     # in the batch-major B*S order), for the fast decoder to project encoder keys/values on them
     kept: tuple[Tensor, Tensor] | None = None
+    # the decoder rows that share each sentence's output, where the output is kept once per sentence
+    # (fairseq's beamable encoder attention, BART's models: porting.generation.ensemble.ExactDecoder)
+    beam: int = 1
 
     def select(self, order: Tensor) -> "EncoderOut":
         """Reorder/expand the batch (beam search): order indexes the batch dimension."""
@@ -260,9 +289,13 @@ def _emit(hooks, name: str, x: Tensor) -> Tensor:
 
 
 class Transformer(nn.Module):
-    def __init__(self, a: Arch, src_vocab: int, tgt_vocab: int):
+    def __init__(self, a: Arch, src_vocab: int, tgt_vocab: int, beamable: bool = False):
         super().__init__()
         self.arch = a
+        # fairseq's BARTModel has set_beam_size: in beam search its encoder attention keeps keys and values
+        # once per sentence (einsum over the beam); its TransformerModel has none. Last bits only: the
+        # exact kernels follow it (porting.generation.ensemble.ExactDecoder)
+        self.beamable = beamable
         self.encoder = Encoder(src_vocab, a)
         self.decoder = Decoder(tgt_vocab, a)
 
