@@ -67,11 +67,10 @@ def fsmt_config(arch: Architecture, src: str, tgt: str, src_vocab: int, tgt_voca
     }
 
 
-def m2m100_config(arch: Architecture, vocab_size: int, dtype: str) -> dict:
-    """transformers' M2M100Config fields, filled from fairseq's options (the multilingual family)."""
+def shared_embedding_config(arch: Architecture, vocab_size: int, dtype: str) -> dict:
+    """The fields M2M100Config and BartConfig share (one vocabulary, one shared embedding, fairseq's
+    specials), filled from fairseq's options; each family adds its class's name and its own."""
     return {
-        "architectures": ["M2M100ForConditionalGeneration"],
-        "model_type": "m2m_100",
         "vocab_size": vocab_size,
         "d_model": arch.embed_dim,
         "encoder_layers": arch.encoder_layers,
@@ -97,6 +96,12 @@ def m2m100_config(arch: Architecture, vocab_size: int, dtype: str) -> dict:
         "eos_token_id": 2,
         "dtype": dtype,
     }
+
+
+def m2m100_config(arch: Architecture, vocab_size: int, dtype: str) -> dict:
+    """transformers' M2M100Config fields, filled from fairseq's options (the multilingual family)."""
+    return {"architectures": ["M2M100ForConditionalGeneration"], "model_type": "m2m_100",
+            **shared_embedding_config(arch, vocab_size, dtype)}
 
 
 def m2m100_language_codes(tokens: LanguageTokens, vocab_size: int) -> str | None:

@@ -99,40 +99,13 @@ def _missing_pieces(job: Job) -> list[str]:
 
 
 def bart_config(job: Job) -> dict:
-    """transformers' BartConfig fields, filled from fairseq's options."""
-    arch = job.members[0].arch
-    return {
-        "architectures": ["BartForConditionalGeneration"],
-        "model_type": "bart",
-        "langs": [job.source_lang, job.target_lang],   # the task's suffixes (as FSMT's config names its languages)
-        "vocab_size": len(job.dicts["src"]),
-        "d_model": arch.embed_dim,
-        "encoder_layers": arch.encoder_layers,
-        "decoder_layers": arch.decoder_layers,
-        "encoder_attention_heads": arch.encoder_attention_heads,
-        "decoder_attention_heads": arch.decoder_attention_heads,
-        "encoder_ffn_dim": arch.encoder_ffn_embed_dim,
-        "decoder_ffn_dim": arch.decoder_ffn_embed_dim,
-        "activation_function": arch.activation_fn,
-        # BartLearnedPositionalEmbedding keeps fairseq's two leading rows (its offset 2): the same table
-        "max_position_embeddings": arch.max_source_positions,
-        "scale_embedding": not arch.no_scale_embedding,
-        "dropout": arch.dropout,
-        "attention_dropout": arch.attention_dropout,
-        "activation_dropout": arch.activation_dropout,
-        "encoder_layerdrop": 0.0,
-        "decoder_layerdrop": 0.0,
-        "init_std": 0.02,
-        "is_encoder_decoder": True,
-        "decoder_start_token_id": 2,          # fairseq's decoder starts from </s>
-        "forced_bos_token_id": 0,             # and the hub forces <s> first
-        "forced_eos_token_id": 2,
-        "tie_word_embeddings": True,
-        "pad_token_id": 1,
-        "bos_token_id": 0,
-        "eos_token_id": 2,
-        "dtype": job.dtype,
-    }
+    """transformers' BartConfig fields, filled from fairseq's options. BartLearnedPositionalEmbedding keeps
+    fairseq's two leading rows (its offset 2): max_position_embeddings is fairseq's, the table the same."""
+    return {"architectures": ["BartForConditionalGeneration"], "model_type": "bart",
+            "langs": [job.source_lang, job.target_lang],   # the task's suffixes (as FSMT's config names its languages)
+            **model_card.shared_embedding_config(job.members[0].arch, len(job.dicts["src"]), job.dtype),
+            "forced_bos_token_id": 0,                      # the hub forces <s> first
+            "forced_eos_token_id": 2}
 
 
 def incompatibilities(job: Job) -> list[str]:
