@@ -240,21 +240,27 @@ class M2M100System(TransformersSystem):
 
 class BartSystem(TransformersSystem):
     """transformers' Bart with its BartTokenizer (GPT-2's byte-level BPE, ``<s> … </s>`` around the
-    source), ``<s>`` forced first (``forced_bos_token_id``), as BARTHubInterface does. Pieces are shown
+    source), and the first token its generation_config.json forces (``forced_bos_token_id``: ``<s>``, as
+    BARTHubInterface forces it, in a faithful conversion). Pieces are shown
     as fairseq names them (GPT-2 ids, through the directory's encoder.json) where it has one."""
     time_major = False
 
     def __init__(self, model_dir: Path, langs: tuple[str, str] | None = None):
         from transformers import BartForConditionalGeneration, BartTokenizer
 
-        from porting.format import BOS, GPT2_ENCODER_FILE
+        from porting.format import GPT2_ENCODER_FILE
         from porting.tokenizer import byte_level_symbols
 
         _quiet_transformers()
         self.label, self.dir = f"transformers:{model_dir}", Path(model_dir)
         self.model = BartForConditionalGeneration.from_pretrained(model_dir).eval()
         self.tokenizer = BartTokenizer.from_pretrained(model_dir)
-        self.start = (self.model.config.decoder_start_token_id, (BOS,))
+        # what the directory tells generate(): BART's hub forces <s>, and a directory that does not say so
+        # (forced_bos_token_id) generates without it, which the harness names as a mapping fault
+        generation = self.model.generation_config
+        forced = generation.forced_bos_token_id
+        self.start = (generation.decoder_start_token_id if generation.decoder_start_token_id is not None
+                      else self.model.config.decoder_start_token_id, () if forced is None else (forced,))
         self.max_positions = self.model.config.max_position_embeddings
         # the task's suffixes our converter records (a hub BART directory has none: the given direction stands)
         self.langs = tuple(getattr(self.model.config, "langs", None) or langs or ("source", "target"))
@@ -269,7 +275,7 @@ class BartSystem(TransformersSystem):
         return [self.fairseq_symbols[i] if i < len(self.fairseq_symbols) else "<unk>" for i in ids]
 
     def symbols(self, ids: list[int]) -> str:
-        return " ".join(self._pieces([i for i in ids if i not in (EOS, *self.start[1])]))
+        return " ".join(self._pieces([i for i in ids if i not in (EOS, self.tokenizer.bos_token_id)]))
 
     def decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
