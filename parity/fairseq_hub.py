@@ -246,6 +246,13 @@ def _transformer_model_class():
     return TransformerModel
 
 
+def _bart_archs() -> tuple[str, ...]:
+    """The architectures the BART family claims, as the converter declares them."""
+    from converters.fairseq.families import bart
+
+    return bart.ARCHS
+
+
 def _bart_model_class():
     from fairseq.models.bart import BARTModel
 
@@ -275,7 +282,7 @@ class OriginalFamily:
 ORIGINALS = {
     BART: OriginalFamily(
         lambda d: (d / "encoder.json").exists() and (d / "vocab.bpe").exists(),
-        lambda hub: str(getattr(hub.cfg.model, "arch", "")).startswith("bart_"), _bart_model_class,
+        lambda hub: str(getattr(hub.cfg.model, "arch", "")).startswith(_bart_archs()), _bart_model_class,
         _bart_release, _bilingual_input, lambda hub, ids: ids, _bart_start, _bart_target,
         lambda hub: {hub.tgt_dict.bos()}, lambda hub: (hub.tgt_dict.bos(),), _bart_encode),
     MULTILINGUAL: OriginalFamily(

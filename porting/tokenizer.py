@@ -215,7 +215,9 @@ class ByteLevelBPE:
 
     def decode(self, ids: list[int]) -> str:
         spelled = "".join(self.symbols[i] for i in ids)
-        return bytes(self.symbol_bytes[c] for c in spelled).decode("utf-8", errors="replace")
+        # a symbol outside GPT-2's byte table (a dictionary's own, "madeupword0000") stands for its UTF-8
+        data = b"".join(bytes([self.symbol_bytes[c]]) if c in self.symbol_bytes else c.encode("utf-8") for c in spelled)
+        return data.decode("utf-8", errors="replace")
 
 
 MIN_PIECE_SHARE = 0.95   # the shipped model's dictionary holds 7,996 of its 7,997 SentencePiece pieces
@@ -358,8 +360,8 @@ class ByteLevelTokenizer:
         self.source_lang, self.target_lang = config["langs"]
         self.vocab = read_vocab(model_dir / SHARED_VOCAB_FILE)
         merges = read_byte_merges(model_dir / BYTE_MERGES_FILE)
-        self.id_symbols = dict(enumerate(byte_level_symbols(model_dir)))
-        self.id_pieces = {i: p for p, i in self.vocab.items()}
+        self.id_symbols = dict(enumerate(symbols_of_pieces(self.vocab, read_vocab(model_dir / GPT2_ENCODER_FILE),
+                                                           f"{model_dir}/{SHARED_VOCAB_FILE}")))
         # the BPE needs every merge's result in its vocabulary: pieces fairseq's dictionary lacks get ids
         # past it, which encode() makes <unk> (what fairseq's dictionary lookup does with them)
         placeholders = [p for p in dict.fromkeys([*gpt2_byte_symbols().values(), *("".join(m) for m in merges)])
@@ -390,10 +392,8 @@ class ByteLevelTokenizer:
         return " ".join(self.id_symbols.get(i, "<unk>") for i in ids if i not in self.stripped)
 
     def decode(self, ids: list[int]) -> str:
-        spelled = "".join(self.id_pieces.get(i, "<unk>") for i in ids if i not in self.stripped)
-        table = self.bpe.symbol_bytes
-        data = b"".join(bytes([table[c]]) if c in table else c.encode("utf-8") for c in spelled)
-        return data.decode("utf-8", errors="replace")
+        # the BPE's symbols are vocab.json's pieces at fairseq's ids: GPT-2's decode, on fairseq's ids
+        return self.bpe.decode([i if i in self.bpe.symbols else UNK for i in ids if i not in self.stripped])
 
 
 def byte_level_symbols(model_dir: str | Path) -> list[str]:
