@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from porting.format import BART, BILINGUAL, MULTILINGUAL
+from porting.format import BART, BILINGUAL, MBART, MULTILINGUAL
 
 
 class FairseqMissing(RuntimeError):
@@ -87,6 +87,28 @@ def fairseq_unpickling():
             os.environ.pop(key, None)
         else:
             os.environ[key] = old
+
+
+def mend_translation_from_pretrained_bart() -> None:
+    """fairseq 0.12's ``translation_from_pretrained_bart`` (mBART's fine-tuning task) reads ``self.args``
+    in load_dataset, build_generator and build_dataset_for_inference, but its parent TranslationTask
+    became a dataclass task that keeps only ``self.cfg``: every use raises ``AttributeError: ... no
+    attribute 'args'`` (fairseq #3169, #4479, never fixed). The task is still built from an argparse
+    Namespace (it registers no dataclass), so ``args`` is that Namespace: kept as ``self.args`` too.
+    The one place the workbench mends it: the original's hub (ORIGINALS[MBART]) and the shipped model's
+    fairseq-train (reference_runs/tools/build_mbart.py) both call this. Idempotent."""
+    from fairseq.tasks.translation_from_pretrained_bart import TranslationFromPretrainedBARTTask as Task
+
+    if getattr(Task.__init__, "_porting_mended", False):
+        return
+    unmended = Task.__init__
+
+    def __init__(self, args, src_dict, tgt_dict):
+        self.args = args
+        unmended(self, args, src_dict, tgt_dict)
+
+    __init__._porting_mended = True
+    Task.__init__ = __init__
 
 
 def load_hub(model_dir: str | Path, checkpoints: str | list[str] | tuple[str, ...],
@@ -259,6 +281,58 @@ def _bart_model_class():
     return BARTModel
 
 
+# The mBART family (--task translation_from_pretrained_bart, mbart.cc25 fine-tuned: sentence.bpe.model and
+# the dictionary as dict.<xx_YY>.txt per side). Run as fairseq-generate runs it (mBART's README): the hub
+# is BARTHubInterface, but not its encode (<s> first, BART's) nor its generate (<s> forced): the source is
+# its pieces and </s>, the task's inference dataset appends the source language's token, and the
+# task's generator starts from, and ends on, the target language's token. The task needs the `args`
+# mend (mend_translation_from_pretrained_bart) before it is built.
+
+_MBART_DICTIONARY = re.compile(r"dict\.[a-z]{2,3}_[A-Z]{2}\.txt")      # mBART's codes as the task's suffixes
+
+
+def _is_mbart_release(model_dir: Path) -> bool:
+    return (model_dir / "sentence.bpe.model").is_file() and any(
+        _MBART_DICTIONARY.fullmatch(p.name) for p in model_dir.glob("dict.*.txt"))
+
+
+def _mbart_release(model_dir: Path) -> dict:
+    return {"bpe": "sentencepiece", "sentencepiece_model": str(model_dir / "sentence.bpe.model")}
+
+
+def _mbart_model_class():
+    mend_translation_from_pretrained_bart()
+    return _bart_model_class()
+
+
+def _mbart_encode(hub, line: str):
+    """fairseq-generate's binarized source: the pieces (a piece the dictionary lacks is <unk>) and </s>."""
+    return hub.task.source_dictionary.encode_line(hub.apply_bpe(line), add_if_not_exist=False).long()
+
+
+def _mbart_start(hub, target_lang: str) -> tuple[int, tuple[int, ...]]:
+    return _mbart_token(hub, target_lang), ()
+
+
+def _mbart_token(hub, lang: str) -> int:
+    return hub.tgt_dict.index(f"[{lang}]")
+
+
+def _mbart_target(hub, reference: str, target_lang: str):
+    """As the task trains on it (append_source_id): the pieces, </s>, the target language's token; the
+    decoder starts from that token (the dataset's eos, moved to the front)."""
+    import torch
+
+    tgt = hub.tgt_dict.encode_line(hub.apply_bpe(reference), add_if_not_exist=False).long()
+    tok = _mbart_token(hub, target_lang)
+    return torch.cat([tgt, tgt.new_tensor([tok])]), tok
+
+
+def _mbart_stripped(hub) -> set[int]:
+    """The generator's symbols_to_strip_from_output: its eos, the target language's token."""
+    return {_mbart_token(hub, hub.task.args.target_lang)}
+
+
 @dataclass(frozen=True)
 class OriginalFamily:
     """How fairseq runs one family: the hub's options for its release layout, and what its task does
@@ -280,6 +354,10 @@ class OriginalFamily:
 # one entry per family porting.format names (tests/test_families.py checks they agree); the first
 # whose is_release / is_hub holds is the one
 ORIGINALS = {
+    MBART: OriginalFamily(
+        _is_mbart_release, lambda hub: type(hub.task).__name__ == "TranslationFromPretrainedBARTTask", _mbart_model_class,
+        _mbart_release, _multilingual_input, lambda hub, ids: ids[:-1], _mbart_start, _mbart_target,
+        _mbart_stripped, encode=_mbart_encode),
     BART: OriginalFamily(
         lambda d: (d / "encoder.json").exists() and (d / "vocab.bpe").exists(),
         lambda hub: str(getattr(hub.cfg.model, "arch", "")).startswith(_bart_archs()), _bart_model_class,

@@ -20,7 +20,7 @@ class NativeSystem:
         from porting.format import ConfigError
         from porting.generation.ensemble import Ensemble
         from porting.model.load import load_ensemble
-        from porting.tokenizer import open_tokenizer
+        from porting.tokenizer import decoder_start, open_tokenizer
 
         try:
             self.config, self.members = load_ensemble(model_dir)
@@ -30,8 +30,8 @@ class NativeSystem:
         self.label, self.dir = f"native:{model_dir}", Path(model_dir)
         self.langs = (self.tokenizer.source_lang, self.tokenizer.target_lang)
         self.ensemble = Ensemble(self.members, kernels)
-        # the decoder's start token and the forced first tokens (a multilingual model's language token)
-        self.start = (self.tokenizer.bos, self.tokenizer.prefix)
+        # the decoder's start token, the forced first tokens and the end token (porting.format.DecoderStart)
+        self.start = decoder_start(self.tokenizer)
         self.max_positions = self.members[0].arch.max_target_positions
 
     def boundary_table(self) -> list:

@@ -18,7 +18,7 @@ import torch
 
 from parity import names
 from parity.contract import Hyp, Mapping, UnusableSystem, require, tokenizer_stages
-from porting.format import EOS, PAD, UNK
+from porting.format import EOS, PAD, UNK, DecoderStart
 
 
 def _not_expressible(options: dict, system: str) -> list[str]:
@@ -50,7 +50,7 @@ def transformers_system(model_dir: Path, langs: tuple[str, str] | None = None):
         raise UnusableSystem(f"transformers:{model_dir}: config.json is not a JSON object") from None
     if not isinstance(model_type, str) or model_type not in TRANSFORMERS_ADAPTERS:
         raise UnusableSystem(f"transformers:{model_dir}: a {model_type!r} model; the harness runs "
-                             f"{', '.join(repr(k) for k in TRANSFORMERS_ADAPTERS)} (FSMT, M2M100 and Bart)")
+                             f"{', '.join(repr(k) for k in TRANSFORMERS_ADAPTERS)} (FSMT, M2M100, Bart and MBart)")
     return TRANSFORMERS_ADAPTERS[model_type](Path(model_dir), langs)
 
 
@@ -73,7 +73,7 @@ class TransformersSystem:
     scores_forced = False        # generate()'s scores count forced tokens as 0
     time_major = True            # whether its layers pass [T, B, C] (fairseq's, FSMT's) or [B, T, C] (M2M100's)
     model: torch.nn.Module
-    start: tuple[int, tuple[int, ...]]
+    start: DecoderStart
 
     def boundary_table(self) -> list:
         m = self.model.model
@@ -130,10 +130,10 @@ class TransformersSystem:
         ids = torch.tensor([x + [PAD] * (width - len(x)) for x in batch])       # right-padded, as transformers expects
         with torch.inference_mode():
             out = self.model.generate(ids, attention_mask=ids.ne(PAD), **m).tolist()
-        hyps = []
+        hyps, end = [], self.start.end
         for row in out:
-            row = row[1:]                                                       # the decoder start </s>
-            hyps.append(row[: row.index(EOS) + 1] if EOS in row else row + [EOS])  # at the cap: fairseq's forced </s>
+            row = row[1:]                                                       # the decoder's start token
+            hyps.append(row[: row.index(end) + 1] if end in row else row + [end])  # at the cap: fairseq's forced end
         n = m["num_return_sequences"]
         return [hyps[i:i + n] for i in range(0, len(hyps), n)]
 
@@ -163,7 +163,7 @@ class TransformersSystem:
 
 class FSMTSystem(TransformersSystem):
     """transformers' FSMT: its own tokenizer (Moses, with punctuation normalised, and BPE)."""
-    start = (EOS, ())            # the decoder starts from </s>, nothing forced
+    start = DecoderStart()       # the decoder starts from </s> and ends on it, nothing forced
 
     def __init__(self, model_dir: Path, langs: tuple[str, str] | None = None):
         from transformers import FSMTForConditionalGeneration, FSMTTokenizer
@@ -222,7 +222,7 @@ class M2M100System(TransformersSystem):
         if len(forced) != 1:
             raise UnusableSystem(f"transformers:{model_dir}: the tokenizer does not put one {langs[1]} token first "
                                  f"on the target side ({forced})")
-        self.start = (self.model.config.decoder_start_token_id, tuple(forced))
+        self.start = DecoderStart(self.model.config.decoder_start_token_id, tuple(forced))
         self.max_positions = self.model.config.max_position_embeddings
 
     def symbols(self, ids: list[int]) -> str:
@@ -259,7 +259,7 @@ class BartSystem(TransformersSystem):
         # (forced_bos_token_id) generates without it, which the harness names as a mapping fault
         generation = self.model.generation_config
         forced = generation.forced_bos_token_id
-        self.start = (generation.decoder_start_token_id if generation.decoder_start_token_id is not None
+        self.start = DecoderStart(generation.decoder_start_token_id if generation.decoder_start_token_id is not None
                       else self.model.config.decoder_start_token_id, () if forced is None else (forced,))
         self.max_positions = self.model.config.max_position_embeddings
         # the task's suffixes our converter records (a hub BART directory has none: the given direction stands)
@@ -291,9 +291,49 @@ class BartSystem(TransformersSystem):
         return {"moses": line.split(), "bpe": pieces, "ids": ids}
 
 
+class MBartSystem(TransformersSystem):
+    """transformers' MBart with its MBartTokenizer (SentencePiece, pieces at their SentencePiece id + 1,
+    ``</s> [xx_YY]`` after the source), in the direction the tokenizer's settings name; the decoder starts
+    from and the search ends on the tokens its generation_config.json names (the target language's token,
+    as fairseq's generator, in a faithful conversion; a directory ending on </s> runs on past it, which the
+    harness names)."""
+    time_major = False
+
+    def __init__(self, model_dir: Path, langs: tuple[str, str] | None = None):
+        from transformers import MBartForConditionalGeneration, MBartTokenizer
+
+        _quiet_transformers()
+        self.label, self.dir = f"transformers:{model_dir}", Path(model_dir)
+        self.model = MBartForConditionalGeneration.from_pretrained(model_dir).eval()
+        self.tokenizer = MBartTokenizer.from_pretrained(model_dir)
+        own = tuple(getattr(self.model.config, "langs", None) or (self.tokenizer.src_lang, self.tokenizer.tgt_lang))
+        if langs and tuple(langs) != own:
+            raise UnusableSystem(f"transformers:{model_dir}: translates {own[0]} to {own[1]} only, "
+                                 f"not {langs[0]} to {langs[1]}")
+        self.langs = own
+        self.tokenizer.src_lang, self.tokenizer.tgt_lang = own
+        generation = self.model.generation_config
+        end = generation.eos_token_id[0] if isinstance(generation.eos_token_id, list) else generation.eos_token_id
+        self.start = DecoderStart(generation.decoder_start_token_id, (), end)
+        self.max_positions = self.model.config.max_position_embeddings
+
+    def symbols(self, ids: list[int]) -> str:
+        left_out = (EOS, self.tokenizer.bos_token_id, self.start.end)
+        return " ".join(self.tokenizer.convert_ids_to_tokens([i for i in ids if i not in left_out]))
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def target_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text_target=text)["input_ids"]
+
+    def stages(self, line: str) -> dict[str, list]:
+        return {"moses": line.split(), "bpe": self.tokenizer.tokenize(line), "ids": self.tokenizer(line)["input_ids"]}
+
+
 # transformers' model_type -> its adapter: one per family's transformers class (each converter family's
 # MODEL_TYPE; tests/test_families.py checks every family has one)
-TRANSFORMERS_ADAPTERS = {"fsmt": FSMTSystem, "m2m_100": M2M100System, "bart": BartSystem}
+TRANSFORMERS_ADAPTERS = {"fsmt": FSMTSystem, "m2m_100": M2M100System, "bart": BartSystem, "mbart": MBartSystem}
 
 
 class CTranslate2System:
@@ -312,7 +352,7 @@ class CTranslate2System:
         """compute_type: CTranslate2's ("default": the type the model was written in)."""
         from converters.ctranslate2.convert import TOKENIZER_DIR, vocabularies
         from porting.format import ConfigError
-        from porting.tokenizer import open_tokenizer
+        from porting.tokenizer import decoder_start, open_tokenizer
 
         model_dir = Path(model_dir)
         require("ctranslate2", f"ctranslate2:{model_dir}")
@@ -339,8 +379,9 @@ class CTranslate2System:
         self.langs = (self.tokenizer.source_lang, self.tokenizer.target_lang)
         self.src_pieces, self.tgt_pieces = source, target
         self.tgt_ids = {t: i for i, t in enumerate(target)}
-        # CTranslate2's decoder starts from </s> (the export's decoder_start_token), and the prefix is forced
-        self.start = (EOS, self.tokenizer.prefix)
+        # the export's decoder_start_token and eos_token are the family's (converters.ctranslate2.convert.start_and_end)
+        self.start = decoder_start(self.tokenizer)
+        self.source_eos = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("add_source_eos", True)
         self.translator = ctranslate2.Translator(str(model_dir), device="cpu", compute_type=compute_type,
                                                  inter_threads=1, intra_threads=threads or torch.get_num_threads())
         self.max_positions = 1 << 16                 # CTranslate2 has no position bound to respect beyond its table
@@ -364,7 +405,8 @@ class CTranslate2System:
         return Mapping(settings, _not_expressible(options, "CTranslate2"))
 
     def _pieces(self, ids: list[int]) -> list[str]:
-        return [self.src_pieces[i] for i in ids[:-1]]                           # CTranslate2 appends </s> itself
+        # CTranslate2 appends </s> itself where add_source_eos is on (mBART's source ends with its language token)
+        return [self.src_pieces[i] for i in (ids[:-1] if self.source_eos else ids)]
 
     def _prefixes(self, n: int) -> list[list[str]] | None:
         prefix = [self.tgt_pieces[t] for t in self.start[1]]
@@ -380,7 +422,8 @@ class CTranslate2System:
             hyps = []
             for pieces in r.hypotheses:
                 tokens = [self.tgt_ids.get(p, UNK) for p in pieces]
-                hyps.append(tokens if tokens[-1:] == [EOS] else tokens + [EOS])  # at the cap: fairseq's forced </s>
+                end = self.start.end
+                hyps.append(tokens if tokens[-1:] == [end] else tokens + [end])  # at the cap: fairseq's forced end
             out.append(hyps)
         return out
 
@@ -392,9 +435,9 @@ class CTranslate2System:
         return out
 
     def log_probs_batch(self, srcs: list[list[int]], hyps: list[list[int]]) -> list[list[float]]:
-        """score_batch scores the given tokens and then </s>: a hypothesis ending with </s> is given
-        without it; a prefix (no </s>) drops that last score."""
-        ended = [h[-1:] == [EOS] for h in hyps]
+        """score_batch scores the given tokens and then the end token (</s>; mBART's target language token):
+        a hypothesis ending with it is given without it; a prefix (no end token) drops that last score."""
+        ended = [h[-1:] == [self.start.end] for h in hyps]
         targets = [[self.tgt_pieces[t] for t in (h[:-1] if e else h)] for h, e in zip(hyps, ended)]
         results = self.translator.score_batch([self._pieces(s) for s in srcs], targets)
         return [list(r.log_probs) if e else list(r.log_probs)[:-1] for r, e in zip(results, ended)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 # Raised whenever what a converted directory holds changes meaning; read_config refuses newer ones.
 FORMAT_VERSION = 1
@@ -40,6 +41,17 @@ class SpecialIds:
 # rules depend on them, so a directory with other ids is refused rather than remapped.
 SPECIAL_IDS = SpecialIds()
 BOS, PAD, EOS, UNK = SPECIAL_IDS.bos, SPECIAL_IDS.pad, SPECIAL_IDS.eos, SPECIAL_IDS.unk
+
+
+class DecoderStart(NamedTuple):
+    """Where a family's decoder starts and its search ends (a tokenizer's ``bos``, ``prefix``, ``end``):
+    the decoder's first input token, the tokens forced as the first generated ones (fairseq's
+    prefix_tokens), and the token that ends a hypothesis (fairseq's generator's eos). </s> for both ends
+    and nothing forced unless a family says otherwise (a multilingual model's language token; BART's <s>;
+    mBART's target language token, which starts and ends)."""
+    bos: int = EOS
+    prefix: tuple[int, ...] = ()
+    end: int = EOS
 
 
 # The longest position table the port builds (fairseq builds it too, at model construction):
@@ -123,11 +135,15 @@ GPT2_ENCODER_FILE, BYTE_MERGES_FILE = "encoder.json", "merges.txt"
 BILINGUAL = "fairseq-transformer"             # --task translation: Moses + fastBPE, two vocabularies
 MULTILINGUAL = "fairseq-multilingual"         # --task translation_multi_simple_epoch: SentencePiece, language tokens
 BART = "fairseq-bart"                         # --arch bart_*: GPT-2's byte-level BPE, <s> first on both sides
+MBART = "fairseq-mbart"                       # translation_from_pretrained_bart: SentencePiece, [xx_YY] tokens
 FAMILY_TOKENIZER_FILES = {
     BILINGUAL: BILINGUAL_TOKENIZER_FILES,
     MULTILINGUAL: (SHARED_VOCAB_FILE, SENTENCEPIECE_FILE),
     BART: (SHARED_VOCAB_FILE, BYTE_MERGES_FILE, GPT2_ENCODER_FILE),
+    MBART: (SHARED_VOCAB_FILE, SENTENCEPIECE_FILE),
 }
+# the families whose models fairseq runs as BARTModel: its beamable encoder attention (porting/NOTES.md)
+BART_MODELS = (BART, MBART)
 
 
 def family(config: dict) -> str:

@@ -29,12 +29,15 @@ from porting.format import (
     BYTE_MERGES_FILE,
     EOS,
     GPT2_ENCODER_FILE,
+    LANG_TOK_STYLES,
+    MBART,
     MULTILINGUAL,
     SENTENCEPIECE_FILE,
     SHARED_VOCAB_FILE,
     SPECIALS,
     UNK,
     ConfigError,
+    DecoderStart,
     LanguageTokens,
     family,
     language_tokens,
@@ -253,7 +256,7 @@ class DirectionError(ConfigError):
 
 class Tokenizer:
     """The bilingual family: Moses + fastBPE. The decoder starts from </s> and nothing is forced."""
-    bos, prefix = EOS, ()
+    bos, prefix, end = EOS, (), EOS          # the decoder's start, the tokens forced first, the search's end
 
     def __init__(self, model_dir: str | Path, normalize_punctuation: bool = False):
         model_dir = Path(model_dir)
@@ -319,6 +322,7 @@ class SentencePieceTokenizer:
         if problem := piece_fit(self.sp, self.vocab).problem(SENTENCEPIECE_FILE, SHARED_VOCAB_FILE):
             raise ConfigError(f"{model_dir}: {problem}")
         self.bos, self.prefix = self.tokens.decoder_start(target_lang)
+        self.end = EOS
         self.stripped = {EOS, *self.prefix}
 
     def moses_tokens(self, line: str) -> str:
@@ -353,7 +357,7 @@ class ByteLevelTokenizer:
               symbol), then GPT-2's decode: the pieces' bytes joined, UTF-8 with invalid sequences replaced
 
     fairseq's symbols are GPT-2's ids written as decimal strings; encoder.json names them (``symbols``)."""
-    bos, prefix = EOS, (BOS,)
+    bos, prefix, end = EOS, (BOS,), EOS
 
     def __init__(self, model_dir: str | Path, config: dict):
         model_dir = Path(model_dir)
@@ -396,6 +400,64 @@ class ByteLevelTokenizer:
         return self.bpe.decode([i if i in self.bpe.symbols else UNK for i in ids if i not in self.stripped])
 
 
+class LanguageCodeTokenizer:
+    """The mBART family, as fairseq-generate runs ``--task translation_from_pretrained_bart`` with
+    ``--bpe sentencepiece`` (mBART's README), in the one direction the model was fine-tuned for:
+
+      encode: the ``sentencepiece`` library's own encoder, each piece looked up in the dictionary by its
+              string (vocab.json; a piece it lacks becomes <unk>), </s>, then the source language's
+              ``[xx_YY]`` token (the task's append_source_id)
+      start:  the decoder starts from the target language's token, the generator's eos; nothing is forced
+      end:    the search ends on that token too: </s> is an ordinary token (porting/NOTES.md)
+      decode: fairseq's ``Dictionary.string`` (</s>, <s> and the target language's token left out wherever
+              they are, <unk> kept as its symbol), then sentencepiece's post-processing: spaces removed,
+              ``▁`` made a space, stripped
+    """
+    prefix = ()
+
+    def __init__(self, model_dir: str | Path, config: dict):
+        import sentencepiece
+
+        model_dir = Path(model_dir)
+        self.source_lang, self.target_lang = config["langs"]
+        self.vocab = read_vocab(model_dir / SHARED_VOCAB_FILE)
+        self.id_symbols = dict(enumerate(vocabulary_symbols(self.vocab, f"{model_dir}/{SHARED_VOCAB_FILE}")))
+        self.sp = sentencepiece.SentencePieceProcessor(model_file=str(model_dir / SENTENCEPIECE_FILE))
+        if problem := piece_fit(self.sp, self.vocab).problem(SENTENCEPIECE_FILE, SHARED_VOCAB_FILE):
+            raise ConfigError(f"{model_dir}: {problem}")
+        src, tgt = (LANG_TOK_STYLES["mbart"].format(lang) for lang in config["langs"])
+        if missing := [t for t in (src, tgt) if t not in self.vocab]:
+            raise ConfigError(f"{model_dir}: {SHARED_VOCAB_FILE} lacks {', '.join(missing)} (the task's language tokens)")
+        self.source_token, self.bos = self.vocab[src], self.vocab[tgt]
+        self.end = self.bos
+        self.stripped = {EOS, BOS, self.end}
+
+    def moses_tokens(self, line: str) -> str:
+        """No pre-tokenizer: fairseq's --tokenizer stage is the identity for these models."""
+        return line
+
+    def encode_pieces(self, line: str) -> str:
+        return " ".join(self.sp.encode(line, out_type=str))
+
+    def encode(self, line: str) -> list[int]:
+        return [*(self.vocab.get(p, UNK) for p in self.encode_pieces(line).split()), EOS, self.source_token]
+
+    def symbols(self, ids: list[int]) -> str:
+        return " ".join(self.id_symbols.get(i, "<unk>") for i in ids if i not in self.stripped)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.symbols(ids).replace(" ", "").replace(_SPM_SPACE, " ").strip()
+
+
+def vocabulary_symbols(vocab: dict[str, int], label: str) -> list[str]:
+    """A vocab.json holding every symbol as fairseq's symbols in id order, checked to be ids 0..n-1 with
+    the specials first (ConfigError otherwise)."""
+    by_id = sorted(vocab.items(), key=lambda kv: kv[1])
+    if [i for _, i in by_id] != list(range(len(by_id))) or [p for p, _ in by_id[:len(SPECIALS)]] != list(SPECIALS):
+        raise ConfigError(f"{label}: not fairseq's ids 0..n-1 with {', '.join(SPECIALS)} first")
+    return [p for p, _ in by_id]
+
+
 def byte_level_symbols(model_dir: str | Path) -> list[str]:
     """A BART directory's fairseq symbols in id order (symbols_of_pieces on its vocab.json and encoder.json)."""
     model_dir = Path(model_dir)
@@ -407,10 +469,7 @@ def symbols_of_pieces(vocab: dict[str, int], gpt2: dict[str, int], label: str) -
     """fairseq's symbols in id order from byte-level pieces at fairseq's ids: each GPT-2 piece named by its
     GPT-2 id (encoder.json), the others (specials, <mask>) by themselves; checked to be ids 0..n-1 with
     the specials first (ConfigError otherwise)."""
-    by_id = sorted(vocab.items(), key=lambda kv: kv[1])
-    if [i for _, i in by_id] != list(range(len(by_id))) or [p for p, _ in by_id[:len(SPECIALS)]] != list(SPECIALS):
-        raise ConfigError(f"{label}: not fairseq's ids 0..n-1 with {', '.join(SPECIALS)} first")
-    return [p if p in SPECIALS or p not in gpt2 else str(gpt2[p]) for p, _ in by_id]
+    return [p if p in SPECIALS or p not in gpt2 else str(gpt2[p]) for p in vocabulary_symbols(vocab, label)]
 
 
 def _own_direction(model_dir: str | Path, config: dict, source_lang: str | None, target_lang: str | None) -> None:
@@ -444,6 +503,15 @@ def _open_byte_level(model_dir: str | Path, config: dict, normalize_punctuation:
     return ByteLevelTokenizer(model_dir, config)
 
 
+def _open_language_code(model_dir: str | Path, config: dict, normalize_punctuation: bool, source_lang: str | None,
+                        target_lang: str | None) -> LanguageCodeTokenizer:
+    if normalize_punctuation:
+        raise DirectionError("--normalize-punctuation is Moses' normaliser, for the bilingual Moses + BPE models; "
+                             "a SentencePiece model normalises its input itself")
+    _own_direction(model_dir, config, source_lang, target_lang)
+    return LanguageCodeTokenizer(model_dir, config)
+
+
 def _bilingual_symbols(model_dir: Path) -> tuple[list[str], list[str]]:
     return fairseq_symbols(model_dir / "vocab-src.json"), fairseq_symbols(model_dir / "vocab-tgt.json")
 
@@ -458,11 +526,17 @@ def _byte_level_symbols(model_dir: Path) -> tuple[list[str], list[str]]:
     return shared, shared
 
 
+def _vocabulary_symbols(model_dir: Path) -> tuple[list[str], list[str]]:
+    path = model_dir / SHARED_VOCAB_FILE
+    shared = vocabulary_symbols(read_vocab(path), str(path))
+    return shared, shared
+
+
 @dataclass(frozen=True)
 class TokenizerFamily:
     """A family's side of the native runtime: its tokenizer, and its symbols in id order."""
     # (model_dir, config, normalize_punctuation, src, tgt) -> the family's tokenizer
-    open: Callable[..., Tokenizer | SentencePieceTokenizer | ByteLevelTokenizer]
+    open: Callable[..., Tokenizer | SentencePieceTokenizer | ByteLevelTokenizer | LanguageCodeTokenizer]
     symbols: Callable[[Path], tuple[list[str], list[str]]]     # model_dir -> (source, target) symbols by id
 
 
@@ -471,11 +545,17 @@ TOKENIZERS = {
     BILINGUAL: TokenizerFamily(_open_bilingual, _bilingual_symbols),
     MULTILINGUAL: TokenizerFamily(_open_multilingual, _shared_symbols),
     BART: TokenizerFamily(_open_byte_level, _byte_level_symbols),
+    MBART: TokenizerFamily(_open_language_code, _vocabulary_symbols),
 }
 
 
+def decoder_start(tokenizer) -> DecoderStart:
+    """Where a tokenizer's family starts the decoder and ends the search (porting.format.DecoderStart)."""
+    return DecoderStart(tokenizer.bos, tokenizer.prefix, tokenizer.end)
+
+
 def open_tokenizer(model_dir: str | Path, normalize_punctuation: bool = False, source_lang: str | None = None,
-                   target_lang: str | None = None) -> Tokenizer | SentencePieceTokenizer | ByteLevelTokenizer:
+                   target_lang: str | None = None) -> Tokenizer | SentencePieceTokenizer | ByteLevelTokenizer | LanguageCodeTokenizer:
     """The tokenizer of a converted directory's family, for the direction asked."""
     config = read_config(model_dir)
     return TOKENIZERS[family(config)].open(model_dir, config, normalize_punctuation, source_lang, target_lang)

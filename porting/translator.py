@@ -28,7 +28,7 @@ from porting.generation.beam import Hypothesis, generate, left_pad
 from porting.generation.ensemble import Ensemble
 from porting.generation.options import GenerationOptions
 from porting.model.load import load_ensemble
-from porting.tokenizer import SentencePieceTokenizer, Tokenizer, open_tokenizer, vocabulary_difference
+from porting.tokenizer import SentencePieceTokenizer, Tokenizer, decoder_start, open_tokenizer, vocabulary_difference
 
 
 class InputError(ValueError):
@@ -217,7 +217,7 @@ class Translator:
         encoded = sources.encode_all(lines, truncate)
         tokenized = time.perf_counter()
         results: list[Translation | None] = [None] * len(lines)
-        start = (tokenizer.bos, tokenizer.prefix)    # the language token, for multilingual models
+        start = decoder_start(tokenizer)             # language tokens, forced <s>, mBART's end token
         for idx in batches_by_length([len(ids) for ids, _ in encoded], batch_size):
             src = left_pad([encoded[i][0] for i in idx])
             encs = None

@@ -20,7 +20,8 @@ import torch
 from converters import PEERS_HINT
 from converters.ctranslate2 import QUANTIZATIONS
 from converters.io.atomic import OutputExists, atomic_dir
-from porting.format import BART, PAD, Arch, ConfigError, family, language_tokens, read_config, tokenizer_files
+from porting.format import (BART, LANG_TOK_STYLES, MBART, PAD, Arch, ConfigError, family, language_tokens, read_config,
+                            tokenizer_files)
 from porting.generation.options import fairseq_defaults
 from porting.model.layout import derived_tensors
 from porting.tokenizer import vocabularies as porting_vocabularies
@@ -158,10 +159,19 @@ def build_spec(model_dir: Path):
     source, target = vocabularies(model_dir)
     spec.register_source_vocabulary(source)
     spec.register_target_vocabulary(target)
-    # fairseq's decoder starts from </s>, and its source ends with </s>
-    spec.config.decoder_start_token = spec.config.eos_token
-    spec.config.add_source_eos = True
+    spec.config.decoder_start_token, spec.config.eos_token, spec.config.add_source_eos = start_and_end(config)
     return spec, config
+
+
+def start_and_end(config: dict) -> tuple[str, str, bool]:
+    """(decoder_start_token, eos_token, add_source_eos) as fairseq runs the family: the decoder starts
+    from </s>, the search ends on it and the source ends with it (CTranslate2 appends it); mBART's
+    generator starts from and ends on the target language's token, and its source ends with </s> and
+    the source language's token, which the tokenizer puts there (so CTranslate2 appends nothing)."""
+    if family(config) == MBART:
+        token = LANG_TOK_STYLES["mbart"].format(config["langs"][1])
+        return token, token, False
+    return "</s>", "</s>", True
 
 
 # The converted directory's tokenizer, carried inside the CTranslate2 directory: CTranslate2 takes and
@@ -194,8 +204,7 @@ Converted by porting-workbench {__version__} (`porting convert ctranslate2`) fro
 files and config: CTranslate2 takes and gives pieces, and turning text into them (and back) is the
 original model's business.
 
-- `add_source_eos` is on: CTranslate2 appends `</s>` to every source, as fairseq does. Do not append
-  it yourself: a second `</s>` changes the translation.
+- {_MBART_ENDS.format(start_and_end(config)[0]) if family(config) == MBART else _SOURCE_EOS}
 - {_PLACEMENT if tokens else _BOS_FORCED if family(config) == BART else "Nothing is forced: no `target_prefix`."}
 - fairseq's length cap is `max_len_a * source_length + max_len_b` tokens before `</s>`; CTranslate2's
   `max_decoding_length` is one number: `max_len_b` below (`max_len_a` is {generation["max_len_a"]} here).
@@ -209,7 +218,7 @@ source_symbols, target_symbols = vocabularies("THIS_DIR/{TOKENIZER_DIR}")
 target_ids = {{s: i for i, s in enumerate(target_symbols)}}
 translator = ctranslate2.Translator("THIS_DIR")
 ids = tok.encode("{_EXAMPLE}")                     # fairseq's ids, language token placed, </s> last
-source = [source_symbols[i] for i in ids[:-1]]          # without </s>: CTranslate2 appends it
+source = [source_symbols[i] for i in {"ids" if family(config) == MBART else "ids[:-1]"}]   # {"as it is" if family(config) == MBART else "without </s>: CTranslate2 appends it"}
 prefix = [target_symbols[i] for i in tok.prefix]        # the forced target-language token, if any
 result = translator.translate_batch([source], target_prefix=[prefix] if prefix else None,
                                     beam_size={generation["beam"]}, length_penalty={generation["lenpen"]},
@@ -222,6 +231,11 @@ print(tok.decode([target_ids.get(p, 3) for p in result[0].hypotheses[0]]))
 
 
 _EXAMPLE = "The file could not be opened."
+_SOURCE_EOS = ("`add_source_eos` is on: CTranslate2 appends `</s>` to every source, as fairseq does. Do not append\n"
+               "  it yourself: a second `</s>` changes the translation.")
+_MBART_ENDS = ("As mBART's fairseq task: the source ends with `</s>` and the source language's token (the tokenizer\n"
+               "  puts both; `add_source_eos` is off), and the decoder starts from, and the search ends on, `{}`\n"
+               "  (the model's `decoder_start_token` and `eos_token`); `</s>` is an ordinary token in the output.")
 _BOS_FORCED = "`<s>` is forced as the first target token, as fairseq's BART hub forces it: give it as `target_prefix`."
 _PLACEMENT = ("The source's language token is placed as fairseq's task places it (the tokenizer does it), and the\n"
               "  target language's token is forced first: give it as `target_prefix`.")

@@ -26,8 +26,9 @@ DEFAULTS = {
     "dropout": 0.1, "attention_dropout": 0.0, "activation_dropout": 0.0,
 }
 SUPPORTED_ACTIVATIONS = activation_names()
-# BART's models are fairseq's transformer with other defaults (bart_large_architecture): the same math
-SUPPORTED_ARCHS = ("transformer", "bart_")
+# BART's and mBART's models are fairseq's transformer with other defaults (bart_large_architecture,
+# mbart_large_architecture): the same math
+SUPPORTED_ARCHS = ("transformer", "bart_", "mbart_")
 
 
 class UnsupportedArchitecture(Exception):
@@ -107,8 +108,8 @@ def read_architecture(args: dict) -> Architecture:
     problems = []
     arch = str(a.get("arch") or a.get("_name") or "")
     if not arch.startswith(SUPPORTED_ARCHS):
-        problems.append(f"arch {arch!r}: supported are fairseq's `transformer*` encoder-decoders and BART's `bart_*` "
-                        "(mBART's `mbart_*` is not yet)")
+        problems.append(f"arch {arch!r}: supported are fairseq's `transformer*` encoder-decoders, BART's `bart_*` "
+                        "and mBART's `mbart_*`")
     dec_dim = a.get("decoder_embed_dim", a["encoder_embed_dim"])
     if dec_dim != a["encoder_embed_dim"]:
         problems.append(f"encoder_embed_dim {a['encoder_embed_dim']} != decoder_embed_dim {dec_dim}")

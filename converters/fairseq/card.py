@@ -240,6 +240,10 @@ def fairseq_generation(settings: dict, defaults: dict) -> tuple[dict, list[str],
     return out, notes, problems
 
 
+# the generation settings a family's config.json can set other than fairseq's </s> (mBART's target language token)
+END_TOKEN_FIELDS = ("decoder_start_token_id", "eos_token_id", "forced_eos_token_id")
+
+
 def generation_config(fairseq: dict) -> dict:
     """transformers' GenerationConfig keys (closest to fairseq) plus fairseq's own, which the native
     port reads (the ``fairseq`` section)."""
@@ -259,14 +263,15 @@ def transformers_version() -> str | None:
 
 def as_transformers_writes(kind: str, fields: dict) -> str:
     """The JSON text transformers' save_pretrained writes for these fields (kind "fsmt": FSMTConfig;
-    "m2m_100": M2M100Config; "bart": BartConfig; "generation": GenerationConfig): its own classes add transformers_version
+    "m2m_100": M2M100Config; "bart": BartConfig; "mbart": MBartConfig; "generation": GenerationConfig): its own classes add transformers_version
     and drop what equals their defaults. Without transformers, the same layout (sorted keys, two-space
     indent) of the fields."""
     try:
-        from transformers import BartConfig, FSMTConfig, GenerationConfig, M2M100Config
+        from transformers import BartConfig, FSMTConfig, GenerationConfig, M2M100Config, MBartConfig
     except ImportError:
         return json.dumps(fields, indent=2, sort_keys=True) + "\n"
-    made = {"fsmt": FSMTConfig, "m2m_100": M2M100Config, "bart": BartConfig, "generation": GenerationConfig}[kind](**fields)
+    made = {"fsmt": FSMTConfig, "m2m_100": M2M100Config, "bart": BartConfig, "mbart": MBartConfig,
+            "generation": GenerationConfig}[kind](**fields)
     return made.to_json_string(use_diff=True)
 
 

@@ -291,7 +291,9 @@ def _write(job: Job) -> dict:
     config, provenance = _config(job, tokenizer_problems), _provenance(job)
     first = job.members[0]
     metadata = {"format": "pt", TIES_METADATA: json.dumps(first.tied), VERSION_METADATA: str(FORMAT_VERSION)}
-    generation = {**model_card.generation_config(job.generation), **families.FAMILIES[job.family].GENERATION_FIELDS}
+    generation = {**model_card.generation_config(job.generation), **families.FAMILIES[job.family].GENERATION_FIELDS,
+                  # where the decoder starts and the search ends, as the config says (mBART's: the target language's token)
+                  **{k: config[k] for k in model_card.END_TOKEN_FIELDS if k in config}}
     texts = {"config.json": model_card.as_transformers_writes(config["model_type"], config),
              "generation_config.json": model_card.as_transformers_writes("generation", generation),
              "provenance.json": json_text(provenance),

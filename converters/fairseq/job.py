@@ -64,6 +64,7 @@ class Job:
     lang_tokens: LanguageTokens | None = None
     lang_tok_style: str | None = None              # --lang-tok-style: overrides the checkpoint's
     gpt2: dict = field(default_factory=dict)       # the BART family's encoder.json / vocab.bpe, read
+    mbart_langs: tuple[str, ...] = ()              # the mBART family's --langs: a [xx_YY] token each
 
     @property
     def sides(self) -> tuple[tuple[str, str | None], ...]:

@@ -15,7 +15,10 @@ Exact agreement with fairseq is possible only by reproducing its rules, not by r
   * a multilingual model's language token (porting.format.LanguageTokens) is either the decoder's
     start token in place of </s>, or forced as the first generated token as fairseq's
     ``prefix_tokens`` are: every other token masked, its own log-prob kept (so it counts in the
-    score and the length), and min_len not applied on that step.
+    score and the length), and min_len not applied on that step;
+  * the token that ends a hypothesis is the generator's eos: </s>, or an mBART model's target language
+    token (translation_from_pretrained_bart builds its generator with that eos), </s> then being an
+    ordinary token. Every rule above that names </s> means that end token (``DecoderStart.end``).
 Greedy decoding is this search with beam 1, as in fairseq.
 """
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from porting.format import EOS, PAD, UNK
+from porting.format import EOS, PAD, UNK, DecoderStart
 from porting.generation.ensemble import Ensemble
 from porting.generation.options import GenerationOptions
 from porting.model.transformer import EncoderOut
@@ -34,7 +37,7 @@ from porting.model.transformer import EncoderOut
 
 @dataclass
 class Hypothesis:
-    tokens: list[int]                 # ends with </s>; the decoder's start token is not included
+    tokens: list[int]                 # ends with the end token (</s>); the decoder's start token is not included
     score: float
     positional_scores: list[float]
 
@@ -88,14 +91,17 @@ class BeamState:
     # folds it into porting/kernels/skinny.c's cache copy), None at the first step
     pending_order: Tensor | None = None
     prefix: tuple[int, ...] = ()      # tokens forced as the first generated ones (fairseq's prefix_tokens)
+    end: int = EOS                    # the token that ends a hypothesis (the generator's eos)
 
     @classmethod
-    def start(cls, beam: int, limits: list[int], bos: int = EOS, prefix: tuple[int, ...] = ()) -> "BeamState":
+    def start(cls, beam: int, limits: list[int], bos: int = EOS, prefix: tuple[int, ...] = (),
+              end: int = EOS) -> "BeamState":
         bsz, max_len = len(limits), max(limits)
         tokens = torch.full((bsz * beam, max_len + 2), PAD, dtype=torch.long)   # + 2 for </s> and the start
         tokens[:, 0] = bos
         return cls(beam, max_len, list(limits), bsz, tokens, torch.zeros(bsz * beam, max_len + 1),   # + 1 for </s>
-                   [[False] * beam for _ in range(bsz)], [[] for _ in range(bsz)], [False] * bsz, prefix=tuple(prefix))
+                   [[False] * beam for _ in range(bsz)], [[] for _ in range(bsz)], [False] * bsz, prefix=tuple(prefix),
+                   end=end)
 
     def at_limit(self, step: int) -> list[int]:
         """Batch positions of the sentences going on whose last step this is (only </s> allowed)."""
@@ -112,7 +118,7 @@ class BeamState:
         """Token ids (leading </s> dropped, final </s> set) and per-position scores of hypotheses
         ending now in these rows."""
         tokens = self.tokens.index_select(0, rows)[:, 1: step + 2]
-        tokens[:, step] = EOS
+        tokens[:, step] = self.end
         pos_scores = self.scores.index_select(0, rows)[:, : step + 1]
         pos_scores[:, step] = eos_scores
         pos_scores[:, 1:] = pos_scores[:, 1:] - pos_scores[:, :-1]          # cumulative -> per position
@@ -147,12 +153,12 @@ class BeamState:
 
 def generate(ensemble: Ensemble, src_tokens: Tensor, opts: GenerationOptions,
              encoder_outs: list[EncoderOut] | None = None,
-             start: tuple[int, tuple[int, ...]] = (EOS, ())) -> list[list[Hypothesis]]:
+             start: DecoderStart = DecoderStart()) -> list[list[Hypothesis]]:
     """Every finalised hypothesis (``beam`` of them) for a batch of left-padded sources [B, S], best
     first. Like fairseq's generator, this ignores ``nbest``: callers keep the first ``nbest``.
     ``encoder_outs`` (from ``ensemble.encode(src_tokens)``) skips the encoder when already computed.
-    ``start``: the decoder's first input token and the tokens forced first (a tokenizer's ``bos``
-    and ``prefix``: a multilingual model's language token)."""
+    ``start``: the decoder's first input token, the tokens forced first and the end token (a
+    tokenizer's ``bos``, ``prefix`` and ``end``: a multilingual model's language token, mBART's)."""
     limits = length_limits(src_tokens, opts, ensemble.max_decoder_positions)
     if opts.min_len > min(limits):
         raise ValueError(f"min_len {opts.min_len} is larger than max_len {min(limits)} (max_len_a * "
@@ -191,7 +197,7 @@ def _search(ensemble: Ensemble, encs: list[EncoderOut], opts: GenerationOptions,
         plain = fused and not at_limit and step >= len(state.prefix)     # forcing a token is torch's path
         cand_scores, cand_indices = _step(ensemble, encs, caches, state, step, opts, plain, at_limit)
         flat, values = cand_indices.tolist(), cand_scores.tolist()      # [B][2 x beam]: beam row * V + token
-        eos_rows, eos_values, stops = _ends(flat, values, state.ignored, state.beam, vocab)
+        eos_rows, eos_values, stops = _ends(flat, values, state.ignored, state.beam, vocab, state.end)
         finalized_sents = _end(state, step, eos_rows, eos_values, cand_scores, cand_indices.fmod(vocab), opts)
         remaining -= len(finalized_sents)
         if remaining == 0:
@@ -214,7 +220,7 @@ def _step(ensemble: Ensemble, encs: list[EncoderOut], caches, state: BeamState, 
     if fused:                                      # a sentence's last step allows only </s>: torch's path
         found, lprobs = ensemble.step_candidates(
             tokens, encs, caches, None if step == 0 else state.scores[:, step - 1], beam,
-            min(2 * beam, (1 if step == 0 else beam) * vocab - 1), opts.unkpen, step < opts.min_len)
+            min(2 * beam, (1 if step == 0 else beam) * vocab - 1), opts.unkpen, step < opts.min_len, state.end)
         if found is not None:
             return found
     else:
@@ -239,13 +245,13 @@ def _end(state: BeamState, step: int, eos_rows: list[int], eos_values: list[floa
 
 
 def _ends(flat: list[list[int]], values: list[list[float]], ignored: list[list[bool]], beam: int,
-          vocab: int) -> tuple[list[int], list[float], list[list[bool]]]:
-    """Candidates ending in </s> with a finite score among each sentence's first `beam` that are not
+          vocab: int, end: int) -> tuple[list[int], list[float], list[list[bool]]]:
+    """Candidates ending in the end token (</s>) with a finite score among each sentence's first `beam` that are not
     ignored are finalised: their rows (sentence * beam + beam row) and scores. Every candidate that
     ends, and every ignored one, stops: stops[sentence][candidate]."""
     eos_rows, eos_values, stops = [], [], []
     for b, (f_b, v_b, ignored_b) in enumerate(zip(flat, values, ignored)):
-        stop = [f % vocab == EOS and v != -math.inf for f, v in zip(f_b, v_b)]
+        stop = [f % vocab == end and v != -math.inf for f, v in zip(f_b, v_b)]
         for j in range(beam):
             if stop[j] and not ignored_b[j]:
                 eos_rows.append(b * beam + f_b[j] // vocab)
@@ -288,12 +294,12 @@ def _top_candidates(ensemble: Ensemble, lprobs: Tensor, state: BeamState, step: 
     if at_limit:
         ended = torch.tensor(at_limit)
         per_sentence = lprobs.view(state.bsz, state.beam, vocab)       # [B, beam, V], in place
-        per_sentence[ended, :, :EOS] = -math.inf
-        per_sentence[ended, :, EOS + 1:] = -math.inf
+        per_sentence[ended, :, :state.end] = -math.inf
+        per_sentence[ended, :, state.end + 1:] = -math.inf
     if step < len(state.prefix):
         _force(lprobs, state, state.prefix[step], at_limit)
     elif step < opts.min_len:                                       # fairseq: not on a forced step
-        lprobs[:, EOS] = -math.inf
+        lprobs[:, state.end] = -math.inf
     if opts.no_repeat_ngram_size > 0:
         _ban_repeated_ngrams(state.tokens, lprobs, step, opts.no_repeat_ngram_size, opts.ngram_blocking)
 
@@ -363,7 +369,7 @@ def _transformers_done(state: BeamState, step: int, cand_scores: Tensor, cand_to
         elif opts.early_stopping == "true":
             done = True
         else:
-            running = cand_scores[pos][cand_tokens[pos] != EOS]   # best continuing hypothesis first
+            running = cand_scores[pos][cand_tokens[pos] != state.end]   # best continuing hypothesis first
             length = state.limits[sent] + 1 if opts.early_stopping == "never" and opts.lenpen > 0 else step + 1
             best = float(running[0]) / length ** opts.lenpen if running.numel() else -math.inf
             done = not best > min(float(h.score) for h in kept)

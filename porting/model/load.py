@@ -9,7 +9,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from porting.format import BART, Arch, ConfigError, family, read_config, vocab_sizes
+from porting.format import BART_MODELS, Arch, ConfigError, family, read_config, vocab_sizes
 from porting.model import layout
 from porting.model.transformer import Transformer
 
@@ -60,7 +60,7 @@ def load_member(model_dir: str | Path, file: str, config: dict | None = None, dt
     arch = Arch.from_config(p["architecture"])
     src_vocab, tgt_vocab = vocab_sizes(config)
     expected = layout.expected_shapes(arch, src_vocab, tgt_vocab)
-    model = Transformer(arch, src_vocab, tgt_vocab, beamable=family(config) == BART)
+    model = Transformer(arch, src_vocab, tgt_vocab, beamable=family(config) in BART_MODELS)
     _check_module_tree(model, expected)
     try:
         stored = load_file(str(model_dir / file))

@@ -29,18 +29,20 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from converters.fairseq.families import bart, bilingual, multilingual
+from converters.fairseq.families import bart, bilingual, mbart, multilingual
 
 CONTRACT = ("NAME", "TASKS", "ARCHS", "MODEL_TYPE", "CONFIG_CLASS", "ONE_DICTIONARY", "ROWS", "STORES_DERIVED",
             "PIPELINE_TAG", "GENERATION_FIELDS", "check_members", "gather", "check_vocabularies", "transformers_config",
             "config_section", "tokenizer_files", "card")
-FAMILIES: dict[str, ModuleType] = {m.NAME: m for m in (bilingual, multilingual, bart)}
+FAMILIES: dict[str, ModuleType] = {m.NAME: m for m in (bilingual, multilingual, bart, mbart)}
 DEFAULT = bilingual.NAME          # a checkpoint that records no task of another family's is a translation one
 
 
 def family_of(task: dict, arch: str) -> str:
     """The family that converts a checkpoint with this task (arch.task_config's dict) and architecture:
-    one claiming the architecture alone first, then the one claiming the task."""
+    one claiming both first (mBART: its task on BART's architectures), then one claiming the architecture
+    alone (BART, fine-tuned with --task translation), then the one claiming the task."""
     name = task.get("_name") or task.get("task")
+    both = [f.NAME for f in FAMILIES.values() if name in f.TASKS and arch.startswith(f.ARCHS)]
     by_arch = [f.NAME for f in FAMILIES.values() if not f.TASKS and arch.startswith(f.ARCHS)]
-    return next(iter(by_arch), None) or next((f.NAME for f in FAMILIES.values() if name in f.TASKS), DEFAULT)
+    return next(iter(both + by_arch), None) or next((f.NAME for f in FAMILIES.values() if name in f.TASKS), DEFAULT)
