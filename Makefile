@@ -34,11 +34,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 # Rebuild the shipped example models from the Debian corpus (about 90 min on 2 cores: the bilingual
-# ones, the multilingual one, then the BART-style summarizer from the installed manual pages), then re-record.
+# ones, the multilingual one, the BART-style summarizer from Debian's manual pages, the mBART-style en-ro
+# model), then re-record.
 examples: $(STAMP)
 	$(BIN)/python reference_runs/tools/build.py
 	$(BIN)/python reference_runs/tools/build_multilingual.py
 	$(BIN)/python reference_runs/tools/build_bart.py
+	$(BIN)/python reference_runs/tools/build_mbart.py
 	$(MAKE) record
 
 record: $(STAMP)
@@ -61,6 +63,8 @@ parity: $(STAMP)
 	done
 	$(BIN)/porting convert fairseq --checkpoint reference_runs/models/bart-man/model.pt --data-dir reference_runs/models/bart-man --out .build/parity/bart-man --force
 	$(RECORDED_ISA) $(BIN)/porting parity --original recorded:reference_runs/runs/bart-man --port .build/parity/bart-man --report .build/parity/report-bart-man --metric rouge --force
+	$(BIN)/porting convert fairseq --checkpoint reference_runs/models/mbart-enro/model.pt --data-dir reference_runs/models/mbart-enro --out .build/parity/mbart-enro --force
+	$(RECORDED_ISA) $(BIN)/porting parity --original recorded:reference_runs/runs/mbart-enro --port .build/parity/mbart-enro --report .build/parity/report-mbart-enro --force
 
 # Speed against fairseq, transformers' FSMT and CTranslate2 (about 20 minutes; not part of CI).
 bench: $(STAMP)

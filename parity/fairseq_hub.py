@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from porting.format import BART, BILINGUAL, MBART, MULTILINGUAL
+from porting.format import BART, BILINGUAL, MBART, MULTILINGUAL, DecoderStart
 
 
 class FairseqMissing(RuntimeError):
@@ -310,8 +310,10 @@ def _mbart_encode(hub, line: str):
     return hub.task.source_dictionary.encode_line(hub.apply_bpe(line), add_if_not_exist=False).long()
 
 
-def _mbart_start(hub, target_lang: str) -> tuple[int, tuple[int, ...]]:
-    return _mbart_token(hub, target_lang), ()
+def _mbart_start(hub, target_lang: str) -> DecoderStart:
+    """The generator's eos, the target language's token: the decoder's start and the hypotheses' end."""
+    tok = _mbart_token(hub, target_lang)
+    return DecoderStart(tok, (), tok)
 
 
 def _mbart_token(hub, lang: str) -> int:
@@ -417,9 +419,10 @@ def text_ids(hub, ids: list[int]) -> list[int]:
     return _family(hub).text_ids(hub, ids)
 
 
-def decoder_start(hub, target_lang: str) -> tuple[int, tuple[int, ...]]:
-    """(the decoder's first input token, the tokens fairseq forces as the first generated ones)."""
-    return _family(hub).decoder_start(hub, target_lang)
+def decoder_start(hub, target_lang: str) -> DecoderStart:
+    """(the decoder's first input token, the tokens fairseq forces as the first generated ones, the token
+    its generator ends a hypothesis on)."""
+    return DecoderStart(*_family(hub).decoder_start(hub, target_lang))
 
 
 def teacher_forced_target(hub, reference: str, target_lang: str):

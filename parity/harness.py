@@ -19,6 +19,7 @@ from parity import causes, machine
 from parity.compare import TensorDiff, diff, first_differing_step, first_divergence
 from parity.contract import fairseq_cap
 from porting.evaluation.scoring import SIGNIFICANCE, TUNING, TunedMetric
+from porting.format import EOS, DecoderStart
 
 
 def _load(run: Path, name: str):
@@ -103,20 +104,22 @@ def _mismatch(system, i: int, inputs: dict, a, b: dict, lp_a: list[float], lp_b:
 
 
 def decoder_mapping(system, inputs: dict) -> dict:
-    """The system's decoder start and forced tokens against the original's (inputs.json's "decoder"):
-    a system that starts elsewhere, or forces other tokens, decodes another question (a wrong
-    language token or prefix), whatever its hypotheses look like."""
+    """The system's decoder start, forced tokens and end token against the original's (inputs.json's
+    "decoder"): a system that starts elsewhere, forces other tokens or ends on another token decodes
+    another question (a wrong language token or prefix; mBART run on to </s>), whatever its hypotheses
+    look like. A run recorded before the end token was kept ended on </s>, as every family then did."""
     original = inputs.get("decoder")
-    ours = {"start": system.start[0], "forced": list(system.start[1])}
+    ours = {"start": system.start[0], "forced": list(system.start[1]), "end": DecoderStart(*system.start).end}
     if original is None:
         return {"system": ours, "original": None, "ok": False,
                 "problem": "the run does not record the original's decoder start and forced tokens (recorded by an "
                            "older workbench): record it again (`porting record`, or --record with a live original)"}
+    original = {"end": EOS, **original}
     ok = ours == original
     return {"system": ours, "original": original, "ok": ok,
-            **({} if ok else {"problem": f"the system starts its decoder from {ours['start']} and forces "
-                              f"{ours['forced']}; the original starts from {original['start']} and forces "
-                              f"{original['forced']}"})}
+            **({} if ok else {"problem": f"the system starts its decoder from {ours['start']}, forces "
+                              f"{ours['forced']} and ends on {ours['end']}; the original starts from "
+                              f"{original['start']}, forces {original['forced']} and ends on {original['end']}"})}
 
 
 def _detokenization(i: int, inputs: dict, tokens: list[int], text: str, original_text: str) -> dict:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from parity import shipped
 from parity.settings import ENSEMBLE_SETTINGS, SETTINGS, TRANSLATION_SETTINGS
+from porting.format import EOS
 from porting.files import sha256_file as sha256
 from porting.progress import progress_bar
 
@@ -59,6 +60,8 @@ RUNS = (
     *(Run(f"m2m-{d}", "m2m-enfres", ("model.pt",), direction=d) for d in ("en-fr", "fr-en", "en-es", "es-en")),
     # the BART-style summarizer: every setting, and BART's summarization one
     Run("bart-man", "bart-man", ("model.pt",), tuple(SETTINGS)),
+    # the mBART-style translation model: the generator ends on [ro_RO], every translation setting
+    Run("mbart-enro", "mbart-enro", ("model.pt",)),
 )
 
 
@@ -169,11 +172,12 @@ def teacher_forced(hub, source: str, reference: str, target_lang: str) -> tuple[
 
 # ---------------------------------------------------------------- recording
 
-def decoder_record(start: int, forced) -> dict:
-    """inputs.json's "decoder": the original's start token and the tokens it forces as the first
-    generated ones (a multilingual model's target-language token). The harness holds every system to
-    them: a system that differs there has a mapping fault, never a search rule (parity/causes.py)."""
-    return {"start": int(start), "forced": [int(t) for t in forced]}
+def decoder_record(start: int, forced, end: int = EOS) -> dict:
+    """inputs.json's "decoder": the original's start token, the tokens it forces as the first generated
+    ones (a multilingual model's target-language token) and the token that ends its hypotheses (mBART's
+    target-language token; runs recorded before it was kept ended on </s>). The harness holds every
+    system to them: a system that differs there has a mapping fault, never a search rule (parity/causes.py)."""
+    return {"start": int(start), "forced": [int(t) for t in forced], "end": int(end)}
 
 
 

@@ -257,6 +257,7 @@ class DirectionError(ConfigError):
 class Tokenizer:
     """The bilingual family: Moses + fastBPE. The decoder starts from </s> and nothing is forced."""
     bos, prefix, end = EOS, (), EOS          # the decoder's start, the tokens forced first, the search's end
+    tail = 1                                 # the ids encode() puts last (</s>), kept where a source is cut
 
     def __init__(self, model_dir: str | Path, normalize_punctuation: bool = False):
         model_dir = Path(model_dir)
@@ -306,6 +307,8 @@ class SentencePieceTokenizer:
               as fairseq-generate strips them; <unk> kept as its symbol), then its sentencepiece
               post-processing: spaces removed, ``▁`` made a space, stripped
     """
+
+    tail = 1                                 # </s>, or the language token in its place
 
     def __init__(self, model_dir: str | Path, source_lang: str | None, target_lang: str | None):
         import sentencepiece
@@ -358,6 +361,7 @@ class ByteLevelTokenizer:
 
     fairseq's symbols are GPT-2's ids written as decimal strings; encoder.json names them (``symbols``)."""
     bos, prefix, end = EOS, (BOS,), EOS
+    tail = 1
 
     def __init__(self, model_dir: str | Path, config: dict):
         model_dir = Path(model_dir)
@@ -414,6 +418,7 @@ class LanguageCodeTokenizer:
               ``▁`` made a space, stripped
     """
     prefix = ()
+    tail = 2                                 # </s> and the source language's token
 
     def __init__(self, model_dir: str | Path, config: dict):
         import sentencepiece

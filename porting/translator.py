@@ -63,7 +63,8 @@ class SourceEncoder:
         if len(ids) > self.max_source_positions:
             if not truncate:
                 raise InputError(f"{len(ids)} tokens (with </s>), the model takes at most {self.max_source_positions}")
-            return ids[: self.max_source_positions - 1] + ids[-1:], True
+            tail = self.tokenizer.tail                # the ids the family puts last: kept (</s>; mBART's </s> [xx_YY])
+            return ids[: self.max_source_positions - tail] + ids[-tail:], True
         return ids, False
 
     def encode_all(self, lines: Sequence[str], truncate: bool = False) -> list[tuple[list[int], bool]]:

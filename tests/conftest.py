@@ -31,6 +31,7 @@ def converted(tmp_path_factory):
         "ende-joined": (cat["ende-joined"], ["model.pt"]),
         "m2m-enfres": (cat["m2m-enfres"], ["model.pt"]),
         "bart-man": (cat["bart-man"], ["model.pt"]),
+        "mbart-enro": (cat["mbart-enro"], ["model.pt"]),
     }
     out = {}
     for name, (m, ckpts) in jobs.items():
@@ -52,7 +53,7 @@ def ct2(converted, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ct2")
     out = {}
-    for name in ("ende-sep", "ende-joined", "m2m-enfres", "bart-man"):
+    for name in ("ende-sep", "ende-joined", "m2m-enfres", "bart-man", "mbart-enro"):
         assert main(["convert", "ctranslate2", "--model", str(converted[name]), "--out", str(root / name)]) == 0
         out[name] = root / name
     out.update({d: out["m2m-enfres"] for d in converted if d.startswith("m2m-") and d != "m2m-enfres"})

@@ -50,3 +50,40 @@ def interruptible() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def replay_exact(model: Path, run_name: str, start) -> None:
+    """Every hypothesis of every recorded setting of a run, its score and its positional scores, decoded
+    by the exact kernels from the recorded ids, equal to fairseq's bit for bit; skipped where this CPU
+    rounds otherwise than the recording's (the first encoder layer's teacher-forced output, the probe)."""
+    import json
+
+    import pytest
+    from safetensors.torch import load_file
+
+    from porting.generation.beam import generate, left_pad
+    from porting.generation.ensemble import Ensemble
+    from porting.generation.options import GenerationOptions
+    from porting.model.load import load_ensemble
+
+    run = shipped.RUNS / run_name
+    manifest = json.loads((shipped.RUNS / "manifest.json").read_text())
+    torch.set_num_threads(manifest["threads"])
+    member = load_ensemble(model)[1][0]
+    recorded = load_file(str(run / "teacher_forced.safetensors"))
+    seen = {}
+    with torch.no_grad():
+        member(recorded["s0/src_tokens"][None], recorded["s0/prev_output_tokens"][None],
+               hooks=lambda name, x: seen.__setitem__(name, x[:, 0].clone()))
+    if not torch.equal(seen["encoder.layers.0"], recorded["s0/encoder.layers.0"]):
+        pytest.skip("this CPU rounds otherwise than the recording's (tests/conftest.py, replays_bitwise)")
+    ensemble, ids = Ensemble([member], kernels="exact"), json.loads((run / "inputs.json").read_text())["ids"]
+    for setting in manifest["runs"][run_name]["settings"]:
+        rec = json.loads((run / "generation" / f"{setting}.json").read_text())
+        # fairseq-fixed's inert n-gram blocker and its batch-wide length cap, bug for bug (NOTES.md)
+        opts = GenerationOptions(**rec["options"], ngram_blocking="fairseq", max_len_from="batch-width")
+        for batch in rec["batches"]:
+            for i, hyps in zip(batch, generate(ensemble, left_pad([ids[i] for i in batch]), opts, None, start)):
+                ours = [(h.tokens, h.score, list(h.positional_scores)) for h in hyps]
+                theirs = [(t["tokens"], t["score"], t["positional_scores"]) for t in rec["hypotheses"][i]]
+                assert ours == theirs, (setting, i)

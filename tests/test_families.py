@@ -14,11 +14,12 @@ from porting_cli import main
 
 
 @pytest.mark.parametrize("name,family", [("ende-sep", "fairseq-transformer"), ("ende-joined", "fairseq-transformer"),
-                                         ("m2m-enfres", "fairseq-multilingual"), ("bart-man", "fairseq-bart")])
+                                         ("m2m-enfres", "fairseq-multilingual"), ("bart-man", "fairseq-bart"),
+                                         ("mbart-enro", "fairseq-mbart")])
 def test_config_names_the_family(converted, name, family):
     config = fmt.read_config(converted[name])
     assert config["porting"]["family"] == family == fmt.family(config)
-    if family != fmt.BART:                                   # written since the field was: never without it
+    if family not in (fmt.BART, fmt.MBART):                  # written since the field was: never without it
         older = {"porting": {k: v for k, v in config["porting"].items() if k != "family"}}
         assert fmt.family(older) == family                   # a directory written before the field
 
@@ -27,13 +28,13 @@ def test_an_unknown_family_is_refused_by_name(converted, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(converted["ende-sep"], model)
     config = json.loads((model / "config.json").read_text())
-    config["porting"]["family"] = "fairseq-mbart"
+    config["porting"]["family"] = "fairseq-t5"
     (model / "config.json").write_text(json.dumps(config))
-    with pytest.raises(fmt.ConfigError, match="family 'fairseq-mbart'"):
+    with pytest.raises(fmt.ConfigError, match="family 'fairseq-t5'"):
         fmt.read_config(model)
 
 
-@pytest.mark.parametrize("name", ["ende-sep", "m2m-enfres", "bart-man"])
+@pytest.mark.parametrize("name", ["ende-sep", "m2m-enfres", "bart-man", "mbart-enro"])
 def test_the_ctranslate2_export_carries_the_files_the_family_lists(converted, name, tmp_path, monkeypatch):
     family = fmt.family(fmt.read_config(converted[name]))
     assert main(["convert", "ctranslate2", "--model", str(converted[name]), "--out", str(tmp_path / "a")]) == 0
@@ -45,7 +46,7 @@ def test_the_ctranslate2_export_carries_the_files_the_family_lists(converted, na
     assert (tmp_path / "b" / "tokenizer" / "tokenizer_config.json").is_file()
 
 
-@pytest.mark.parametrize("name", ["ende-sep", "m2m-enfres", "bart-man"])
+@pytest.mark.parametrize("name", ["ende-sep", "m2m-enfres", "bart-man", "mbart-enro"])
 def test_a_stored_result_depends_on_every_file_the_family_lists(converted, name, tmp_path, monkeypatch):
     """Each tokenizer file changed changes the fingerprint (a resumed job or grid then starts afresh);
     the card, the provenance and generation_config.json do not (its settings enter as options)."""
@@ -95,3 +96,7 @@ def test_the_checkpoints_task_chooses_the_family():
     assert family_of({"task": "translation"}, "transformer") == fmt.BILINGUAL
     assert family_of({}, "transformer") == fmt.BILINGUAL                  # an old checkpoint recording no task
     assert family_of({"task": "translation"}, "bart_large") == fmt.BART   # BART is fine-tuned as translation
+    # mBART's task claims it on BART's architectures too; mBART's architectures fine-tuned as translation are BART's
+    assert family_of({"_name": "translation_from_pretrained_bart"}, "mbart_large") == fmt.MBART
+    assert family_of({"_name": "translation_from_pretrained_bart"}, "bart_base") == fmt.MBART
+    assert family_of({"task": "translation"}, "mbart_large") == fmt.BART

@@ -2,8 +2,8 @@
 injected faults that must FAIL with their cause named. A PASS nobody tried to break is no evidence.
 
 Cells: the bilingual model (ende-sep) under the native port, transformers' FSMT and CTranslate2; the
-multilingual model (m2m-enfres, en->fr) and the BART-style summarizer (bart-man) under the native port,
-transformers (M2M100, Bart) and CTranslate2. Faults:
+multilingual model (m2m-enfres, en->fr), the BART-style summarizer (bart-man) and the mBART-style
+translator (mbart-enro) under the native port, transformers (M2M100, Bart, MBart) and CTranslate2. Faults:
 - ``vocabulary``: two entries of the system's vocabulary swapped;
 - ``weight``: one decoder weight scaled by 1.5;
 - ``text``: the original's recorded text of one line changed, its tokens kept (a detokenizer fault);
@@ -11,7 +11,10 @@ transformers (M2M100, Bart) and CTranslate2. Faults:
   multilingual cells): in the native port's config.json; through vocab.json for transformers'
   M2M100Tokenizer (one entry short: it numbers the language tokens after it); in the CTranslate2
   export's tokenizer (the target prefix it is given); and in CTranslate2's own vocabulary (the
-  issue's report: that passed).
+  issue's report: that passed);
+- ``forced-bos`` (BART): a transformers directory that does not force <s>;
+- ``end-token`` (mBART): the search ending on </s> where fairseq's generator ends on [ro_RO] (transformers'
+  MBart default in generation_config.json; the CTranslate2 export's eos_token).
 Greedy search only: every fault shows there, and it is the setting a stopping rule cannot explain.
 """
 from __future__ import annotations
@@ -33,7 +36,8 @@ pytest.importorskip("ctranslate2")
 
 CELLS = [("ende-sep", "native"), ("ende-sep", "transformers"), ("ende-sep", "ctranslate2"),
          ("m2m-en-fr", "native"), ("m2m-en-fr", "transformers"), ("m2m-en-fr", "ctranslate2"),
-         ("bart-man", "native"), ("bart-man", "transformers"), ("bart-man", "ctranslate2")]
+         ("bart-man", "native"), ("bart-man", "transformers"), ("bart-man", "ctranslate2"),
+         ("mbart-enro", "native"), ("mbart-enro", "transformers"), ("mbart-enro", "ctranslate2")]
 
 # The causes each fault may be named by, per cell: what the system under test shows of it.
 EXPECTED = {
@@ -51,6 +55,8 @@ EXPECTED = {
     # BART: a transformers directory whose generation_config.json does not force <s> (forced_bos_token_id)
     # generates without it, where fairseq's hub forces it: the decoder check names it (a mapping fault)
     "forced-bos": {"transformers": {"mapping"}},
+    # mBART: a system whose search ends on </s> decodes another question: the decoder check names it
+    "end-token": {"transformers": {"mapping"}, "ctranslate2": {"mapping"}},
 }
 
 
@@ -89,6 +95,10 @@ def _scale_weight(model_dir: Path) -> None:
     save_file(tensors, str(model_dir / "model.safetensors"), metadata)
 
 
+def _set_json(path: Path, **fields) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), **fields}), encoding="utf-8")
+
+
 def _swap_language_ids(config_file: Path) -> None:
     config = json.loads(config_file.read_text(encoding="utf-8"))
     ids = config["porting"]["multilingual"]["ids"]
@@ -99,9 +109,10 @@ def _swap_language_ids(config_file: Path) -> None:
 # Frequent target-side pieces of each model (both appear in most greedy translations): as the
 # vocabulary file the native port and transformers read names them, and as CTranslate2's vocabulary does
 # (the BART family's symbols are GPT-2 ids, looked up in the export's encoder.json)
-SWAPPED = {"ende-sep": ("die</w>", "der</w>"), "m2m-en-fr": ("▁de", "▁la"), "bart-man": ("Ġthe", "Ġa")}
-CT2_SWAPPED = {"ende-sep": ("die", "der"), "m2m-en-fr": ("▁de", "▁la")}
-ONE_VOCABULARY = ("m2m", "bart")       # the families with one vocab.json / shared_vocabulary.json
+SWAPPED = {"ende-sep": ("die</w>", "der</w>"), "m2m-en-fr": ("▁de", "▁la"), "bart-man": ("Ġthe", "Ġa"),
+           "mbart-enro": ("▁de", "▁a")}
+CT2_SWAPPED = {"ende-sep": ("die", "der"), "m2m-en-fr": ("▁de", "▁la"), "mbart-enro": ("▁de", "▁a")}
+ONE_VOCABULARY = ("m2m", "bart", "mbart")       # the families with one vocab.json / shared_vocabulary.json
 
 
 def _ct2_swapped(name: str, ct2_dir: Path) -> tuple[str, str]:
@@ -130,6 +141,8 @@ def _system(name: str, kind: str, fault: str | None, converted, ct2, tmp: Path) 
             _swap_list(vocab, "__fr__", "__es__")
         elif fault == "language":
             _swap_language_ids(where / "tokenizer" / "config.json")
+        elif fault == "end-token":
+            _set_json(where / "config.json", eos_token="</s>")
         return f"ctranslate2:{where}"
     where = tmp / "model"
     shutil.copytree(converted[name], where)
@@ -140,6 +153,8 @@ def _system(name: str, kind: str, fault: str | None, converted, ct2, tmp: Path) 
     elif fault == "forced-bos":
         path = where / "generation_config.json"
         path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "forced_bos_token_id"}))
+    elif fault == "end-token":
+        _set_json(where / "generation_config.json", eos_token_id=2, forced_eos_token_id=2)
     elif fault == "language" and kind == "native":
         _swap_language_ids(where / "config.json")
     elif fault == "language":
@@ -171,9 +186,11 @@ def test_a_clean_port_passes(converted, ct2, name, kind, tmp_path):
 
 MULTILINGUAL_ONLY = ("language", "ct2-vocabulary-language")
 BART_ONLY = ("forced-bos",)
+MBART_ONLY = ("end-token",)
 FAULTS = [(name, kind, fault) for name, kind in CELLS for fault, per_kind in EXPECTED.items()
           if kind in per_kind and (fault not in MULTILINGUAL_ONLY or name.startswith("m2m"))
-          and (fault not in BART_ONLY or name.startswith("bart"))]
+          and (fault not in BART_ONLY or name.startswith("bart"))
+          and (fault not in MBART_ONLY or name.startswith("mbart"))]
 
 
 @pytest.mark.parametrize("name,kind,fault", FAULTS)
@@ -181,11 +198,12 @@ def test_an_injected_fault_fails_with_its_cause(converted, ct2, name, kind, faul
     expected = EXPECTED[fault][kind]
     port = _system(name, kind, fault, converted, ct2, tmp_path)
     rc, report = parity(_run(name, fault, tmp_path), port, tmp_path / "r")
-    if fault == "forced-bos":
-        # the model itself puts <s> first almost always, so the hypotheses may all agree: the run fails on
-        # the decoder check alone (what the system forces is not what the original forces)
+    if fault in ("forced-bos", "end-token"):
+        # the model itself puts <s> first almost always, and ends on [ro_RO] right after </s>, so the
+        # hypotheses may agree: the run fails on the decoder check (what the system forces, or ends on, is
+        # not what the original does)
         assert rc == 1 and not report["ok"] and not report["decoder"]["ok"], report["decoder"]
-        assert "forces" in report["decoder"]["problem"]
+        assert ("forces" if fault == "forced-bos" else "ends on") in report["decoder"]["problem"]
         return
     g = report["generation"]["greedy"]
     named = {c for c, n in g["causes"].items() if n}

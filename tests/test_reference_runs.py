@@ -41,6 +41,28 @@ def bart(run: str) -> bool:
     return (shipped.catalog()[MANIFEST["runs"][run]["model"]].path / "encoder.json").is_file()
 
 
+def mbart(run: str) -> bool:
+    """The mBART family's run: its task's language codes as the file suffixes (parity.fairseq_hub.ORIGINALS)."""
+    return "_" in MANIFEST["runs"][run]["source_lang"]
+
+
+def decoder(run: str) -> tuple[int, list[int], int]:
+    """(start, forced, end) as the run recorded them (inputs.json's "decoder"; a run recorded before the end
+    token was kept ended on </s>)."""
+    d = load(run, "inputs.json")["decoder"]
+    return d["start"], d["forced"], d.get("end", EOS)
+
+
+def mbart_token(run: str, lang: str) -> int:
+    """The shipped mBART model's [xx_YY] token: the task appends its --langs (mbart.cc25's 25 codes) after
+    the dictionary's entries and the four specials."""
+    from transformers.models.mbart.tokenization_mbart import FAIRSEQ_LANGUAGE_CODES
+
+    model = shipped.catalog()[MANIFEST["runs"][run]["model"]]
+    entries = len((model.path / f"dict.{lang}.txt").read_text(encoding="utf-8").splitlines())
+    return 4 + entries + list(FAIRSEQ_LANGUAGE_CODES).index(lang)
+
+
 @functools.cache
 def spm_normalizer(run: str):
     import sentencepiece
@@ -105,6 +127,10 @@ def test_inputs_are_consistent(run):
             assert moses == line.split() and all(p.isdigit() for p in bpe)
             assert ids[0] == BOS
             ids, bpe = ids[1:], bpe[:254]
+        elif mbart(run):
+            # SentencePiece, no pre-tokenizer; the task appends the source language's token after </s>
+            assert moses == line.split() and ids[-1] == mbart_token(run, MANIFEST["runs"][run]["source_lang"])
+            ids = ids[:-1]
         else:
             assert " ".join(bpe).replace("@@ ", "").split() == moses  # BPE only splits Moses tokens
         assert len(ids) == len(bpe) + 1 and ids[-1] == EOS        # the source gets </s> appended
@@ -120,6 +146,9 @@ def test_generation_is_complete_and_consistent(run, setting):
     assert len(rec["hypotheses"]) == lines(run)
     forced = ([language_token(run, MANIFEST["runs"][run]["target_lang"])] if multilingual(run)
               else [BOS] if bart(run) else [])
+    # the generator's eos: </s>, or mBART's target language token (</s> then an ordinary token)
+    end = mbart_token(run, MANIFEST["runs"][run]["target_lang"]) if mbart(run) else EOS
+    assert decoder(run) == ((end if mbart(run) else EOS), forced, end)
     beam, lenpen = options.get("beam", 5), options.get("lenpen", 1.0)
     for src_ids, hyps in zip(n_src, rec["hypotheses"]):
         # fairseq's generator returns every finalised hypothesis; nbest only limits what
@@ -129,7 +158,7 @@ def test_generation_is_complete_and_consistent(run, setting):
         assert scores == sorted(scores, reverse=True)
         for h in hyps:
             toks, pos = h["tokens"], h["positional_scores"]
-            assert len(pos) == len(toks) and toks[-1] == EOS and EOS not in toks[:-1]
+            assert len(pos) == len(toks) and toks[-1] == end and end not in toks[:-1]
             # a log-prob, but for <unk> under a negative unkpen (a bonus, added to its score)
             assert all(p <= 0 for p, t in zip(pos, toks) if t != UNK or options.get("unkpen", 0) >= 0)
             # the target's language token (BART: <s>) is forced first, part of the hypothesis and its score
@@ -176,7 +205,8 @@ def test_teacher_forced_tensors(run):
         assert list(t) and set(t) == set(order)
         assert t["src_tokens"].tolist() == inputs["ids"][i]
         S, T = len(t["src_tokens"]), len(t["target"])
-        assert t["prev_output_tokens"][0] == EOS and t["target"][-1] == EOS
+        start, _, end = decoder(run)
+        assert t["prev_output_tokens"][0] == start and t["target"][-1] == end
         forced = ([language_token(run, MANIFEST["runs"][run]["target_lang"])] if multilingual(run)
               else [BOS] if bart(run) else [])
         assert t["target"][:len(forced)].tolist() == forced
@@ -191,7 +221,7 @@ def test_teacher_forced_tensors(run):
         # teacher-forced step 0 (</s> excluded: min_len=1 masks it), or the forced language token,
         # with the same log-prob.
         step0 = lprobs[0].clone()
-        step0[EOS] = -math.inf
+        step0[end] = -math.inf
         first = greedy[i][0]["tokens"][0]
         assert first == (forced[0] if forced else int(step0.argmax()))
         assert greedy[i][0]["positional_scores"][0] == pytest.approx(float(lprobs[0, first]), abs=1e-5)
@@ -210,13 +240,14 @@ def hubs():
 @requires_fairseq
 @pytest.mark.parametrize("run", list(MANIFEST["runs"]))
 def test_fairseq_reproduces_inputs(hubs, run):
-    from parity.fairseq_hub import model_input
+    from parity.fairseq_hub import encode, model_input
 
     hub, inputs = hubs[run], load(run, "inputs.json")
     for i, line in enumerate(inputs["source"]):
         moses = hub.tokenize(line)
         bpe = hub.apply_bpe(moses)
-        assert (moses.split(), bpe.split(), model_input(hub, hub.encode(line)).tolist()) == \
+        # the family's encode (mBART's: fairseq-generate's binarizer; BARTHubInterface's puts <s> first)
+        assert (moses.split(), bpe.split(), model_input(hub, encode(hub, line)).tolist()) == \
             (inputs["moses"][i], inputs["bpe"][i], inputs["ids"][i]), line
 
 

@@ -22,7 +22,7 @@ from porting.tokenizer import gpt2_byte_symbols, parse_byte_merges
 
 NAME = BART
 TASKS = ()                          # claimed by its architectures: BART is fine-tuned with --task translation
-ARCHS = ("bart_",)
+ARCHS = ("bart_", "mbart_")          # fine-tuned with --task translation, mBART's architectures are BART's too
 MODEL_TYPE = "bart"
 CONFIG_CLASS = "BartConfig"
 ONE_DICTIONARY = True
