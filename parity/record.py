@@ -26,8 +26,8 @@ from pathlib import Path
 
 from parity import shipped
 from parity.settings import ENSEMBLE_SETTINGS, SETTINGS, TRANSLATION_SETTINGS
-from porting.format import EOS
 from porting.files import sha256_file as sha256
+from porting.format import EOS
 from porting.progress import progress_bar
 
 CHUNK_SIZE = 50          # lines per hub.generate call

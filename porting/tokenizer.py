@@ -537,11 +537,14 @@ def _vocabulary_symbols(model_dir: Path) -> tuple[list[str], list[str]]:
     return shared, shared
 
 
+AnyTokenizer = Tokenizer | SentencePieceTokenizer | ByteLevelTokenizer | LanguageCodeTokenizer
+
+
 @dataclass(frozen=True)
 class TokenizerFamily:
     """A family's side of the native runtime: its tokenizer, and its symbols in id order."""
     # (model_dir, config, normalize_punctuation, src, tgt) -> the family's tokenizer
-    open: Callable[..., Tokenizer | SentencePieceTokenizer | ByteLevelTokenizer | LanguageCodeTokenizer]
+    open: Callable[..., AnyTokenizer]
     symbols: Callable[[Path], tuple[list[str], list[str]]]     # model_dir -> (source, target) symbols by id
 
 
@@ -554,13 +557,13 @@ TOKENIZERS = {
 }
 
 
-def decoder_start(tokenizer) -> DecoderStart:
+def decoder_start(tokenizer: AnyTokenizer) -> DecoderStart:
     """Where a tokenizer's family starts the decoder and ends the search (porting.format.DecoderStart)."""
     return DecoderStart(tokenizer.bos, tokenizer.prefix, tokenizer.end)
 
 
 def open_tokenizer(model_dir: str | Path, normalize_punctuation: bool = False, source_lang: str | None = None,
-                   target_lang: str | None = None) -> Tokenizer | SentencePieceTokenizer | ByteLevelTokenizer | LanguageCodeTokenizer:
+                   target_lang: str | None = None) -> AnyTokenizer:
     """The tokenizer of a converted directory's family, for the direction asked."""
     config = read_config(model_dir)
     return TOKENIZERS[family(config)].open(model_dir, config, normalize_punctuation, source_lang, target_lang)

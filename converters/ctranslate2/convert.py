@@ -20,8 +20,18 @@ import torch
 from converters import PEERS_HINT
 from converters.ctranslate2 import QUANTIZATIONS
 from converters.io.atomic import OutputExists, atomic_dir
-from porting.format import (BART, LANG_TOK_STYLES, MBART, PAD, Arch, ConfigError, family, language_tokens, read_config,
-                            tokenizer_files)
+from porting.format import (
+    BART,
+    LANG_TOK_STYLES,
+    MBART,
+    PAD,
+    Arch,
+    ConfigError,
+    family,
+    language_tokens,
+    read_config,
+    tokenizer_files,
+)
 from porting.generation.options import fairseq_defaults
 from porting.model.layout import derived_tensors
 from porting.tokenizer import vocabularies as porting_vocabularies
@@ -218,7 +228,7 @@ source_symbols, target_symbols = vocabularies("THIS_DIR/{TOKENIZER_DIR}")
 target_ids = {{s: i for i, s in enumerate(target_symbols)}}
 translator = ctranslate2.Translator("THIS_DIR")
 ids = tok.encode("{_EXAMPLE}")                     # fairseq's ids, language token placed, </s> last
-source = [source_symbols[i] for i in {"ids" if family(config) == MBART else "ids[:-1]"}]   # {"as it is" if family(config) == MBART else "without </s>: CTranslate2 appends it"}
+source = [source_symbols[i] for i in {_SOURCE_IDS[family(config) == MBART]}
 prefix = [target_symbols[i] for i in tok.prefix]        # the forced target-language token, if any
 result = translator.translate_batch([source], target_prefix=[prefix] if prefix else None,
                                     beam_size={generation["beam"]}, length_penalty={generation["lenpen"]},
@@ -231,6 +241,9 @@ print(tok.decode([target_ids.get(p, 3) for p in result[0].hypotheses[0]]))
 
 
 _EXAMPLE = "The file could not be opened."
+# the source's ids as CTranslate2 is given them: without </s> (add_source_eos), or as they are (mBART's)
+_SOURCE_IDS = {False: "ids[:-1]]          # without </s>: CTranslate2 appends it",
+               True: "ids]               # as they are: </s> and the language token last"}
 _SOURCE_EOS = ("`add_source_eos` is on: CTranslate2 appends `</s>` to every source, as fairseq does. Do not append\n"
                "  it yourself: a second `</s>` changes the translation.")
 _MBART_ENDS = ("As mBART's fairseq task: the source ends with `</s>` and the source language's token (the tokenizer\n"

@@ -263,9 +263,9 @@ def transformers_version() -> str | None:
 
 def as_transformers_writes(kind: str, fields: dict) -> str:
     """The JSON text transformers' save_pretrained writes for these fields (kind "fsmt": FSMTConfig;
-    "m2m_100": M2M100Config; "bart": BartConfig; "mbart": MBartConfig; "generation": GenerationConfig): its own classes add transformers_version
-    and drop what equals their defaults. Without transformers, the same layout (sorted keys, two-space
-    indent) of the fields."""
+    "m2m_100": M2M100Config; "bart": BartConfig; "mbart": MBartConfig; "generation": GenerationConfig): its
+    own classes add transformers_version and drop what equals their defaults. Without transformers, the
+    same layout (sorted keys, two-space indent) of the fields."""
     try:
         from transformers import BartConfig, FSMTConfig, GenerationConfig, M2M100Config, MBartConfig
     except ImportError:
