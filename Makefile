@@ -33,7 +33,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-# Rebuild the shipped example models from the Debian corpus (about 90 min on 2 cores: the bilingual
+# Rebuild the shipped example models from the Debian corpus (about 105 min on 2 cores: the bilingual
 # ones, the multilingual one, the BART-style summarizer from Debian's manual pages, the mBART-style en-ro
 # model), then re-record.
 examples: $(STAMP)

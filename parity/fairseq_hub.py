@@ -136,10 +136,20 @@ def load_hub(model_dir: str | Path, checkpoints: str | list[str] | tuple[str, ..
     if not isinstance(checkpoints, str):
         checkpoints = ":".join(checkpoints)
     model_dir = Path(model_dir).resolve()
+    def load(files: str):
+        return model_class.from_pretrained(str(model_dir), checkpoint_file=files, data_name_or_path=".",
+                                           source_lang=source_lang, target_lang=target_lang,
+                                           **original.release_options(model_dir))
     with fairseq_unpickling(), quiet_fairseq():
-        hub = model_class.from_pretrained(
-            str(model_dir), checkpoint_file=checkpoints, data_name_or_path=".",
-            source_lang=source_lang, target_lang=target_lang, **original.release_options(model_dir))
+        hub = load(checkpoints)
+        members = checkpoints.split(":")
+        if len(hub.models) < len(members):
+            # BARTModel.from_pretrained loads every checkpoint of "a.pt:b.pt" and hands BARTHubInterface the
+            # first alone: its ensemble is silently one model (porting/NOTES.md). fairseq-generate runs them
+            # all: so does the original here, each member loaded as the hub loads the first
+            import torch
+
+            hub.models = torch.nn.ModuleList([*hub.models, *(load(c).models[0] for c in members[len(hub.models):])])
     hub.eval()
     return hub
 

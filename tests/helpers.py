@@ -87,3 +87,30 @@ def replay_exact(model: Path, run_name: str, start) -> None:
                 ours = [(h.tokens, h.score, list(h.positional_scores)) for h in hyps]
                 theirs = [(t["tokens"], t["score"], t["positional_scores"]) for t in rec["hypotheses"][i]]
                 assert ours == theirs, (setting, i)
+
+
+def perturbed_ensemble_parity(name: str, source_lang: str, target_lang: str, tmp_path: Path, lines: int = 30) -> dict:
+    """A two-member ensemble made from a shipped release (model.pt and a copy with every weight scaled by
+    1.01: another model, the same architecture and dictionary), run live through fairseq (its
+    ``a.pt:b.pt`` ensemble) and through the port's conversion of both: the parity report of greedy and
+    beam 5 on the first `lines` test lines."""
+    import json
+    import shutil
+
+    release = tmp_path / "release"
+    shutil.copytree(model_dir(name), release)
+    state = trusted_load(release / "model.pt")
+    state["model"] = {k: v * 1.01 if v.is_floating_point() else v for k, v in state["model"].items()}
+    torch.save(state, release / "model2.pt")
+    source = shipped.test_set(source_lang, target_lang)[0][:lines]
+    (tmp_path / "input.txt").write_text("".join(x + "\n" for x in source), encoding="utf-8")
+    assert convert_cli("--checkpoint", release / "model.pt", "--checkpoint", release / "model2.pt",
+                       "--data-dir", release, "--out", tmp_path / "port") == 0
+    from porting_cli import main
+
+    rc = main(["parity", "--original", f"fairseq:{release}:model.pt:model2.pt", "--port", str(tmp_path / "port"),
+               "--input", str(tmp_path / "input.txt"), "--settings", "greedy,beam5_nbest5",
+               "--report", str(tmp_path / "report")])
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert rc == (0 if report["ok"] else 1)
+    return report

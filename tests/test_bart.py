@@ -16,7 +16,7 @@ from parity import shipped
 from porting.format import BOS, EOS, UNK, DecoderStart, read_config
 from porting.tokenizer import open_tokenizer
 from tests.conftest import requires_fairseq
-from tests.helpers import convert_cli, model_dir, replay_exact, trusted_load
+from tests.helpers import convert_cli, model_dir, perturbed_ensemble_parity, replay_exact, trusted_load
 
 NAME = "bart-man"
 LINES = shipped.test_set("doc", "sum")[0]
@@ -216,3 +216,24 @@ def test_the_exact_kernels_replay_fairseqs_bart_bitwise(converted):
     every recorded setting, its score and its positional scores, is fairseq's bit for bit, where this CPU
     rounds as the recording's did (the first layer's teacher-forced output, the probe)."""
     replay_exact(converted[NAME], NAME, DecoderStart(EOS, (BOS,)))
+
+
+@requires_fairseq
+def test_an_ensemble_agrees_with_fairseqs(tmp_path):
+    """Two members (the shipped model and a scaled copy) through fairseq's own ensemble and the port's: the
+    n-best lists identical, on greedy and beam 5. fairseq's BART hub would run the first member alone
+    (BARTModel.from_pretrained hands BARTHubInterface x["models"][0]): the harness's original holds both,
+    as fairseq-generate does."""
+    from fairseq.models.bart import BARTModel
+
+    from parity.fairseq_hub import fairseq_unpickling, load_hub, quiet_fairseq
+
+    report = perturbed_ensemble_parity(NAME, "doc", "sum", tmp_path)
+    assert report["ok"], {s: g["causes"] for s, g in report["generation"].items()}
+    assert all(g["identical"] == g["lines"] for g in report["generation"].values())
+    release = tmp_path / "release"
+    with fairseq_unpickling(), quiet_fairseq():
+        hub = BARTModel.from_pretrained(str(release), checkpoint_file="model.pt:model2.pt", data_name_or_path=".",
+                                        bpe="gpt2", gpt2_encoder_json=str(release / "encoder.json"),
+                                        gpt2_vocab_bpe=str(release / "vocab.bpe"))
+    assert len(hub.models) == 1 and len(load_hub(release, ["model.pt", "model2.pt"], "doc", "sum").models) == 2

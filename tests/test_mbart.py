@@ -17,7 +17,7 @@ from parity import shipped
 from porting.format import BOS, EOS, UNK, read_config
 from porting.tokenizer import decoder_start, open_tokenizer
 from tests.conftest import requires_fairseq
-from tests.helpers import convert_cli, model_dir, replay_exact
+from tests.helpers import convert_cli, model_dir, perturbed_ensemble_parity, replay_exact
 
 NAME, SRC, TGT = "mbart-enro", "en_XX", "ro_RO"
 LINES, REFERENCES = shipped.test_set(SRC, TGT)
@@ -235,3 +235,12 @@ def test_the_exact_kernels_replay_fairseqs_mbart_bitwise(converted):
     recorded setting, its score and its positional scores, is fairseq's bit for bit (where this CPU rounds
     as the recording's did)."""
     replay_exact(converted[NAME], NAME, decoder_start(open_tokenizer(converted[NAME])))
+
+
+@requires_fairseq
+def test_an_ensemble_agrees_with_fairseqs(tmp_path):
+    """Two members (the shipped model and a scaled copy) through fairseq's own ensemble and the port's:
+    the n-best lists identical, scores within the harness's tolerance, on greedy and beam 5."""
+    report = perturbed_ensemble_parity(NAME, SRC, TGT, tmp_path)
+    assert report["ok"], {s: g["causes"] for s, g in report["generation"].items()}
+    assert all(g["identical"] == g["lines"] for g in report["generation"].values())

@@ -158,6 +158,18 @@ def stage_train(work: Path) -> None:
         (save / "done").write_text(f"{time.time() - t0:.0f} s\n")
 
 
+def train_unigram(out: Path, name: str, lines, vocab_size: int) -> None:
+    """A unigram SentencePiece model ``out/name.model`` on these lines (the `sentencepiece` package; one
+    thread, every line, full character coverage: the same pieces and scores on every rebuild)."""
+    import sentencepiece as spm
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_lines(out / "train.txt", lines)
+    spm.SentencePieceTrainer.train(input=str(out / "train.txt"), model_prefix=str(out / name),
+                                   vocab_size=vocab_size, character_coverage=1.0, model_type="unigram",
+                                   num_threads=1, input_sentence_size=0, minloglevel=1)
+
+
 def strip_optimizer_state(src: Path, dst: Path) -> None:
     """A release checkpoint without the Adam moments (2x the weights) to keep the repository lean.
     The file was written by fairseq-train in this very build, so a full unpickle is safe here."""

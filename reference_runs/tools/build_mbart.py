@@ -87,17 +87,10 @@ def stage_corpus(work: Path) -> None:
 
 
 def stage_spm(work: Path) -> None:
-    import sentencepiece as spm
-
-    out = work / "spm"
-    if (out / "sentence.bpe.model").exists():
+    if (work / "spm" / "sentence.bpe.model").exists():
         return
-    out.mkdir(parents=True, exist_ok=True)
     lines = [line for side in (SRC, TGT) for line in (work / "raw" / f"train.{side}").read_text(encoding="utf-8").splitlines()]
-    build.write_lines(out / "train.txt", lines)
-    spm.SentencePieceTrainer.train(input=str(out / "train.txt"), model_prefix=str(out / "sentence.bpe"),
-                                   vocab_size=SPM_VOCAB, character_coverage=1.0, model_type="unigram",
-                                   num_threads=1, input_sentence_size=0, minloglevel=1)
+    build.train_unigram(work / "spm", "sentence.bpe", lines, SPM_VOCAB)
 
 
 def stage_encode(work: Path) -> None:

@@ -97,19 +97,12 @@ def raw_files(work: Path, split: str):
 
 
 def stage_spm(work: Path) -> None:
-    import sentencepiece as spm
-
-    out = work / "spm"
-    if (out / "spm.model").exists():
+    if (work / "spm" / "spm.model").exists():
         return
-    out.mkdir(parents=True, exist_ok=True)
     # English appears once per pair; the duplicates would weigh it twice in the piece statistics.
     lines = dict.fromkeys(line for path in raw_files(work, "train")
                           for line in path.read_text(encoding="utf-8").splitlines())
-    build.write_lines(out / "train.txt", lines)
-    spm.SentencePieceTrainer.train(input=str(out / "train.txt"), model_prefix=str(out / "spm"),
-                                   vocab_size=SPM_VOCAB, character_coverage=1.0, model_type="unigram",
-                                   num_threads=1, input_sentence_size=0, minloglevel=1)
+    build.train_unigram(work / "spm", "spm", lines, SPM_VOCAB)
 
 
 def stage_encode(work: Path) -> None:
