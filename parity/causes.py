@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from porting.format import UNK
+from porting.format import EOS, UNK, DecoderStart
 
 CAUSES = ("tokenization", "mapping", "numerics", "detokenization", "forced-token-score", "search-rule", "unexplained")
 # The causes a verdict fails on whoever is under test; the native port against fairseq fails on any
@@ -57,13 +57,19 @@ def original_log_probs(hyp: dict, options: dict) -> list[float]:
 
 def classify(system, src: list[int], original_src: list[int], ours: list[int], theirs: dict, lp_ours: list[float],
              lp_theirs: list[float], options: dict, cap: int, not_expressible: list[str],
-             original_rules: str | None = None, forced: tuple[int, ...] = ()) -> dict:
+             original_rules: str | None = None, forced: tuple[int, ...] = (), end: int = EOS) -> dict:
     """One mismatch's cause, with the evidence; lp_*: the system's teacher-forced log-probs of each pick;
-    forced: the tokens the original forces as the first generated ones (inputs.json's "decoder")."""
+    forced: the tokens the original forces as the first generated ones, end: the token its hypotheses end
+    on (inputs.json's "decoder")."""
     if src != original_src:
         k = _first_difference(src, original_src)
         return {"cause": "tokenization", "why": f"the system's source ids differ from the original's at position {k}"}
     theirs_tokens = theirs["tokens"]
+    ours_end = DecoderStart(*system.start).end
+    if ours_end != end:
+        return {"cause": "mapping",
+                "why": f"the system ends its hypotheses on token {ours_end}, the original on token {end}: it was not "
+                       "decoding what the original decodes (an end token is never a search rule)"}
     step = _first_difference(ours, theirs_tokens)
     if step < len(forced):
         return {"cause": "mapping", "step": step,

@@ -92,15 +92,21 @@ def tokenization(system, inputs: dict, stages: list[dict] | None) -> dict:
 
 def _mismatch(system, i: int, inputs: dict, a, b: dict, lp_a: list[float], lp_b: list[float]) -> dict:
     """Where two best hypotheses part, and both tokens' log-probs there under the system (the
-    prefixes agree up to that step and both end with </s>, so both tokens are at the step itself)."""
+    prefixes agree up to that step; where both end on the same token, both have a token at that step;
+    a system ending on another token than the original's can stop where the original goes on: nothing
+    there, and no log-prob)."""
     step = first_differing_step(a.tokens, b["tokens"])
-    competing = [a.tokens[step], b["tokens"][step]]
+
+    def at(tokens: list[int], lp: list[float]) -> tuple[str, float | None]:
+        if step >= len(tokens):
+            return "(ended before)", None
+        return system.symbols([tokens[step]]) or "</s>", lp[step]
+    (port_token, port_lp), (original_token, original_lp) = at(a.tokens, lp_a), at(b["tokens"], lp_b)
     return {"line": i + 1, "source": inputs["source"][i], "port": system.decode(a.tokens), "original": b["text"],
             "port_tokens": a.tokens, "original_tokens": b["tokens"],
             "port_score": a.score, "original_score": b["score"], "first_differing_step": step,
-            "at_that_step": {"port_token": system.symbols([competing[0]]) or "</s>", "port_token_logprob": lp_a[step],
-                             "original_token": system.symbols([competing[1]]) or "</s>",
-                             "original_token_logprob": lp_b[step]}}
+            "at_that_step": {"port_token": port_token, "port_token_logprob": port_lp,
+                             "original_token": original_token, "original_token_logprob": original_lp}}
 
 
 def decoder_mapping(system, inputs: dict) -> dict:
@@ -151,6 +157,7 @@ def generation(system, run: Path, inputs: dict, stages: list[dict] | None, setti
     ids where it takes pieces."""
     ids = inputs["ids"] if stages is None else [s["ids"] for s in stages]
     forced = tuple((inputs.get("decoder") or {}).get("forced", ()))
+    end = (inputs.get("decoder") or {}).get("end", EOS)           # runs recorded before it was kept: </s>
     out = {}
     available = sorted(p.stem for p in (run / "generation").glob("*.json"))
     for setting in settings or available:
@@ -169,7 +176,7 @@ def generation(system, run: Path, inputs: dict, stages: list[dict] | None, setti
                 lp_a, lp_b = system.log_probs(ids[i], a.tokens), system.log_probs(ids[i], b["tokens"])
                 m = _mismatch(system, i, inputs, a, b, lp_a, lp_b)
                 m["cause"] = causes.classify(system, ids[i], inputs["ids"][i], a.tokens, b, lp_a, lp_b, options,
-                                             caps[i], mapping.not_expressible, rec.get("search_rules"), forced)
+                                             caps[i], mapping.not_expressible, rec.get("search_rules"), forced, end)
                 mismatches.append(m)
             elif texts[i] != b["text"]:
                 mismatches.append(_detokenization(i, inputs, a.tokens, texts[i], b["text"]))

@@ -352,7 +352,7 @@ class CTranslate2System:
         """compute_type: CTranslate2's ("default": the type the model was written in)."""
         from converters.ctranslate2.convert import TOKENIZER_DIR, vocabularies
         from porting.format import ConfigError
-        from porting.tokenizer import decoder_start, open_tokenizer
+        from porting.tokenizer import open_tokenizer
 
         model_dir = Path(model_dir)
         require("ctranslate2", f"ctranslate2:{model_dir}")
@@ -379,9 +379,14 @@ class CTranslate2System:
         self.langs = (self.tokenizer.source_lang, self.tokenizer.target_lang)
         self.src_pieces, self.tgt_pieces = source, target
         self.tgt_ids = {t: i for i, t in enumerate(target)}
-        # the export's decoder_start_token and eos_token are the family's (converters.ctranslate2.convert.start_and_end)
-        self.start = decoder_start(self.tokenizer)
-        self.source_eos = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("add_source_eos", True)
+        # where CTranslate2 starts and ends is its own config.json's (the export writes the family's:
+        # converters.ctranslate2.convert.start_and_end); the prefix is the tokenizer's, given as target_prefix
+        ct2_config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        named = [ct2_config.get("decoder_start_token", "</s>"), ct2_config.get("eos_token", "</s>")]
+        if unknown := [t for t in named if t not in self.tgt_ids]:
+            raise UnusableSystem(f"ctranslate2:{model_dir}: config.json names {', '.join(unknown)}, not in its target vocabulary")
+        self.start = DecoderStart(self.tgt_ids[named[0]], self.tokenizer.prefix, self.tgt_ids[named[1]])
+        self.source_eos = ct2_config.get("add_source_eos", True)
         self.translator = ctranslate2.Translator(str(model_dir), device="cpu", compute_type=compute_type,
                                                  inter_threads=1, intra_threads=threads or torch.get_num_threads())
         self.max_positions = 1 << 16                 # CTranslate2 has no position bound to respect beyond its table

@@ -61,9 +61,15 @@ def mismatch_text(m: dict) -> list[str]:
     a = m["at_that_step"]
     return [f"source: {m['source']}", f"port: {m['port']} ({m['port_score']:.4f})",
             f"original: {m['original']} ({m['original_score']:.4f})",
-            f"they part at step {m['first_differing_step']}: the port chose {a['port_token']!r} "
-            f"({a['port_token_logprob']:.4f}), the original {a['original_token']!r} ({a['original_token_logprob']:.4f})",
+            f"they part at step {m['first_differing_step']}: the port chose "
+            f"{_pick(a['port_token'], a['port_token_logprob'])}, the original "
+            f"{_pick(a['original_token'], a['original_token_logprob'])}",
             why]
+
+
+def _pick(token: str, logprob: float | None) -> str:
+    """A token and its log-prob; a hypothesis that had ended there has neither (None)."""
+    return f"{token!r}" if logprob is None else f"{token!r} ({logprob:.4f})"
 
 
 def error_plot_png(tensors: list[dict], atol: float, mode: str) -> bytes:

@@ -4,7 +4,7 @@ injected faults that must FAIL with their cause named. A PASS nobody tried to br
 Cells: the bilingual model (ende-sep) under the native port, transformers' FSMT and CTranslate2; the
 multilingual model (m2m-enfres, en->fr), the BART-style summarizer (bart-man) and the mBART-style
 translator (mbart-enro) under the native port, transformers (M2M100, Bart, MBart) and CTranslate2. Faults:
-- ``vocabulary``: two entries of the system's vocabulary swapped;
+- ``vocabulary``: two entries of the system's vocabulary swapped (MBartTokenizer's: in its SentencePiece model);
 - ``weight``: one decoder weight scaled by 1.5;
 - ``text``: the original's recorded text of one line changed, its tokens kept (a detokenizer fault);
 - ``language``: the French and Spanish language tokens swapped where the system reads them (the
@@ -79,6 +79,19 @@ def _swap_list(path: Path, a: str, b: str) -> None:
     path.write_text(json.dumps(tokens, ensure_ascii=False), encoding="utf-8")
 
 
+def _swap_sentencepiece(path: Path, a: str, b: str) -> None:
+    """MBartTokenizer numbers pieces by the SentencePiece model (its id + 1), not vocab.json: the two
+    pieces' places swapped in the model itself."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    model = sentencepiece_model_pb2.ModelProto()
+    model.ParseFromString(path.read_bytes())
+    pieces = [p.piece for p in model.pieces]
+    i, j = pieces.index(a), pieces.index(b)
+    model.pieces[i].piece, model.pieces[j].piece = b, a
+    path.write_bytes(model.SerializeToString())
+
+
 def _drop_last_entry(path: Path) -> None:
     """M2M100Tokenizer numbers the language tokens after vocab.json's entries: one entry short, and
     every language token is the previous language's."""
@@ -146,7 +159,9 @@ def _system(name: str, kind: str, fault: str | None, converted, ct2, tmp: Path) 
         return f"ctranslate2:{where}"
     where = tmp / "model"
     shutil.copytree(converted[name], where)
-    if fault == "vocabulary":
+    if fault == "vocabulary" and kind == "transformers" and name.startswith("mbart"):
+        _swap_sentencepiece(where / "sentencepiece.bpe.model", *SWAPPED[name])   # MBartTokenizer's vocabulary
+    elif fault == "vocabulary":
         _swap_json(where / ("vocab.json" if name.startswith(ONE_VOCABULARY) else "vocab-tgt.json"), *SWAPPED[name])
     elif fault == "weight":
         _scale_weight(where)

@@ -12,11 +12,12 @@ import torch
 from safetensors.torch import load_file
 
 from parity import shipped
+from porting.format import DecoderStart
 from porting.generation.beam import generate, left_pad
 from porting.generation.ensemble import KERNELS, Ensemble
 from porting.generation.options import GenerationOptions
 from porting.model.load import load_ensemble
-from porting.tokenizer import open_tokenizer
+from porting.tokenizer import decoder_start, open_tokenizer
 from tests.helpers import same_up_to_ties
 
 RUNS = shipped.RUNS
@@ -53,10 +54,9 @@ def tokenizer(converted, run):
     return open_tokenizer(converted[run], source_lang=spec["source_lang"], target_lang=spec["target_lang"])
 
 
-def start(converted, run) -> tuple[int, tuple[int, ...]]:
-    """The decoder's start token and the forced first tokens in the run's direction."""
-    tok = tokenizer(converted, run)
-    return tok.bos, tok.prefix
+def start(converted, run) -> DecoderStart:
+    """The decoder's start token, the forced first tokens and the end token in the run's direction."""
+    return decoder_start(tokenizer(converted, run))
 
 
 def replay(ensemble, rec, ids, batches, start, bitwise: bool = True) -> tuple[list[int], float]:
