@@ -38,13 +38,17 @@ def add_arguments(p) -> None:
     f.add_argument("--license", help="the model's license (an SPDX id or the hub's name, e.g. mit, cc-by-nc-4.0) "
                                      "for the model card; fairseq checkpoints do not record one")
     f.add_argument("--force", action="store_true", help="replace an existing output")
-    h = sub.add_parser("transformers", help="a transformers FSMT or M2M100 directory (as on the hub) -> model directory",
+    h = sub.add_parser("transformers", help="a transformers FSMT, M2M100, Bart or MBart directory (as on the hub) -> "
+                                            "model directory",
                        description="Read a transformers directory back as the fairseq model it was made from, and "
                                    "write our layout: FSMT (config.json, model.safetensors or pytorch_model.bin, "
-                                   "vocab-src.json, vocab-tgt.json, merges.txt) or M2M100 with M2M100Tokenizer "
+                                   "vocab-src.json, vocab-tgt.json, merges.txt), M2M100 with M2M100Tokenizer "
                                    "(config.json, the weights, vocab.json, sentencepiece.bpe.model, "
-                                   "tokenizer_config.json).", **nested)
-    h.add_argument("--model", type=Path, required=True, help="the FSMT or M2M100 directory")
+                                   "tokenizer_config.json), Bart with BartTokenizer (vocab.json and merges.txt, or "
+                                   "tokenizer.json; GPT-2's encoder.json beside them) or MBart with MBartTokenizer "
+                                   "(sentencepiece.bpe.model; tokenizer_config.json or config.json names the "
+                                   "direction).", **nested)
+    h.add_argument("--model", type=Path, required=True, help="the FSMT, M2M100, Bart or MBart directory")
     h.add_argument("--out", type=Path, required=True, help="output directory (refused if it exists, unless --force)")
     h.add_argument("--license", help="the model's license for the model card (e.g. apache-2.0)")
     h.add_argument("--force", action="store_true", help="replace an earlier output of the workbench")

@@ -23,11 +23,11 @@ from porting_cli.common import add_metric_flag, progress_bar
 def add_arguments(p) -> None:
     p.add_argument("--original", required=True,
                    help="recorded:RUN_DIR, fairseq:MODEL_DIR[:a.pt:b.pt] (live; an ensemble as fairseq writes it, commas "
-                        "work too) or transformers:DIR (an FSMT or M2M100 model as the original, recorded now: no "
+                        "work too) or transformers:DIR (an FSMT, M2M100, Bart or MBart model as the original, recorded now: no "
                         "fairseq needed)")
     p.add_argument("--port", required=True,
                    help="the system under test: native:OUT (our port; a bare OUT means the same), transformers:DIR "
-                        "(an FSMT or M2M100 model directory) or ctranslate2:DIR (a CTranslate2 model directory "
+                        "(an FSMT, M2M100, Bart or MBart model directory) or ctranslate2:DIR (a CTranslate2 model directory "
                         "written by `porting convert ctranslate2`, which carries the model's tokenizer)")
     p.add_argument("--source-lang", help="the direction of a multilingual port (any runtime); a recorded run's "
                                          "manifest names its own, and a bilingual model has one (given, it must "
