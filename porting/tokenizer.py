@@ -493,28 +493,28 @@ def _open_bilingual(model_dir: str | Path, config: dict, normalize_punctuation: 
 
 def _open_multilingual(model_dir: str | Path, config: dict, normalize_punctuation: bool, source_lang: str | None,
                        target_lang: str | None) -> SentencePieceTokenizer:
-    if normalize_punctuation:
-        raise DirectionError("--normalize-punctuation is Moses' normaliser, for the bilingual Moses + BPE models; "
-                             "a SentencePiece model normalises its input itself")
+    _no_moses_normaliser(normalize_punctuation, "a SentencePiece model normalises its input itself")
     return SentencePieceTokenizer(model_dir, source_lang, target_lang)
 
 
 def _open_byte_level(model_dir: str | Path, config: dict, normalize_punctuation: bool, source_lang: str | None,
                      target_lang: str | None) -> ByteLevelTokenizer:
-    if normalize_punctuation:
-        raise DirectionError("--normalize-punctuation is Moses' normaliser, for the bilingual Moses + BPE models; "
-                             "GPT-2's byte-level BPE takes text as it is")
+    _no_moses_normaliser(normalize_punctuation, "GPT-2's byte-level BPE takes text as it is")
     _own_direction(model_dir, config, source_lang, target_lang)
     return ByteLevelTokenizer(model_dir, config)
 
 
 def _open_language_code(model_dir: str | Path, config: dict, normalize_punctuation: bool, source_lang: str | None,
                         target_lang: str | None) -> LanguageCodeTokenizer:
-    if normalize_punctuation:
-        raise DirectionError("--normalize-punctuation is Moses' normaliser, for the bilingual Moses + BPE models; "
-                             "a SentencePiece model normalises its input itself")
+    _no_moses_normaliser(normalize_punctuation, "a SentencePiece model normalises its input itself")
     _own_direction(model_dir, config, source_lang, target_lang)
     return LanguageCodeTokenizer(model_dir, config)
+
+
+def _no_moses_normaliser(asked: bool, why: str) -> None:
+    """--normalize-punctuation is for the Moses families only: refused by name elsewhere."""
+    if asked:
+        raise DirectionError(f"--normalize-punctuation is Moses' normaliser, for the bilingual Moses + BPE models; {why}")
 
 
 def _bilingual_symbols(model_dir: Path) -> tuple[list[str], list[str]]:

@@ -18,9 +18,9 @@ MBartTokenizer cannot express is recorded, as for NLLB.
 from __future__ import annotations
 
 from converters.fairseq import card as model_card
-from converters.fairseq.families import bart, bilingual
+from converters.fairseq.families import bart, bilingual, multilingual
 from converters.fairseq.job import Job
-from converters.fairseq.multilingual import find_sentencepiece, piece_share
+from converters.fairseq.multilingual import piece_share
 from porting.files import json_text
 from porting.format import LANG_TOK_STYLES, MBART, SENTENCEPIECE_FILE, SHARED_VOCAB_FILE
 
@@ -64,13 +64,7 @@ def gather(job: Job) -> None:
     bilingual.gather_dictionaries(job)
     for d in job.dicts.values():                     # the same file twice: appended to each, as the task does
         _append_task_tokens(job, d)
-    spm = find_sentencepiece(job.data_dir, job.sentencepiece)
-    if isinstance(spm, str):
-        job.problems.append(spm)
-        job.sentencepiece = None
-        return
-    job.sentencepiece = spm
-    job.data_files.append(spm)
+    multilingual.gather_sentencepiece(job)
 
 
 def _append_task_tokens(job: Job, d) -> None:

@@ -64,6 +64,11 @@ def gather(job: Job) -> None:
                 job.dicts = {"src": d, "tgt": d}
                 job.lang_tokens = task_options.language_tokens(d, job.task)
         job.data_files.append(found)
+    gather_sentencepiece(job)
+
+
+def gather_sentencepiece(job: Job) -> None:
+    """The SentencePiece model (--sentencepiece, or the one *.model in the data directory) into job.sentencepiece."""
     spm = task_options.find_sentencepiece(job.data_dir, job.sentencepiece)
     if isinstance(spm, str):
         job.problems.append(spm)
