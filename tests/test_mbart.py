@@ -244,3 +244,12 @@ def test_an_ensemble_agrees_with_fairseqs(tmp_path):
     report = perturbed_ensemble_parity(NAME, SRC, TGT, tmp_path)
     assert report["ok"], {s: g["causes"] for s, g in report["generation"].items()}
     assert all(g["identical"] == g["lines"] for g in report["generation"].values())
+
+
+def test_the_direction_and_moses_options_are_refused_by_name(converted):
+    from porting.tokenizer import DirectionError
+
+    with pytest.raises(DirectionError, match="translates en_XX to ro_RO only"):
+        open_tokenizer(converted[NAME], target_lang="de_DE")
+    with pytest.raises(DirectionError, match="a SentencePiece model normalises its input itself"):
+        open_tokenizer(converted[NAME], normalize_punctuation=True)
