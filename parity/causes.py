@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from porting.format import EOS, UNK, DecoderStart
+from porting.format import EOS, UNK
 
 CAUSES = ("tokenization", "mapping", "numerics", "detokenization", "forced-token-score", "search-rule", "unexplained")
 # The causes a verdict fails on whoever is under test; the native port against fairseq fails on any
@@ -65,7 +65,7 @@ def classify(system, src: list[int], original_src: list[int], ours: list[int], t
         k = _first_difference(src, original_src)
         return {"cause": "tokenization", "why": f"the system's source ids differ from the original's at position {k}"}
     theirs_tokens = theirs["tokens"]
-    ours_end = DecoderStart(*system.start).end
+    ours_end = system.start.end
     if ours_end != end:
         return {"cause": "mapping",
                 "why": f"the system ends its hypotheses on token {ours_end}, the original on token {end}: it was not "

@@ -6,8 +6,9 @@ original's side is always a run in the recorder's format (parity/record.py), so 
 compared the same way. A system has:
 
 - ``kind``, ``label``, ``dir``; ``max_positions`` (its position table's length);
-- ``start``: (the decoder's first input token, the tokens it forces as the first generated ones);
-  the harness holds it to the original's (inputs.json's "decoder"): a difference is a mapping fault;
+- ``start``: a ``porting.format.DecoderStart`` (the decoder's first input token, the tokens it forces as
+  the first generated ones, the token its hypotheses end on); the harness holds it to the original's
+  (inputs.json's "decoder"): a difference is a mapping fault;
 - ``search_rules``: None where it claims fairseq's own search (every difference that is no tie is
   then unexplained), else a sentence naming its own rule;
 - ``scores_forced``: whether its hypothesis scores count the forced tokens' log-probs, as fairseq's

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from porting.format import BART, BILINGUAL, MBART, MULTILINGUAL, DecoderStart
+from porting.format import BART, BILINGUAL, LANG_TOK_STYLES, MBART, MULTILINGUAL, DecoderStart
 
 
 class FairseqMissing(RuntimeError):
@@ -327,7 +327,7 @@ def _mbart_start(hub, target_lang: str) -> DecoderStart:
 
 
 def _mbart_token(hub, lang: str) -> int:
-    return hub.tgt_dict.index(f"[{lang}]")
+    return hub.tgt_dict.index(LANG_TOK_STYLES["mbart"].format(lang))
 
 
 def _mbart_target(hub, reference: str, target_lang: str):

@@ -19,7 +19,7 @@ from parity import causes, machine
 from parity.compare import TensorDiff, diff, first_differing_step, first_divergence
 from parity.contract import fairseq_cap
 from porting.evaluation.scoring import SIGNIFICANCE, TUNING, TunedMetric
-from porting.format import EOS, DecoderStart
+from porting.format import EOS
 
 
 def _load(run: Path, name: str):
@@ -115,7 +115,7 @@ def decoder_mapping(system, inputs: dict) -> dict:
     another question (a wrong language token or prefix; mBART run on to </s>), whatever its hypotheses
     look like. A run recorded before the end token was kept ended on </s>, as every family then did."""
     original = inputs.get("decoder")
-    ours = {"start": system.start[0], "forced": list(system.start[1]), "end": DecoderStart(*system.start).end}
+    ours = {"start": system.start[0], "forced": list(system.start[1]), "end": system.start.end}
     if original is None:
         return {"system": ours, "original": None, "ok": False,
                 "problem": "the run does not record the original's decoder start and forced tokens (recorded by an "

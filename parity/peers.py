@@ -54,6 +54,15 @@ def transformers_system(model_dir: Path, langs: tuple[str, str] | None = None):
     return TRANSFORMERS_ADAPTERS[model_type](Path(model_dir), langs)
 
 
+def _one_direction(model_dir: Path, own, asked: tuple[str, str] | None) -> tuple[str, str]:
+    """A one-direction model's (source, target); a direction asked for must be that one."""
+    own = tuple(own)
+    if asked and tuple(asked) != own:
+        raise UnusableSystem(f"transformers:{model_dir}: translates {own[0]} to {own[1]} only, "
+                             f"not {asked[0]} to {asked[1]}")
+    return own
+
+
 def _quiet_transformers() -> None:
     """Quiet, as every command is: its warnings here are the tie advice that is wrong for separate
     dictionaries (porting/NOTES.md) and flags greedy search ignores; the report lists the mapping."""
@@ -172,10 +181,7 @@ class FSMTSystem(TransformersSystem):
         self.label, self.dir = f"transformers:{model_dir}", Path(model_dir)
         self.model = FSMTForConditionalGeneration.from_pretrained(model_dir).eval()
         self.tokenizer = FSMTTokenizer.from_pretrained(model_dir)
-        self.langs = (self.tokenizer.src_lang, self.tokenizer.tgt_lang)
-        if langs and tuple(langs) != self.langs:
-            raise UnusableSystem(f"transformers:{model_dir}: translates {self.langs[0]} to {self.langs[1]} only, "
-                                 f"not {langs[0]} to {langs[1]}")
+        self.langs = _one_direction(model_dir, (self.tokenizer.src_lang, self.tokenizer.tgt_lang), langs)
         self.max_positions = self.model.config.max_position_embeddings
 
     def symbols(self, ids: list[int]) -> str:
@@ -263,10 +269,8 @@ class BartSystem(TransformersSystem):
                       else self.model.config.decoder_start_token_id, () if forced is None else (forced,))
         self.max_positions = self.model.config.max_position_embeddings
         # the task's suffixes our converter records (a hub BART directory has none: the given direction stands)
-        self.langs = tuple(getattr(self.model.config, "langs", None) or langs or ("source", "target"))
-        if langs and tuple(langs) != self.langs:
-            raise UnusableSystem(f"transformers:{model_dir}: runs {self.langs[0]} to {self.langs[1]} only, "
-                                 f"not {langs[0]} to {langs[1]}")
+        self.langs = _one_direction(model_dir, getattr(self.model.config, "langs", None) or langs or ("source", "target"),
+                                    langs)
         self.fairseq_symbols = byte_level_symbols(model_dir) if (self.dir / GPT2_ENCODER_FILE).is_file() else None
 
     def _pieces(self, ids: list[int]) -> list[str]:
@@ -306,12 +310,9 @@ class MBartSystem(TransformersSystem):
         self.label, self.dir = f"transformers:{model_dir}", Path(model_dir)
         self.model = MBartForConditionalGeneration.from_pretrained(model_dir).eval()
         self.tokenizer = MBartTokenizer.from_pretrained(model_dir)
-        own = tuple(getattr(self.model.config, "langs", None) or (self.tokenizer.src_lang, self.tokenizer.tgt_lang))
-        if langs and tuple(langs) != own:
-            raise UnusableSystem(f"transformers:{model_dir}: translates {own[0]} to {own[1]} only, "
-                                 f"not {langs[0]} to {langs[1]}")
-        self.langs = own
-        self.tokenizer.src_lang, self.tokenizer.tgt_lang = own
+        self.langs = _one_direction(model_dir, getattr(self.model.config, "langs", None)
+                                    or (self.tokenizer.src_lang, self.tokenizer.tgt_lang), langs)
+        self.tokenizer.src_lang, self.tokenizer.tgt_lang = self.langs
         generation = self.model.generation_config
         end = generation.eos_token_id[0] if isinstance(generation.eos_token_id, list) else generation.eos_token_id
         self.start = DecoderStart(generation.decoder_start_token_id, (), end)

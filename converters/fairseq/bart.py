@@ -57,16 +57,8 @@ def read_bart(hf_dir: Path, out: Path, config: dict, force: bool = False, licens
     if d is None:
         raise ConversionError(job.problems)
     path, state = weights
-    bias = state.pop("final_logits_bias", None)
-    if bias is not None and bool(bias.any()):
-        job.problems.append(f"{path}: final_logits_bias is not zero: fairseq's BART has no bias on its output")
-    tensors = fairseq_names(state, path, job.problems, "Bart")
-    # Bart has no switch for these: post-norm, learned positions, layernorm_embedding, one shared embedding
-    options = {**transformer_options(config), "arch": "bart_from_transformers",
-               "activation_fn": config.get("activation_function", "gelu"),
-               "no_scale_embedding": not config.get("scale_embedding", False),
-               "encoder_learned_pos": True, "decoder_learned_pos": True, "layernorm_embedding": True,
-               "share_all_embeddings": True, "share_decoder_input_output_embed": True}
+    tensors = bart_tensors(state, path, job.problems, "Bart")
+    options = bart_options(config, "bart_from_transformers")
     arch = architecture(hf_dir, options)
     member = Member(path, sha256_file(path), arch, options, tensors=tensors, langs=langs)
     job.members, job.dicts, job.family = [member], {"src": d, "tgt": d}, BART
@@ -74,6 +66,23 @@ def read_bart(hf_dir: Path, out: Path, config: dict, force: bool = False, licens
     family.read_gpt2(job, hf_dir / GPT2_ENCODER_FILE, merges_text, hf_dir / ("tokenizer.json" if saved else BYTE_MERGES_FILE))
     read_generation(job, member, hf_dir)
     return job
+
+
+def bart_tensors(state: dict, path: Path, problems: list[str], kind: str) -> dict:
+    """fairseq's names of a Bart (or MBart) state dict; ``final_logits_bias`` must be zero (fairseq has none)."""
+    bias = state.pop("final_logits_bias", None)
+    if bias is not None and bool(bias.any()):
+        problems.append(f"{path}: final_logits_bias is not zero: fairseq's BART and mBART have no bias on their output")
+    return fairseq_names(state, path, problems, kind)
+
+
+def bart_options(config: dict, arch: str) -> dict:
+    """fairseq's options of a Bart (or MBart) config: what BartConfig's fields say, and what the class has no
+    switch for (learned positions, layernorm_embedding, one shared embedding)."""
+    return {**transformer_options(config), "arch": arch, "activation_fn": config.get("activation_function", "gelu"),
+            "no_scale_embedding": not config.get("scale_embedding", False),
+            "encoder_learned_pos": True, "decoder_learned_pos": True, "layernorm_embedding": True,
+            "share_all_embeddings": True, "share_decoder_input_output_embed": True}
 
 
 def _tokenizer_files(hf_dir: Path, saved: bool, vocab_size: int, problems: list[str]) -> tuple[dict, str] | None:

@@ -19,11 +19,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from converters.fairseq.bart import bart_options, bart_tensors
 from converters.fairseq.dictionary import Dictionary
 from converters.fairseq.families import mbart as family
-from converters.fairseq.hf_dir import SIZE_FIELDS, architecture, begin, config_problems, read_generation, transformer_options
+from converters.fairseq.hf_dir import SIZE_FIELDS, architecture, begin, config_problems, read_generation
 from converters.fairseq.job import ConversionError, Job, Member
-from converters.fairseq.m2m100 import fairseq_names
 from porting.files import sha256_file
 from porting.format import MBART, SENTENCEPIECE_FILE, SHARED_VOCAB_FILE, SPECIALS, ConfigError
 from porting.tokenizer import read_vocab, vocabulary_symbols
@@ -52,17 +52,10 @@ def read_mbart(hf_dir: Path, out: Path, config: dict, force: bool = False, licen
     if weights is None or d is None or langs is None:
         raise ConversionError(job.problems)
     path, state = weights
-    bias = state.pop("final_logits_bias", None)
-    if bias is not None and bool(bias.any()):
-        job.problems.append(f"{path}: final_logits_bias is not zero: fairseq's mBART has no bias on its output")
-    tensors = fairseq_names(state, path, job.problems, "MBart")
-    # MBart has no switch for these: pre-norm with final norms, learned positions, layernorm_embedding, one embedding
-    options = {**transformer_options(config), "arch": "mbart_from_transformers",
-               "activation_fn": config.get("activation_function", "gelu"),
-               "no_scale_embedding": not config.get("scale_embedding", False),
-               "encoder_normalize_before": True, "decoder_normalize_before": True,
-               "encoder_learned_pos": True, "decoder_learned_pos": True, "layernorm_embedding": True,
-               "share_all_embeddings": True, "share_decoder_input_output_embed": True}
+    tensors = bart_tensors(state, path, job.problems, "MBart")
+    # Bart's, and MBart is pre-norm with final norms (it has no switch for that either)
+    options = {**bart_options(config, "mbart_from_transformers"),
+               "encoder_normalize_before": True, "decoder_normalize_before": True}
     arch = architecture(hf_dir, options)
     task = {"_name": family.TASK, "langs": ",".join(task_langs), "source_lang": langs[0], "target_lang": langs[1]}
     member = Member(path, sha256_file(path), arch, options, tensors=tensors, langs=langs, task=task)
