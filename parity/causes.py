@@ -6,7 +6,10 @@ For each line whose best hypotheses differ, in this order:
   target-language token, a target prefix): the system was not given, or did not keep, what the
   original decodes from; never a search rule, and a verdict fails on it;
 - ``numerics``: teacher-forced on the original's hypothesis, the system's log-probs differ from the
-  original's own (recorded) by more than NUMERIC_TOL at some step: the models disagree;
+  original's own (recorded) by more than NUMERIC_TOL at some step: the models disagree; for an
+  approximate port (bf16, int8...: parity/approximation.py), by more than its type's budget allows;
+- ``approximation``: an approximate port whose log-probs differ by more than NUMERIC_TOL and within
+  its budget: the type's rounding moved the search (reported, never failed on by itself);
 - ``forced-token-score``: the numbers agree, the system scores forced tokens as 0 where fairseq
   counts their log-probs (transformers, CTranslate2), and that alone flips which of the two picks
   ranks first: with the forced tokens counted the original's pick scores at least as high, without
@@ -30,7 +33,8 @@ from dataclasses import dataclass
 
 from porting.format import EOS, UNK
 
-CAUSES = ("tokenization", "mapping", "numerics", "detokenization", "forced-token-score", "search-rule", "unexplained")
+CAUSES = ("tokenization", "mapping", "numerics", "approximation", "detokenization", "forced-token-score", "search-rule",
+          "unexplained")
 # The causes a verdict fails on whoever is under test; the native port against fairseq fails on any
 # difference at all (both claim fairseq's rules), a peer on these.
 FAILING = ("mapping", "numerics", "detokenization", "unexplained")
@@ -57,10 +61,11 @@ def original_log_probs(hyp: dict, options: dict) -> list[float]:
 
 def classify(system, src: list[int], original_src: list[int], ours: list[int], theirs: dict, lp_ours: list[float],
              lp_theirs: list[float], options: dict, cap: int, not_expressible: list[str],
-             original_rules: str | None = None, forced: tuple[int, ...] = (), end: int = EOS) -> dict:
+             original_rules: str | None = None, forced: tuple[int, ...] = (), end: int = EOS,
+             budget=None) -> dict:
     """One mismatch's cause, with the evidence; lp_*: the system's teacher-forced log-probs of each pick;
     forced: the tokens the original forces as the first generated ones, end: the token its hypotheses end
-    on (inputs.json's "decoder")."""
+    on (inputs.json's "decoder"); budget: an approximate port's (parity/approximation.Budget)."""
     if src != original_src:
         k = _first_difference(src, original_src)
         return {"cause": "tokenization", "why": f"the system's source ids differ from the original's at position {k}"}
@@ -80,10 +85,16 @@ def classify(system, src: list[int], original_src: list[int], ours: list[int], t
     recorded = original_log_probs(theirs, options)
     gaps = [abs(x - y) for x, y in zip(lp_theirs, recorded)]
     step = max(range(len(gaps)), key=gaps.__getitem__)
+    if budget is not None and NUMERIC_TOL < gaps[step] <= budget.token_max:
+        return {"cause": "approximation", "step": step, "difference": gaps[step],
+                "why": f"teacher-forced on the original's hypothesis, the log-prob at step {step} differs by "
+                       f"{gaps[step]:.2e}, within the budget's {budget.token_max:g} per token: the approximation's "
+                       "rounding moved the search"}
     if gaps[step] > NUMERIC_TOL:
+        bound = NUMERIC_TOL if budget is None else budget.token_max
         return {"cause": "numerics", "step": step, "difference": gaps[step],
                 "why": f"teacher-forced on the original's hypothesis, the log-prob at step {step} differs by "
-                       f"{gaps[step]:.2e} (beyond {NUMERIC_TOL:g})"}
+                       f"{gaps[step]:.2e} (beyond {bound:g}" + (")" if budget is None else ", the budget per token)")}
     lenpen = options.get("lenpen", 1.0)
     ours_score = sum(lp_ours) / len(ours) ** lenpen
     theirs_score = sum(lp_theirs) / len(theirs_tokens) ** lenpen

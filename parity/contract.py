@@ -14,9 +14,13 @@ compared the same way. A system has:
 - ``scores_forced``: whether its hypothesis scores count the forced tokens' log-probs, as fairseq's
   do (transformers and CTranslate2 count them as 0: near-equal hypotheses of other lengths can rank
   otherwise, parity/causes.py names that with its evidence);
+- ``approximation``: None where it computes as the original does (float32), else its type ("bfloat16",
+  "float16", "int8", CTranslate2's "int8_float32"...): it is then held to that type's budget
+  (parity/approximation.py), not to identity;
 - ``stages(line)``: its own tokenization of a line, per stage ("moses", "bpe", "ids");
 - ``boundaries(src, prev, replace)``: teacher-forced tensors at the layer boundaries parity/names.py
-  declares, [T, C] (logits and log-probs [T, V]); None where the system exposes none;
+  declares, [T, C] (logits and log-probs [T, V]); None where the system exposes none; ``shadows``:
+  whether it takes ``replace`` (shadow mode, the native port only);
 - ``translate(batch, options, cap)``: the n-best of each line (ids in the original's vocabulary),
   fairseq's options mapped to the system's own (``mapping`` says how, and what it cannot express);
 - ``log_probs(src, tokens)``: teacher-forced log-probs of any hypothesis (</s> included), the raw

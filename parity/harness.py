@@ -13,9 +13,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
 
-from parity import causes, machine
+from parity import approximation, causes, machine
 from parity.compare import TensorDiff, diff, first_differing_step, first_divergence
 from parity.contract import fairseq_cap
 from porting.evaluation.scoring import SIGNIFICANCE, TUNING, TunedMetric
@@ -26,13 +26,17 @@ def _load(run: Path, name: str):
     return json.loads((run / name).read_text(encoding="utf-8"))
 
 
-def tensors(system, run: Path, atol: float, rtol: float, mode: str = "accumulate") -> dict:
+def tensors(system, run: Path, atol: float, rtol: float, mode: str = "accumulate", budget=None) -> dict:
     """Teacher-forced tensors at every layer boundary; the worst sentence per tensor, in forward order.
 
     mode "accumulate": the system runs on its own from the tokens, so a tensor's error includes all
     the error it inherited. mode "shadow" (the native port only): every boundary is replaced by the
     original's tensor before the port goes on, so each tensor's error is the error of the one segment
     that produced it (a broken layer fails alone; the layers after it pass).
+
+    budget (an approximate port's, parity/approximation.py): a tensor passes by its SQNR instead of
+    atol/rtol, the worst sentence is the one of least SQNR, and where the system can shadow, each
+    layer's own error (shadow mode) is given beside the accumulated one ("own").
     """
     if system.boundaries is None:
         return {"skipped": f"{system.kind} exposes no tensors (its layers run in C++); compared on "
@@ -40,22 +44,10 @@ def tensors(system, run: Path, atol: float, rtol: float, mode: str = "accumulate
     if not (run / "teacher_forced.safetensors").exists():
         return {"skipped": "this run has no teacher-forced tensors (an ensemble run)"}
     declared = system.boundary_table()
-    rec = load_file(str(run / "teacher_forced.safetensors"))
     meta = _load(run, "teacher_forced.json")
     recorded_order = meta["forward_order"][3:]     # after src_tokens, target, prev_output_tokens
-    worst: dict[str, TensorDiff] = {}
-    for i in meta["sentences"]:
-        replace = None
-        if mode == "shadow":
-            def replace(name, x, i=i):
-                key = f"s{i}/{name}"
-                return rec[key] if key in rec and rec[key].shape == x.shape else None
-        seen = system.boundaries(rec[f"s{i}/src_tokens"], rec[f"s{i}/prev_output_tokens"], replace)
-        for name in recorded_order:
-            d = diff(name, seen.get(name, torch.empty(0)), rec[f"s{i}/{name}"], atol, rtol)
-            if name not in worst or d.max_abs > worst[name].max_abs:
-                worst[name] = d
-    ordered = [worst[n] for n in recorded_order]
+    min_sqnr = None if budget is None else budget.min_sqnr_db
+    ordered = _worst_per_tensor(system, run, meta, recorded_order, atol, rtol, mode, min_sqnr)
     first = first_divergence(ordered)
     problems = []
     if [b.name for b in declared] != recorded_order:
@@ -64,11 +56,45 @@ def tensors(system, run: Path, atol: float, rtol: float, mode: str = "accumulate
     # then the first tensor that differs at all points at a bug too small for the tolerance
     # (a changed layer-norm epsilon: ~1e-5 relative per layer) before it grows past it.
     inexact = next((d.name for d in ordered if d.max_abs > 0), None)
-    return {"mode": mode, "tensors": [d.to_dict() for d in ordered], "first_divergence": first.name if first else None,
-            "first_inexact": inexact,
-            "failing": [d.name for d in ordered if not d.ok], "atol": atol, "rtol": rtol,
-            "correspondence": [asdict(b) for b in declared], "problems": problems,
-            "ok": first is None and not problems}
+    out = {"mode": mode, "tensors": [d.to_dict() for d in ordered], "first_divergence": first.name if first else None,
+           "first_inexact": inexact,
+           "failing": [d.name for d in ordered if not d.ok], "atol": atol, "rtol": rtol,
+           "correspondence": [asdict(b) for b in declared], "problems": problems,
+           "ok": first is None and not problems}
+    if min_sqnr is not None:
+        out["min_sqnr_db"] = min_sqnr
+        if mode == "accumulate" and system.shadows:
+            own = _worst_per_tensor(system, run, meta, recorded_order, atol, rtol, "shadow", min_sqnr)
+            out["own"] = [d.to_dict() for d in own]
+    return out
+
+
+def _worst_per_tensor(system, run: Path, meta: dict, order: list[str], atol: float, rtol: float, mode: str,
+                      min_sqnr: float | None) -> list[TensorDiff]:
+    """Each boundary's diff on its worst sentence (largest error, or least SQNR under a budget), in
+    forward order. The recorded tensors are read one sentence at a time, never all at once."""
+    worst: dict[str, TensorDiff] = {}
+
+    def worse(d: TensorDiff, than: TensorDiff | None) -> bool:
+        return than is None or (d.sqnr_db < than.sqnr_db if min_sqnr is not None else d.max_abs > than.max_abs)
+    with safe_open(str(run / "teacher_forced.safetensors"), "pt") as rec:
+        keys = set(rec.keys())
+        for i in meta["sentences"]:
+            replace = None
+            if mode == "shadow":
+                def replace(name, x, i=i):
+                    key = f"s{i}/{name}"
+                    if key not in keys:
+                        return None
+                    r = rec.get_tensor(key)
+                    return r if r.shape == x.shape else None
+            seen = system.boundaries(rec.get_tensor(f"s{i}/src_tokens"), rec.get_tensor(f"s{i}/prev_output_tokens"),
+                                     replace)
+            for name in order:
+                d = diff(name, seen.pop(name, torch.empty(0)), rec.get_tensor(f"s{i}/{name}"), atol, rtol, min_sqnr)
+                if worse(d, worst.get(name)):
+                    worst[name] = d
+    return [worst[n] for n in order]
 
 
 def _stages(system, inputs: dict) -> list[dict] | None:
@@ -150,11 +176,12 @@ def _decode_all(system, rec: dict, inputs: dict, ids: list[list[int]], progress)
 
 
 def generation(system, run: Path, inputs: dict, stages: list[dict] | None, settings: list[str] | None,
-               progress=None, metric: TunedMetric = TUNING["bleu"]) -> dict:
+               progress=None, metric: TunedMetric = TUNING["bleu"], budget=None) -> dict:
     """Per setting: identical best hypotheses (tokens and text) out of the total, and for each
     mismatch where the two part and why (parity/causes.py). ``progress(n)`` is called as each batch of
     n lines is decoded. The system is fed its own tokenization (what its users get), or the original's
-    ids where it takes pieces."""
+    ids where it takes pieces. budget: an approximate port's (its differences within it are caused by
+    ``approximation``)."""
     ids = inputs["ids"] if stages is None else [s["ids"] for s in stages]
     forced = tuple((inputs.get("decoder") or {}).get("forced", ()))
     end = (inputs.get("decoder") or {}).get("end", EOS)           # runs recorded before it was kept: </s>
@@ -176,7 +203,8 @@ def generation(system, run: Path, inputs: dict, stages: list[dict] | None, setti
                 lp_a, lp_b = system.log_probs(ids[i], a.tokens), system.log_probs(ids[i], b["tokens"])
                 m = _mismatch(system, i, inputs, a, b, lp_a, lp_b)
                 m["cause"] = causes.classify(system, ids[i], inputs["ids"][i], a.tokens, b, lp_a, lp_b, options,
-                                             caps[i], mapping.not_expressible, rec.get("search_rules"), forced, end)
+                                             caps[i], mapping.not_expressible, rec.get("search_rules"), forced, end,
+                                             budget)
                 mismatches.append(m)
             elif texts[i] != b["text"]:
                 mismatches.append(_detokenization(i, inputs, a.tokens, texts[i], b["text"]))
@@ -186,8 +214,9 @@ def generation(system, run: Path, inputs: dict, stages: list[dict] | None, setti
         counts = causes.tally(mismatches)
         # the native port against fairseq: both claim fairseq's rules, every line must match; with a
         # peer on either side, every difference must be explained by tokenization, a named search rule
-        # or the forced tokens' scores (the numbers agree)
-        strict = system.search_rules is None and rec.get("search_rules") is None
+        # or the forced tokens' scores (the numbers agree); an approximate port's, by those or by its
+        # approximation (within its budget)
+        strict = system.search_rules is None and rec.get("search_rules") is None and budget is None
         outcome = _outcome(inputs["reference"], rec, texts, metric)
         ok = (not mismatches if strict else not any(counts[c] for c in causes.FAILING)) and \
             not (outcome or {}).get("significantly_worse", False)
@@ -226,6 +255,40 @@ def scores(gen: dict, run: Path, setting: str, metric: TunedMetric, refs: list[s
             "paired_bootstrap": gen[setting]["outcome"]}
 
 
+def log_prob_errors(system, run: Path, inputs: dict, ids: list[list[int]], setting: str) -> dict:
+    """Teacher-forced on the original's best hypothesis of every line of ``setting``: the per-token
+    error |system − original| of the log-probs (the original's: its recorded positional scores, the
+    <unk> penalty put back), as a distribution. Lines the system tokenizes otherwise are left out
+    (their log-probs answer another question) and counted."""
+    rec = _load(run, f"generation/{setting}.json")
+    lines = [i for i in range(len(rec["hypotheses"])) if ids[i] == inputs["ids"][i]]
+    hyps = [rec["hypotheses"][i][0] for i in lines]
+    if hasattr(system, "log_probs_batch"):
+        ours = [lp for k in range(0, len(lines), 32)
+                for lp in system.log_probs_batch([ids[i] for i in lines[k:k + 32]], [h["tokens"] for h in hyps[k:k + 32]])]
+    else:
+        ours = [system.log_probs(ids[i], h["tokens"]) for i, h in zip(lines, hyps)]
+    errors = [abs(a - b) for lp, h in zip(ours, hyps)
+              for a, b in zip(lp, causes.original_log_probs(h, rec["options"]))]
+    return {"setting": setting, "lines": len(lines), "left_out": len(rec["hypotheses"]) - len(lines),
+            **approximation.error_distribution(errors)}
+
+
+def approximate_verdict(system, run: Path, inputs: dict, stages: list[dict] | None, tensors_report: dict,
+                        setting: str | None, budget) -> dict:
+    """An approximate port against its budget: the tensors' least SQNR and the log-prob error
+    distribution, each bound it exceeds named."""
+    ids = inputs["ids"] if stages is None else [s["ids"] for s in stages]
+    dist = log_prob_errors(system, run, inputs, ids, setting) if setting else None
+    problems = [] if dist is None else approximation.log_prob_verdict(dist, budget)
+    if tensors_report.get("failing"):
+        worst = min(tensors_report["tensors"], key=lambda d: d["sqnr_db"])
+        problems.append(f"{len(tensors_report['failing'])} tensor(s) below the budget's {budget.min_sqnr_db:g} dB: "
+                        f"{', '.join(tensors_report['failing'])} (least: {worst['name']}, {worst['sqnr_db']:.1f} dB)")
+    return {"type": system.approximation, "budget": budget.to_dict(), "log_probs": dist, "problems": problems,
+            "ok": not problems}
+
+
 def generation_work(run: Path, settings: list[str] | None) -> int:
     """How many lines the generation comparison decodes (settings x lines): a progress display's total."""
     available = {p.stem for p in (run / "generation").glob("*.json")}
@@ -234,10 +297,14 @@ def generation_work(run: Path, settings: list[str] | None) -> int:
 
 
 def compare(system, run: Path, settings: list[str] | None, atol: float, rtol: float, mode: str,
-            progress=None, metric: TunedMetric = TUNING["bleu"]) -> dict:
+            progress=None, metric: TunedMetric = TUNING["bleu"], budget=None) -> dict:
     """The whole comparison of a system against one run: tensors, tokenization, generation with the
     cause of every difference, the outcome's score (``metric``: BLEU, or ROUGE for summaries), and
-    whether it passes. ``progress(n)``: as generation decodes n more lines."""
+    whether it passes. ``progress(n)``: as generation decodes n more lines. An approximate system
+    (``system.approximation``) is held to ``budget`` (default: its type's declared one) instead of
+    identity: tensors by SQNR, log-probs by their error distribution, differences by their size."""
+    if system.approximation is not None and budget is None:
+        budget = approximation.budget_for(system.approximation)
     path = run.parent / "manifest.json"
     manifest = json.loads(path.read_text()) if path.exists() else {}
     if "threads" in manifest:  # reproduce the recording's float reductions: same thread count
@@ -246,10 +313,14 @@ def compare(system, run: Path, settings: list[str] | None, atol: float, rtol: fl
     stages = _stages(system, inputs)
     report = {"system": system.kind, "conditions": machine.conditions(manifest),
               "decoder": decoder_mapping(system, inputs),
-              "tensors": tensors(system, run, atol, rtol, mode),
+              "tensors": tensors(system, run, atol, rtol, mode, budget),
               "tokenization": tokenization(system, inputs, stages),
-              "generation": generation(system, run, inputs, stages, settings, progress=progress, metric=metric)}
+              "generation": generation(system, run, inputs, stages, settings, progress=progress, metric=metric,
+                                       budget=budget)}
     main_setting = next((s for s in ("beam5_nbest5", "greedy") if s in report["generation"]), None)
+    if budget is not None:
+        report["approximation"] = approximate_verdict(system, run, inputs, stages, report["tensors"], main_setting,
+                                                      budget)
     report["scores"] = scores(report["generation"], run, main_setting, metric, inputs["reference"]) if main_setting else None
     for g in report["generation"].values():
         g.pop("port_texts", None)
@@ -258,5 +329,6 @@ def compare(system, run: Path, settings: list[str] | None, atol: float, rtol: fl
     peer_involved = system.search_rules is not None or "recorded_from" in inputs
     tokenization_ok = report["tokenization"]["ok"] or peer_involved
     report["ok"] = (report["tensors"].get("ok", True) and tokenization_ok and report["decoder"]["ok"]
-                    and all(g.get("ok", False) for g in report["generation"].values()))
+                    and all(g.get("ok", False) for g in report["generation"].values())
+                    and report.get("approximation", {}).get("ok", True))
     return report

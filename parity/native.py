@@ -15,21 +15,32 @@ class NativeSystem:
     kind = "native"
     search_rules = None          # fairseq's own: a search difference that is no tie is unexplained
     scores_forced = True         # fairseq's: a forced token's log-prob counts in the hypothesis' score
+    shadows = True               # boundaries() takes the original's tensors in place of its own
 
-    def __init__(self, model_dir: Path, kernels: str = "fast", langs: tuple[str, str] | None = None):
+    def __init__(self, model_dir: Path, kernels: str = "fast", langs: tuple[str, str] | None = None,
+                 dtype: str = "float32", quantize: str | None = None):
+        """dtype, quantize: as `porting translate` runs it (bfloat16; int8 quantization): an approximate
+        port, held to its type's budget."""
         from porting.format import ConfigError
         from porting.generation.ensemble import Ensemble
         from porting.model.load import load_ensemble
         from porting.tokenizer import decoder_start, open_tokenizer
+        from porting.translator import runtime_dtype
 
         try:
-            self.config, self.members = load_ensemble(model_dir)
+            torch_dtype = runtime_dtype(dtype, kernels, quantize)
+            self.config, self.members = load_ensemble(model_dir, torch_dtype)
             self.tokenizer = open_tokenizer(model_dir, source_lang=langs and langs[0], target_lang=langs and langs[1])
-        except ConfigError as e:
+        except (ConfigError, ValueError) as e:
             raise UnusableSystem(f"native: {e}") from None
         self.label, self.dir = f"native:{model_dir}", Path(model_dir)
         self.langs = (self.tokenizer.source_lang, self.tokenizer.target_lang)
         self.ensemble = Ensemble(self.members, kernels)
+        self.approximation = "int8" if quantize == "int8" else (None if dtype == "float32" else dtype)
+        if quantize == "int8":
+            from porting.kernels.quantize import quantize_int8
+
+            quantize_int8(self.ensemble.models, self.ensemble.decoders)
         # the decoder's start token, the forced first tokens and the end token (porting.format.DecoderStart)
         self.start = decoder_start(self.tokenizer)
         self.max_positions = self.members[0].arch.max_target_positions
@@ -82,5 +93,5 @@ class NativeSystem:
         prev = torch.tensor([[self.start[0]] + tokens[:-1]])
         with torch.no_grad():
             per_member = torch.stack([m.log_probs(m(torch.tensor([src]), prev))[0] for m in self.members])
-        lp = torch.logsumexp(per_member, 0) - math.log(len(self.members))   # [T, V]
+        lp = torch.logsumexp(per_member.float(), 0) - math.log(len(self.members))   # [T, V]
         return lp.gather(1, torch.tensor(tokens)[:, None])[:, 0].tolist()

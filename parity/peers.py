@@ -37,9 +37,15 @@ def _fsmt_pieces(pieces: list[str]) -> list[str]:
     return [p[:-4] if p.endswith("</w>") else p + "@@" for p in pieces]
 
 
-def transformers_system(model_dir: Path, langs: tuple[str, str] | None = None):
+TRANSFORMERS_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def transformers_system(model_dir: Path, langs: tuple[str, str] | None = None, dtype: str = "float32"):
     """The transformers adapter for a directory's model_type: FSMT (the bilingual family) or M2M100
-    (the multilingual one, with M2M100Tokenizer or, for NLLB codes, NllbTokenizer)."""
+    (the multilingual one, with M2M100Tokenizer or, for NLLB codes, NllbTokenizer), Bart or MBart.
+    dtype: the model cast to float16 or bfloat16, an approximate port held to that type's budget."""
+    if dtype not in TRANSFORMERS_DTYPES:
+        raise UnusableSystem(f"transformers:{model_dir}: --dtype {dtype!r}: choose one of {', '.join(TRANSFORMERS_DTYPES)}")
     require("transformers", f"transformers:{model_dir}")
     config_file = Path(model_dir) / "config.json"
     if not config_file.is_file():
@@ -51,7 +57,11 @@ def transformers_system(model_dir: Path, langs: tuple[str, str] | None = None):
     if not isinstance(model_type, str) or model_type not in TRANSFORMERS_ADAPTERS:
         raise UnusableSystem(f"transformers:{model_dir}: a {model_type!r} model; the harness runs "
                              f"{', '.join(repr(k) for k in TRANSFORMERS_ADAPTERS)} (FSMT, M2M100, Bart and MBart)")
-    return TRANSFORMERS_ADAPTERS[model_type](Path(model_dir), langs)
+    system = TRANSFORMERS_ADAPTERS[model_type](Path(model_dir), langs)
+    if dtype != "float32":
+        system.model.to(getattr(torch, dtype))
+        system.approximation = dtype
+    return system
 
 
 def _one_direction(model_dir: Path, own, asked: tuple[str, str] | None) -> tuple[str, str]:
@@ -80,6 +90,8 @@ class TransformersSystem:
     search_rules = ("transformers' beam search: early_stopping=True ends a sentence once `num_beams` hypotheses "
                     "have ended and keeps the best ones, fairseq keeps the first ones found")
     scores_forced = False        # generate()'s scores count forced tokens as 0
+    shadows = False              # its layers take no tensors from outside
+    approximation = None         # float32, as converted; transformers_system(dtype=...) sets it
     time_major = True            # whether its layers pass [T, B, C] (fairseq's, FSMT's) or [B, T, C] (M2M100's)
     model: torch.nn.Module
     start: DecoderStart
@@ -347,6 +359,7 @@ class CTranslate2System:
     search_rules = "CTranslate2's own beam search bookkeeping (when a sentence ends, which ended hypotheses are kept)"
     scores_forced = False        # a target prefix's tokens add nothing to a hypothesis' score
     boundaries = None            # its layers run in C++ and expose no tensors
+    shadows = False
 
     def __init__(self, model_dir: Path, langs: tuple[str, str] | None = None, threads: int | None = None,
                  compute_type: str = "default"):
@@ -391,6 +404,8 @@ class CTranslate2System:
         self.translator = ctranslate2.Translator(str(model_dir), device="cpu", compute_type=compute_type,
                                                  inter_threads=1, intra_threads=threads or torch.get_num_threads())
         self.max_positions = 1 << 16                 # CTranslate2 has no position bound to respect beyond its table
+        # what it computes in: the type the model was written in, as this CPU runs it ("int8_float32")
+        self.approximation = None if self.translator.compute_type == "float32" else self.translator.compute_type
 
     def stages(self, line: str) -> dict[str, list]:
         return tokenizer_stages(self.tokenizer, line)

@@ -111,6 +111,20 @@ def merged_options(defaults: dict, overrides: dict) -> dict:
 log = logging.getLogger(__name__)
 
 
+def runtime_dtype(dtype: torch.dtype | str, kernels: str, quantize: str | None) -> torch.dtype:
+    """How the native port may run, checked once for every command (ValueError naming the fault):
+    the dtype as torch's ("float32", "bfloat16": as the commands spell it)."""
+    if isinstance(dtype, str):
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}")
+        dtype = getattr(torch, dtype)
+    if quantize not in (None, "none", "int8"):
+        raise ValueError(f"quantize must be int8 or none, got {quantize!r}")
+    if quantize == "int8" and (dtype != torch.float32 or kernels == "exact"):
+        raise ValueError("int8 quantization needs --dtype float32 and --kernels fast or portable")
+    return dtype
+
+
 class Translator:
     def __init__(self, tokenizer: Tokenizer | SentencePieceTokenizer, ensemble: Ensemble, config: dict,
                  defaults: dict | None = None, model_dir: str | Path | None = None,
@@ -152,14 +166,7 @@ class Translator:
         if not model_dirs:
             raise ValueError("give at least one converted model directory")
         started = time.perf_counter()
-        if isinstance(dtype, str):                       # "float32", "bfloat16": as the commands spell it
-            if dtype not in ("float32", "bfloat16"):
-                raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}")
-            dtype = getattr(torch, dtype)
-        if quantize not in (None, "none", "int8"):
-            raise ValueError(f"quantize must be int8 or none, got {quantize!r}")
-        if quantize == "int8" and (dtype != torch.float32 or kernels == "exact"):
-            raise ValueError("int8 quantization needs --dtype float32 and --kernels fast or portable")
+        dtype = runtime_dtype(dtype, kernels, quantize)
         if threads is not None:
             if type(threads) is not int or threads < 1:
                 raise ValueError(f"threads must be a whole number of at least 1, got {threads!r}")

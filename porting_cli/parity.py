@@ -4,12 +4,18 @@ and gives every differing hypothesis its cause.
     porting parity --original recorded:RUN_DIR | fairseq:DIR[:model1.pt,model2.pt] \
         --port [native:]OUT | transformers:HF_DIR | ctranslate2:CT2_DIR \
         [--input test.src --reference test.ref] [--atol 1e-5 --rtol 1e-4] [--mode accumulate|shadow] \
-        [--kernels fast|portable|exact] \
+        [--kernels fast|portable|exact] [--dtype float32|bfloat16|float16] [--quantize int8] \
+        [--budget min_sqnr_db=20,token_max=1,token_p99=0.15] \
         [--settings beam5_nbest5,greedy] --report REPORT_DIR [--record] [--force]
 
 Exit status 1 when parity fails (tensors beyond tolerance, a tokenization or hypothesis mismatch),
 so it can gate CI. fairseq:… runs live fairseq on --input/--reference and compares against that run;
 --record keeps it (as REPORT_DIR/original-run) to replay later without fairseq.
+
+An approximate port (the native port in bfloat16 or int8, a transformers model in float16 or bfloat16,
+a CTranslate2 model written with --quantization) is held to its type's budget
+(parity/approximation.py: per-layer SQNR, per-token log-prob error, differences within it caused by
+``approximation``, the metric not significantly worse) instead of identity.
 """
 from __future__ import annotations
 
@@ -45,6 +51,15 @@ def add_arguments(p) -> None:
                         "so a layer's own error is separated from the error it inherited (default: %(default)s)")
     p.add_argument("--kernels", choices=("fast", "portable", "exact"), default="fast",
                    help="the native port's decoding kernels (default: %(default)s, what `porting translate` uses)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="run the port in this type: the native port in bfloat16, a transformers model in float16 or "
+                        "bfloat16 (an approximate port, held to the type's budget; default: %(default)s)")
+    p.add_argument("--quantize", choices=("none", "int8"), default="none",
+                   help="the native port with int8 linear layers, as `porting translate --quantize int8` runs it (an "
+                        "approximate port, held to int8's budget)")
+    p.add_argument("--budget", help="an approximate port's bounds instead of its type's declared ones, e.g. "
+                                    "min_sqnr_db=25,token_max=0.5,token_p99=0.1 (fields not given keep the declared "
+                                    "value)")
     from parity.settings import SETTINGS
 
     p.add_argument("--settings", help=f"comma-separated generation settings, from: {', '.join(SETTINGS)} "
@@ -139,6 +154,32 @@ def _recorded_languages(args) -> tuple[str, str] | None:
     return (run["source_lang"], run["target_lang"]) if run.get("source_lang") and run.get("target_lang") else None
 
 
+def _budget_overrides(args) -> dict[str, float] | None:
+    from parity.approximation import parse_overrides
+
+    if args.budget is None:
+        return None
+    try:
+        return parse_overrides(args.budget)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _budget(system, overrides: dict[str, float] | None):
+    """The budget the system is held to (None: an exact port, held to identity)."""
+    from parity.approximation import budget
+
+    if system.approximation is None:
+        if overrides:
+            raise UsageError(f"--budget: {system.label} computes in float32, as the original: it is held to identity, "
+                             "not to a budget (give --dtype or --quantize, or a quantized CTranslate2 model)")
+        return None
+    try:
+        return budget(system.approximation, overrides)
+    except KeyError as e:
+        raise UsageError(e.args[0]) from None
+
+
 def summary(report: dict) -> list[str]:
     from parity.report import score_line
 
@@ -165,6 +206,11 @@ def summary(report: dict) -> list[str]:
         worse = f"; {o['metric']} {o['port']} vs {o['original']}, significantly worse (p = {o['p_value']:.3f})" \
             if o and o["significantly_worse"] else ""
         lines.append(f"generation {name}: {g['identical']}/{g['total']} identical; differences: {why}{worse}")
+    if a := report.get("approximation"):
+        d = a["log_probs"]
+        lines.append(f"approximation {a['type']}: " + (f"per-token |Δ log-prob| max {d['max']:.3g}, p99 {d['p99']:.3g}, "
+                     f"mean {d['mean']:.2g} over {d['tokens']} tokens" if d else "no log-probs compared")
+                     + ("; " + "; ".join(a["problems"]) if a["problems"] else "; within its budget"))
     if report["scores"]:
         b = report["scores"]
         lines.append(f"{b['metric']} ({b['setting']}, port / original): {score_line(b)}  ({b['port'][b['signature']]})")
@@ -179,7 +225,7 @@ def run(args) -> int:
         print(f"error: {args.report} already holds a report (pass --force to replace it)", file=sys.stderr)
         return 2
     from parity.contract import UnusableSystem
-    from parity.systems import open_system
+    from parity.systems import open_system, parse
 
     settings = args.settings.split(",") if args.settings else None
     try:
@@ -187,10 +233,14 @@ def run(args) -> int:
         if len(given) == 1:
             raise UsageError("--source-lang and --target-lang go together")
         recorded = _recorded_languages(args)
+        overrides = _budget_overrides(args)
+        if args.dtype == "float16" and parse(args.port)[0] == "native":
+            raise UsageError("--dtype float16: the native port runs float32 or bfloat16 (float16 is for a transformers model)")
         # before fairseq is run for nothing
-        system = open_system(args.port, args.kernels, tuple(given) or recorded)
+        system = open_system(args.port, args.kernels, tuple(given) or recorded, args.dtype, args.quantize)
         if system.kind != "native" and (args.mode == "shadow" or args.kernels != "fast"):
             raise UsageError(f"--mode shadow and --kernels apply to the native port, not to {system.kind}")
+        budget = _budget(system, overrides)
         langs = system.langs
         run_dir = original_run(args, settings, langs)
         _check_settings(settings, run_dir)
@@ -202,7 +252,7 @@ def run(args) -> int:
         return 2
     with progress_bar(harness.generation_work(run_dir, settings), "decoding") as bar:
         result = harness.compare(system, run_dir, settings, args.atol, args.rtol, args.mode, bar.update,
-                                 metric=TUNING[args.metric])
+                                 metric=TUNING[args.metric], budget=budget)
     result = {"original": args.original, "port": str(args.port), **result}
     report.write(result, args.report)
     print("\n".join(summary(result)))

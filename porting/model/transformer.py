@@ -33,6 +33,12 @@ class Attention(nn.Module):
 
     def full(self, query: Tensor, key: Tensor, key_padding_mask: Tensor | None, attn_mask: Tensor | None) -> Tensor:
         """fairseq's fast path: [T, B, C] -> [T, B, C]."""
+        if not all(type(p) is nn.Linear for p in (self.q_proj, self.k_proj, self.v_proj, self.out_proj)):
+            # an int8 model's projections are modules without float weights (porting/kernels/quantize.py):
+            # they are called as modules, on the manual path
+            bsz = key.size(1)
+            k, v = self.split(self.k_proj(key), bsz), self.split(self.v_proj(key), bsz)   # [B*H, S, D]
+            return self.manual(query, k, v, key_padding_mask, attn_mask)
         return F.multi_head_attention_forward(
             query, key, key, self.q_proj.in_features, self.heads, torch.empty([0]),
             torch.cat((self.q_proj.bias, self.k_proj.bias, self.v_proj.bias)), None, None, False, 0.0,
@@ -43,8 +49,10 @@ class Attention(nn.Module):
     def split(self, x: Tensor, bsz: int) -> Tensor:
         return x.contiguous().view(-1, bsz * self.heads, self.head_dim).transpose(0, 1)  # [T,B,C] -> [B*H,T,D]
 
-    def manual(self, query: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
-        """fairseq's manual path: [T, N, C] queries on [N*H, S, D] keys/values -> [T, N, C].
+    def manual(self, query: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None,
+               attn_mask: Tensor | None = None) -> Tensor:
+        """fairseq's manual path: [T, N, C] queries on [N*H, S, D] keys/values -> [T, N, C]; attn_mask
+        [T, S] is added to the weights (the decoder's future mask, teacher-forced).
 
         fairseq also has an einsum variant that keeps encoder keys once per sentence in beam search,
         switched on for BART's models only: ``beamable`` (porting/NOTES.md)."""
@@ -54,6 +62,8 @@ class Attention(nn.Module):
         q *= self.scaling
         q = self.split(q, bsz)                                              # [N*H, T, D]
         weights = torch.bmm(q, k.transpose(1, 2))                           # [N*H, T, S]
+        if attn_mask is not None:
+            weights += attn_mask                                            # [T, S] over every row
         if key_padding_mask is not None:
             weights = weights.view(bsz, 1, self.heads, tgt_len, src_len).masked_fill(
                 key_padding_mask.unsqueeze(1).unsqueeze(2).unsqueeze(3).to(torch.bool), float("-inf"))
