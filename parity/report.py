@@ -99,6 +99,45 @@ def error_plot_png(tensors: list[dict], atol: float, mode: str) -> bytes:
     return buf.getvalue()
 
 
+def sqnr_plot_png(t: dict) -> bytes:
+    """An approximate port's error by depth: SQNR per boundary, one line per mode (the accumulated
+    error, and each layer's own in shadow mode where measured), the budget's bound dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to memory
+    import matplotlib.pyplot as plt
+
+    names = [d["name"] for d in t["tensors"]]
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(names)), 3.6), dpi=100)
+    for key, label, style in (("tensors", "accumulated", "-"), ("own", "own (shadow mode)", ":")):
+        if t.get(key):
+            # a bitwise-equal tensor has infinite SQNR: drawn at the top of the axis
+            ax.plot(range(len(names)), [min(d["sqnr_db"], 120.0) for d in t[key]], style, marker="o", label=label)
+    ax.axhline(t["min_sqnr_db"], color="#c62828", linestyle="--", linewidth=1, label=f"budget {t['min_sqnr_db']:g} dB")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("SQNR (dB), higher is closer")
+    ax.set_title("teacher-forced error by depth (worst sentence per boundary)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def approximation_lines(a: dict) -> list[str]:
+    """An approximate port's budget and where it stands (both report formats)."""
+    b, d = a["budget"], a["log_probs"]
+    out = [f"type {a['type']}: held to its budget, not to identity: every tensor at least {b['min_sqnr_db']:g} dB SQNR, "
+           f"per-token |Δ log-prob| max ≤ {b['token_max']:g} and p99 ≤ {b['token_p99']:g} ({b['evidence']})"]
+    if d:
+        left = f", {d['left_out']} left out: tokenized otherwise" if d["left_out"] else ""
+        out.append(f"teacher-forced on the original's best hypotheses ({d['setting']}, {d['lines']} lines, {d['tokens']} "
+                   f"tokens{left}): per-token |Δ log-prob| max {d['max']:.3g}, p99 {d['p99']:.3g}, mean {d['mean']:.3g}")
+    out += [f"beyond the budget: {p}" for p in a["problems"]] or ["within the budget"]
+    return out
+
+
 def render(report: dict) -> str:
     e = html.escape
     verdict = "PASS" if report["ok"] else "FAIL"
@@ -111,6 +150,9 @@ def render(report: dict) -> str:
         parts.append(f"<p class='bad' id='conditions'>note: {e(report['conditions']['note'])}</p>")
     if not report["decoder"]["ok"]:
         parts.append(f"<p class='bad' id='decoder'>decoder: {e(report['decoder']['problem'])}</p>")
+    if a := report.get("approximation"):
+        parts.append(f"<h2>Approximation</h2><p id='approximation' class='{'good' if a['ok'] else 'bad'}'>"
+                     + "<br>".join(e(x) for x in approximation_lines(a)) + "</p>")
     head, *rows = cause_rows(report)
     parts.append("<h2>Differences and their causes</h2><table id='causes'><tr>"
                  + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
@@ -119,18 +161,20 @@ def render(report: dict) -> str:
     parts.append("</table>")
     t = report["tensors"]
     if "tensors" in t:
-        png = base64.b64encode(error_plot_png(t["tensors"], t["atol"], t["mode"])).decode()
+        plot = sqnr_plot_png(t) if "min_sqnr_db" in t else error_plot_png(t["tensors"], t["atol"], t["mode"])
+        png = base64.b64encode(plot).decode()
         parts += [f"<h2>Tensors</h2><p>mode {e(t['mode'])}; first divergence: "
                   f"<b id='first-divergence'>{e(t['first_divergence'] or 'none')}</b>"
                   f" (atol {t['atol']:g}, rtol {t['rtol']:g}); first tensor that differs at all: "
                   f"<b id='first-inexact'>{e(t['first_inexact'] or 'none (bitwise equal)')}</b></p>",
                   f"<img alt='per-layer error plot' src='data:image/png;base64,{png}'>",
                   "<table><tr><th>tensor</th><th>shape</th><th>max abs</th><th>mean abs</th><th>max rel</th>"
-                  "<th>NMSE</th><th>atol needed</th><th>ok</th></tr>"]
+                  "<th>NMSE</th><th>SQNR dB</th><th>own SQNR dB (shadow)</th><th>atol needed</th><th>ok</th></tr>"]
+        own = [f"{d['sqnr_db']:.1f}" for d in t["own"]] if t.get("own") else [""] * len(t["tensors"])
         parts += [f"<tr class='{'good' if d['ok'] else 'bad'}'><td>{e(d['name'])}</td><td>{d['shape']}</td>"
                   f"<td>{d['max_abs']:.3g}</td><td>{d['mean_abs']:.3g}</td><td>{d['max_rel']:.3g}</td>"
-                  f"<td>{d['nmse']:.3g}</td><td>{d['atol_needed']:.3g}</td><td>{'✓' if d['ok'] else '✗'}</td></tr>"
-                  for d in t["tensors"]]
+                  f"<td>{d['nmse']:.3g}</td><td>{d['sqnr_db']:.1f}</td><td>{o}</td><td>{d['atol_needed']:.3g}</td>"
+                  f"<td>{'✓' if d['ok'] else '✗'}</td></tr>" for d, o in zip(t["tensors"], own)]
         parts.append("</table>")
         parts += [f"<p class='bad'>{e(p)}</p>" for p in t["problems"]]
         parts.append("<h3>Where each tensor is taken</h3><table><tr><th>name</th><th>fairseq module</th>"
@@ -170,19 +214,24 @@ def markdown(report: dict) -> str:
              f"{c['recorded_cpu_capability']})" + (f"; **{c['note']}**" if c.get("note") else ""), ""]
     if not report["decoder"]["ok"]:
         lines += [f"**decoder: {report['decoder']['problem']}**", ""]
+    if a := report.get("approximation"):
+        lines += ["## Approximation", "", *(f"- {x}" for x in approximation_lines(a)), ""]
     head, *rows = cause_rows(report)
     lines += ["## Differences and their causes", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
     t = report["tensors"]
     if "tensors" in t:
+        bound = f"SQNR ≥ {t['min_sqnr_db']:g} dB" if "min_sqnr_db" in t else f"atol {t['atol']}, rtol {t['rtol']}"
+        own = [f"{d['sqnr_db']:.1f}" for d in t["own"]] if t.get("own") else [""] * len(t["tensors"])
         lines += ["## Tensors (teacher-forced, worst sentence)", "",
                   f"mode {t['mode']}; first divergence: **{t['first_divergence'] or 'none'}** "
-                  f"(atol {t['atol']}, rtol {t['rtol']}); beyond tolerance: {', '.join(t['failing']) or 'none'}; "
+                  f"({bound}); beyond it: {', '.join(t['failing']) or 'none'}; "
                   f"first tensor that differs at all: {t['first_inexact'] or 'none (bitwise equal)'}", "",
-                  "| tensor | shape | max abs | mean abs | max rel | NMSE | atol needed | ok |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| tensor | shape | max abs | mean abs | max rel | NMSE | SQNR dB | own SQNR dB (shadow) | atol needed | ok |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {d['name']} | {d['shape']} | {d['max_abs']:.3g} | {d['mean_abs']:.3g} | {d['max_rel']:.3g} | "
-                  f"{d['nmse']:.3g} | {d['atol_needed']:.3g} | {'✓' if d['ok'] else '✗'} |" for d in t["tensors"]]
+                  f"{d['nmse']:.3g} | {d['sqnr_db']:.1f} | {o} | {d['atol_needed']:.3g} | {'✓' if d['ok'] else '✗'} |"
+                  for d, o in zip(t["tensors"], own)]
         lines += [f"- {p}" for p in t["problems"]]
         lines += ["", "### Where each tensor is taken", ""]
         lines += names.markdown_table([names.Boundary(**b) for b in t["correspondence"]])

@@ -185,7 +185,11 @@ def summary(report: dict) -> list[str]:
 
     lines = [f"note: {report['conditions']['note']}"] if report["conditions"].get("note") else []
     t = report["tensors"]
-    if t.get("first_divergence"):
+    if "min_sqnr_db" in t:
+        least = min(t["tensors"], key=lambda d: d["sqnr_db"])
+        lines += [f"tensors: least SQNR {least['sqnr_db']:.1f} dB ({least['name']}); budget {t['min_sqnr_db']:g} dB"
+                  + (f"; below it: {', '.join(t['failing'])}" if t["failing"] else "")]
+    elif t.get("first_divergence"):
         lines += [f"tensors ({t['mode']}): first divergence at {t['first_divergence']}; "
                  f"beyond tolerance: {', '.join(t['failing'])}"]
     else:
