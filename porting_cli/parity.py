@@ -19,6 +19,7 @@ a CTranslate2 model written with --quantization) is held to its type's budget
 """
 from __future__ import annotations
 
+import gc
 import sys
 import tempfile
 from pathlib import Path
@@ -246,8 +247,16 @@ def run(args) -> int:
             raise UsageError(f"--mode shadow and --kernels apply to the native port, not to {system.kind}")
         budget = _budget(system, overrides)
         langs = system.langs
+        live = not args.original.startswith("recorded:")
+        if live:
+            # the original runs now: the port, checked above, is let go and opened again after it, so
+            # that the two models are never in memory together (peak memory: the larger, not the sum)
+            del system
+            gc.collect()
         run_dir = original_run(args, settings, langs)
         _check_settings(settings, run_dir)
+        if live:
+            system = open_system(args.port, args.kernels, langs, args.dtype, args.quantize)
     except UnusableSystem as e:
         print(f"error: --port {e}", file=sys.stderr)
         return 2
