@@ -21,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from parity import approximation, causes, harness, shipped
+from parity.report import write as write_report
 from parity.systems import open_system
 from porting.format import EOS, DecoderStart
 from porting_cli import main
@@ -110,8 +111,13 @@ def native_int8(converted):
     return open_system(f"native:{converted[MODEL]}", quantize="int8")
 
 
-def test_native_int8_passes_its_budget_with_every_layer_measured(native_int8):
+def test_native_int8_passes_its_budget_with_every_layer_measured(native_int8, tmp_path):
     report = compare(native_int8)
+    write_report({"original": "recorded", "port": "native int8", **report}, tmp_path)
+    page, text = (tmp_path / "report.html").read_text(), (tmp_path / "report.md").read_text()
+    assert "id='approximation'" in page and "teacher-forced error by depth" not in page    # the plot is an image
+    assert "<img alt='per-layer error plot' src='data:image/png;base64," in page and "SQNR dB" in page
+    assert "## Approximation" in text and "type int8: held to its budget" in text
     a, t = report["approximation"], report["tensors"]
     assert report["ok"], (a["problems"], t["failing"], report["generation"]["greedy"]["causes"])
     assert a["type"] == "int8" and a["log_probs"]["tokens"] > 1000 and 0 < a["log_probs"]["p99"] <= a["log_probs"]["max"]
