@@ -72,15 +72,33 @@ def _pick(token: str, logprob: float | None) -> str:
     return f"{token!r}" if logprob is None else f"{token!r} ({logprob:.4f})"
 
 
-def error_plot_png(tensors: list[dict], atol: float, mode: str) -> bytes:
+def _by_depth(names: list[str]):
+    """A figure with one slot per layer boundary (both plots' frame)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: render to memory
     import matplotlib.pyplot as plt
 
-    names = [t["name"] for t in tensors]
-    errors = [max(t["max_abs"], 1e-12) for t in tensors]   # log scale: exact zeros drawn at 1e-12
     fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(names)), 3.6), dpi=100)
+    return plt, fig, ax
+
+
+def _png(plt, fig, ax, names: list[str], ylabel: str, title: str) -> bytes:
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def error_plot_png(tensors: list[dict], atol: float, mode: str) -> bytes:
+    names = [t["name"] for t in tensors]
+    plt, fig, ax = _by_depth(names)
+    errors = [max(t["max_abs"], 1e-12) for t in tensors]   # log scale: exact zeros drawn at 1e-12
     colors = ["#2e7d32" if t["ok"] else "#c62828" for t in tensors]
     ax.bar(range(len(names)), errors, color=colors)
     for i, t in enumerate(tensors):
@@ -88,41 +106,21 @@ def error_plot_png(tensors: list[dict], atol: float, mode: str) -> bytes:
             ax.annotate("0", (i, 1e-12), ha="center", va="bottom", fontsize=8)   # bitwise equal
     ax.axhline(atol, color="#555", linestyle="--", linewidth=1, label=f"atol {atol:g}")
     ax.set_yscale("log")
-    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("max |port - original|")
-    ax.set_title(f"teacher-forced error per layer ({mode})", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(plt, fig, ax, names, "max |port - original|", f"teacher-forced error per layer ({mode})")
 
 
 def sqnr_plot_png(t: dict) -> bytes:
     """An approximate port's error by depth: SQNR per boundary, one line per mode (the accumulated
     error, and each layer's own in shadow mode where measured), the budget's bound dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: render to memory
-    import matplotlib.pyplot as plt
-
     names = [d["name"] for d in t["tensors"]]
-    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(names)), 3.6), dpi=100)
+    plt, fig, ax = _by_depth(names)
     for key, label, style in (("tensors", "accumulated", "-"), ("own", "own (shadow mode)", ":")):
         if t.get(key):
             # a bitwise-equal tensor has infinite SQNR: drawn at the top of the axis
             ax.plot(range(len(names)), [min(d["sqnr_db"], 120.0) for d in t[key]], style, marker="o", label=label)
     ax.axhline(t["min_sqnr_db"], color="#c62828", linestyle="--", linewidth=1, label=f"budget {t['min_sqnr_db']:g} dB")
-    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("SQNR (dB), higher is closer")
-    ax.set_title("teacher-forced error by depth (worst sentence per boundary)", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(plt, fig, ax, names, "SQNR (dB), higher is closer",
+                "teacher-forced error by depth (worst sentence per boundary)")
 
 
 def approximation_lines(a: dict) -> list[str]:
