@@ -364,7 +364,7 @@ class CTranslate2System:
     def __init__(self, model_dir: Path, langs: tuple[str, str] | None = None, threads: int | None = None,
                  compute_type: str = "default"):
         """compute_type: CTranslate2's ("default": the type the model was written in)."""
-        from converters.ctranslate2.convert import TOKENIZER_DIR, vocabularies
+        from converters.ctranslate2.convert import TOKENIZER_DIR, stored_weight_type, vocabularies
         from porting.format import ConfigError
         from porting.tokenizer import open_tokenizer
 
@@ -404,8 +404,10 @@ class CTranslate2System:
         self.translator = ctranslate2.Translator(str(model_dir), device="cpu", compute_type=compute_type,
                                                  inter_threads=1, intra_threads=threads or torch.get_num_threads())
         self.max_positions = 1 << 16                 # CTranslate2 has no position bound to respect beyond its table
-        # what it computes in: the type the model was written in, as this CPU runs it ("int8_float32")
-        self.approximation = None if self.translator.compute_type == "float32" else self.translator.compute_type
+        # what it computes in ("int8_float32": the type the model was written in, as this CPU runs it), or
+        # where the CPU computes float32, the type its weights were rounded to when written (float16)
+        compute, stored = self.translator.compute_type, stored_weight_type(model_dir)
+        self.approximation = compute if compute != "float32" else (None if stored == "float32" else stored)
 
     def stages(self, line: str) -> dict[str, list]:
         return tokenizer_stages(self.tokenizer, line)

@@ -228,6 +228,22 @@ def test_ctranslate2_int8_of_a_perturbed_model_fails(converted, tmp_path):
     assert not report["ok"] and any("beyond the budget" in p for p in report["approximation"]["problems"])
 
 
+def test_a_ctranslate2_model_says_what_its_weights_were_written_in(ct2, ct2_int8, converted, tmp_path):
+    """model.bin's headers, read without the data: float16 weights on a CPU that computes float32 were
+    still rounded to float16 when written, and the harness holds the model to float16's budget."""
+    from converters.ctranslate2.convert import stored_weight_type
+
+    f16 = tmp_path / "f16"
+    assert main(["convert", "ctranslate2", "--model", str(converted[MODEL]), "--out", str(f16),
+                 "--quantization", "float16"]) == 0
+    assert [stored_weight_type(d) for d in (ct2[MODEL], ct2_int8, f16)] == ["float32", "int8", "float16"]
+    assert open_system(f"ctranslate2:{ct2[MODEL]}").approximation is None
+    system = open_system(f"ctranslate2:{f16}")
+    assert system.approximation == "float16"
+    report = compare(system)
+    assert report["ok"] and report["approximation"]["log_probs"]["max"] > 0, report["approximation"]
+
+
 # ---------------------------------------------------------------- the command
 
 @pytest.mark.parametrize("args,message", [

@@ -187,6 +187,40 @@ def start_and_end(config: dict) -> tuple[str, str, bool]:
 # The converted directory's tokenizer, carried inside the CTranslate2 directory: CTranslate2 takes and
 # gives pieces, and what turns text into them and back (with a multilingual model's language tokens,
 # their placement and the target prefix) is the model's own; the harness and users read it from here.
+# CTranslate2's DataType enum (include/ctranslate2/types.h), in its order: model.bin stores each
+# variable's type as its index (its spec writer's _dtype_to_type_id lists the same); must match it
+DATA_TYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
+
+
+def stored_weight_type(model_dir: Path) -> str:
+    """The type a CTranslate2 model's weight matrices were written in ("float32", "int8", "float16"...),
+    read from model.bin's variable headers, the data skipped: what the model was quantized to when
+    written, which its compute type does not say where the CPU converts it (float16 weights computed
+    in float32 were still rounded to float16). CTranslate2's binary layout (its spec writer's
+    ``_serialize``): version, name, revision, count, then per variable its name, rank, dims, type and
+    byte count before the data."""
+    import struct
+
+    types = set()
+    with open(Path(model_dir) / "model.bin", "rb") as f:
+        def read(fmt: str):
+            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+
+        def string() -> str:
+            return f.read(read("H")).rstrip(b"\0").decode("utf-8")
+        read("I")                                                  # binary version
+        string()                                                   # spec name
+        read("I")                                                  # spec revision
+        for _ in range(read("I")):
+            name, rank = string(), read("B")
+            f.seek(4 * rank, 1)                                    # dims
+            dtype, size = read("B"), read("I")
+            f.seek(size, 1)                                        # the data
+            if name.endswith("weight") and rank == 2:
+                types.add(DATA_TYPES[dtype])
+    return types.pop() if len(types) == 1 else "+".join(sorted(types))
+
+
 TOKENIZER_DIR = "tokenizer"
 
 
