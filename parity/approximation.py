@@ -67,10 +67,15 @@ BUDGETS = {
 FIELDS = ("min_sqnr_db", "token_max", "token_p99")
 
 
+def _declared_key(approximation: str) -> str | None:
+    """The BUDGETS key of a system's type ("int8_float32" is int8's), or None."""
+    return next((k for k in (approximation, approximation.split("_")[0]) if k in BUDGETS), None)
+
+
 def budget_for(approximation: str) -> Budget:
     """The declared budget of a system's type ("int8_float32" is int8's)."""
-    key = approximation if approximation in BUDGETS else approximation.split("_")[0]
-    if key not in BUDGETS:
+    key = _declared_key(approximation)
+    if key is None:
         raise KeyError(f"no budget is declared for {approximation!r} (declared: {', '.join(BUDGETS)}): give --budget")
     return BUDGETS[key]
 
@@ -97,7 +102,7 @@ def parse_overrides(text: str) -> dict[str, float]:
 
 def budget(approximation: str, overrides: dict[str, float] | None = None) -> Budget:
     """The budget a run holds a system to: the declared one, with a user's overrides."""
-    if overrides and approximation not in BUDGETS and approximation.split("_")[0] not in BUDGETS:
+    if overrides and _declared_key(approximation) is None:
         return Budget(**{**dict.fromkeys(FIELDS, math.inf), **overrides}, evidence="given with --budget")
     declared = budget_for(approximation)
     if not overrides:

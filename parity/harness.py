@@ -102,6 +102,12 @@ def _stages(system, inputs: dict) -> list[dict] | None:
     return None if system.stages is None else [system.stages(line) for line in inputs["source"]]
 
 
+def _system_ids(inputs: dict, stages: list[dict] | None) -> list[list[int]]:
+    """What the system is fed: its own tokenization's ids (what its users get), or the original's ids
+    where it takes pieces."""
+    return inputs["ids"] if stages is None else [s["ids"] for s in stages]
+
+
 def tokenization(system, inputs: dict, stages: list[dict] | None) -> dict:
     """Each stage's mismatches (lines numbered from 1, as editors number them)."""
     if stages is None:
@@ -182,7 +188,7 @@ def generation(system, run: Path, inputs: dict, stages: list[dict] | None, setti
     n lines is decoded. The system is fed its own tokenization (what its users get), or the original's
     ids where it takes pieces. budget: an approximate port's (its differences within it are caused by
     ``approximation``)."""
-    ids = inputs["ids"] if stages is None else [s["ids"] for s in stages]
+    ids = _system_ids(inputs, stages)
     forced = tuple((inputs.get("decoder") or {}).get("forced", ()))
     end = (inputs.get("decoder") or {}).get("end", EOS)           # runs recorded before it was kept: </s>
     out = {}
@@ -278,7 +284,7 @@ def approximate_verdict(system, run: Path, inputs: dict, stages: list[dict] | No
                         setting: str | None, budget) -> dict:
     """An approximate port against its budget: the tensors' least SQNR and the log-prob error
     distribution, each bound it exceeds named."""
-    ids = inputs["ids"] if stages is None else [s["ids"] for s in stages]
+    ids = _system_ids(inputs, stages)
     dist = log_prob_errors(system, run, inputs, ids, setting) if setting else None
     problems = [] if dist is None else approximation.log_prob_verdict(dist, budget)
     if tensors_report.get("failing"):

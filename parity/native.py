@@ -22,10 +22,9 @@ class NativeSystem:
         """dtype, quantize: as `porting translate` runs it (bfloat16; int8 quantization): an approximate
         port, held to its type's budget."""
         from porting.format import ConfigError
-        from porting.generation.ensemble import Ensemble
         from porting.model.load import load_ensemble
         from porting.tokenizer import decoder_start, open_tokenizer
-        from porting.translator import runtime_dtype
+        from porting.translator import runtime_dtype, runtime_ensemble
 
         try:
             torch_dtype = runtime_dtype(dtype, kernels, quantize)
@@ -35,12 +34,8 @@ class NativeSystem:
             raise UnusableSystem(f"native: {e}") from None
         self.label, self.dir = f"native:{model_dir}", Path(model_dir)
         self.langs = (self.tokenizer.source_lang, self.tokenizer.target_lang)
-        self.ensemble = Ensemble(self.members, kernels)
+        self.ensemble = runtime_ensemble(self.members, kernels, quantize)
         self.approximation = "int8" if quantize == "int8" else (None if dtype == "float32" else dtype)
-        if quantize == "int8":
-            from porting.kernels.quantize import quantize_int8
-
-            quantize_int8(self.ensemble.models, self.ensemble.decoders)
         # the decoder's start token, the forced first tokens and the end token (porting.format.DecoderStart)
         self.start = decoder_start(self.tokenizer)
         self.max_positions = self.members[0].arch.max_target_positions

@@ -125,6 +125,17 @@ def runtime_dtype(dtype: torch.dtype | str, kernels: str, quantize: str | None) 
     return dtype
 
 
+def runtime_ensemble(models: list, kernels: str, quantize: str | None) -> Ensemble:
+    """The members as they decode: the kernel set chosen, int8 applied where asked (the checks:
+    ``runtime_dtype``)."""
+    ensemble = Ensemble(models, kernels)
+    if quantize == "int8":
+        from porting.kernels.quantize import quantize_int8
+
+        quantize_int8(ensemble.models, ensemble.decoders)
+    return ensemble
+
+
 class Translator:
     def __init__(self, tokenizer: Tokenizer | SentencePieceTokenizer, ensemble: Ensemble, config: dict,
                  defaults: dict | None = None, model_dir: str | Path | None = None,
@@ -183,11 +194,7 @@ class Translator:
             elif (difference := vocabulary_difference(model_dirs[0], d)) is not None:
                 raise ValueError(f"cannot ensemble {model_dirs[0]} and {d}: {difference}")
             models += members
-        ensemble = Ensemble(models, kernels)
-        if quantize == "int8":
-            from porting.kernels.quantize import quantize_int8
-
-            quantize_int8(ensemble.models, ensemble.decoders)
+        ensemble = runtime_ensemble(models, kernels, quantize)
         log.debug("loaded %s (%d model%s, %s, kernels %s, %d threads) in %.2f s", ", ".join(map(str, model_dirs)),
                   len(models), "s" * (len(models) != 1), str(dtype).removeprefix("torch."), kernels,
                   torch.get_num_threads(), time.perf_counter() - started)

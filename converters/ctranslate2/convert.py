@@ -184,9 +184,6 @@ def start_and_end(config: dict) -> tuple[str, str, bool]:
     return "</s>", "</s>", True
 
 
-# The converted directory's tokenizer, carried inside the CTranslate2 directory: CTranslate2 takes and
-# gives pieces, and what turns text into them and back (with a multilingual model's language tokens,
-# their placement and the target prefix) is the model's own; the harness and users read it from here.
 # CTranslate2's DataType enum (include/ctranslate2/types.h), in its order: model.bin stores each
 # variable's type as its index (its spec writer's _dtype_to_type_id lists the same); must match it
 DATA_TYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
@@ -221,6 +218,9 @@ def stored_weight_type(model_dir: Path) -> str:
     return types.pop() if len(types) == 1 else "+".join(sorted(types))
 
 
+# The converted directory's tokenizer, carried inside the CTranslate2 directory: CTranslate2 takes and
+# gives pieces, and what turns text into them and back (with a multilingual model's language tokens,
+# their placement and the target prefix) is the model's own; the harness and users read it from here.
 TOKENIZER_DIR = "tokenizer"
 
 
