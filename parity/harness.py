@@ -261,19 +261,25 @@ def scores(gen: dict, run: Path, setting: str, metric: TunedMetric, refs: list[s
             "paired_bootstrap": gen[setting]["outcome"]}
 
 
-def log_prob_errors(system, run: Path, inputs: dict, ids: list[list[int]], setting: str) -> dict:
+def log_prob_errors(system, run: Path, inputs: dict, ids: list[list[int]], setting: str, progress=None) -> dict:
     """Teacher-forced on the original's best hypothesis of every line of ``setting``: the per-token
     error |system − original| of the log-probs (the original's: its recorded positional scores, the
     <unk> penalty put back), as a distribution. Lines the system tokenizes otherwise are left out
-    (their log-probs answer another question) and counted."""
+    (their log-probs answer another question) and counted. ``progress(n)`` as n more lines are scored."""
     rec = _load(run, f"generation/{setting}.json")
     lines = [i for i in range(len(rec["hypotheses"])) if ids[i] == inputs["ids"][i]]
     hyps = [rec["hypotheses"][i][0] for i in lines]
-    if hasattr(system, "log_probs_batch"):
-        ours = [lp for k in range(0, len(lines), 32)
-                for lp in system.log_probs_batch([ids[i] for i in lines[k:k + 32]], [h["tokens"] for h in hyps[k:k + 32]])]
-    else:
-        ours = [system.log_probs(ids[i], h["tokens"]) for i, h in zip(lines, hyps)]
+    ours = []
+    for k in range(0, len(lines), 32):
+        chunk, chunk_hyps = lines[k:k + 32], hyps[k:k + 32]
+        if hasattr(system, "log_probs_batch"):                      # the peers score a batch in one call
+            ours += system.log_probs_batch([ids[i] for i in chunk], [h["tokens"] for h in chunk_hyps])
+        else:
+            ours += [system.log_probs(ids[i], h["tokens"]) for i, h in zip(chunk, chunk_hyps)]
+        if progress is not None:
+            progress(len(chunk))
+    if progress is not None and len(lines) < len(rec["hypotheses"]):
+        progress(len(rec["hypotheses"]) - len(lines))                # the lines left out count as done
     errors = [abs(a - b) for lp, h in zip(ours, hyps)
               for a, b in zip(lp, causes.original_log_probs(h, rec["options"]))]
     return {"setting": setting, "lines": len(lines), "left_out": len(rec["hypotheses"]) - len(lines),
@@ -281,11 +287,11 @@ def log_prob_errors(system, run: Path, inputs: dict, ids: list[list[int]], setti
 
 
 def approximate_verdict(system, run: Path, inputs: dict, stages: list[dict] | None, tensors_report: dict,
-                        setting: str | None, budget) -> dict:
+                        setting: str | None, budget, progress=None) -> dict:
     """An approximate port against its budget: the tensors' least SQNR and the log-prob error
     distribution, each bound it exceeds named."""
     ids = _system_ids(inputs, stages)
-    dist = log_prob_errors(system, run, inputs, ids, setting) if setting else None
+    dist = log_prob_errors(system, run, inputs, ids, setting, progress) if setting else None
     problems = [] if dist is None else approximation.log_prob_verdict(dist, budget)
     if tensors_report.get("failing"):
         worst = min(tensors_report["tensors"], key=lambda d: d["sqnr_db"])
@@ -295,11 +301,12 @@ def approximate_verdict(system, run: Path, inputs: dict, stages: list[dict] | No
             "ok": not problems}
 
 
-def generation_work(run: Path, settings: list[str] | None) -> int:
-    """How many lines the generation comparison decodes (settings x lines): a progress display's total."""
+def generation_work(run: Path, settings: list[str] | None, approximate: bool = False) -> int:
+    """How many lines the comparison decodes (settings x lines), and for an approximate port scores
+    once more teacher-forced (``log_prob_errors``): a progress display's total."""
     available = {p.stem for p in (run / "generation").glob("*.json")}
     lines = len(_load(run, "inputs.json")["source"])
-    return lines * len([s for s in (settings or available) if s in available])
+    return lines * (len([s for s in (settings or available) if s in available]) + approximate)
 
 
 def compare(system, run: Path, settings: list[str] | None, atol: float, rtol: float, mode: str,
@@ -326,7 +333,7 @@ def compare(system, run: Path, settings: list[str] | None, atol: float, rtol: fl
     main_setting = next((s for s in ("beam5_nbest5", "greedy") if s in report["generation"]), None)
     if budget is not None:
         report["approximation"] = approximate_verdict(system, run, inputs, stages, report["tensors"], main_setting,
-                                                      budget)
+                                                      budget, progress)
     report["scores"] = scores(report["generation"], run, main_setting, metric, inputs["reference"]) if main_setting else None
     for g in report["generation"].values():
         g.pop("port_texts", None)

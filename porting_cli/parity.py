@@ -263,7 +263,7 @@ def run(args) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    with progress_bar(harness.generation_work(run_dir, settings), "decoding") as bar:
+    with progress_bar(harness.generation_work(run_dir, settings, budget is not None), "decoding") as bar:
         result = harness.compare(system, run_dir, settings, args.atol, args.rtol, args.mode, bar.update,
                                  metric=TUNING[args.metric], budget=budget)
     result = {"original": args.original, "port": str(args.port), **result}
