@@ -184,12 +184,12 @@ def _vnni() -> bool:
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
-def _parity_process(port: str, report: Path, isa_forced: bool) -> dict:
+def _parity_process(port: str, report: Path, isa_forced: bool, run: Path = RUN) -> dict:
     """`porting parity` in its own process: CTranslate2's oneDNN reads its instruction set once, at start
     (this session forces AVX2 for the recorded runs, tests/conftest.py)."""
     env = {k: v for k, v in os.environ.items()
            if isa_forced or k not in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")}
-    subprocess.run([sys.executable, "-m", "porting_cli", "parity", "--original", f"recorded:{RUN}", "--port", port,
+    subprocess.run([sys.executable, "-m", "porting_cli", "parity", "--original", f"recorded:{run}", "--port", port,
                     "--settings", "greedy", "--report", str(report)], env=env, capture_output=True, check=False)
     return json.loads((report / "report.json").read_text())
 
@@ -218,12 +218,13 @@ def test_ctranslate2_int8_on_avx2_is_beyond_int8s_budget(ct2_int8, tmp_path):
     assert not report["approximation"]["ok"] and any("p99" in p for p in report["approximation"]["problems"])
 
 
-def test_ctranslate2_int8_of_a_perturbed_model_fails(converted, tmp_path):
+@pytest.mark.parametrize("name", [MODEL, "ende-sep", "m2m-en-fr", "bart-man"])
+def test_ctranslate2_int8_of_a_perturbed_model_fails(converted, tmp_path, name):
     pytest.importorskip("ctranslate2")
-    bad_dir = _perturb(converted[MODEL], "model.decoder.layers.1.fc2.weight", tmp_path / "bad", noise=1.0)
+    bad_dir = _perturb(converted[name], "model.decoder.layers.1.fc2.weight", tmp_path / "bad", noise=1.0)
     out = tmp_path / "ct2"
     assert main(["convert", "ctranslate2", "--model", str(bad_dir), "--out", str(out), "--quantization", "int8"]) == 0
-    report = _parity_process(f"ctranslate2:{out}", tmp_path / "r", isa_forced=False)
+    report = _parity_process(f"ctranslate2:{out}", tmp_path / "r", isa_forced=False, run=shipped.RUNS / name)
     # no tensors: the log-prob distribution is what catches it
     assert not report["ok"] and any("beyond the budget" in p for p in report["approximation"]["problems"])
 
@@ -261,3 +262,37 @@ def test_a_ctranslate2_model_takes_no_dtype(ct2_int8, tmp_path, capsys):
     rc = main(["parity", "--original", f"recorded:{RUN}", "--port", f"ctranslate2:{ct2_int8}", "--dtype", "bfloat16",
                "--report", str(tmp_path / "r")])
     assert rc == 2 and "--quantization" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the tensor rule in every family
+
+# the other families' shipped runs (mbart-enro is the cells above): a fault in one layer is named there,
+# and the clean port of the same type is within the budget
+FAMILIES = [("ende-sep", None), ("m2m-en-fr", ("en", "fr")), ("bart-man", None)]
+TENSOR_CELLS = [  # (port, how it runs, the faulty weight, how, the layer that must be named)
+    ("native", {"quantize": "int8"}, "model.decoder.layers.1.fc1.weight", "scale", "decoder.layers.1"),
+    ("native", {"dtype": "bfloat16"}, "model.encoder.layers.1.fc1.weight", 3.0, "encoder.layers.1"),
+    ("transformers", {"dtype": "float16"}, "model.decoder.layers.0.fc2.weight", 0.5, "decoder.layers.0"),
+]
+
+
+@pytest.mark.parametrize("name,langs", FAMILIES)
+@pytest.mark.parametrize("kind,how,key,fault,layer", TENSOR_CELLS)
+def test_every_family_names_the_faulty_layer_and_passes_clean(converted, tmp_path, name, langs, kind, how, key, fault,
+                                                              layer):
+    if kind == "transformers":
+        pytest.importorskip("transformers")
+    run = shipped.RUNS / name
+
+    def tensors(model_dir: Path) -> dict:
+        system = open_system(f"{kind}:{model_dir}", langs=langs, **how)
+        if fault == "scale" and model_dir != converted[name]:
+            _wrong_scale(system.members[0].decoder.layers[1].fc1)
+            system.ensemble.decoders[0].repack()
+        return harness.tensors(system, run, 1e-5, 1e-4, "accumulate", approximation.budget_for(system.approximation))
+    clean = tensors(converted[name])
+    assert clean["ok"], (clean["failing"], [round(d["sqnr_db"], 1) for d in clean["tensors"]])
+    bad_dir = (shutil.copytree(converted[name], tmp_path / "bad") if fault == "scale"
+               else _perturb(converted[name], key, tmp_path / "bad", noise=fault))
+    bad = tensors(bad_dir)
+    assert not bad["ok"] and bad["first_divergence"] == layer, (bad["failing"], [round(d["sqnr_db"], 1) for d in bad["tensors"]])
