@@ -60,8 +60,28 @@ def model_setups(work: Path) -> dict:
     }
 
 
-def env() -> dict:
-    return {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}   # fairseq's own loads only (its worker)
+# The variables that hold a library to an instruction set. None is inherited from the caller (the test
+# suite and `make parity` set them to AVX2 to replay recordings, and a benchmark run from such a shell
+# would quietly time every system on AVX2); `--isa avx2` sets them all, for the AVX2 table.
+ISA_VARIABLES = {"ATEN_CPU_CAPABILITY": "avx2",          # torch's own kernels
+                 "MKL_ENABLE_INSTRUCTIONS": "AVX2",      # MKL (torch's and CTranslate2's GEMMs)
+                 "ONEDNN_MAX_CPU_ISA": "AVX2",           # oneDNN (torch's and CTranslate2's)
+                 "CT2_FORCE_CPU_ISA": "AVX2",            # CTranslate2's own kernels
+                 "PORTING_NATIVE_ISA": "avx2"}           # the port's C kernels (porting/kernels/build.py)
+
+
+def hold_isa(isa: str) -> None:
+    """This process's (and so every worker's) instruction-set variables: none inherited, or all AVX2.
+    Called before torch is imported (its capability is read once, at import)."""
+    for name in ISA_VARIABLES:
+        os.environ.pop(name, None)
+    if isa == "avx2":
+        os.environ.update(ISA_VARIABLES)
+
+
+def env(extra: dict | None = None) -> dict:
+    """A worker's environment: this process's (hold_isa's), plus a system's own settings (CTranslate2's ISA)."""
+    return {**os.environ, **(extra or {}), "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}   # fairseq's loads only
 
 
 def prepare(name: str, setup: dict, work: Path) -> dict:
@@ -94,8 +114,9 @@ def run_worker(system: str, job: dict, work: Path) -> dict:
     job_file, result_file = work / "job.json", work / f"result-{system}.json"
     job_file.write_text(json.dumps(job))
     result_file.unlink(missing_ok=True)
+    extra = job.get("ct2", {}).get(system, {}).get("env")
     r = subprocess.run([sys.executable, __file__, "--worker", system, "--job", job_file, "--result", result_file],
-                       env=env(), capture_output=True, text=True)
+                       env=env(extra), capture_output=True, text=True)
     if r.returncode:
         return {"error": (r.stderr.strip().splitlines() or ["?"])[-1], "log": r.stderr[-3000:]}
     return json.loads(result_file.read_text())
@@ -111,6 +132,41 @@ def merge_rounds(before: dict | None, now: dict, system: str) -> dict:
         raise SystemExit(f"{system} translated differently in two rounds")
     times = before["all_seconds"] + now["all_seconds"]
     return {**now, "seconds": min(times), "all_seconds": times, "peak_rss": max(before["peak_rss"], now["peak_rss"])}
+
+
+# CTranslate2's settings tried before a run, fastest kept: its own kernels' instruction set (it picks
+# AVX2 on this machine's CPUs unless told), and for int8 models the compute type (on the CPU "int8"
+# and "int8_float32" name one path today; both are tried so that the table never depends on it).
+CT2_CANDIDATES = {"ctranslate2": [("float32", isa) for isa in ("AVX2", "AVX512")],
+                  "ctranslate2-int8": [(ct, isa) for ct in ("int8", "int8_float32") for isa in ("AVX2", "AVX512")]}
+PROBE_LINES = 48      # lines each candidate translates (in the run's batches) to be timed
+
+
+def ct2_settings(systems: list[str], job: dict, work: Path) -> dict:
+    """For each CTranslate2 system of the run, its fastest candidate settings on the run's first
+    lines (best of 2 repetitions each); under --isa avx2 its ISA stays AVX2."""
+    chosen = {}
+    for system in (s for s in systems if s in CT2_CANDIDATES):
+        probe, lines = dict(job, repeat=2), 0
+        probe["batches"] = []
+        for batch in job["batches"]:
+            if lines >= PROBE_LINES:
+                break
+            probe["batches"].append(batch)
+            lines += len(batch)
+        timed = []
+        for compute_type, isa in CT2_CANDIDATES[system]:
+            if job["isa"] == "avx2" and isa != "AVX2":
+                continue
+            settings = {"compute_type": compute_type, "env": {"CT2_FORCE_CPU_ISA": isa}}
+            result = run_worker(system, dict(probe, ct2={system: settings}), work)
+            if "error" not in result:
+                timed.append((result["seconds"], compute_type, isa, settings))
+                print(f"  CTranslate2 settings: {system} {compute_type} {isa}: {result['seconds']:.3f} s "
+                      f"({lines} lines)", file=sys.stderr, flush=True)
+        if timed:
+            chosen[system] = min(timed, key=lambda t: t[0])[3]
+    return chosen
 
 
 def take_turns(systems: list[str], job: dict, work: Path, rounds: int, label: str) -> dict:
@@ -159,9 +215,12 @@ def _transformers(job):
 def _ctranslate2(job, int8: bool = False):
     from parity.peers import CTranslate2System
 
-    # the harness's own adapter: the export's tokenizer, the family's target prefix, the option mapping
+    # the harness's own adapter: the export's tokenizer, the family's target prefix, the option mapping;
+    # the compute type ct2_settings chose (its ISA is in this process's environment)
+    name = "ctranslate2-int8" if int8 else "ctranslate2"
+    compute_type = job.get("ct2", {}).get(name, {}).get("compute_type", "int8" if int8 else "float32")
     system = CTranslate2System(Path(job["ct2-int8" if int8 else "ct2"]), (job["source_lang"], job["target_lang"]),
-                               threads=job["threads"], compute_type="int8" if int8 else "float32")
+                               threads=job["threads"], compute_type=compute_type)
     options = {"beam": BEAM, "max_len_b": job["max_len_b"]}
 
     def run(batch):
@@ -220,7 +279,7 @@ def worker(system: str, job: dict) -> dict:
 
 def table(rows: list[dict]) -> str:
     head = (f"{'model':<11} {'batch':>5} {'system':<17} {'sent/s':>8} {'tok/s':>9} {'peak RSS GB':>11} "
-            f"{'ours / it':>9} {'= fairseq':>10} {'BLEU':>6}")
+            f"{'ours / it':>9} {'= fairseq':>10} {'BLEU':>6}  settings")
     lines = [head, "-" * len(head)]
     for r in rows:
         if "error" in r:
@@ -228,7 +287,7 @@ def table(rows: list[dict]) -> str:
             continue
         lines.append(f"{r['model']:<11} {r['batch']:>5} {r['system']:<17} {r['sent_s']:>8.2f} {r['tok_s']:>9.1f} "
                      f"{r['peak_rss'] / 1e9:>11.2f} {r['speedup_of_port']:>8.2f}x {r['agree']:>4}/{r['lines']:<5} "
-                     f"{r['bleu'] if 'bleu' in r else '-':>6}")
+                     f"{r['bleu'] if 'bleu' in r else '-':>6}  {r.get('settings', '')}")
     return "\n".join(lines)
 
 
@@ -242,6 +301,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, default=2, help="timed repetitions per system and round")
     ap.add_argument("--rounds", type=int, default=2,
                     help="the systems take turns this many times; a system's fastest repetition over all counts")
+    ap.add_argument("--isa", choices=("native", "avx2"), default="native",
+                    help="native: every library picks its own instruction set (none inherited from this shell); "
+                         "avx2: all of them held to AVX2 (torch, MKL, oneDNN, CTranslate2, the port's kernels)")
     ap.add_argument("--work", type=Path, default=ROOT / ".build" / "bench")
     ap.add_argument("--out", type=Path, help="results as JSON (default: WORK/speed.json)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -253,11 +315,27 @@ def parse_args() -> argparse.Namespace:
 def conditions(threads: int) -> dict:
     """What every number of a run depends on, printed and stored with it (like sacreBLEU's signatures)."""
 
+    from importlib import metadata
+
     from parity.record import versions
     from porting.kernels import native
 
-    return {"threads": threads, "beam": BEAM, **versions(),
-            "native_kernels": "built" if native.available() else f"unavailable: {native.unavailable_reason()}"}
+    return {"threads": threads, "beam": BEAM, "cpu": cpu_name(), **versions(),
+            "ctranslate2": metadata.version("ctranslate2"),
+            "native_kernels": native.describe()}
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo): ratios between systems move with it (AVX-512's width, VNNI, AMX)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
 
 
 def rows_of(results: dict, model: str, bs: int, ids: list, job: dict, tok, references: list[str]) -> list[dict]:
@@ -271,6 +349,9 @@ def rows_of(results: dict, model: str, bs: int, ids: list, job: dict, tok, refer
     rows = []
     for system, r in results.items():
         row = {"model": model, "batch": bs, "system": system, "lines": len(ids)}
+        if system in job.get("ct2", {}):
+            chosen = job["ct2"][system]
+            row["settings"] = f"{chosen['compute_type']} {chosen['env']['CT2_FORCE_CPU_ISA']}"
         if "error" in r:
             rows.append({**row, "error": r["error"]})
             print(r.get("log", ""), file=sys.stderr)
@@ -298,6 +379,7 @@ def main() -> None:
         args.result.write_text(json.dumps(worker(args.worker, json.loads(args.job.read_text()))))
         return
 
+    hold_isa(args.isa)
     from parity import shipped
     from porting.tokenizer import open_tokenizer
 
@@ -308,7 +390,7 @@ def main() -> None:
     if "fairseq" in systems:
         systems = ["fairseq"] + [s for s in systems if s != "fairseq"]   # the reference for agreement
     setups = model_setups(args.work)
-    signature = conditions(args.threads)
+    signature = {**conditions(args.threads), "isa": args.isa}
     rows = []
     print(f"{'|'.join(f'{k}:{v}' for k, v in signature.items())}\n"
           f"fp32 unless named; ours / it = our port's tokens/s over that system's (>1: ours is faster)\n")
@@ -320,7 +402,9 @@ def main() -> None:
         for bs in map(int, args.batch_sizes.split(",")):
             ids = [tok.encode(line) for line in source[:args.lines or setup["lines"][bs]]]
             job = {**paths, "ids": ids, "batches": batches_of(ids, bs), "batch_size": bs, "threads": args.threads,
-                   "max_len_b": setup["max_len_b"], "repeat": args.repeat, "start": [tok.bos, list(tok.prefix)]}
+                   "max_len_b": setup["max_len_b"], "repeat": args.repeat, "start": [tok.bos, list(tok.prefix)],
+                   "isa": args.isa}
+            job["ct2"] = ct2_settings(systems, job, args.work)
             results = take_turns(systems, job, args.work, args.rounds, f"{model} batch {bs}")
             rows += rows_of(results, model, bs, ids, job, tok, references)
     print(table(rows))

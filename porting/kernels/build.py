@@ -26,7 +26,11 @@ import torch
 HERE = Path(__file__).parent
 SOURCES = (HERE / "skinny.c", HERE / "skinny_candidates.c")
 HEADERS = (HERE / "skinny_tiles.h",)
-FLAGS = ("-O3", "-std=c99", "-mavx2", "-mfma", "-shared", "-fPIC")
+FLAGS = ("-O3", "-std=c99", "-shared", "-fPIC")
+# The instruction sets the sources are built for, each its own library: the same C, whose product
+# tile is wider under AVX-512 (skinny_tiles.h) and sums in the same order, so both give the same bits.
+ISA_FLAGS = {"avx2": ("-mavx2", "-mfma"), "avx512": ("-mavx2", "-mfma", "-mavx512f")}
+ISA_VARIABLE = "PORTING_NATIVE_ISA"     # avx2 or avx512: hold the kernels to one (the AVX2 tables, tests)
 
 
 class Unavailable(RuntimeError):
@@ -72,7 +76,9 @@ def compiler_version(cc: str) -> str:
     return lines[0] if lines else cc
 
 
-def check_machine() -> None:
+def check_machine() -> str:
+    """The instruction set to build for: the widest this CPU runs, as torch sees it (so a process held
+    to AVX2 by ATEN_CPU_CAPABILITY=avx2 runs the AVX2 build), or the one PORTING_NATIVE_ISA names."""
     if os.environ.get("PORTING_NATIVE", "1") == "0":
         raise Unavailable("disabled by PORTING_NATIVE=0")
     if platform.machine().lower() not in ("x86_64", "amd64"):
@@ -80,23 +86,45 @@ def check_machine() -> None:
     capability = torch.backends.cpu.get_cpu_capability()    # "AVX2" means AVX2 and FMA to ATen too
     if capability not in ("AVX2", "AVX512"):
         raise Unavailable(f"needs AVX2 and FMA; torch reports this CPU as {capability}")
+    asked = os.environ.get(ISA_VARIABLE, "").lower()
+    if asked and asked not in ISA_FLAGS:
+        raise Unavailable(f"{ISA_VARIABLE}={asked}: expected one of {', '.join(ISA_FLAGS)}")
+    # asked for by name, AVX-512 needs only the CPU's flag (torch may be held to AVX2 in the same process)
+    if asked == "avx512" and "avx512f" not in cpu_flags():
+        raise Unavailable(f"{ISA_VARIABLE}=avx512, but this CPU has no AVX-512 (no avx512f in /proc/cpuinfo)")
+    return asked or capability.lower()
 
 
-def library() -> Path:
-    """The compiled library, built now if the cache does not hold it; Unavailable says why not."""
-    check_machine()
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (empty where /proc/cpuinfo cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def library(isa: str | None = None) -> Path:
+    """The compiled library for `isa` (default: check_machine's), built now if the cache does not hold
+    it; Unavailable says why not."""
+    chosen = check_machine()
+    isa = isa or chosen
     cc = compiler()
+    flags = (*FLAGS, *ISA_FLAGS[isa])
     text = b"".join(f.read_bytes() for f in (*SOURCES, *HEADERS))
-    key = hashlib.sha256(text + repr((FLAGS, cc, compiler_version(cc))).encode()).hexdigest()[:16]
+    key = hashlib.sha256(text + repr((flags, cc, compiler_version(cc))).encode()).hexdigest()[:16]
     directory = cache_dir()
     _private_dir(directory)
-    lib = directory / f"skinny-{key}.so"
+    lib = directory / f"skinny-{isa}-{key}.so"
     if lib.exists():
         return lib
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".skinny-", suffix=".so")
     os.close(fd)
     try:
-        done = subprocess.run([cc, *FLAGS, *map(str, SOURCES), "-o", tmp, "-lm"], capture_output=True, text=True)
+        done = subprocess.run([cc, *flags, *map(str, SOURCES), "-o", tmp, "-lm"], capture_output=True, text=True)
         if done.returncode:
             raise Unavailable(f"{cc} could not compile {' '.join(f.name for f in SOURCES)}: "
                               f"{done.stderr.strip()[-800:]}")

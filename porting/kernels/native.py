@@ -1,7 +1,8 @@
 """The compiled kernels' Python side: products (``linear``), attention (``attention``), embeddings
 (``embed``), the decoder's layers in one call (``DecoderLayers``) from porting/kernels/skinny.c, and the
 output projection fused with the search's candidate selection (``candidates``) from
-skinny_candidates.c. Why they are written by hand: see there. Building them: porting/kernels/build.py.
+skinny_candidates.c. Why they are written by hand: see there. Building them: porting/kernels/build.py
+(an AVX2 and an AVX-512 build of the same C, bitwise alike; the CPU's widest is loaded).
 
 Where they cannot be built or loaded (no x86-64 with AVX2/FMA, no compiler, an unsafe cache, or
 ``PORTING_NATIVE=0``), ``available()`` is False, ``unavailable_reason()`` says why (and a
@@ -120,6 +121,11 @@ def activation_supported(activation: Activation) -> bool:
 
 def unavailable_reason() -> str | None:
     return _load()[1]
+
+
+def describe() -> str:
+    """What the compiled kernels run as, for a run's signature: "built avx512", "built avx2", or why not."""
+    return f"built {build.check_machine()}" if available() else f"unavailable: {unavailable_reason()}"
 
 
 @dataclass(frozen=True)

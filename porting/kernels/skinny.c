@@ -17,19 +17,27 @@
 #include "skinny_tiles.h"
 
 /* y [m, n] = x [m, k] W^T + bias over panels [first, last) only; panels as skinny_tiles.h says;
- * bias: n16 floats (zero-padded), or NULL. */
+ * bias: n16 floats (zero-padded), or NULL. Where the build has a two-panel tile (AVX-512), two full
+ * panels at a time. */
 static void linear_panels(const float *x, const float *panels, const float *bias, float *y, int m, int k, int n,
                           int first, int last)
 {
-    static const float zeros[PANEL];
+    static const float zeros[2 * PANEL];
     float tail[MAX_ROWS * PANEL];           /* the last, partial panel's columns */
-    for (int j = first * PANEL; j < n && j < last * PANEL; j += PANEL) {
+    for (int j = first * PANEL; j < n && j < last * PANEL;) {
         const float *panel = panels + (size_t)j * k;
         const float *b = bias ? bias + j : zeros;
         int width = n - j < PANEL ? n - j : PANEL;
+        const int pair = PANELS_AT_ONCE == 2 && j + 2 * PANEL <= n && j + PANEL < last * PANEL;
         for (int i = 0; i < m; i += MAX_ROWS) {
             int r = m - i < MAX_ROWS ? m - i : MAX_ROWS;
             float *out = y + (size_t)i * n + j;
+#if PANELS_AT_ONCE == 2
+            if (pair) {
+                PAIR_FN[r](x + (size_t)i * k, panel, b, out, k, (size_t)n);
+                continue;
+            }
+#endif
             if (width == PANEL) {
                 ROWS_FN[r](x + (size_t)i * k, panel, b, out, k, (size_t)n);
             } else {
@@ -38,6 +46,7 @@ static void linear_panels(const float *x, const float *panels, const float *bias
                     memcpy(out + (size_t)row * n, tail + row * PANEL, (size_t)width * sizeof(float));
             }
         }
+        j += pair ? 2 * PANEL : PANEL;
     }
 }
 

@@ -133,17 +133,31 @@ static void pass(void *arg)
     const int t = J->threads > 1 ? J->thread_num() : 0;
     const int panels = (J->n + PANEL - 1) / PANEL;
     const int first = share_of(panels, t, J->threads), last = share_of(panels, t + 1, J->threads);
-    static const float zeros[PANEL];
-    float tile[MAX_ROWS * PANEL];
-    for (int p = first; p < last; p++) {
+    static const float zeros[2 * PANEL];
+    float tile[MAX_ROWS * 2 * PANEL];
+    for (int p = first; p < last;) {
         const int j = p * PANEL, width = J->n - j < PANEL ? J->n - j : PANEL;
         const float *panel = J->panels + (size_t)j * J->k, *b = J->bias ? J->bias + j : zeros;
+        /* two full panels at once where the build has the two-panel tile (AVX-512); each row still
+         * absorbs its panels in column order, so the state it ends with is the same */
+        const int pair = PANELS_AT_ONCE == 2 && p + 1 < last && j + 2 * PANEL <= J->n;
         for (int i = 0; i < J->m; i += MAX_ROWS) {
             const int rows = J->m - i < MAX_ROWS ? J->m - i : MAX_ROWS;
+#if PANELS_AT_ONCE == 2
+            if (pair) {
+                PAIR_FN[rows](J->x + (size_t)i * J->k, panel, b, tile, J->k, 2 * PANEL);
+                for (int r = 0; r < rows; r++) {
+                    absorb(J, t, i + r, tile + r * 2 * PANEL, j, PANEL);
+                    absorb(J, t, i + r, tile + r * 2 * PANEL + PANEL, j + PANEL, PANEL);
+                }
+                continue;
+            }
+#endif
             ROWS_FN[rows](J->x + (size_t)i * J->k, panel, b, tile, J->k, PANEL);
             for (int r = 0; r < rows; r++)
                 absorb(J, t, i + r, tile + r * PANEL, j, width);
         }
+        p += pair ? 2 : 1;
     }
 }
 

@@ -20,23 +20,76 @@
 #define PREFETCH 512
 #define MAX_ROWS 6
 
+#ifdef __AVX512F__
+/* The AVX-512 build (porting/kernels/build.py compiles this file twice and loads the one the CPU can
+ * run): a panel's 16 columns are one register, so a row takes one accumulator, and the product
+ * kernels take two panels at a time (rows x 32 columns: 12 accumulators, as the AVX2 tile has, twice
+ * the columns per instruction). Each y[i, j] is the same chain of fused multiply-adds in the same k
+ * order as the AVX2 tile's: the two builds give bitwise equal results (tests/test_native_kernels.py).
+ * x[i, p] is broadcast by the multiply-add itself (an embedded {1to16} operand). */
+#define INIT(i) __m512 a##i##0 = b0;
+#define FMA(i) { a##i##0 = _mm512_fmadd_ps(_mm512_set1_ps(x[(size_t)(i) * k + p]), w0, a##i##0); }
+#define STORE(i) { _mm512_storeu_ps(y + (size_t)(i) * ldy, a##i##0); }
+#define BIAS __m512 b0 = _mm512_loadu_ps(bias);
+#define WEIGHTS __m512 w0 = _mm512_loadu_ps(panel);
+
+#define INIT2(i) __m512 a##i##0 = b0, a##i##1 = b1;
+#define FMA2(i) { const __m512 xi = _mm512_set1_ps(x[(size_t)(i) * k + p]); \
+                  a##i##0 = _mm512_fmadd_ps(xi, w0, a##i##0); a##i##1 = _mm512_fmadd_ps(xi, w1, a##i##1); }
+#define STORE2(i) { _mm512_storeu_ps(y + (size_t)(i) * ldy, a##i##0); _mm512_storeu_ps(y + (size_t)(i) * ldy + PANEL, a##i##1); }
+
+/* pair<R>: y[0:R, 0:32] (row stride ldy) from x[0:R, 0:k], two consecutive full panels (the second
+ * k * 16 floats after the first) and their 32 biases */
+#define PAIR(R, INITS, FMAS, STORES) \
+static void pair##R(const float *restrict x, const float *restrict panel, const float *restrict bias, \
+                    float *restrict y, int k, size_t ldy) \
+{ \
+    const float *restrict second = panel + (size_t)k * PANEL; \
+    __m512 b0 = _mm512_loadu_ps(bias), b1 = _mm512_loadu_ps(bias + PANEL); \
+    INITS \
+    for (int p = 0; p < k; p++, panel += PANEL, second += PANEL) { \
+        _mm_prefetch((const char *)(panel + PREFETCH), _MM_HINT_T0); \
+        _mm_prefetch((const char *)(second + PREFETCH), _MM_HINT_T0); \
+        __m512 w0 = _mm512_loadu_ps(panel), w1 = _mm512_loadu_ps(second); \
+        FMAS \
+    } \
+    STORES \
+}
+
+PAIR(1, INIT2(0), FMA2(0), STORE2(0))
+PAIR(2, INIT2(0) INIT2(1), FMA2(0) FMA2(1), STORE2(0) STORE2(1))
+PAIR(3, INIT2(0) INIT2(1) INIT2(2), FMA2(0) FMA2(1) FMA2(2), STORE2(0) STORE2(1) STORE2(2))
+PAIR(4, INIT2(0) INIT2(1) INIT2(2) INIT2(3), FMA2(0) FMA2(1) FMA2(2) FMA2(3), STORE2(0) STORE2(1) STORE2(2) STORE2(3))
+PAIR(5, INIT2(0) INIT2(1) INIT2(2) INIT2(3) INIT2(4), FMA2(0) FMA2(1) FMA2(2) FMA2(3) FMA2(4),
+     STORE2(0) STORE2(1) STORE2(2) STORE2(3) STORE2(4))
+PAIR(6, INIT2(0) INIT2(1) INIT2(2) INIT2(3) INIT2(4) INIT2(5), FMA2(0) FMA2(1) FMA2(2) FMA2(3) FMA2(4) FMA2(5),
+     STORE2(0) STORE2(1) STORE2(2) STORE2(3) STORE2(4) STORE2(5))
+
+typedef void (*pair_fn)(const float *, const float *, const float *, float *, int, size_t);
+static const pair_fn PAIR_FN[MAX_ROWS + 1] = {NULL, pair1, pair2, pair3, pair4, pair5, pair6};
+#define PANELS_AT_ONCE 2
+#else
 /* Named accumulators, not arrays: GCC keeps an array of __m256 on the stack and stores it back on
  * every iteration (measured 2.5x slower). */
 #define INIT(i) __m256 a##i##0 = b0, a##i##1 = b1;
 #define FMA(i) { __m256 xi = _mm256_broadcast_ss(x + (size_t)(i) * k + p); \
                  a##i##0 = _mm256_fmadd_ps(xi, w0, a##i##0); a##i##1 = _mm256_fmadd_ps(xi, w1, a##i##1); }
 #define STORE(i) { _mm256_storeu_ps(y + (size_t)(i) * ldy, a##i##0); _mm256_storeu_ps(y + (size_t)(i) * ldy + 8, a##i##1); }
+#define BIAS __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
+#define WEIGHTS __m256 w0 = _mm256_loadu_ps(panel), w1 = _mm256_loadu_ps(panel + 8);
+#define PANELS_AT_ONCE 1
+#endif
 
 /* rows<R>: y[0:R, 0:16] (row stride ldy) from x[0:R, 0:k], one panel and its 16 biases */
 #define ROWS(R, INITS, FMAS, STORES) \
 static void rows##R(const float *restrict x, const float *restrict panel, const float *restrict bias, \
                     float *restrict y, int k, size_t ldy) \
 { \
-    __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8); \
+    BIAS \
     INITS \
     for (int p = 0; p < k; p++, panel += PANEL) { \
         _mm_prefetch((const char *)(panel + PREFETCH), _MM_HINT_T0); \
-        __m256 w0 = _mm256_loadu_ps(panel), w1 = _mm256_loadu_ps(panel + 8); \
+        WEIGHTS \
         FMAS \
     } \
     STORES \
