@@ -3,7 +3,8 @@ and our port, one after the other in one run, on the same inputs, beam 5, on the
 thread count.
 
     .venv/bin/python benchmarks/speed.py [--models shipped,m2m,wmt19-size] [--batch-sizes 1,32]
-        [--systems fairseq,transformers,ctranslate2,ctranslate2-int8,port,port-exact,port-bf16,port-int8]
+        [--systems fairseq,transformers,ctranslate2,ctranslate2-int8,port,port-exact,port-bf16,port-int8,port-int8-all]
+        [--isa native|avx2]
         [--threads 2] [--rounds 2] [--repeat 2] [--work .build/bench] [--out .build/bench/speed.json]
 
 Models: `shipped` is the shipped ende-sep model (model2.pt); `m2m` the shipped multilingual
@@ -41,7 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SYSTEMS = ("fairseq", "transformers", "ctranslate2", "ctranslate2-int8", "port", "port-exact", "port-bf16", "port-int8")
+SYSTEMS = ("fairseq", "transformers", "ctranslate2", "ctranslate2-int8", "port", "port-exact", "port-bf16", "port-int8",
+           "port-int8-all")
 BEAM = 5
 
 
@@ -114,7 +116,7 @@ def run_worker(system: str, job: dict, work: Path) -> dict:
     job_file, result_file = work / "job.json", work / f"result-{system}.json"
     job_file.write_text(json.dumps(job))
     result_file.unlink(missing_ok=True)
-    extra = job.get("ct2", {}).get(system, {}).get("env")
+    extra = job.get("ct2_settings", {}).get(system, {}).get("env")
     r = subprocess.run([sys.executable, __file__, "--worker", system, "--job", job_file, "--result", result_file],
                        env=env(extra), capture_output=True, text=True)
     if r.returncode:
@@ -135,11 +137,26 @@ def merge_rounds(before: dict | None, now: dict, system: str) -> dict:
 
 
 # CTranslate2's settings tried before a run, fastest kept: its own kernels' instruction set (it picks
-# AVX2 on this machine's CPUs unless told), and for int8 models the compute type (on the CPU "int8"
-# and "int8_float32" name one path today; both are tried so that the table never depends on it).
-CT2_CANDIDATES = {"ctranslate2": [("float32", isa) for isa in ("AVX2", "AVX512")],
-                  "ctranslate2-int8": [(ct, isa) for ct in ("int8", "int8_float32") for isa in ("AVX2", "AVX512")]}
+# AVX2 on this machine's CPUs unless told); for int8 models the compute type (on the CPU "int8" and
+# "int8_float32" name one path today: both are tried, so the table never depends on it); and its
+# threading. Its wheel runs MKL inside its own OpenMP loops, and on a 2-core machine here its
+# 2-thread float32 ran at 107 tok/s (shipped, batch 1) against 1,107 with MKL_NUM_THREADS=1, and
+# its int8 at 120 on 2 threads against 1,652 on one (measured 2026-12-06, Intel Xeon with AVX-512):
+# so one thread, and the run's threads with MKL held to one, are candidates beside its default.
+CT2_THREADINGS = (("default", None), ("mkl1", "1"), ("one", "1"))     # name, MKL_NUM_THREADS
+CT2_CANDIDATES = {"ctranslate2": [("float32", isa, th) for isa in ("AVX2", "AVX512") for th in CT2_THREADINGS],
+                  "ctranslate2-int8": [(ct, isa, th) for ct in ("int8", "int8_float32") for isa in ("AVX2", "AVX512")
+                                       for th in CT2_THREADINGS]}
 PROBE_LINES = 48      # lines each candidate translates (in the run's batches) to be timed
+
+
+def ct2_candidate(compute_type: str, isa: str, threading: tuple, threads: int) -> dict:
+    """One candidate's settings: what the worker passes CTranslate2 and the variables it runs under."""
+    name, mkl = threading
+    extra = {"CT2_FORCE_CPU_ISA": isa, **({"MKL_NUM_THREADS": mkl} if mkl else {})}
+    intra = 1 if name == "one" else threads
+    label = f"{compute_type} {isa} {intra} thread{'s' if intra > 1 else ''}" + (" MKL 1" if mkl and intra > 1 else "")
+    return {"compute_type": compute_type, "threads": intra, "env": extra, "label": label}
 
 
 def ct2_settings(systems: list[str], job: dict, work: Path) -> dict:
@@ -154,18 +171,19 @@ def ct2_settings(systems: list[str], job: dict, work: Path) -> dict:
                 break
             probe["batches"].append(batch)
             lines += len(batch)
-        timed = []
-        for compute_type, isa in CT2_CANDIDATES[system]:
-            if job["isa"] == "avx2" and isa != "AVX2":
+        timed, labels = [], set()
+        for compute_type, isa, threading in CT2_CANDIDATES[system]:
+            settings = ct2_candidate(compute_type, isa, threading, job["threads"])
+            if (job["isa"] == "avx2" and isa != "AVX2") or settings["label"] in labels:
                 continue
-            settings = {"compute_type": compute_type, "env": {"CT2_FORCE_CPU_ISA": isa}}
-            result = run_worker(system, dict(probe, ct2={system: settings}), work)
+            labels.add(settings["label"])
+            result = run_worker(system, dict(probe, ct2_settings={system: settings}), work)
             if "error" not in result:
-                timed.append((result["seconds"], compute_type, isa, settings))
-                print(f"  CTranslate2 settings: {system} {compute_type} {isa}: {result['seconds']:.3f} s "
+                timed.append((result["seconds"], settings))
+                print(f"  CTranslate2 settings: {system} {settings['label']}: {result['seconds']:.3f} s "
                       f"({lines} lines)", file=sys.stderr, flush=True)
         if timed:
-            chosen[system] = min(timed, key=lambda t: t[0])[3]
+            chosen[system] = min(timed, key=lambda t: t[0])[1]
     return chosen
 
 
@@ -218,9 +236,10 @@ def _ctranslate2(job, int8: bool = False):
     # the harness's own adapter: the export's tokenizer, the family's target prefix, the option mapping;
     # the compute type ct2_settings chose (its ISA is in this process's environment)
     name = "ctranslate2-int8" if int8 else "ctranslate2"
-    compute_type = job.get("ct2", {}).get(name, {}).get("compute_type", "int8" if int8 else "float32")
+    chosen = job.get("ct2_settings", {}).get(name, {})
     system = CTranslate2System(Path(job["ct2-int8" if int8 else "ct2"]), (job["source_lang"], job["target_lang"]),
-                               threads=job["threads"], compute_type=compute_type)
+                               threads=chosen.get("threads", job["threads"]),
+                               compute_type=chosen.get("compute_type", "int8" if int8 else "float32"))
     options = {"beam": BEAM, "max_len_b": job["max_len_b"]}
 
     def run(batch):
@@ -239,10 +258,11 @@ def _port(job, variant):
     dtype = torch.bfloat16 if variant == "port-bf16" else torch.float32
     _, members = load_ensemble(Path(job["converted"]), dtype)
     ensemble = Ensemble(members, kernels="exact" if variant == "port-exact" else "fast")
-    if variant == "port-int8":
+    if variant in ("port-int8", "port-int8-all"):
         from porting.kernels.quantize import quantize_int8
 
-        quantize_int8(ensemble.models, ensemble.decoders)
+        # int8: the products that gain (on the small models none); int8-all: every one, as CTranslate2's int8
+        quantize_int8(ensemble.models, ensemble.decoders, variant.removeprefix("port-"))
     opts = GenerationOptions(beam=BEAM, max_len_b=job["max_len_b"])
 
     def run(batch):
@@ -349,9 +369,8 @@ def rows_of(results: dict, model: str, bs: int, ids: list, job: dict, tok, refer
     rows = []
     for system, r in results.items():
         row = {"model": model, "batch": bs, "system": system, "lines": len(ids)}
-        if system in job.get("ct2", {}):
-            chosen = job["ct2"][system]
-            row["settings"] = f"{chosen['compute_type']} {chosen['env']['CT2_FORCE_CPU_ISA']}"
+        if system in job.get("ct2_settings", {}):
+            row["settings"] = job["ct2_settings"][system]["label"]
         if "error" in r:
             rows.append({**row, "error": r["error"]})
             print(r.get("log", ""), file=sys.stderr)
@@ -404,7 +423,7 @@ def main() -> None:
             job = {**paths, "ids": ids, "batches": batches_of(ids, bs), "batch_size": bs, "threads": args.threads,
                    "max_len_b": setup["max_len_b"], "repeat": args.repeat, "start": [tok.bos, list(tok.prefix)],
                    "isa": args.isa}
-            job["ct2"] = ct2_settings(systems, job, args.work)
+            job["ct2_settings"] = ct2_settings(systems, job, args.work)
             results = take_turns(systems, job, args.work, args.rounds, f"{model} batch {bs}")
             rows += rows_of(results, model, bs, ids, job, tok, references)
     print(table(rows))

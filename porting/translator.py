@@ -27,6 +27,7 @@ from porting.format import ConfigError, model_languages, read_config
 from porting.generation.beam import Hypothesis, generate, left_pad
 from porting.generation.ensemble import Ensemble
 from porting.generation.options import GenerationOptions
+from porting.kernels import QUANTIZE_MODES
 from porting.model.load import load_ensemble
 from porting.tokenizer import SentencePieceTokenizer, Tokenizer, decoder_start, open_tokenizer, vocabulary_difference
 
@@ -118,9 +119,9 @@ def runtime_dtype(dtype: torch.dtype | str, kernels: str, quantize: str | None) 
         if dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}")
         dtype = getattr(torch, dtype)
-    if quantize not in (None, "none", "int8"):
-        raise ValueError(f"quantize must be int8 or none, got {quantize!r}")
-    if quantize == "int8" and (dtype != torch.float32 or kernels == "exact"):
+    if quantize not in (None, "none", *QUANTIZE_MODES):
+        raise ValueError(f"quantize must be {', '.join(QUANTIZE_MODES)} or none, got {quantize!r}")
+    if quantize in QUANTIZE_MODES and (dtype != torch.float32 or kernels == "exact"):
         raise ValueError("int8 quantization needs --dtype float32 and --kernels fast or portable")
     return dtype
 
@@ -129,10 +130,11 @@ def runtime_ensemble(models: list, kernels: str, quantize: str | None) -> Ensemb
     """The members as they decode: the kernel set chosen, int8 applied where asked (the checks:
     ``runtime_dtype``)."""
     ensemble = Ensemble(models, kernels)
-    if quantize == "int8":
+    if quantize in QUANTIZE_MODES:
         from porting.kernels.quantize import quantize_int8
 
-        quantize_int8(ensemble.models, ensemble.decoders)
+        for line in quantize_int8(ensemble.models, ensemble.decoders, quantize):
+            log.info("%s: %s", quantize, line)
     return ensemble
 
 
@@ -171,7 +173,8 @@ class Translator:
 
         kernels: "fast" (default), "portable" (the fast path on torch's kernels alone) or "exact"
         (fairseq's kernels, bitwise equal to fairseq).
-        quantize: None or "int8" (dynamic int8 linear layers; float32 and fast kernels only).
+        quantize: None, "int8" (dynamic int8 linear layers where they are faster) or "int8-all" (every
+            one; porting/kernels/quantize.py); float32 and fast kernels only.
         threads: torch's threads for this process (None: torch's own, one per physical core, or
         OMP_NUM_THREADS where set); fewer is faster where other work keeps the cores busy."""
         if not model_dirs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from porting.kernels import QUANTIZE_MODES
 from porting.progress import progress_bar  # noqa: F401  (the commands' one progress display)
 
 KERNELS_HELP = ("fast (default): cheaper kernels, same hypotheses; portable: the fast path on torch's kernels "
@@ -71,8 +72,10 @@ def add_generation_flags(p, nbest: bool = True) -> None:
                    help="the type the weights are cast to and computed in (bfloat16: approximate, faster where the "
                         "CPU has native bfloat16)")
     p.add_argument("--kernels", choices=["fast", "portable", "exact"], default="fast", help=KERNELS_HELP)
-    p.add_argument("--quantize", choices=["none", "int8"], default="none",
-                   help="int8: dynamic int8 linear layers (faster, approximate: see README for its BLEU cost)")
+    p.add_argument("--quantize", choices=["none", *QUANTIZE_MODES], default="none",
+                   help="int8: dynamic int8 linear layers where int8 is faster (on small models none is: they run "
+                        "float32 and say so); int8-all: every one, whatever it costs. Approximate: see README for "
+                        "the BLEU cost")
 
 
 def translation_flags(args) -> list[str]:

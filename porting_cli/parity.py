@@ -4,7 +4,7 @@ and gives every differing hypothesis its cause.
     porting parity --original recorded:RUN_DIR | fairseq:DIR[:model1.pt,model2.pt] \
         --port [native:]OUT | transformers:HF_DIR | ctranslate2:CT2_DIR \
         [--input test.src --reference test.ref] [--atol 1e-5 --rtol 1e-4] [--mode accumulate|shadow] \
-        [--kernels fast|portable|exact] [--dtype float32|bfloat16|float16] [--quantize int8] \
+        [--kernels fast|portable|exact] [--dtype float32|bfloat16|float16] [--quantize int8|int8-all] \
         [--budget min_sqnr_db=20,token_max=1,token_p99=0.15] \
         [--settings beam5_nbest5,greedy] --report REPORT_DIR [--record] [--force]
 
@@ -24,6 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from porting.kernels import QUANTIZE_MODES
 from porting_cli.common import add_metric_flag, progress_bar
 
 
@@ -55,9 +56,9 @@ def add_arguments(p) -> None:
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="run the port in this type: the native port in bfloat16, a transformers model in float16 or "
                         "bfloat16 (an approximate port, held to the type's budget; default: %(default)s)")
-    p.add_argument("--quantize", choices=("none", "int8"), default="none",
-                   help="the native port with int8 linear layers, as `porting translate --quantize int8` runs it (an "
-                        "approximate port, held to int8's budget)")
+    p.add_argument("--quantize", choices=("none", *QUANTIZE_MODES), default="none",
+                   help="the native port with int8 linear layers, as `porting translate --quantize int8|int8-all` runs "
+                        "it (an approximate port, held to int8's budget)")
     p.add_argument("--budget", help="an approximate port's bounds instead of its type's declared ones, e.g. "
                                     "min_sqnr_db=25,token_max=0.5,token_p99=0.1 (fields not given keep the declared "
                                     "value)")

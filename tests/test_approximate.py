@@ -108,7 +108,7 @@ def test_a_difference_within_the_budget_is_approximation_beyond_it_numerics():
 
 @pytest.fixture(scope="module")
 def native_int8(converted):
-    return open_system(f"native:{converted[MODEL]}", quantize="int8")
+    return open_system(f"native:{converted[MODEL]}", quantize="int8-all")
 
 
 def test_native_int8_passes_its_budget_with_every_layer_measured(native_int8, tmp_path):
@@ -131,7 +131,7 @@ def test_native_int8_passes_its_budget_with_every_layer_measured(native_int8, tm
 
 
 def test_one_int8_layer_with_a_wrong_scale_fails_and_is_named(converted):
-    system = open_system(f"native:{converted[MODEL]}", quantize="int8")
+    system = open_system(f"native:{converted[MODEL]}", quantize="int8-all")
     _wrong_scale(system.members[0].decoder.layers[1].fc1)
     system.ensemble.decoders[0].repack()
     report = compare(system)
@@ -270,7 +270,7 @@ def test_a_ctranslate2_model_takes_no_dtype(ct2_int8, tmp_path, capsys):
 # and the clean port of the same type is within the budget
 FAMILIES = [("ende-sep", None), ("m2m-en-fr", ("en", "fr")), ("bart-man", None)]
 TENSOR_CELLS = [  # (port, how it runs, the faulty weight, how, the layer that must be named)
-    ("native", {"quantize": "int8"}, "model.decoder.layers.1.fc1.weight", "scale", "decoder.layers.1"),
+    ("native", {"quantize": "int8-all"}, "model.decoder.layers.1.fc1.weight", "scale", "decoder.layers.1"),
     ("native", {"dtype": "bfloat16"}, "model.encoder.layers.1.fc1.weight", 3.0, "encoder.layers.1"),
     ("transformers", {"dtype": "float16"}, "model.decoder.layers.0.fc2.weight", 0.5, "decoder.layers.0"),
 ]

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import torch
+
 from parity import shipped
 from porting.translator import Translator
 
@@ -91,20 +93,44 @@ def test_bad_generation_options_rejected(converted):
 
 
 def test_kernels_and_int8(converted):
-    """fast (default) and exact kernels translate the same; int8 runs and stays close; int8 with
-    bfloat16 is refused with a clear error."""
+    """fast (default) and exact kernels translate the same; int8 on this small model quantizes nothing
+    (no product of it gains: porting/kernels/quantize.py), translates as float32 does and says so;
+    int8-all runs every product in int8 and stays close; int8 with bfloat16 is refused with a clear error."""
     lines = shipped.test_set()[0][:20]
     stdin = ("\n".join(lines) + "\n").encode()
     fast = translate(["--model", converted["ende-sep"]], stdin)
     exact = translate(["--model", converted["ende-sep"], "--kernels", "exact"], stdin)
     int8 = translate(["--model", converted["ende-sep"], "--quantize", "int8"], stdin)
-    assert fast[0] == exact[0] == int8[0] == 0
-    assert fast[1] == exact[1]
-    assert len(int8[1].splitlines()) == 20
+    int8_all = translate(["--model", converted["ende-sep"], "--quantize", "int8-all"], stdin)
+    assert fast[0] == exact[0] == int8[0] == int8_all[0] == 0
+    assert fast[1] == exact[1] == int8[1]
+    assert "int8: decoder layers: float32 (too small to gain" in int8[2]
+    assert "int8: output projection: float32" in int8[2] and "int8: encoder feed-forward: float32" in int8[2]
+    assert "int8-all: decoder layers: int8" in int8_all[2] and "int8-all: output projection: int8" in int8_all[2]
+    assert len(int8_all[1].splitlines()) == 20
     # an approximation, not a different model: most lines stay identical (85% measured on 100)
-    assert sum(a == b for a, b in zip(int8[1].splitlines(), fast[1].splitlines())) >= 10
+    assert sum(a == b for a, b in zip(int8_all[1].splitlines(), fast[1].splitlines())) >= 10
+    assert int8_all[1] != fast[1]                                   # something was quantized
     rc, _, err = translate(["--model", converted["ende-sep"], "--quantize", "int8", "--dtype", "bfloat16"], stdin)
     assert rc == 1 and "int8 quantization needs --dtype float32" in err
+
+
+def test_int8_quantizes_a_decoder_whole_or_not_at_all(converted, monkeypatch):
+    """Where some of the decoder layers' products would gain and some would not, the layers stay
+    float32 together (one C call a step); the output projection and the encoder are decided alone."""
+    from porting.kernels import quantize
+    from porting.model.load import load_ensemble
+    from porting.translator import runtime_ensemble
+
+    assert quantize.gains(torch.nn.Linear(1024, 1024)) and not quantize.gains(torch.nn.Linear(128, 1 << 14))
+    # thresholds under which fc1/fc2 (128 x 512) and the output projection (128 x 7k) gain, out_proj (128 x 128) not
+    monkeypatch.setattr(quantize, "MIN_INPUTS", 128)
+    monkeypatch.setattr(quantize, "MIN_WEIGHTS", 128 * 512)
+    ensemble = runtime_ensemble(load_ensemble(converted["ende-sep"])[1], "fast", "int8")
+    model, fast = ensemble.models[0], ensemble.decoders[0]
+    assert type(model.decoder.layers[0].fc1) is torch.nn.Linear and fast.layers_c is not None
+    assert type(model.decoder.output_projection) is not torch.nn.Linear           # int8
+    assert type(model.encoder.layers[0].fc1) is not torch.nn.Linear               # 128 x 512 and 512 x 128 gain here
 
 
 def test_ensemble_members_must_share_every_vocabulary_id(converted, tmp_path):
