@@ -8,6 +8,8 @@ magnitude; 1e-5 absolute on values of order 1-10 is ~100x the differences observ
 """
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -359,6 +361,53 @@ def test_abi_mirror_is_checked(monkeypatch):
         _fields_ = [(n, ctypes.c_double if n == "activation" else t) for n, t in native._Layer._fields_]
     monkeypatch.setattr(native, "_Layer", Widened)
     assert "bytes" in native.abi_mismatch(lib) or "field" in native.abi_mismatch(lib)
+
+
+@pytest.mark.skipif(not native.available(), reason=f"few-row kernels unavailable: {native.unavailable_reason()}")
+def test_every_entry_point_is_declared_from_the_librarys_own_table():
+    """How Python calls C is written once (skinny_abi.h): the library gives its table, types reduced
+    to codes by the compiler, and every argtypes/restype is set from it."""
+    lib = native._load()[0]
+    table = native.signatures(lib)
+    assert set(native.CALLED) <= set(table)
+    # the codes are the compiler's reading of the declared types: the float and int arguments in place
+    assert table["skinny_candidates"] == ("i", "pppiiipiiiiifippppi")
+    assert table["skinny_embed"] == ("i", "pipiifpp") and table["skinny_linear_threads"] == ("v", "ppppiiippi")
+    for name, (ret, args) in table.items():
+        function = getattr(lib, name)
+        assert function.argtypes == [native.CTYPES[c] for c in args] and function.restype == native.CTYPES[ret]
+
+
+def test_a_library_whose_table_differs_is_refused(monkeypatch):
+    """A table without an entry point Python calls, or with a type it cannot pass, is named."""
+    class Library:                                            # a stand-in whose table is given
+        def __init__(self, text: bytes):
+            self.skinny_signatures = lambda: text
+            self.skinny_abi = lambda: 0
+
+    assert "skinny_attention, skinny_embed" in native.declare(Library(b"skinny_abi:i:p;"))
+    monkeypatch.setattr(native, "CALLED", ("skinny_abi",))
+    assert "codes ['d']" in native.declare(Library(b"skinny_abi:i:pd;"))
+    assert native.declare(Library(b"skinny_abi:i:p;")) is None
+
+
+def test_a_definition_that_differs_from_its_declared_line_does_not_compile(tmp_path):
+    """skinny_abi.h declares every entry point in every source file: a definition of another type
+    is a compile error, not a library that reads its arguments wrongly."""
+    try:
+        build.check_machine()
+        cc = build.compiler()
+    except build.Unavailable as e:
+        pytest.skip(str(e))
+    for f in (*build.SOURCES, *build.HEADERS):
+        (tmp_path / f.name).write_text(f.read_text())
+    header = tmp_path / "skinny_abi.h"
+    declared = "X(skinny_embed, int, const int64_t *, int, const float *, int, int, float,"
+    assert declared in header.read_text()
+    header.write_text(header.read_text().replace(declared, declared.replace("float,", "double,")))
+    done = subprocess.run([cc, *build.FLAGS, *build.ISA_FLAGS["avx2"], str(tmp_path / "skinny.c"), "-o",
+                           str(tmp_path / "x.so"), "-lm"], capture_output=True, text=True)
+    assert done.returncode != 0 and "conflicting types for 'skinny_embed'" in done.stderr.replace("‘", "'").replace("’", "'")
 
 
 def test_kernel_cache_must_be_private(monkeypatch, tmp_path):

@@ -25,8 +25,10 @@ import torch
 
 HERE = Path(__file__).parent
 SOURCES = (HERE / "skinny.c", HERE / "skinny_candidates.c")
-HEADERS = (HERE / "skinny_tiles.h",)
-FLAGS = ("-O3", "-std=c99", "-shared", "-fPIC")
+HEADERS = (HERE / "skinny_tiles.h", HERE / "skinny_abi.h")
+# C11 for _Generic (skinny_signatures); an ISO mode, so the compiler never fuses a * b + c on its own
+# (-ffp-contract=off): every fused multiply-add is one the source asks for
+FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC")
 # The instruction sets the sources are built for, each its own library: the same C, whose product
 # tile is wider under AVX-512 (skinny_tiles.h) and sums in the same order, so both give the same bits.
 ISA_FLAGS = {"avx2": ("-mavx2", "-mfma"), "avx512": ("-mavx2", "-mfma", "-mavx512f")}

@@ -40,7 +40,7 @@ class _Layer(ctypes.Structure):
 def abi_mismatch(lib: ctypes.CDLL) -> str | None:
     """How the library's struct layer differs from _Layer (size, then the first field that moved), or None."""
     out = (ctypes.c_int64 * 256)()                # room for any struct skinny.c may declare
-    lib.skinny_abi.argtypes, lib.skinny_abi.restype = [ctypes.c_void_p], ctypes.c_int
+    lib.skinny_abi.argtypes, lib.skinny_abi.restype = [ctypes.c_void_p], ctypes.c_int   # before declare(): the struct first
     written = lib.skinny_abi(out)
     if written != len(_Layer._fields_) + 1:
         return f"the library's struct layer has {written - 1} fields, the Python mirror {len(_Layer._fields_)}"
@@ -49,6 +49,37 @@ def abi_mismatch(lib: ctypes.CDLL) -> str | None:
     for (name, _), offset in zip(_Layer._fields_, out[1:]):
         if getattr(_Layer, name).offset != offset:
             return f"field {name} is at byte {offset} in the library, {getattr(_Layer, name).offset} in the mirror"
+    return None
+
+
+# skinny_abi.h's type codes -> ctypes (a pointer is passed as an address, a ctypes array or None)
+CTYPES = {"p": ctypes.c_void_p, "i": ctypes.c_int, "f": ctypes.c_float, "v": None}
+# the entry points this file calls: each must be in the library's table
+CALLED = ("skinny_linear_threads", "skinny_attention", "skinny_embed", "skinny_decoder_layers", "skinny_candidates",
+          "skinny_activation_supported", "skinny_abi")
+
+
+def signatures(lib: ctypes.CDLL) -> dict[str, tuple[str, str]]:
+    """The library's entry points as skinny_abi.h declares them: name -> (return code, argument codes)."""
+    try:
+        lib.skinny_signatures.argtypes, lib.skinny_signatures.restype = [], ctypes.c_char_p
+    except AttributeError:
+        return {}                                   # a library without the table: every entry point missing
+    entries = (entry.split(":") for entry in lib.skinny_signatures().decode().split(";") if entry)
+    return {name: (ret, args) for name, ret, args in entries}
+
+
+def declare(lib: ctypes.CDLL) -> str | None:
+    """Every entry point's argtypes and restype set from the library's own table (skinny_abi.h); what
+    is wrong with the table instead (an entry point this file calls missing, a type it cannot pass)."""
+    table = signatures(lib)
+    if missing := [name for name in CALLED if name not in table]:
+        return f"the library declares no {', '.join(missing)}"
+    for name, (ret, args) in table.items():
+        if unknown := sorted(set(ret + args) - set(CTYPES)):
+            return f"{name} has types of codes {unknown} that native.py cannot pass"
+        function = getattr(lib, name)
+        function.argtypes, function.restype = [CTYPES[code] for code in args], CTYPES[ret]
     return None
 
 
@@ -66,21 +97,9 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
         return None, str(e)
     except OSError as e:                                    # a library that does not load
         return None, f"the compiled kernel does not load: {e}"
-    lib.skinny_linear_threads.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2 + [ctypes.c_int]
-    lib.skinny_linear_threads.restype = None
-    lib.skinny_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 5
-    lib.skinny_embed.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_float,
-                                 ctypes.c_void_p, ctypes.c_void_p]
-    lib.skinny_embed.restype = ctypes.c_int
-    lib.skinny_attention.restype = None
-    lib.skinny_decoder_layers.argtypes = [ctypes.POINTER(_Layer), ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-                                          ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 5 + [ctypes.c_int] * 2 \
-        + [ctypes.c_void_p] * 2 + [ctypes.c_int]
-    lib.skinny_decoder_layers.restype = ctypes.c_int
-    lib.skinny_candidates.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 3 + [ctypes.c_void_p] \
-        + [ctypes.c_int] * 5 + [ctypes.c_float, ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int]
-    lib.skinny_candidates.restype = ctypes.c_int
-    lib.skinny_activation_supported.argtypes, lib.skinny_activation_supported.restype = [ctypes.c_int], ctypes.c_int
+    mismatch = declare(lib)
+    if mismatch:
+        return None, f"the compiled kernels' entry points are not what native.py calls: {mismatch}"
     return lib, None
 
 

@@ -94,7 +94,8 @@ def quantize_int8(models: list[Transformer], decoders: list[FastDecoder], mode: 
                 layer.fc1, layer.fc2 = _int8(layer.fc1), _int8(layer.fc2)
         if parts["output projection"]:
             model.decoder.output_projection = _int8(model.decoder.output_projection)
-        fast.repack()                             # drops the float copies of replaced layers
+        if parts["decoder layers"] or parts["output projection"]:
+            fast.repack()                         # drops the float copies of replaced layers
         if parts["encoder feed-forward"]:
             for layer in model.encoder.layers:
                 layer.fc1, layer.fc2 = _int8(layer.fc1), _int8(layer.fc2)

@@ -407,3 +407,48 @@ int skinny_decoder_layers(const struct layer *layers, int count, float *x, int n
     }
     return 0;
 }
+
+
+/* skinny_signatures: SKINNY_ENTRY_POINTS (skinny_abi.h) as text, "name:r:args;" per entry point, each
+ * type reduced by _Generic to its ctypes code (p, i, f; the return type's v for void). */
+#define SK_CODE(T) _Generic((T)0, int: "i", float: "f", default: "p")
+#define SK_RETURN_CODE(T) _Generic((T(*)(void))0, void (*)(void): "v", int (*)(void): "i", float (*)(void): "f", \
+                                   default: "p")
+#define SK_COUNT(...) SK_COUNT_(__VA_ARGS__, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1)
+#define SK_COUNT_(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13, _14, _15, _16, _17, _18, _19, _20, N, ...) N
+#define SK_JOIN(a, b) SK_JOIN_(a, b)
+#define SK_JOIN_(a, b) a##b
+/* SK_EACH(M, a, b, ...): M(a) M(b) ... for up to 20 arguments */
+#define SK_EACH(M, ...) SK_JOIN(SK_EACH_, SK_COUNT(__VA_ARGS__))(M, __VA_ARGS__)
+#define SK_EACH_1(M, a) M(a)
+#define SK_EACH_2(M, a, ...) M(a) SK_EACH_1(M, __VA_ARGS__)
+#define SK_EACH_3(M, a, ...) M(a) SK_EACH_2(M, __VA_ARGS__)
+#define SK_EACH_4(M, a, ...) M(a) SK_EACH_3(M, __VA_ARGS__)
+#define SK_EACH_5(M, a, ...) M(a) SK_EACH_4(M, __VA_ARGS__)
+#define SK_EACH_6(M, a, ...) M(a) SK_EACH_5(M, __VA_ARGS__)
+#define SK_EACH_7(M, a, ...) M(a) SK_EACH_6(M, __VA_ARGS__)
+#define SK_EACH_8(M, a, ...) M(a) SK_EACH_7(M, __VA_ARGS__)
+#define SK_EACH_9(M, a, ...) M(a) SK_EACH_8(M, __VA_ARGS__)
+#define SK_EACH_10(M, a, ...) M(a) SK_EACH_9(M, __VA_ARGS__)
+#define SK_EACH_11(M, a, ...) M(a) SK_EACH_10(M, __VA_ARGS__)
+#define SK_EACH_12(M, a, ...) M(a) SK_EACH_11(M, __VA_ARGS__)
+#define SK_EACH_13(M, a, ...) M(a) SK_EACH_12(M, __VA_ARGS__)
+#define SK_EACH_14(M, a, ...) M(a) SK_EACH_13(M, __VA_ARGS__)
+#define SK_EACH_15(M, a, ...) M(a) SK_EACH_14(M, __VA_ARGS__)
+#define SK_EACH_16(M, a, ...) M(a) SK_EACH_15(M, __VA_ARGS__)
+#define SK_EACH_17(M, a, ...) M(a) SK_EACH_16(M, __VA_ARGS__)
+#define SK_EACH_18(M, a, ...) M(a) SK_EACH_17(M, __VA_ARGS__)
+#define SK_EACH_19(M, a, ...) M(a) SK_EACH_18(M, __VA_ARGS__)
+#define SK_EACH_20(M, a, ...) M(a) SK_EACH_19(M, __VA_ARGS__)
+#define SK_APPEND(T) strcat(text, SK_CODE(T));
+#define SK_TEXT(name, ret, ...) strcat(text, #name ":"); strcat(text, SK_RETURN_CODE(ret)); strcat(text, ":"); \
+                                SK_EACH(SK_APPEND, __VA_ARGS__) strcat(text, ";");
+
+const char *skinny_signatures(void)
+{
+    static char text[1024];                     /* ~250 characters today; written once, on the first call */
+    if (!text[0]) {
+        SKINNY_ENTRY_POINTS(SK_TEXT)
+    }
+    return text;
+}

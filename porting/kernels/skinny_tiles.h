@@ -7,6 +7,7 @@
 #define SKINNY_TILES_H
 
 #include <immintrin.h>
+#include "skinny_abi.h"
 #include <stddef.h>
 #include <math.h>
 #include <stdlib.h>
@@ -107,7 +108,6 @@ ROWS(6, INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5), FMA(0) FMA(1) FMA(2) FM
 typedef void (*rows_fn)(const float *, const float *, const float *, float *, int, size_t);
 static const rows_fn ROWS_FN[MAX_ROWS + 1] = {NULL, rows1, rows2, rows3, rows4, rows5, rows6};
 
-void skinny_linear(const float *x, const float *panels, const float *bias, float *y, int m, int k, int n);
 
 /* Threads: those of torch's own OpenMP pool, through libgomp's GOMP_parallel and
  * omp_get_thread_num, whose addresses porting/kernels/native.py passes in when torch's libgomp is loaded
