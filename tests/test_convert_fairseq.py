@@ -156,3 +156,21 @@ def test_dtype(tmp_path):
                        "--dtype", "bfloat16") == 0
     with safe_open(str(tmp_path / "bf16" / "model.safetensors"), "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
+
+
+def test_a_stored_position_table_may_differ_by_its_angles_rounding_and_no_more():
+    """The stored sinusoidal table is checked against the regenerated one within the rounding of its
+    float32 angles (another machine's sin parts by that much: 6.1e-5 measured at 1026 positions
+    between MKL's AVX-512 and AVX2 code); a table of another formula is refused."""
+    from porting.model.load import _stored_problems, table_tolerance
+    from porting.model.positions import sinusoidal_table
+
+    table = sinusoidal_table(1026, 1024, 1)
+    key = "model.encoder.embed_positions.weight"
+    rounded = table.clone()
+    rounded[875] += 6.1e-5                                   # as measured between the two code paths
+    assert table_tolerance(table) > 6.1e-5
+    assert _stored_problems({key: rounded}, {}, {}, {key: table}, "model.safetensors") == []
+    interleaved = torch.stack([table[:, :512], table[:, 512:]], dim=2).reshape(1026, 1024)   # Vaswani's layout
+    assert _stored_problems({key: interleaved}, {}, {}, {key: table}, "model.safetensors") == [
+        f"model.safetensors: derived {key} differs from fairseq's sinusoidal table"]

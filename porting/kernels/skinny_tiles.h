@@ -21,6 +21,15 @@
 #define PREFETCH 512
 #define MAX_ROWS 6
 
+/* M(R, INITS, FMAS, STORES) for each row count R of a tile, 1 to MAX_ROWS: the tile kernels' instances */
+#define EACH_ROW_COUNT(M, I, F, S) \
+    M(1, I(0), F(0), S(0)) \
+    M(2, I(0) I(1), F(0) F(1), S(0) S(1)) \
+    M(3, I(0) I(1) I(2), F(0) F(1) F(2), S(0) S(1) S(2)) \
+    M(4, I(0) I(1) I(2) I(3), F(0) F(1) F(2) F(3), S(0) S(1) S(2) S(3)) \
+    M(5, I(0) I(1) I(2) I(3) I(4), F(0) F(1) F(2) F(3) F(4), S(0) S(1) S(2) S(3) S(4)) \
+    M(6, I(0) I(1) I(2) I(3) I(4) I(5), F(0) F(1) F(2) F(3) F(4) F(5), S(0) S(1) S(2) S(3) S(4) S(5))
+
 #ifdef __AVX512F__
 /* The AVX-512 build (porting/kernels/build.py compiles this file twice and loads the one the CPU can
  * run): a panel's 16 columns are one register, so a row takes one accumulator, and the product
@@ -57,14 +66,7 @@ static void pair##R(const float *restrict x, const float *restrict panel, const 
     STORES \
 }
 
-PAIR(1, INIT2(0), FMA2(0), STORE2(0))
-PAIR(2, INIT2(0) INIT2(1), FMA2(0) FMA2(1), STORE2(0) STORE2(1))
-PAIR(3, INIT2(0) INIT2(1) INIT2(2), FMA2(0) FMA2(1) FMA2(2), STORE2(0) STORE2(1) STORE2(2))
-PAIR(4, INIT2(0) INIT2(1) INIT2(2) INIT2(3), FMA2(0) FMA2(1) FMA2(2) FMA2(3), STORE2(0) STORE2(1) STORE2(2) STORE2(3))
-PAIR(5, INIT2(0) INIT2(1) INIT2(2) INIT2(3) INIT2(4), FMA2(0) FMA2(1) FMA2(2) FMA2(3) FMA2(4),
-     STORE2(0) STORE2(1) STORE2(2) STORE2(3) STORE2(4))
-PAIR(6, INIT2(0) INIT2(1) INIT2(2) INIT2(3) INIT2(4) INIT2(5), FMA2(0) FMA2(1) FMA2(2) FMA2(3) FMA2(4) FMA2(5),
-     STORE2(0) STORE2(1) STORE2(2) STORE2(3) STORE2(4) STORE2(5))
+EACH_ROW_COUNT(PAIR, INIT2, FMA2, STORE2)
 
 typedef void (*pair_fn)(const float *, const float *, const float *, float *, int, size_t);
 static const pair_fn PAIR_FN[MAX_ROWS + 1] = {NULL, pair1, pair2, pair3, pair4, pair5, pair6};
@@ -96,14 +98,7 @@ static void rows##R(const float *restrict x, const float *restrict panel, const 
     STORES \
 }
 
-ROWS(1, INIT(0), FMA(0), STORE(0))
-ROWS(2, INIT(0) INIT(1), FMA(0) FMA(1), STORE(0) STORE(1))
-ROWS(3, INIT(0) INIT(1) INIT(2), FMA(0) FMA(1) FMA(2), STORE(0) STORE(1) STORE(2))
-ROWS(4, INIT(0) INIT(1) INIT(2) INIT(3), FMA(0) FMA(1) FMA(2) FMA(3), STORE(0) STORE(1) STORE(2) STORE(3))
-ROWS(5, INIT(0) INIT(1) INIT(2) INIT(3) INIT(4), FMA(0) FMA(1) FMA(2) FMA(3) FMA(4),
-     STORE(0) STORE(1) STORE(2) STORE(3) STORE(4))
-ROWS(6, INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5), FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5),
-     STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5))
+EACH_ROW_COUNT(ROWS, INIT, FMA, STORE)
 
 typedef void (*rows_fn)(const float *, const float *, const float *, float *, int, size_t);
 static const rows_fn ROWS_FN[MAX_ROWS + 1] = {NULL, rows1, rows2, rows3, rows4, rows5, rows6};
