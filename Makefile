@@ -66,6 +66,8 @@ parity: $(STAMP)
 	$(BIN)/porting convert fairseq --checkpoint reference_runs/models/mbart-enro/model.pt --data-dir reference_runs/models/mbart-enro --out .build/parity/mbart-enro --force
 	$(RECORDED_ISA) $(BIN)/porting parity --original recorded:reference_runs/runs/mbart-enro --port .build/parity/mbart-enro --report .build/parity/report-mbart-enro --force
 
-# Speed against fairseq, transformers' FSMT and CTranslate2 (about 20 minutes; not part of CI).
+# Speed against fairseq, transformers' FSMT and CTranslate2, each library at its own instruction set,
+# then all of them held to AVX2 (about 45 minutes and 25 on 2 cores, estimated; not part of CI).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/speed.py
+	$(BIN)/python benchmarks/speed.py --out .build/bench/speed.json
+	$(BIN)/python benchmarks/speed.py --isa avx2 --rounds 1 --out .build/bench/speed-avx2.json
