@@ -251,18 +251,15 @@ def _port(job, variant):
     import torch
 
     from porting.generation.beam import generate, left_pad
-    from porting.generation.ensemble import Ensemble
     from porting.generation.options import GenerationOptions
     from porting.model.load import load_ensemble
+    from porting.translator import runtime_ensemble
 
     dtype = torch.bfloat16 if variant == "port-bf16" else torch.float32
     _, members = load_ensemble(Path(job["converted"]), dtype)
-    ensemble = Ensemble(members, kernels="exact" if variant == "port-exact" else "fast")
-    if variant in ("port-int8", "port-int8-all"):
-        from porting.kernels.quantize import quantize_int8
-
-        # int8: the products that gain (on the small models none); int8-all: every one, as CTranslate2's int8
-        quantize_int8(ensemble.models, ensemble.decoders, variant.removeprefix("port-"))
+    # as `porting translate` runs it; int8: the products that gain (on the small models none), int8-all: every one
+    quantize = variant.removeprefix("port-") if variant in ("port-int8", "port-int8-all") else None
+    ensemble = runtime_ensemble(members, "exact" if variant == "port-exact" else "fast", quantize)
     opts = GenerationOptions(beam=BEAM, max_len_b=job["max_len_b"])
 
     def run(batch):
@@ -338,24 +335,12 @@ def conditions(threads: int) -> dict:
     from importlib import metadata
 
     from parity.record import versions
-    from porting.kernels import native
+    from porting.kernels import build, native
 
-    return {"threads": threads, "beam": BEAM, "cpu": cpu_name(), **versions(),
+    # the CPU's model name: ratios between systems move with it (AVX-512's width, VNNI, AMX)
+    return {"threads": threads, "beam": BEAM, "cpu": build.cpuinfo("model name") or "unknown", **versions(),
             "ctranslate2": metadata.version("ctranslate2"),
             "native_kernels": native.describe()}
-
-
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo): ratios between systems move with it (AVX-512's width, VNNI, AMX)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"
 
 
 def rows_of(results: dict, model: str, bs: int, ids: list, job: dict, tok, references: list[str]) -> list[dict]:

@@ -37,7 +37,7 @@ def run(args) -> int:
         cc = build.compiler()
         lines += [f"C kernels: built ({build.library()})",
                   f"  compiler: {cc} ({build.compiler_version(cc)}); cache {build.cache_dir()} (private)",
-                  f"  instruction set: {build.check_machine()} (the widest this CPU runs; {build.ISA_VARIABLE}=avx2 "
+                  f"  instruction set: {native.isa()} (the widest this CPU runs; {build.ISA_VARIABLE}=avx2 "
                   "holds them to AVX2; both builds give the same bits)",
                   f"  threads: {torch.get_num_threads()}, " + ("split between torch's OpenMP threads" if native.threaded()
                                                              else "one (torch is not on GNU OpenMP here)"),

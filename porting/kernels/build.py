@@ -97,16 +97,22 @@ def check_machine() -> str:
     return asked or capability.lower()
 
 
+def cpuinfo(field: str) -> str | None:
+    """The first CPU's `field` as Linux's /proc/cpuinfo gives it ("flags", "model name"), or None."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == field:
+                return value.strip()
+    except OSError:
+        pass
+    return None
+
+
 @functools.cache
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags as Linux lists them (empty where /proc/cpuinfo cannot be read)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
+    return frozenset((cpuinfo("flags") or "").split())
 
 
 def library(isa: str | None = None) -> Path:

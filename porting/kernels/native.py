@@ -84,9 +84,11 @@ def declare(lib: ctypes.CDLL) -> str | None:
 
 
 @functools.cache
-def _load() -> tuple[ctypes.CDLL | None, str | None]:
+def _load() -> tuple[ctypes.CDLL | None, str | None, str | None]:
+    """(the library, None, the instruction set it was built for), or (None, why not, None)."""
     try:
-        lib = ctypes.CDLL(str(build.library()))
+        isa = build.check_machine()
+        lib = ctypes.CDLL(str(build.library(isa)))
         mismatch = abi_mismatch(lib)
         if mismatch:
             raise build.Unavailable(f"ABI mismatch between porting/kernels/skinny.c and native.py: {mismatch}")
@@ -94,13 +96,13 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
         if os.environ.get("PORTING_NATIVE", "1") != "0":    # not asked for: say so once, it costs speed
             warnings.warn(f"porting: few-row kernels unavailable ({e}); torch's kernels stand in (slower)",
                           RuntimeWarning, stacklevel=3)
-        return None, str(e)
+        return None, str(e), None
     except OSError as e:                                    # a library that does not load
-        return None, f"the compiled kernel does not load: {e}"
+        return None, f"the compiled kernel does not load: {e}", None
     mismatch = declare(lib)
     if mismatch:
-        return None, f"the compiled kernels' entry points are not what native.py calls: {mismatch}"
-    return lib, None
+        return None, f"the compiled kernels' entry points are not what native.py calls: {mismatch}", None
+    return lib, None, isa
 
 
 @functools.cache
@@ -142,9 +144,14 @@ def unavailable_reason() -> str | None:
     return _load()[1]
 
 
+def isa() -> str | None:
+    """The instruction set the loaded kernels were built for ("avx2", "avx512"), None where unavailable."""
+    return _load()[2]
+
+
 def describe() -> str:
     """What the compiled kernels run as, for a run's signature: "built avx512", "built avx2", or why not."""
-    return f"built {build.check_machine()}" if available() else f"unavailable: {unavailable_reason()}"
+    return f"built {isa()}" if available() else f"unavailable: {unavailable_reason()}"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Dynamic int8 quantization of the linear layers that decoding runs per step.
 
-Two modes (``MODES``, declared in porting/kernels/__init__.py; the commands' ``--quantize`` takes them):
+Two modes (``QUANTIZE_MODES``, declared in porting/kernels/__init__.py; the commands' ``--quantize`` takes them):
   * ``int8``: only the products that int8 makes faster (``gains``): on the shipped small models none
     is, and they run float32, as fast as ever, and say so; the decoder's layers are quantized as a
     whole or not at all, since in float32 they run as one C call a step and a single int8 product
@@ -41,8 +41,6 @@ def _int8(layer: nn.Linear) -> nn.Module:
         return torch.ao.quantization.quantize_dynamic(nn.Sequential(layer), {nn.Linear: qconfig}, dtype=torch.qint8)[0]
 
 
-MODES = QUANTIZE_MODES
-
 # Where an int8 product beats the float32 one (torch's fbgemm dynamic int8 against the C kernels'
 # float32, 2 threads; Intel Xeon with AVX-512 and VNNI, 2026-12-06; benchmarks/int8_products.py
 # prints it): at 5 rows (beam 5, batch 1) and 160 rows (batch 32), int8 / float32 time
@@ -70,10 +68,10 @@ def _decoder_products(model: Transformer, fast: FastDecoder) -> list[nn.Linear]:
 
 def quantize_int8(models: list[Transformer], decoders: list[FastDecoder], mode: str = "int8") -> list[str]:
     """In place: each model and its fast decoder (the exact path reads float weights directly);
-    ``mode`` as ``MODES`` says. Returns what was quantized and what stayed float32, and why, one
+    ``mode`` one of ``QUANTIZE_MODES``. Returns what was quantized and what stayed float32, and why, one
     line per part of the first model (the members of an ensemble share an architecture)."""
-    if mode not in MODES:
-        raise ValueError(f"quantize mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode not in QUANTIZE_MODES:
+        raise ValueError(f"quantize mode must be one of {', '.join(QUANTIZE_MODES)}, got {mode!r}")
     if not all(isinstance(d, FastDecoder) for d in decoders):
         raise ValueError("int8 quantization needs the fast kernels")
     if torch.backends.quantized.engine not in ("fbgemm", "x86", "qnnpack"):
