@@ -254,8 +254,8 @@ def test_whole_layer_kernel_matches_the_python_step(converted, pre_norm, sentenc
         for step in range(6):
             a, b = fast_c.step(prev, enc, caches[0]), fast_py.step(prev, enc, caches[1])
             assert (a - b).abs().max() < TOL * a.abs().max()
-            for ca, cb in zip(*caches):
-                assert (ca.kv - cb.kv).abs().max() < TOL * cb.kv.abs().max()
+            for ca, cb in zip(caches[0].kv, caches[1]):                 # stacked for the C layers
+                assert (ca - cb.kv).abs().max() < TOL * cb.kv.abs().max()
             n = prev.size(0)
             # rows follow rows of their own sentence; at step 3 the middle sentence leaves
             order = (torch.arange(n) // 5 * 5 + torch.randint(0, 5, (n,))).view(-1, 5)
@@ -264,7 +264,7 @@ def test_whole_layer_kernel_matches_the_python_step(converted, pre_norm, sentenc
             order = order.reshape(-1)
             for decoder, cache in zip((fast_c, fast_py), caches):
                 decoder.reorder(cache, order)
-            assert caches[0][0].pending_order is not None and caches[1][0].pending_order is None
+            assert caches[0].pending_order is not None and caches[1].pending_order is None
             prev = torch.cat([prev[order], torch.randint(4, 100, (order.numel(), 1))], 1)
 
 
@@ -275,17 +275,21 @@ def test_whole_layer_kernel_refuses_what_does_not_fit(converted):
     _, (model,) = load_ensemble(converted["ende-sep"])
     layers = FastDecoder(model).layers_c
     enc_k = [torch.zeros(1, 4, 3, 32)] * 3
-    none = [None] * 3
+    keys = layers.encoder_keys(enc_k, enc_k, None)
     with pytest.raises(ValueError, match="do not fit"):
-        layers(torch.zeros(5, 64), none, None, enc_k, enc_k, None)                        # wrong width
+        layers.encoder_keys(enc_k, enc_k, torch.zeros(1, 1, 1, 4))                   # mask of another length
     with pytest.raises(ValueError, match="do not fit"):
-        layers(torch.zeros(5, 128), [torch.zeros(2, 4, 4, 1, 32)] * 3, None, enc_k, enc_k, None)  # other rows, no order
+        layers.encoder_keys(enc_k[:2], enc_k[:2], None)                              # one layer short
     with pytest.raises(ValueError, match="do not fit"):
-        layers(torch.zeros(5, 128), none, None, enc_k, enc_k, torch.zeros(1, 1, 1, 4))      # mask of another length
+        layers.encoder_keys([torch.zeros(1, 4, 3, 16)] * 3, enc_k, None)             # keys of another head width
     with pytest.raises(ValueError, match="do not fit"):
-        layers(torch.zeros(5, 128), none, None, enc_k[:2], enc_k[:2], None)                 # one layer short
+        layers(torch.zeros(5, 64), None, None, keys)                                    # wrong width
+    with pytest.raises(ValueError, match="do not fit"):
+        layers(torch.zeros(5, 128), torch.zeros(3, 2, 4, 4, 1, 32), None, keys)          # other rows, no order
+    with pytest.raises(ValueError, match="do not fit"):
+        layers(torch.zeros(5, 128), torch.zeros(2, 2, 5, 4, 1, 32), None, keys)          # one layer's cache short
     with pytest.raises(ValueError, match="outside 0..3"):
-        layers(torch.zeros(5, 128), [torch.zeros(2, 4, 4, 1, 32)] * 3, torch.tensor([0, 1, 2, 3, 4]), enc_k, enc_k, None)
+        layers(torch.zeros(5, 128), torch.zeros(3, 2, 4, 4, 1, 32), torch.tensor([0, 1, 2, 3, 4]), keys)
 
 
 def test_fast_encoder_matches_encoder_on_real_tokens(converted):
@@ -327,12 +331,17 @@ def test_fast_embeddings_equal_the_general_ones(converted):
 
 @pytest.mark.skipif(not native.available(), reason=f"few-row kernels unavailable: {native.unavailable_reason()}")
 def test_skinny_embed_refuses_tokens_outside_the_table():
-    table = torch.randn(10, 8)
-    assert torch.equal(native.embed(torch.tensor([0, 9]), table, 2.5, table[3]), 2.5 * table[[0, 9]] + table[3])
+    table, positions = torch.randn(10, 8), torch.randn(6, 8)
+    embedding = native.Embedding(table, 2.5, positions)
+    assert torch.equal(embedding(torch.tensor([0, 9]), 3), 2.5 * table[[0, 9]] + positions[3])
     with pytest.raises(IndexError, match="0..9"):
-        native.embed(torch.tensor([3, 10]), table, 1.0, table[0])
+        embedding(torch.tensor([3, 10]), 0)
     with pytest.raises(ValueError):
-        native.embed(torch.tensor([3, 4], dtype=torch.int32), table, 1.0, table[0])
+        embedding(torch.tensor([3, 4], dtype=torch.int32), 0)
+    with pytest.raises(ValueError, match="row 6 of 6"):
+        embedding(torch.tensor([3, 4]), 6)
+    with pytest.raises(ValueError, match="want float32"):
+        native.Embedding(table, 1.0, torch.randn(6, 7))
 
 
 @pytest.mark.skipif(not native.available(), reason=f"few-row kernels unavailable: {native.unavailable_reason()}")

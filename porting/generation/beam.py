@@ -66,10 +66,11 @@ def _ban_repeated_ngrams(tokens: Tensor, lprobs: Tensor, step: int, n: int, mode
 
 @dataclass
 class Ended:
-    """A finalised hypothesis as the search keeps it (fairseq's ``finalized`` entries)."""
-    tokens: Tensor                    # [length], ending with </s>
-    score: Tensor                     # [] normalised score
-    positional_scores: Tensor         # [length]
+    """A finalised hypothesis as the search keeps it (fairseq's ``finalized`` entries), its values
+    read out of the float32 tensors they were computed in (a Python float holds a float32 exactly)."""
+    tokens: list[int]                 # ending with </s>
+    score: float                      # normalised score
+    positional_scores: list[float]
 
 
 @dataclass
@@ -133,21 +134,22 @@ class BeamState:
     def follow(self, step: int, old_rows: list[int], new_rows: list[int], next_tokens: list[int],
                next_scores: list[float], ignored: list[list[bool]]) -> None:
         """Continue each row from the row it follows with its next token and score."""
+        # one tensor for the rows and tokens (a torch call costs more than its few values here): [2, N]
+        rows, tokens = torch.tensor([new_rows, next_tokens])
         # whole rows: the columns after this step's are still <pad> (tokens) and 0 (scores) in every row
-        rows = torch.tensor(new_rows)
         self.tokens, self.scores = self.tokens.index_select(0, rows), self.scores.index_select(0, rows)
-        self.tokens[:, step + 1] = torch.tensor(next_tokens)
+        self.tokens[:, step + 1] = tokens
         self.scores[:, step] = torch.tensor(next_scores, dtype=torch.float32)
         self.bsz = len(ignored)
         self.ignored = ignored
-        self.pending_order = torch.tensor(old_rows)
+        # the same rows in the caches' batch unless sentences left it in this step
+        self.pending_order = rows if old_rows == new_rows else torch.tensor(old_rows)
 
     def hypotheses(self) -> list[list[Hypothesis]]:
         out = []
         for sent in self.finalized:
-            order = torch.sort(torch.tensor([float(h.score.item()) for h in sent]), descending=True)[1]
-            out.append([Hypothesis(sent[i].tokens.tolist(), float(sent[i].score), sent[i].positional_scores.tolist())
-                        for i in order])
+            order = torch.sort(torch.tensor([h.score for h in sent]), descending=True)[1].tolist()
+            out.append([Hypothesis(sent[i].tokens, sent[i].score, sent[i].positional_scores) for i in order])
         return out
 
 
@@ -198,7 +200,8 @@ def _search(ensemble: Ensemble, encs: list[EncoderOut], opts: GenerationOptions,
         cand_scores, cand_indices = _step(ensemble, encs, caches, state, step, opts, plain, at_limit)
         flat, values = cand_indices.tolist(), cand_scores.tolist()      # [B][2 x beam]: beam row * V + token
         eos_rows, eos_values, stops = _ends(flat, values, state.ignored, state.beam, vocab, state.end)
-        finalized_sents = _end(state, step, eos_rows, eos_values, cand_scores, cand_indices.fmod(vocab), opts)
+        cand_tokens = None if opts.early_stopping == "fairseq" else cand_indices.fmod(vocab)   # only its rule reads them
+        finalized_sents = _end(state, step, eos_rows, eos_values, cand_scores, cand_tokens, opts)
         remaining -= len(finalized_sents)
         if remaining == 0:
             break
@@ -229,7 +232,7 @@ def _step(ensemble: Ensemble, encs: list[EncoderOut], caches, state: BeamState, 
 
 
 def _end(state: BeamState, step: int, eos_rows: list[int], eos_values: list[float], cand_scores: Tensor,
-         cand_tokens: Tensor, opts: GenerationOptions) -> list[int]:
+         cand_tokens: Tensor | None, opts: GenerationOptions) -> list[int]:
     """Finalise the hypotheses ending here; returns the batch positions of sentences now done."""
     finalized_sents: list[int] = []
     if eos_rows:
@@ -333,9 +336,9 @@ def _finalize(state: BeamState, step: int, rows: Tensor, eos_scores: Tensor, len
     eos_scores /= (step + 1) ** lenpen
     unfinished = [row // state.beam for row in rows.tolist()]          # batch positions
     sents = state.sentence_of(unfinished)
-    for i, sent in enumerate(sents):
+    for sent, *ended in zip(sents, tokens.tolist(), eos_scores.tolist(), pos_scores.tolist()):
         if len(state.finalized[sent]) < state.beam:
-            state.finalized[sent].append(Ended(tokens[i], eos_scores[i], pos_scores[i]))
+            state.finalized[sent].append(Ended(*ended))
     newly = []
     for sent, position in sorted(set(zip(sents, unfinished))):       # fairseq: torch.unique, sorted
         if not state.finished[sent] and (len(state.finalized[sent]) == state.beam or step == state.limits[sent]):
@@ -348,10 +351,11 @@ def _keep_best(state: BeamState, step: int, rows: Tensor, eos_scores: Tensor, le
     """transformers' rule: an ended hypothesis joins the kept set if it is among the `beam` best."""
     tokens, pos_scores = state.ended(step, rows, eos_scores)
     eos_scores = eos_scores / (step + 1) ** lenpen
-    for i, sent in enumerate(state.sentence_of([row // state.beam for row in rows.tolist()])):
+    sents = state.sentence_of([row // state.beam for row in rows.tolist()])
+    for sent, *ended in zip(sents, tokens.tolist(), eos_scores.tolist(), pos_scores.tolist()):
         kept = state.finalized[sent]
-        kept.append(Ended(tokens[i], eos_scores[i], pos_scores[i]))
-        kept.sort(key=lambda h: -float(h.score))   # stable: earlier (better-ranked) ones first on ties
+        kept.append(Ended(*ended))
+        kept.sort(key=lambda h: -h.score)   # stable: earlier (better-ranked) ones first on ties
         del kept[state.beam:]
 
 
@@ -372,7 +376,7 @@ def _transformers_done(state: BeamState, step: int, cand_scores: Tensor, cand_to
             running = cand_scores[pos][cand_tokens[pos] != state.end]   # best continuing hypothesis first
             length = state.limits[sent] + 1 if opts.early_stopping == "never" and opts.lenpen > 0 else step + 1
             best = float(running[0]) / length ** opts.lenpen if running.numel() else -math.inf
-            done = not best > min(float(h.score) for h in kept)
+            done = not best > min(h.score for h in kept)
         if done:
             newly.append(pos)
     for pos in newly:

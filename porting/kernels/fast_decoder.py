@@ -144,18 +144,28 @@ def top_candidates(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
 @dataclass
 class FastLayerCache:
     """One decoder layer's incremental state on the fast path."""
-    kv: Tensor | None = None            # self-attention keys and values so far, [2, N, H, t, D]
+    kv: Tensor | None = None            # torch's path: self-attention keys and values so far, [2, N, H, t, D]
     enc_k: Tensor | None = None         # encoder-attention keys once per sentence, [B, H, S, D]
     enc_v: Tensor | None = None
     enc_mask: Tensor | None = None      # additive, [B, 1, 1, S] (None: no padding)
     beam: int = 0                       # rows per sentence
-    # the rows `kv` must follow before the next step (old row per new row): porting/kernels/skinny.c's
-    # layers apply it while they copy the cache; torch's path applies it first (``hidden``)
-    pending_order: Tensor | None = None
+
+
+class FastCaches(list):
+    """The decoder's ``FastLayerCache`` per layer, and what porting/kernels/skinny.c's layers keep for
+    all of them together (``native.DecoderLayers``): their self-attention caches stacked, the encoder
+    keys as the call takes them, and the rows the caches must follow before the next step (old row
+    per new row), which the call applies while it copies the caches."""
+
+    def __init__(self, layers: list[FastLayerCache]):
+        super().__init__(layers)
+        self.kv: Tensor | None = None                   # [layers, 2, N, H, t, D]
+        self.keys: native.EncoderKeys | None = None     # None: (re)made from the layers' enc_k/enc_v
+        self.pending_order: Tensor | None = None
 
 
 class FastDecoder:
-    """Incremental decoding for one model, on a list of ``FastLayerCache`` (``new_caches``); same
+    """Incremental decoding for one model, on ``FastCaches`` (``new_caches``); same
     interface as ``porting.generation.ensemble.ExactDecoder``."""
 
     def __init__(self, model: Transformer, use_native: bool = True):
@@ -186,6 +196,10 @@ class FastDecoder:
         self.packed = {layer: w for layer in layers if (w := pack(layer, self.use_native)) is not None}
         self.layers_c = self._whole_layers()                  # None without skinny.c: no panels
         self.output_panels = self.packed.get(out) if type(self.packed.get(out)) is native.Panels else None
+        # the step's embedding in one skinny.c call, where its layers run there (float32 weights)
+        embed = dec.embed_tokens.weight
+        self.embedding = (native.Embedding(embed, dec.scale, dec.position_table())
+                          if self.layers_c is not None and embed.dtype == torch.float32 else None)
         self.output_t = None
         if type(out) is nn.Linear and self.output_panels is None:
             self.output_t = out.weight.detach().t().contiguous()                          # [C, V]
@@ -206,31 +220,29 @@ class FastDecoder:
                                               layer.activation, layer.self_attn.scaling))
         return native.DecoderLayers(layers)
 
-    def new_caches(self) -> list[FastLayerCache]:
-        return [FastLayerCache() for _ in self.model.decoder.layers]
+    def new_caches(self) -> FastCaches:
+        return FastCaches([FastLayerCache() for _ in self.model.decoder.layers])
 
-    def step(self, prev: Tensor, enc: EncoderOut, caches: list[FastLayerCache]) -> Tensor:
+    def step(self, prev: Tensor, enc: EncoderOut, caches: FastCaches) -> Tensor:
         """prev [N, t] (all tokens so far), enc per sentence (B = N / beam) -> logits [N, V]."""
         return self.logits(self.hidden(prev, enc, caches))
 
-    def hidden(self, prev: Tensor, enc: EncoderOut, caches: list[FastLayerCache]) -> Tensor:
+    def hidden(self, prev: Tensor, enc: EncoderOut, caches: FastCaches) -> Tensor:
         """The step up to the output projection: prev [N, t] -> the last states [N, C] (after the
         decoder's final layer norm, where it has one)."""
         dec = self.model.decoder
         n, t = prev.shape
         x = self._embed(prev[:, -1], t)                                    # [N, C]
         if self.layers_c is not None:                                    # panels exist for float32 only
-            x = x.clone(memory_format=torch.contiguous_format)          # updated in place by each layer
-            for layer, cache in zip(dec.layers, caches):
-                self._encoder_cache(layer.encoder_attn, enc, cache, n)
-            kvs = self.layers_c(x, [c.kv for c in caches], caches[0].pending_order, [c.enc_k for c in caches],
-                                [c.enc_v for c in caches], caches[0].enc_mask)
-            for cache, kv in zip(caches, kvs):
-                cache.kv, cache.pending_order = kv, None
+            # _embed's result is a tensor of its own (never a view of a weight): the layers update it in place
+            x = x.contiguous()
+            if caches.keys is None:                                      # the first step, or sentences left
+                for layer, cache in zip(dec.layers, caches):
+                    self._encoder_cache(layer.encoder_attn, enc, cache, n)
+                caches.keys = self.layers_c.encoder_keys([c.enc_k for c in caches], [c.enc_v for c in caches],
+                                                         caches[0].enc_mask)
+            caches.kv, caches.pending_order = self.layers_c(x, caches.kv, caches.pending_order, caches.keys), None
         else:
-            for cache in caches:
-                if cache.pending_order is not None:                     # left by reorder for skinny.c
-                    cache.kv, cache.pending_order = cache.kv.index_select(1, cache.pending_order), None
             for layer, qkv, cache in zip(dec.layers, self.qkv, caches):
                 x = residual_block(x, layer.self_attn_layer_norm, lambda h: self._self_attn(layer, qkv, h, cache), layer.pre)
                 x = residual_block(x, layer.encoder_attn_layer_norm, lambda h: self._cross_attn(layer, h, enc, cache), layer.pre)
@@ -243,14 +255,13 @@ class FastDecoder:
         while generating): ``Embeddings.forward``'s operations on one position row, in one
         porting/kernels/skinny.c call where it is built; bitwise the same values."""
         dec = self.model.decoder
-        table = dec.position_table()
-        if PAD + t >= table.size(0):                                  # its errors, and its table extension
-            return Embeddings.forward(dec, last[:, None], torch.full((last.numel(), 1), PAD + t))[:, 0]
-        weight = dec.embed_tokens.weight
-        if self.layers_c is not None and weight.dtype == torch.float32:     # skinny.c is there: one call
-            x = native.embed(last, weight.detach(), dec.scale, table[PAD + t])
+        if self.embedding is not None and PAD + t < self.embedding.rows:     # skinny.c is there: one call
+            x = self.embedding(last, PAD + t)
         else:
-            x = dec.scale * F.embedding(last, weight) + table[PAD + t]
+            table = dec.position_table()
+            if PAD + t >= table.size(0):                                  # its errors, and its table extension
+                return Embeddings.forward(dec, last[:, None], torch.full((last.numel(), 1), PAD + t))[:, 0]
+            x = dec.scale * F.embedding(last, dec.embed_tokens.weight) + table[PAD + t]
         return x if dec.layernorm_embedding is None else dec.layernorm_embedding(x)
 
     def logits(self, x: Tensor) -> Tensor:
@@ -319,20 +330,23 @@ class FastDecoder:
         """One copy per sentence: the beam rows of a sentence attend to it together."""
         return enc
 
-    def reorder(self, caches: list[FastLayerCache], order: Tensor) -> None:
+    def reorder(self, caches: FastCaches, order: Tensor) -> None:
         """Follow the surviving hypotheses (order: old row per new row). Where the next step runs
-        porting/kernels/skinny.c's layers, they follow `order` as they copy the cache (``hidden``), else the
+        porting/kernels/skinny.c's layers, they follow `order` as they copy the caches (``hidden``), else the
         cached keys/values are reordered here. Encoder keys/values are per sentence, so they change
         only when sentences leave: every new sentence's rows come from one old sentence."""
-        for cache in caches:
-            if self.layers_c is not None:
-                cache.pending_order = order
-            else:
+        if self.layers_c is not None:
+            caches.pending_order = order
+        else:
+            for cache in caches:
                 cache.kv = cache.kv.index_select(1, order)
-            beam = cache.beam
-            if cache.enc_k.size(0) * beam != order.numel():
-                sentences = order.view(-1, beam)[:, 0] // beam
-                cache.enc_k = cache.enc_k.index_select(0, sentences)
-                cache.enc_v = cache.enc_v.index_select(0, sentences)
-                if cache.enc_mask is not None:
-                    cache.enc_mask = cache.enc_mask.index_select(0, sentences)
+        beam = caches[0].beam
+        if caches[0].enc_k.size(0) * beam == order.numel():           # the same sentences
+            return
+        sentences = order.view(-1, beam)[:, 0] // beam
+        for cache in caches:
+            cache.enc_k = cache.enc_k.index_select(0, sentences)
+            cache.enc_v = cache.enc_v.index_select(0, sentences)
+            if cache.enc_mask is not None:
+                cache.enc_mask = cache.enc_mask.index_select(0, sentences)
+        caches.keys = None

@@ -1,5 +1,5 @@
 """The compiled kernels' Python side: products (``linear``), attention (``attention``), embeddings
-(``embed``), the decoder's layers in one call (``DecoderLayers``) from porting/kernels/skinny.c, and the
+(``Embedding``), the decoder's layers in one call (``DecoderLayers``) from porting/kernels/skinny.c, and the
 output projection fused with the search's candidate selection (``candidates``) from
 skinny_candidates.c. Why they are written by hand: see there. Building them: porting/kernels/build.py
 (an AVX2 and an AVX-512 build of the same C, bitwise alike; the CPU's widest is loaded).
@@ -194,19 +194,35 @@ def linear(x: Tensor, p: Panels) -> Tensor:
     return y
 
 
-def embed(tokens: Tensor, table: Tensor, scale: float, position: Tensor) -> Tensor:
-    """scale * table[tokens] + position for tokens [N] int64, table [V, C] and position [C] float32
-    -> [N, C], bitwise as torch computes it (one call instead of four)."""
-    n, (vocab, c) = tokens.numel(), table.shape
-    if (tokens.dtype != torch.long or tokens.dim() != 1 or table.dtype != torch.float32 or position.shape != (c,)
-            or position.dtype != torch.float32):
-        raise ValueError(f"native.embed: tokens {tuple(tokens.shape)} {tokens.dtype}, table {tuple(table.shape)} "
-                         f"{table.dtype}, position {tuple(position.shape)}")
-    tokens, table, position = tokens.contiguous(), table.contiguous(), position.contiguous()
-    x = torch.empty(n, c)
-    if _load()[0].skinny_embed(tokens.data_ptr(), n, table.data_ptr(), vocab, c, scale, position.data_ptr(), x.data_ptr()):
-        raise IndexError(f"native.embed: a token id outside 0..{vocab - 1}")
-    return x
+class Embedding:
+    """``scale * table[tokens] + positions[row]`` as one skinny.c call (``skinny_embed``), bitwise as
+    torch computes it: the decoder step's embedding, its tensors checked once (not once a step).
+    table [V, C] and positions [P, C] float32; ``available()`` must be True."""
+
+    def __init__(self, table: Tensor, scale: float, positions: Tensor):
+        if (table.dim() != 2 or positions.dim() != 2 or table.size(1) != positions.size(1)
+                or table.dtype != torch.float32 or positions.dtype != torch.float32):
+            raise ValueError(f"native.Embedding: table {tuple(table.shape)} {table.dtype}, positions "
+                             f"{tuple(positions.shape)} {positions.dtype}: want float32 [V, C] and [P, C]")
+        self.table, self.positions = table.detach().contiguous(), positions.detach().contiguous()
+        self.scale = scale
+        self.vocab, self.c = table.shape
+        self.rows = positions.size(0)
+
+    def __call__(self, tokens: Tensor, row: int) -> Tensor:
+        """tokens [N] int64, row < P -> [N, C]."""
+        if tokens.dtype != torch.long or tokens.dim() != 1 or not 0 <= row < self.rows:
+            raise ValueError(f"native.Embedding: tokens {tuple(tokens.shape)} {tokens.dtype}, position row {row} "
+                             f"of {self.rows}")
+        tokens = tokens.contiguous()
+        n = tokens.numel()
+        x = torch.empty(n, self.c)
+        position = self.positions.data_ptr() + row * self.c * self.positions.element_size()
+        if _load()[0].skinny_embed(tokens.data_ptr(), n, self.table.data_ptr(), self.vocab, self.c, self.scale,
+                                   position, x.data_ptr()):
+            raise IndexError(f"native.Embedding: a token id outside 0..{self.vocab - 1}")
+        return x
+
 
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
     """softmax(q k^T + mask) v for q [N, H, Q, D] (already scaled), k and v [N, H, T, D], mask additive
@@ -280,9 +296,29 @@ class DecoderLayer:
         self.heads = heads
 
 
+@dataclass(frozen=True)
+class EncoderKeys:
+    """Each layer's encoder keys and values as ``DecoderLayers`` passes them, checked and laid out once per
+    encoder output (not once a step): k, v [B, H, S, D] per layer, mask additive [B, 1, 1, S] or None."""
+    k: list[Tensor]
+    v: list[Tensor]
+    mask: Tensor | None
+    k_pointers: ctypes.Array
+    v_pointers: ctypes.Array
+
+    @property
+    def sentences(self) -> int:
+        return self.k[0].size(0)
+
+    @property
+    def length(self) -> int:
+        return self.k[0].size(2)
+
+
 class DecoderLayers:
     """A decoder's layers as one skinny.c call a step (``skinny_decoder_layers``): at batch 1 the
-    per-layer Python calls and the search's cache reordering cost as much as a layer's arithmetic."""
+    per-layer Python calls and the search's cache reordering cost as much as a layer's arithmetic.
+    The layers' caches travel stacked, [count, 2, N, H, t, D]: one tensor a step for all of them."""
 
     def __init__(self, layers: list[DecoderLayer]):
         if len({(layer.c, layer.heads) for layer in layers}) != 1:
@@ -291,39 +327,45 @@ class DecoderLayers:
         self.c, self.heads = layers[0].c, layers[0].heads
         self.structs = (_Layer * len(layers))(*(layer.struct for layer in layers))
 
-    def __call__(self, x: Tensor, kvs: list[Tensor | None], order: Tensor | None, enc_k: list[Tensor],
-                 enc_v: list[Tensor], enc_mask: Tensor | None) -> list[Tensor]:
-        """x [N, C] float32 contiguous, updated in place; kvs: each layer's [2, N_old, H, t, D] (None
-        at the first step); order [N] int64: the old row each row follows (None: row r follows row
-        r, N_old = N); enc_k, enc_v: each layer's [B, H, S, D]; enc_mask additive [B, 1, 1, S] or
-        None -> each layer's new [2, N, H, t + 1, D]."""
-        n, c = x.shape
-        count = len(self.layers)
-        first = kvs[0]
-        t = 0 if first is None else first.size(3)
-        n_old = n if first is None else first.size(1)
-        b, heads, s, d = enc_k[0].shape
-        if (c != self.c or not x.is_contiguous() or x.dtype != torch.float32 or n % b or heads != self.heads
-                or len(kvs) != count or len(enc_k) != count or len(enc_v) != count
-                or any((kv is None) != (first is None) or (kv is not None and kv.shape != (2, n_old, heads, t, d))
-                       for kv in kvs)
-                or any(k.shape != (b, heads, s, d) for k in (*enc_k, *enc_v))
-                or (order is None and n_old != n) or (order is not None and (order.shape != (n,) or order.dtype != torch.long))
-                or (enc_mask is not None and enc_mask.shape != (b, 1, 1, s))):
-            raise ValueError(f"native.DecoderLayers: x {tuple(x.shape)}, kv {None if first is None else tuple(first.shape)}, "
-                             f"order {None if order is None else tuple(order.shape)}, encoder keys {tuple(enc_k[0].shape)} "
-                             f"do not fit {count} {self.c}-wide layers of {self.heads} heads")
-        kvs = [None if kv is None else kv.contiguous() for kv in kvs]
-        enc_k, enc_v = [k.contiguous() for k in enc_k], [v.contiguous() for v in enc_v]
-        order = None if order is None else order.contiguous()
-        enc_mask = None if enc_mask is None else enc_mask.contiguous()
-        new = [torch.empty(2, n, heads, t + 1, d) for _ in range(count)]
+    def encoder_keys(self, k: list[Tensor], v: list[Tensor], mask: Tensor | None) -> EncoderKeys:
+        """Each layer's encoder keys and values [B, H, S, D] and the additive mask [B, 1, 1, S] (or None),
+        checked and made contiguous for ``__call__``."""
+        count, d = len(self.layers), self.c // self.heads
+        shape = k[0].shape
+        if (len(k) != count or len(v) != count or len(shape) != 4 or shape[1:2] + shape[3:] != (self.heads, d)
+                or any(t.shape != shape or t.dtype != torch.float32 for t in (*k, *v))
+                or (mask is not None and (mask.shape != (shape[0], 1, 1, shape[2]) or mask.dtype != torch.float32))):
+            raise ValueError(f"native.DecoderLayers: encoder keys {[tuple(t.shape) for t in k]}, values "
+                             f"{[tuple(t.shape) for t in v]}, mask {None if mask is None else tuple(mask.shape)} do not "
+                             f"fit {count} {self.c}-wide layers of {self.heads} heads")
+        k, v = [t.contiguous() for t in k], [t.contiguous() for t in v]
         pointers = ctypes.c_void_p * count
+        return EncoderKeys(k, v, None if mask is None else mask.contiguous(), pointers(*(t.data_ptr() for t in k)),
+                           pointers(*(t.data_ptr() for t in v)))
+
+    def __call__(self, x: Tensor, kv: Tensor | None, order: Tensor | None, keys: EncoderKeys) -> Tensor:
+        """x [N, C] float32 contiguous, updated in place; kv: the layers' caches [count, 2, N_old, H, t, D]
+        (None at the first step); order [N] int64: the old row each row follows (None: row r follows
+        row r, N_old = N); keys: ``encoder_keys`` -> the layers' new caches [count, 2, N, H, t + 1, D]."""
+        n, c = x.shape
+        count, heads, d = len(self.layers), self.heads, self.c // self.heads
+        t = 0 if kv is None else kv.size(4)
+        n_old = n if kv is None else kv.size(2)
+        b = keys.sentences
+        if (c != self.c or not x.is_contiguous() or x.dtype != torch.float32 or n % b
+                or (kv is not None and (kv.shape != (count, 2, n_old, heads, t, d) or kv.dtype != torch.float32))
+                or (order is None and n_old != n) or (order is not None and (order.shape != (n,) or order.dtype != torch.long))):
+            raise ValueError(f"native.DecoderLayers: x {tuple(x.shape)}, kv {None if kv is None else tuple(kv.shape)}, "
+                             f"order {None if order is None else tuple(order.shape)}, {b} sentences' encoder keys "
+                             f"do not fit {count} {self.c}-wide layers of {self.heads} heads")
+        kv = None if kv is None else kv.contiguous()
+        order = None if order is None else order.contiguous()
+        new = torch.empty(count, 2, n, heads, t + 1, d)
+        gomp, thread_num = _openmp()
         status = _load()[0].skinny_decoder_layers(
-            self.structs, count, x.data_ptr(), n, t, pointers(*(0 if kv is None else kv.data_ptr() for kv in kvs)),
-            n_old, None if order is None else order.data_ptr(), pointers(*(a.data_ptr() for a in new)),
-            pointers(*(k.data_ptr() for k in enc_k)), pointers(*(v.data_ptr() for v in enc_v)),
-            None if enc_mask is None else enc_mask.data_ptr(), b, s, *_openmp(), torch.get_num_threads())
+            self.structs, count, x.data_ptr(), n, t, None if kv is None else kv.data_ptr(), n_old,
+            None if order is None else order.data_ptr(), new.data_ptr(), keys.k_pointers, keys.v_pointers,
+            None if keys.mask is None else keys.mask.data_ptr(), b, keys.length, gomp, thread_num, torch.get_num_threads())
         if status == -2:
             raise ValueError(f"native.DecoderLayers: order has rows outside 0..{n_old - 1}")
         if status == -3:

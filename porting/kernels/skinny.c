@@ -387,20 +387,24 @@ static int decoder_layer(const struct layer *L, float *x, int n, int t, const fl
 #undef PRODUCT
 }
 
-/* The decoder's layers in turn (porting/kernels/native.py's DecoderLayers): decoder_layer for each, with
- * kv_old[i], kv_new[i], enc_k[i], enc_v[i] the i-th layer's. order [n] (or NULL) indexes rows of
- * the previous step's n_old; out-of-range entries are refused (returns -2) before anything is
- * written. Returns 0, -1 (no scratch memory), -2 or -3 (an activation without a case). */
-int skinny_decoder_layers(const struct layer *layers, int count, float *x, int n, int t, const float *const *kv_old,
-                          int n_old, const int64_t *order, float *const *kv_new, const float *const *enc_k,
+/* The decoder's layers in turn (porting/kernels/native.py's DecoderLayers): decoder_layer for each.
+ * kv_old: every layer's cache stacked, [count, 2, n_old, heads, t, d] (NULL when t = 0); kv_new
+ * [count, 2, n, heads, t + 1, d] (one buffer for all layers: one allocation a step, not one a
+ * layer); enc_k[i], enc_v[i] the i-th layer's. order [n] (or NULL) indexes rows of the previous
+ * step's n_old; out-of-range entries are refused (returns -2) before anything is written.
+ * Returns 0, -1 (no scratch memory), -2 or -3 (an activation without a case). */
+int skinny_decoder_layers(const struct layer *layers, int count, float *x, int n, int t, const float *kv_old,
+                          int n_old, const int64_t *order, float *kv_new, const float *const *enc_k,
                           const float *const *enc_v, const float *enc_mask, int sentences, int src_len,
                           void *gomp, void *thread_num, int threads)
 {
     for (int r = 0; order && r < n; r++)
         if (order[r] < 0 || order[r] >= n_old)
             return -2;
+    const size_t cell = (size_t)2 * layers[0].c;                  /* a row's keys and values, all heads */
     for (int i = 0; i < count; i++) {
-        const int status = decoder_layer(layers + i, x, n, t, t ? kv_old[i] : NULL, n_old, order, kv_new[i],
+        const float *old = t ? kv_old + (size_t)i * n_old * t * cell : NULL;
+        const int status = decoder_layer(layers + i, x, n, t, old, n_old, order, kv_new + (size_t)i * n * (t + 1) * cell,
                                          enc_k[i], enc_v[i], enc_mask, sentences, src_len, gomp, thread_num, threads);
         if (status)
             return status;

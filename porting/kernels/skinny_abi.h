@@ -22,8 +22,8 @@ struct layer;
     X(skinny_embed, int, const int64_t *, int, const float *, int, int, float, const float *, float *) \
     X(skinny_activation_supported, int, int) \
     X(skinny_abi, int, int64_t *) \
-    X(skinny_decoder_layers, int, const struct layer *, int, float *, int, int, const float *const *, int, \
-      const int64_t *, float *const *, const float *const *, const float *const *, const float *, int, int, void *, \
+    X(skinny_decoder_layers, int, const struct layer *, int, float *, int, int, const float *, int, \
+      const int64_t *, float *, const float *const *, const float *const *, const float *, int, int, void *, \
       void *, int) \
     X(skinny_candidates, int, const float *, const float *, const float *, int, int, int, const float *, int, int, int, \
       int, int, float, int, float *, int64_t *, void *, void *, int)
