@@ -133,7 +133,7 @@ def runtime_ensemble(models: list, kernels: str, quantize: str | None) -> Ensemb
     if quantize in QUANTIZE_MODES:
         from porting.kernels.quantize import quantize_int8
 
-        for line in quantize_int8(ensemble.models, ensemble.decoders, quantize):
+        for line in quantize_int8(ensemble.models, ensemble.decoders, ensemble.encoders, quantize):
             log.info("%s: %s", quantize, line)
     return ensemble
 

@@ -28,17 +28,18 @@ def namespace(**kw) -> argparse.Namespace:
     return argparse.Namespace(**kw)
 
 
-def same_up_to_ties(ours, theirs, tol: float, other_hypotheses: bool = False) -> bool:
+def same_up_to_ties(ours, theirs, tol: float, other_within: float = 0.0) -> bool:
     """The fast kernels' n-best list against fairseq's (dicts with "tokens" and "score"): the same
     hypotheses, the best one first on both sides, and any other order difference only between
     hypotheses whose scores are within `tol` (a last-bit difference can order two hypotheses that
-    fairseq scores exactly equal the other way). other_hypotheses: a lower place may also hold another
-    hypothesis of a score within `tol` (the beam kept the other of two equals: on a machine that rounds
-    otherwise than the recording's, porting/NOTES.md)."""
-    toks = [h.tokens for h in ours]
+    fairseq scores exactly equal the other way). other_within: a lower place may also hold another
+    hypothesis, of a score within this of the one recorded there (the beam kept the other of two
+    equals: porting/NOTES.md); 0: never."""
     if ours[0].tokens != theirs[0]["tokens"] or len(ours) != len(theirs):
         return False
-    if not other_hypotheses and sorted(toks) != sorted(t["tokens"] for t in theirs):
+    toks, recorded = [h.tokens for h in ours], [t["tokens"] for t in theirs]
+    if any((h.tokens not in recorded or t["tokens"] not in toks) and not abs(h.score - t["score"]) < other_within
+           for h, t in zip(ours, theirs)):
         return False
     return all(abs(h.score - t["score"]) < tol for h, t in zip(ours, theirs))
 

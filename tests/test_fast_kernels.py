@@ -292,14 +292,25 @@ def test_whole_layer_kernel_refuses_what_does_not_fit(converted):
         layers(torch.zeros(5, 128), torch.zeros(3, 2, 4, 4, 1, 32), torch.tensor([0, 1, 2, 3, 4]), keys)
 
 
-def test_fast_encoder_matches_encoder_on_real_tokens(converted):
-    """Padding removed: the real tokens' outputs equal the full encoder's; padding rows are zero."""
+@pytest.mark.parametrize("kernels,pre_norm", [("c", False), ("c", True), ("torch", False), ("torch", True)])
+def test_fast_encoder_matches_encoder_on_real_tokens(converted, kernels, pre_norm):
+    """Padding removed: the real tokens' outputs equal the full encoder's; padding rows are zero. On
+    the compiled layers (skinny_encoder_layers: 59 real rows, attention split between threads; one
+    sentence of 18 alone) and on torch's, both norm placements and activations."""
+    if kernels == "c" and not native.available():
+        pytest.skip(f"few-row kernels unavailable: {native.unavailable_reason()}")
     _, (model,) = load_ensemble(converted["ende-sep"])
+    for layer in model.encoder.layers:
+        layer.pre = pre_norm
+        layer.activation = Activation.GELU if pre_norm else Activation.RELU
+        layer.act = layer.activation.fn
+    fast = FastEncoder(model, use_native=kernels == "c")
+    assert (fast.layers_c is not None) == (kernels == "c") and (fast.qkv is None) == (kernels == "c")
     torch.manual_seed(0)
     rows = [torch.randint(4, 5000, (n,)).tolist() + [2] for n in (3, 17, 9, 30)]
     src = left_pad(rows)
     with torch.no_grad():
-        exact, ours = model.encoder(src), FastEncoder(model)(src)
+        exact, ours = model.encoder(src), fast(src)
     real = ~exact.pad_mask.t()                                  # [S, B]
     assert torch.equal(ours.pad_mask, exact.pad_mask)
     assert (ours.out[real] - exact.out[real]).abs().max() < TOL
@@ -309,9 +320,49 @@ def test_fast_encoder_matches_encoder_on_real_tokens(converted):
     assert torch.equal(ours.out.transpose(0, 1).reshape(-1, ours.out.size(-1))[keep], kept_rows)
     # no padding at all: nothing to remove, same result
     with torch.no_grad():
-        one = FastEncoder(model)(left_pad(rows[1:2]))
+        one = fast(left_pad(rows[1:2]))
     assert one.kept is None and one.pad_mask is None
     assert (one.out - model.encoder(left_pad(rows[1:2])).out).abs().max() < TOL
+
+
+@pytest.mark.skipif(not native.available(), reason=f"few-row kernels unavailable: {native.unavailable_reason()}")
+def test_compiled_encoder_layers_refuse_what_does_not_fit(converted):
+    _, (model,) = load_ensemble(converted["ende-sep"])
+    layers = FastEncoder(model).layers_c
+    keep = torch.tensor([0, 1, 3])                               # 3 real tokens of 2 sentences x 2 positions
+    with pytest.raises(ValueError, match="do not fit"):
+        layers(torch.zeros(3, 64), keep, 2, 2, None)                                # wrong width
+    with pytest.raises(ValueError, match="do not fit"):
+        layers(torch.zeros(3, 128), None, 2, 2, None)                               # no keep, rows != 2 x 2
+    with pytest.raises(ValueError, match="do not fit"):
+        layers(torch.zeros(3, 128), keep, 2, 2, torch.zeros(2, 1, 1, 3))           # mask of another length
+    with pytest.raises(ValueError, match="outside 0..3"):
+        layers(torch.zeros(3, 128), torch.tensor([0, 1, 4]), 2, 2, None)
+    with pytest.raises(ValueError, match="without encoder attention"):
+        native.DecoderLayers(layers.layers)
+
+
+@pytest.mark.skipif(not native.available(), reason=f"few-row kernels unavailable: {native.unavailable_reason()}")
+def test_compiled_encoder_only_where_its_copy_is_small_and_float32(converted, monkeypatch):
+    """An int8 encoder runs its modules (the panels would ignore them); an encoder whose panels would
+    exceed MAX_PANEL_WEIGHTS keeps torch's layers (memory)."""
+    from porting.kernels import fast_encoder
+    from porting.kernels.fast_decoder import FastDecoder
+    from porting.kernels.quantize import quantize_int8
+
+    _, (model,) = load_ensemble(converted["ende-sep"])
+    monkeypatch.setattr(fast_encoder, "MAX_PANEL_WEIGHTS", 589_823)      # the encoder's products hold 589,824
+    assert FastEncoder(model).layers_c is None
+    monkeypatch.setattr(fast_encoder, "MAX_PANEL_WEIGHTS", 589_824)
+    encoder = FastEncoder(model)
+    assert encoder.layers_c is not None
+    quantize_int8([model], [FastDecoder(model)], [encoder], "int8-all")
+    assert encoder.layers_c is None and len(encoder.qkv) == len(model.encoder.layers)
+    src = left_pad([[5, 6, 7, 2], [8, 2]])
+    with torch.no_grad():
+        ours, theirs = encoder(src), model.encoder(src)
+    real = ~theirs.pad_mask.t()                                    # [S, B]
+    assert (ours.out[real] - theirs.out[real]).abs().max() < TOL   # the int8 modules, as the model runs them
 
 
 def test_fast_embeddings_equal_the_general_ones(converted):

@@ -23,6 +23,11 @@ from tests.helpers import same_up_to_ties
 RUNS = shipped.RUNS
 MANIFEST = json.loads((RUNS / "manifest.json").read_text())
 SCORE_TOL = 1e-4   # the issue's bar; observed differences are ~1e-6 (float32 summation order)
+# Two hypotheses fairseq scores within float32's resolution are equals to the fast kernels, which
+# reorder float sums: where both end at one step and only one fits the beam, either may take that
+# place. Observed: ende-sep max_len line 329's fifth, two hypotheses 4 ulps apart teacher-forced
+# (-1.36245561 and -1.36245608), 1.2e-7 apart as decoded (porting/NOTES.md). Up to 8 ulps at |score| ~1.
+TIE_TOL = 1e-6
 TENSOR_TOL = 1e-5
 HARNESS_RTOL = 1e-4   # `porting parity`'s default --rtol
 
@@ -62,7 +67,9 @@ def start(converted, run) -> DecoderStart:
 def replay(ensemble, rec, ids, batches, start, bitwise: bool = True) -> tuple[list[int], float]:
     """Lines whose hypotheses differ from the recorded ones, and the largest score difference. The
     exact kernels must give every hypothesis in its place where the machine rounds as the recording's
-    did (bitwise); elsewhere, and with the fast kernels, equals may trade places (same_up_to_ties)."""
+    did (bitwise); elsewhere, and with the fast kernels, equals may trade places (same_up_to_ties), and
+    a lower place may hold another hypothesis of an equal score: within SCORE_TOL where the machine
+    rounds otherwise, within TIE_TOL (float32's resolution) for the fast kernels where it does not."""
     # fairseq-fixed's n-gram blocker is inert and its length cap follows the batch's width
     # (NOTES.md); reproduce both bug for bug to compare
     opts = GenerationOptions(**rec["options"], ngram_blocking="fairseq", max_len_from="batch-width")
@@ -72,7 +79,8 @@ def replay(ensemble, rec, ids, batches, start, bitwise: bool = True) -> tuple[li
         ours = generate(ensemble, left_pad([ids[i] for i in batch]), opts, None, start)
         for i, hyps in zip(batch, ours):
             theirs = rec["hypotheses"][i]
-            if exact or not same_up_to_ties(hyps, theirs, SCORE_TOL, other_hypotheses=not bitwise):
+            other_within = SCORE_TOL if not bitwise else 0.0 if exact else TIE_TOL
+            if exact or not same_up_to_ties(hyps, theirs, SCORE_TOL, other_within):
                 if [h.tokens for h in hyps] != [t["tokens"] for t in theirs]:
                     mismatches.append(i)
                     continue
@@ -154,3 +162,18 @@ def test_correct_ngram_blocking_blocks(ensembles):
             toks = [2] + hyps[0].tokens   # the decoder's start </s> counts, as in fairseq's intended blocker
             grams = [tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)]
             assert len(grams) == len(set(grams))
+
+
+def test_ties_rule_takes_only_equals():
+    """same_up_to_ties with TIE_TOL: another hypothesis in a lower place only at float32 resolution."""
+    from porting.generation.beam import Hypothesis
+
+    theirs = [{"tokens": [5, 2], "score": -1.0}, {"tokens": [6, 2], "score": -1.3624558}]
+    ours = lambda tokens, score: [Hypothesis([5, 2], -1.0, []), Hypothesis(tokens, score, [])]   # noqa: E731
+    assert same_up_to_ties(ours([6, 2], -1.3624559), theirs, SCORE_TOL)
+    assert same_up_to_ties(ours([7, 2], -1.3624559), theirs, SCORE_TOL, TIE_TOL)          # an equal
+    assert not same_up_to_ties(ours([7, 2], -1.3624559), theirs, SCORE_TOL)               # none allowed
+    assert not same_up_to_ties(ours([7, 2], -1.3624578), theirs, SCORE_TOL, TIE_TOL)      # 2e-6 apart: not equal
+    assert same_up_to_ties(ours([7, 2], -1.3624578), theirs, SCORE_TOL, SCORE_TOL)
+    assert not same_up_to_ties([Hypothesis([6, 2], -1.0, []), Hypothesis([5, 2], -1.0, [])], theirs, SCORE_TOL,
+                               SCORE_TOL)                                                      # the best differs

@@ -216,8 +216,8 @@ class FastDecoder:
                 return None
             norms = {"self_ln": layer.self_attn_layer_norm, "cross_ln": layer.encoder_attn_layer_norm,
                      "final_ln": layer.final_layer_norm}
-            layers.append(native.DecoderLayer(panels, norms, layer.fc1.out_features, self.heads, layer.pre,
-                                              layer.activation, layer.self_attn.scaling))
+            layers.append(native.Layer(panels, norms, layer.fc1.out_features, self.heads, layer.pre, layer.activation,
+                                       layer.self_attn.scaling))
         return native.DecoderLayers(layers)
 
     def new_caches(self) -> FastCaches:
@@ -235,7 +235,7 @@ class FastDecoder:
         x = self._embed(prev[:, -1], t)                                    # [N, C]
         if self.layers_c is not None:                                    # panels exist for float32 only
             # _embed's result is a tensor of its own (never a view of a weight): the layers update it in place
-            x = x.contiguous()
+            x = x.detach().contiguous()
             if caches.keys is None:                                      # the first step, or sentences left
                 for layer, cache in zip(dec.layers, caches):
                     self._encoder_cache(layer.encoder_attn, enc, cache, n)

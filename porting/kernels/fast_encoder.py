@@ -14,22 +14,68 @@ real rows (``EncoderOut.kept``) so the fast decoder projects encoder keys/values
 """
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from porting.format import PAD
-from porting.kernels import attention
+from porting.kernels import attention, native
 from porting.kernels.fast_decoder import additive_mask, fused_qkv, padded
 from porting.model.positions import positions_for
 from porting.model.transformer import Embeddings, EncoderOut, Transformer, residual_block
 
+# The compiled encoder layers' panels are a second copy of the encoder's product weights (the model's
+# own stay, for the other kernel sets). Up to this many weights (64 MB; the shipped and m2m models'
+# encoders hold ~0.6M) the copy is small; a wmt19-size encoder's (72M, 288 MB) would raise peak memory by a
+# tenth, so that encoder keeps torch's layers, whose GEMMs carry its time (its glue is not what costs).
+MAX_PANEL_WEIGHTS = 1 << 24
+
 
 class FastEncoder:
     def __init__(self, model: Transformer, use_native: bool = True):
+        """use_native: porting/kernels/skinny.c's layers where they are built (False: torch's alone,
+        ``--kernels portable``)."""
         self.encoder = model.encoder
+        self.use_native = use_native
         self.attention = attention.select(use_native)
         self.heads = model.arch.encoder_attention_heads
-        self.qkv = [fused_qkv(layer.self_attn) for layer in self.encoder.layers]
+        self.repack()
+
+    def repack(self) -> None:
+        """Derive what the layers run on from the current ones (again after they are replaced:
+        porting/kernels/quantize.py): one porting/kernels/skinny.c call (``layers_c``, the products'
+        weights packed as panels) where ``_whole_layers`` allows it, else torch's layers on a fused
+        q/k/v projection per layer (``qkv``); only one of the two copies is kept."""
+        self.qkv = None
+        self.layers_c = self._whole_layers()
+        if self.layers_c is None:
+            self.qkv = [fused_qkv(layer.self_attn) for layer in self.encoder.layers]
+
+    def _whole_layers(self) -> native.EncoderLayers | None:
+        """The layers as one skinny.c call, where it is built and asked for, every product is a float32
+        ``nn.Linear`` with a bias, the activation has a C case, and the panels (a second copy of the products'
+        weights) stay within MAX_PANEL_WEIGHTS; else None."""
+        if not (self.use_native and native.available()):
+            return None
+        per_layer = []
+        for layer in self.encoder.layers:
+            a = layer.self_attn
+            linears = {"qkv": (a.q_proj, a.k_proj, a.v_proj), "self_out": (a.out_proj,), "fc1": (layer.fc1,),
+                       "fc2": (layer.fc2,)}
+            if (any(type(lin) is not nn.Linear or lin.weight.dtype != torch.float32 or lin.bias is None
+                    for group in linears.values() for lin in group) or not native.activation_supported(layer.activation)):
+                return None
+            per_layer.append(linears)
+        if sum(lin.weight.numel() for linears in per_layer for group in linears.values() for lin in group) > MAX_PANEL_WEIGHTS:
+            return None
+        layers = []
+        for layer, linears in zip(self.encoder.layers, per_layer):
+            panels = {name: native.pack(torch.cat([lin.weight for lin in group]), torch.cat([lin.bias for lin in group]))
+                      for name, group in linears.items()}
+            norms = {"self_ln": layer.self_attn_layer_norm, "final_ln": layer.final_layer_norm}
+            layers.append(native.Layer(panels, norms, layer.fc1.out_features, self.heads, layer.pre, layer.activation,
+                                       layer.self_attn.scaling))
+        return native.EncoderLayers(layers)
 
     def __call__(self, src_tokens: Tensor) -> EncoderOut:
         """src_tokens [B, S] (left-padded) -> EncoderOut with out [S, B, C] (zeros at padding)."""
@@ -44,10 +90,16 @@ class FastEncoder:
         keep = None if pad is None else (~pad).view(-1).nonzero().squeeze(1)      # [T]
         rows = x.view(b * s, c) if keep is None else x.view(b * s, c).index_select(0, keep)   # [T, C]
         mask = additive_mask(pad, x.dtype)
-        for layer, qkv in zip(enc.layers, self.qkv):
-            rows = residual_block(rows, layer.self_attn_layer_norm,
-                                  lambda h: self._self_attn(layer, qkv, h, keep, b, s, mask), layer.pre)
-            rows = residual_block(rows, layer.final_layer_norm, lambda h: layer.fc2(layer.act(layer.fc1(h))), layer.pre)
+        if self.layers_c is not None:
+            # Embeddings.forward's result (or its rows) is a tensor of its own: updated in place
+            rows = rows.detach().contiguous()
+            self.layers_c(rows, keep, b, s, mask)
+        else:
+            for layer, qkv in zip(enc.layers, self.qkv):
+                rows = residual_block(rows, layer.self_attn_layer_norm,
+                                      lambda h: self._self_attn(layer, qkv, h, keep, b, s, mask), layer.pre)
+                rows = residual_block(rows, layer.final_layer_norm, lambda h: layer.fc2(layer.act(layer.fc1(h))),
+                                      layer.pre)
         if enc.layer_norm is not None:
             rows = enc.layer_norm(rows)
         out = padded(rows, keep, b * s).view(b, s, c).transpose(0, 1)     # [B*S, C] -> [S, B, C]

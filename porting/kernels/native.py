@@ -1,8 +1,9 @@
 """The compiled kernels' Python side: products (``linear``), attention (``attention``), embeddings
-(``Embedding``), the decoder's layers in one call (``DecoderLayers``) from porting/kernels/skinny.c, and the
-output projection fused with the search's candidate selection (``candidates``) from
-skinny_candidates.c. Why they are written by hand: see there. Building them: porting/kernels/build.py
-(an AVX2 and an AVX-512 build of the same C, bitwise alike; the CPU's widest is loaded).
+(``Embedding``), the decoder's and the encoder's layers in one call each (``DecoderLayers``,
+``EncoderLayers``) from porting/kernels/skinny.c, and the output projection fused with the search's
+candidate selection (``candidates``) from skinny_candidates.c. Why they are written by hand: see
+there. Building them: porting/kernels/build.py (an AVX2 and an AVX-512 build of the same C, bitwise
+alike; the CPU's widest is loaded).
 
 Where they cannot be built or loaded (no x86-64 with AVX2/FMA, no compiler, an unsafe cache, or
 ``PORTING_NATIVE=0``), ``available()`` is False, ``unavailable_reason()`` says why (and a
@@ -55,8 +56,8 @@ def abi_mismatch(lib: ctypes.CDLL) -> str | None:
 # skinny_abi.h's type codes -> ctypes (a pointer is passed as an address, a ctypes array or None)
 CTYPES = {"p": ctypes.c_void_p, "i": ctypes.c_int, "f": ctypes.c_float, "v": None}
 # the entry points this file calls: each must be in the library's table
-CALLED = ("skinny_linear_threads", "skinny_attention", "skinny_embed", "skinny_decoder_layers", "skinny_candidates",
-          "skinny_activation_supported", "skinny_abi")
+CALLED = ("skinny_linear_threads", "skinny_attention", "skinny_embed", "skinny_decoder_layers", "skinny_encoder_layers",
+          "skinny_candidates", "skinny_activation_supported", "skinny_abi")
 
 
 def signatures(lib: ctypes.CDLL) -> dict[str, tuple[str, str]]:
@@ -269,20 +270,22 @@ def candidates(x: Tensor, p: Panels, prev: Tensor | None, group: int, count: int
     return (scores, index) if status == 0 else None
 
 
-class DecoderLayer:
-    """One decoder layer's weights as skinny.c's ``struct layer`` reads them (the tensors are kept
-    here: the struct holds only their addresses). ``DecoderLayers`` runs them."""
+class Layer:
+    """One layer's weights as skinny.c's ``struct layer`` reads them (the tensors are kept here: the
+    struct holds only their addresses). A decoder layer has every field; an encoder layer no encoder
+    attention (no "q", "cross_out", "cross_ln": those fields stay NULL). ``DecoderLayers`` and
+    ``EncoderLayers`` run them."""
 
     def __init__(self, linears: dict[str, Panels], norms: dict[str, nn.LayerNorm], ffn: int, heads: int,
                  pre_norm: bool, activation: Activation, scaling: float):
         self.c = linears["qkv"].in_features
         if not activation_supported(activation):
-            raise ValueError(f"native.DecoderLayer: skinny.c has no case for activation {activation.fairseq_name}")
+            raise ValueError(f"native.Layer: skinny.c has no case for activation {activation.fairseq_name}")
         if self.c % heads or any(p.bias is None for p in linears.values()):
-            raise ValueError("native.DecoderLayer: width must divide into heads, and every linear layer needs a bias")
+            raise ValueError("native.Layer: width must divide into heads, and every linear layer needs a bias")
         eps = {n.eps for n in norms.values()}
         if len(eps) != 1 or any(n.weight is None or n.bias is None or n.weight.dtype != torch.float32 for n in norms.values()):
-            raise ValueError("native.DecoderLayer: float32 layer norms with weights and one eps")
+            raise ValueError("native.Layer: float32 layer norms with weights and one eps")
         self.keep: list = [*linears.values()]          # the struct holds addresses only
         fields = {}
         for name, p in linears.items():
@@ -294,6 +297,53 @@ class DecoderLayer:
         self.struct = _Layer(**fields, c=self.c, ffn=ffn, heads=heads, pre_norm=int(pre_norm), activation=activation.code,
                              scaling=scaling, eps=eps.pop())
         self.heads = heads
+        self.encoder_only = "q" not in linears
+
+
+class _Layers:
+    """Layers of one width and head count as skinny.c's array of ``struct layer``."""
+
+    def __init__(self, layers: list[Layer], encoder: bool):
+        if len({(layer.c, layer.heads) for layer in layers}) != 1:
+            raise ValueError(f"native.{type(self).__name__}: every layer of one width and head count")
+        if not encoder and any(layer.encoder_only for layer in layers):
+            raise ValueError("native.DecoderLayers: a layer without encoder attention")
+        self.layers = layers
+        self.c, self.heads = layers[0].c, layers[0].heads
+        self.structs = (_Layer * len(layers))(*(layer.struct for layer in layers))
+
+
+class EncoderLayers(_Layers):
+    """An encoder's layers as one skinny.c call (``skinny_encoder_layers``), on the real tokens alone:
+    at batch 1 a layer was ~30 torch calls whose glue cost more than their products."""
+
+    def __init__(self, layers: list[Layer]):
+        super().__init__(layers, encoder=True)
+
+    def __call__(self, x: Tensor, keep: Tensor | None, sentences: int, src_len: int, mask: Tensor | None) -> None:
+        """x [T, C] float32 contiguous, the real tokens' states, updated in place; keep [T] int64: their
+        increasing positions in the padded batch-major [sentences * src_len] order (None: no padding);
+        mask additive [sentences, 1, 1, src_len] or None."""
+        rows, c = x.shape
+        if (c != self.c or not x.is_contiguous() or x.dtype != torch.float32
+                or (keep is None and rows != sentences * src_len)
+                or (keep is not None and (keep.shape != (rows,) or keep.dtype != torch.long))
+                or (mask is not None and (mask.shape != (sentences, 1, 1, src_len) or mask.dtype != torch.float32))):
+            raise ValueError(f"native.EncoderLayers: x {tuple(x.shape)}, keep {None if keep is None else tuple(keep.shape)}, "
+                             f"mask {None if mask is None else tuple(mask.shape)} do not fit {sentences} sentences of "
+                             f"{src_len} positions through {len(self.layers)} {self.c}-wide layers")
+        keep = None if keep is None else keep.contiguous()
+        mask = None if mask is None else mask.contiguous()
+        gomp, thread_num = _openmp()
+        status = _load()[0].skinny_encoder_layers(
+            self.structs, len(self.layers), x.data_ptr(), rows, None if keep is None else keep.data_ptr(), sentences,
+            src_len, None if mask is None else mask.data_ptr(), gomp, thread_num, torch.get_num_threads())
+        if status == -2:
+            raise ValueError(f"native.EncoderLayers: keep has positions outside 0..{sentences * src_len - 1}")
+        if status == -3:
+            raise ValueError("native.EncoderLayers: an activation skinny.c has no case for")
+        if status:
+            raise MemoryError("native.EncoderLayers: no scratch memory")
 
 
 @dataclass(frozen=True)
@@ -315,17 +365,13 @@ class EncoderKeys:
         return self.k[0].size(2)
 
 
-class DecoderLayers:
+class DecoderLayers(_Layers):
     """A decoder's layers as one skinny.c call a step (``skinny_decoder_layers``): at batch 1 the
     per-layer Python calls and the search's cache reordering cost as much as a layer's arithmetic.
     The layers' caches travel stacked, [count, 2, N, H, t, D]: one tensor a step for all of them."""
 
-    def __init__(self, layers: list[DecoderLayer]):
-        if len({(layer.c, layer.heads) for layer in layers}) != 1:
-            raise ValueError("native.DecoderLayers: every layer of one width and head count")
-        self.layers = layers
-        self.c, self.heads = layers[0].c, layers[0].heads
-        self.structs = (_Layer * len(layers))(*(layer.struct for layer in layers))
+    def __init__(self, layers: list[Layer]):
+        super().__init__(layers, encoder=False)
 
     def encoder_keys(self, k: list[Tensor], v: list[Tensor], mask: Tensor | None) -> EncoderKeys:
         """Each layer's encoder keys and values [B, H, S, D] and the additive mask [B, 1, 1, S] (or None),

@@ -29,6 +29,7 @@ from torch import nn
 
 from porting.kernels import QUANTIZE_MODES
 from porting.kernels.fast_decoder import FastDecoder
+from porting.kernels.fast_encoder import FastEncoder
 from porting.model.transformer import Transformer
 
 
@@ -66,19 +67,20 @@ def _decoder_products(model: Transformer, fast: FastDecoder) -> list[nn.Linear]:
     return out
 
 
-def quantize_int8(models: list[Transformer], decoders: list[FastDecoder], mode: str = "int8") -> list[str]:
-    """In place: each model and its fast decoder (the exact path reads float weights directly);
+def quantize_int8(models: list[Transformer], decoders: list[FastDecoder], encoders: list[FastEncoder],
+                  mode: str = "int8") -> list[str]:
+    """In place: each model and its fast decoder and encoder (the exact path reads float weights directly);
     ``mode`` one of ``QUANTIZE_MODES``. Returns what was quantized and what stayed float32, and why, one
     line per part of the first model (the members of an ensemble share an architecture)."""
     if mode not in QUANTIZE_MODES:
         raise ValueError(f"quantize mode must be one of {', '.join(QUANTIZE_MODES)}, got {mode!r}")
-    if not all(isinstance(d, FastDecoder) for d in decoders):
+    if not all(isinstance(d, FastDecoder) for d in decoders) or not all(isinstance(e, FastEncoder) for e in encoders):
         raise ValueError("int8 quantization needs the fast kernels")
     if torch.backends.quantized.engine not in ("fbgemm", "x86", "qnnpack"):
         raise RuntimeError(f"no int8 engine on this machine (torch reports {torch.backends.quantized.engine!r})")
     every = mode == "int8-all"
     said = []
-    for member, (model, fast) in enumerate(zip(models, decoders)):
+    for member, (model, fast, encoder) in enumerate(zip(models, decoders, encoders, strict=True)):
         parts = {"decoder layers": every or all(map(gains, _decoder_products(model, fast))),
                  "output projection": every or gains(model.decoder.output_projection),
                  "encoder feed-forward": every or all(gains(layer.fc1) and gains(layer.fc2)
@@ -97,6 +99,7 @@ def quantize_int8(models: list[Transformer], decoders: list[FastDecoder], mode: 
         if parts["encoder feed-forward"]:
             for layer in model.encoder.layers:
                 layer.fc1, layer.fc2 = _int8(layer.fc1), _int8(layer.fc2)
+            encoder.repack()                      # its layers run as modules again, the int8 ones among them
         if member == 0:
             why = "" if every else (f" (too small to gain: int8 pays from {MIN_INPUTS} inputs and "
                                     f"{MIN_WEIGHTS:,} weights per product on; porting/kernels/quantize.py)")

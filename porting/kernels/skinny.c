@@ -275,12 +275,16 @@ static void add_norm(const struct layer *L, float *x, const float *f, int n, con
  * values, this step's included) or of the encoder attention (over its sentence's encoder keys). */
 struct attention_job {
     const struct layer *L;
-    const float *q;                 /* self: the qkv rows [n, 3c]; encoder: the queries [n, c] */
-    const float *keys, *values;     /* self: kv_new's two planes; encoder: enc_k, enc_v */
+    const float *q;                 /* a row's queries at q + row * q_stride (qkv rows: 3c; queries alone: c) */
+    const float *keys, *values;     /* self: kv_new's two planes; encoder: [sentences, heads, src_len, d] */
     const float *enc_mask;
     float *out;                     /* [n, c] */
     int n, keys_per_row, src_len, beam, cross, threads;
     thread_num_fn thread_num;
+    int q_stride;
+    /* cross: row r attends to sentence (keep ? keep[r] : r) / beam's keys: the decoder's beam rows
+     * per sentence, or the encoder's real tokens at their padded batch-major positions (beam = src_len) */
+    const int64_t *keep;
 };
 
 #define THREADED_ROWS 16            /* more rows than this: attention on torch's threads too */
@@ -291,15 +295,15 @@ static void attention_rows(const struct attention_job *J, int r0, int r1, float 
     for (int r = r0; r < r1; r++)
         for (int hd = 0; hd < heads; hd++) {
             float *out = J->out + (size_t)r * c + (size_t)hd * d;
+            const float *q = J->q + (size_t)r * J->q_stride + (size_t)hd * d;
             if (!J->cross) {
                 const size_t cell = ((size_t)r * heads + hd) * J->keys_per_row * d;   /* [n, heads, t + 1, d] */
-                attend(J->q + (size_t)r * 3 * c + (size_t)hd * d, J->keys + cell, J->values + cell, NULL,
-                       J->keys_per_row, d, out, w);
+                attend(q, J->keys + cell, J->values + cell, NULL, J->keys_per_row, d, out, w);
             } else {
-                const int sent = r / J->beam;
-                const size_t cell = ((size_t)sent * heads + hd) * J->src_len * d;     /* [sentences, heads, S, d] */
-                attend(J->q + (size_t)r * c + (size_t)hd * d, J->keys + cell, J->values + cell,
-                       J->enc_mask ? J->enc_mask + (size_t)sent * J->src_len : NULL, J->src_len, d, out, w);
+                const size_t sent = (size_t)((J->keep ? J->keep[r] : r) / J->beam);
+                const size_t cell = (sent * heads + hd) * J->src_len * d;             /* [sentences, heads, S, d] */
+                attend(q, J->keys + cell, J->values + cell, J->enc_mask ? J->enc_mask + sent * J->src_len : NULL,
+                       J->src_len, d, out, w);
             }
         }
 }
@@ -318,6 +322,20 @@ static void attention(const struct attention_job *J, float *w, void *gomp)
         ((gomp_parallel_fn)gomp)(attention_share, (void *)J, (unsigned)J->threads, 0);
     else
         attention_rows(J, 0, J->n, w);
+}
+
+/* A layer's feed-forward sublayer on x [n, c], in place; h [n, c], f [n, ffn] and out [n, c] scratch.
+ * Returns 0, or -3 for an activation without a case. */
+static int feed_forward(const struct layer *L, float *x, float *h, float *f, float *out, int n, void *gomp,
+                        void *thread_num, int threads)
+{
+    const float *in = sublayer_input(L, x, h, n, L->final_ln_w, L->final_ln_b);
+    skinny_linear_threads(in, L->fc1_w, L->fc1_b, f, n, L->c, L->ffn, gomp, thread_num, threads);
+    if (activate(L->activation, f, (size_t)n * L->ffn))
+        return -3;
+    skinny_linear_threads(f, L->fc2_w, L->fc2_b, out, n, L->ffn, L->c, gomp, thread_num, threads);
+    add_norm(L, x, out, n, L->final_ln_w, L->final_ln_b);
+    return 0;
 }
 
 /* One layer: x [n, c], updated in place. kv_old [2, n_old, heads, t, d] (NULL when t = 0) ->
@@ -357,7 +375,7 @@ static int decoder_layer(const struct layer *L, float *x, int n, int t, const fl
                        sizeof(float) * d);
             }
     const struct attention_job self = {L, qkv, kv_new, kv_new + (size_t)n * heads * (t + 1) * d, NULL, att, n, t + 1,
-                                       src_len, beam, 0, threads, (thread_num_fn)thread_num};
+                                       src_len, beam, 0, threads, (thread_num_fn)thread_num, 3 * c, NULL};
     attention(&self, w, gomp);
     PRODUCT(att, L->self_out_w, L->self_out_b, f, c, c);
     add_norm(L, x, f, n, L->self_ln_w, L->self_ln_b);
@@ -368,22 +386,14 @@ static int decoder_layer(const struct layer *L, float *x, int n, int t, const fl
     for (size_t j = 0; j < (size_t)n * c; j++)
         qkv[j] *= L->scaling;
     const struct attention_job cross = {L, qkv, enc_k, enc_v, enc_mask, att, n, 0, src_len, beam, 1, threads,
-                                        (thread_num_fn)thread_num};
+                                        (thread_num_fn)thread_num, c, NULL};
     attention(&cross, w, gomp);
     PRODUCT(att, L->cross_out_w, L->cross_out_b, f, c, c);
     add_norm(L, x, f, n, L->cross_ln_w, L->cross_ln_b);
 
-    /* feed-forward */
-    in = sublayer_input(L, x, h, n, L->final_ln_w, L->final_ln_b);
-    PRODUCT(in, L->fc1_w, L->fc1_b, f, c, L->ffn);
-    if (activate(L->activation, f, (size_t)n * L->ffn)) {
-        free(h);
-        return -3;
-    }
-    PRODUCT(f, L->fc2_w, L->fc2_b, att, L->ffn, c);
-    add_norm(L, x, att, n, L->final_ln_w, L->final_ln_b);
+    const int status = feed_forward(L, x, h, f, att, n, gomp, thread_num, threads);
     free(h);
-    return 0;
+    return status;
 #undef PRODUCT
 }
 
@@ -406,6 +416,72 @@ int skinny_decoder_layers(const struct layer *layers, int count, float *x, int n
         const float *old = t ? kv_old + (size_t)i * n_old * t * cell : NULL;
         const int status = decoder_layer(layers + i, x, n, t, old, n_old, order, kv_new + (size_t)i * n * (t + 1) * cell,
                                          enc_k[i], enc_v[i], enc_mask, sentences, src_len, gomp, thread_num, threads);
+        if (status)
+            return status;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the encoder's layers
+ *
+ * porting/kernels/fast_encoder.py's layers in one call: on the batch's real tokens only (rows), whose
+ * keys and values are laid out per sentence over the padded length for attention (padding: zero
+ * keys and values, masked out). The encoder layer is the decoder's without encoder attention (its
+ * struct layer's q, cross_out and cross_ln fields unused). */
+static int encoder_layer(const struct layer *L, float *x, int n, const int64_t *keep, int sentences, int src_len,
+                         const float *mask, void *gomp, void *thread_num, int threads)
+{
+#define PRODUCT(x, w, b, y, k, out) skinny_linear_threads(x, w, b, y, n, k, out, gomp, thread_num, threads)
+    const int c = L->c, heads = L->heads, d = c / heads;
+    const size_t plane = (size_t)sentences * src_len * c;           /* [sentences, heads, src_len, d] */
+    float *h = malloc(sizeof(float) * ((size_t)n * (c + 3 * c + c + (c > L->ffn ? c : L->ffn)) + 2 * plane + src_len));
+    if (!h)
+        return -1;
+    float *qkv = h + (size_t)n * c, *att = qkv + (size_t)n * 3 * c, *f = att + (size_t)n * c;
+    float *keys = f + (size_t)n * (c > L->ffn ? c : L->ffn), *values = keys + plane, *w = values + plane;
+
+    const float *in = sublayer_input(L, x, h, n, L->self_ln_w, L->self_ln_b);
+    PRODUCT(in, L->qkv_w, L->qkv_b, qkv, c, 3 * c);
+    for (int r = 0; r < n; r++)
+        for (int j = 0; j < c; j++)
+            qkv[(size_t)r * 3 * c + j] *= L->scaling;
+    if (keep)                                       /* padding's keys and values: zeros, masked out */
+        memset(keys, 0, sizeof(float) * 2 * plane);
+    for (int r = 0; r < n; r++) {
+        const size_t at = keep ? (size_t)keep[r] : (size_t)r, sent = at / src_len, pos = at % src_len;
+        for (int hd = 0; hd < heads; hd++) {
+            const size_t cell = ((sent * heads + hd) * src_len + pos) * d;
+            memcpy(keys + cell, qkv + (size_t)r * 3 * c + c + (size_t)hd * d, sizeof(float) * d);
+            memcpy(values + cell, qkv + (size_t)r * 3 * c + 2 * c + (size_t)hd * d, sizeof(float) * d);
+        }
+    }
+    const struct attention_job self = {L, qkv, keys, values, mask, att, n, 0, src_len, src_len, 1, threads,
+                                       (thread_num_fn)thread_num, 3 * c, keep};
+    attention(&self, w, gomp);
+    PRODUCT(att, L->self_out_w, L->self_out_b, f, c, c);
+    add_norm(L, x, f, n, L->self_ln_w, L->self_ln_b);
+
+    const int status = feed_forward(L, x, h, f, att, n, gomp, thread_num, threads);
+    free(h);
+    return status;
+#undef PRODUCT
+}
+
+/* The encoder's layers in turn (porting/kernels/native.py's EncoderLayers): x [rows, c], the real
+ * tokens' states, updated in place; keep [rows]: each row's position in the padded batch-major
+ * [sentences * src_len] order, increasing (NULL: no padding, rows = sentences * src_len); mask
+ * additive [sentences, src_len] or NULL. Returns 0, -1 (no scratch memory), -2 (keep out of range,
+ * nothing written) or -3 (an activation without a case). */
+int skinny_encoder_layers(const struct layer *layers, int count, float *x, int rows, const int64_t *keep, int sentences,
+                          int src_len, const float *mask, void *gomp, void *thread_num, int threads)
+{
+    for (int r = 0; keep && r < rows; r++)
+        if (keep[r] < 0 || keep[r] >= (int64_t)sentences * src_len)
+            return -2;
+    if (!keep && rows != sentences * src_len)
+        return -2;
+    for (int i = 0; i < count; i++) {
+        const int status = encoder_layer(layers + i, x, rows, keep, sentences, src_len, mask, gomp, thread_num, threads);
         if (status)
             return status;
     }

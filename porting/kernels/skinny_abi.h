@@ -25,6 +25,8 @@ struct layer;
     X(skinny_decoder_layers, int, const struct layer *, int, float *, int, int, const float *, int, \
       const int64_t *, float *, const float *const *, const float *const *, const float *, int, int, void *, \
       void *, int) \
+    X(skinny_encoder_layers, int, const struct layer *, int, float *, int, const int64_t *, int, int, const float *, \
+      void *, void *, int) \
     X(skinny_candidates, int, const float *, const float *, const float *, int, int, int, const float *, int, int, int, \
       int, int, float, int, float *, int64_t *, void *, void *, int)
 
