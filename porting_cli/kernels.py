@@ -18,10 +18,12 @@ def _model_report(model_dir: Path) -> list[str]:
         _, models = load_ensemble(model_dir)
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None
-    decoder = Ensemble(models, "fast").decoders[0]
+    ensemble = Ensemble(models, "fast")
+    decoder, encoder = ensemble.decoders[0], ensemble.encoders[0]
     activation = models[0].decoder.layers[0].activation.fairseq_name if models[0].decoder.layers else "-"
     fused = decoder.output_panels is not None and len(models) == 1
     return [f"{model_dir}: {len(models)} member(s), activation {activation}",
+            f"  encoder layers as one C call: {'yes' if encoder.layers_c is not None else 'no'}",
             f"  decoder layers as one C call a step: {'yes' if decoder.layers_c is not None else 'no'}",
             f"  output projection fused with the candidate choice: {'yes' if fused else 'no'}"
             + ("" if fused or len(models) == 1 else " (an ensemble averages probabilities on torch's path)")]
@@ -41,8 +43,8 @@ def run(args) -> int:
                   "holds them to AVX2; both builds give the same bits)",
                   f"  threads: {torch.get_num_threads()}, " + ("split between torch's OpenMP threads" if native.threaded()
                                                              else "one (torch is not on GNU OpenMP here)"),
-                  "--kernels fast (default): the C kernels for every float32 product, attention, the decoder "
-                  "layers and the output step",
+                  "--kernels fast (default): the C kernels for every float32 product, attention, the encoder's "
+                  "and the decoder's layers and the output step",
                   "--kernels portable: the same algorithms on torch's kernels alone"]
     else:
         lines += [f"C kernels: unavailable: {native.unavailable_reason()}",

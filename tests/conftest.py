@@ -61,21 +61,12 @@ def ct2(converted, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def replays_bitwise(converted) -> bool:
-    """Whether this machine reproduces the recording machine's floats (the recorded instruction set is
-    forced above, but math libraries also round by CPU model: porting/NOTES.md). The probe: the port's
-    first layer boundary on the first recorded sentence, fairseq's own arithmetic (the sinusoidal table
-    and the scaled embeddings), bitwise as recorded. Tests that claim bitwise replays check them where
-    it holds and their stated tolerances elsewhere."""
-    import torch
-    from safetensors.torch import load_file
+def replays_bitwise(converted):
+    """run name -> whether this machine reproduces that recorded run's floats (tests/helpers.py,
+    rounds_as_recorded; probed once per run). Tests that claim bitwise replays check them where it
+    holds and their stated tolerances elsewhere."""
+    import functools
 
-    from porting.model.load import load_ensemble
+    from tests.helpers import rounds_as_recorded
 
-    rec = load_file(str(shipped.RUNS / "ende-sep" / "teacher_forced.safetensors"))
-    model = load_ensemble(converted["ende-sep"])[1][0]
-    seen = {}
-    with torch.no_grad():
-        model(rec["s0/src_tokens"][None], rec["s0/prev_output_tokens"][None],
-              hooks=lambda name, x: seen.__setitem__(name, x[:, 0].clone()))       # None: nothing replaced
-    return torch.equal(seen["encoder.embed"], rec["s0/encoder.embed"])
+    return functools.cache(lambda run: rounds_as_recorded(converted[run], run))

@@ -48,7 +48,7 @@ def ensembles(converted, request):
 def test_generation_matches_fairseq(converted, ensembles, replays_bitwise, run, setting):
     rec = load(run, f"generation/{setting}.json")
     mismatches, worst = replay(ensembles[run], rec, load(run, "inputs.json")["ids"], rec["batches"],
-                               start(converted, run), replays_bitwise)
+                               start(converted, run), replays_bitwise(run))
     assert mismatches == [], f"{len(mismatches)} differ, first at line {mismatches[:5]}"
     assert worst < SCORE_TOL
 
@@ -114,7 +114,7 @@ def test_few_rows_match_fairseq_one_sentence_at_a_time(converted, replays_bitwis
     assert ensemble.fuses_candidates() or len(ensemble.models) > 1       # porting/kernels/skinny_candidates.c
     rec = load(run, f"generation/{setting}.json")
     mismatches, worst = replay(ensemble, rec, load(run, "inputs.json")["ids"], [[i] for i in range(ALONE)],
-                               start(converted, run), replays_bitwise)
+                               start(converted, run), replays_bitwise(run))
     assert mismatches == [], f"{len(mismatches)} of {ALONE} differ, first at line {mismatches[:5]}"
     assert worst < SCORE_TOL
 
@@ -136,7 +136,7 @@ def test_teacher_forced_layers_match_fairseq(converted, replays_bitwise, run):
         seen["decoder.lprobs"] = model.log_probs(logits)[0]
         for name in meta["forward_order"][3:]:
             err = (seen[name] - rec[f"s{i}/{name}"]).abs().max().item()
-            rtol = 0.0 if replays_bitwise else HARNESS_RTOL
+            rtol = 0.0 if replays_bitwise(run) else HARNESS_RTOL
             assert torch.allclose(seen[name], rec[f"s{i}/{name}"], rtol=rtol, atol=TENSOR_TOL), \
                 f"sentence {i}: {name} differs by {err}"
 

@@ -290,3 +290,19 @@ def test_one_progress_display_on_a_terminal_none_when_piped(converted, tmp_path)
                                    str(tmp_path / "ref"), "--search", "beam=1:2", "--batch-size", "4",
                                    "--out", str(tmp_path / "s")])
     assert "2 settings" in shown and "/48 [" in shown and "0setting" not in shown  # moves inside a setting
+
+
+def test_kernels_command_says_what_runs_in_c(converted, capsys):
+    """`porting kernels --model`: which parts of the model's decoding run as one C call."""
+    import pytest
+
+    from porting.kernels import native
+    from porting_cli import main
+
+    if not native.available():
+        pytest.skip(f"few-row kernels unavailable: {native.unavailable_reason()}")
+    assert main(["kernels", "--model", str(converted["ende-sep"])]) == 0
+    out = capsys.readouterr().out
+    for part in ("encoder layers as one C call: yes", "decoder layers as one C call a step: yes",
+                 "output projection fused with the candidate choice: yes"):
+        assert part in out, out

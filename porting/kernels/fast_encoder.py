@@ -8,6 +8,10 @@ queries. Here the position-wise work runs on the real tokens alone ([T, C], T = 
 tokens); only attention itself sees the padded [B, H, S, D] layout. In a batch of unsorted lines
 most positions can be padding (README "Speed").
 
+Where porting/kernels/skinny.c is built (``--kernels fast``), the layers run as one C call on those
+rows (``native.EncoderLayers``; at batch 1 a layer's ~30 torch calls cost more than its products),
+torch's layers elsewhere (``--kernels portable``, int8 layers, bfloat16, large encoders: ``_whole_layers``).
+
 Results differ from fairseq's in the last bits (different GEMM shapes and attention kernels), like
 every fast kernel; the parity suites check that hypotheses stay identical. The output carries the
 real rows (``EncoderOut.kept``) so the fast decoder projects encoder keys/values on them alone too.
