@@ -63,10 +63,12 @@ def ct2(converted, tmp_path_factory):
 @pytest.fixture(scope="session")
 def replays_bitwise(converted):
     """run name -> whether this machine reproduces that recorded run's floats (tests/helpers.py,
-    rounds_as_recorded; probed once per run). Tests that claim bitwise replays check them where it
-    holds and their stated tolerances elsewhere."""
-    import functools
+    rounds_as_recorded). Probed for every run here, before any test changes the model's code (a test
+    that monkeypatches the port must not change the answer). Tests that claim bitwise replays check
+    them where it holds and their stated tolerances elsewhere."""
+    from tests.helpers import rounds_as_recorded, teacher_forced_run
 
-    from tests.helpers import rounds_as_recorded
-
-    return functools.cache(lambda run: rounds_as_recorded(converted[run], run))
+    runs = json.loads((shipped.RUNS / "manifest.json").read_text())["runs"]
+    probed = {run: rounds_as_recorded(converted[run], run) for run in map(teacher_forced_run, runs)}
+    answers = {run: probed[teacher_forced_run(run)] for run in runs}
+    return answers.__getitem__

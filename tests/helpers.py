@@ -53,29 +53,45 @@ def interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def teacher_forced_run(run_name: str) -> str:
+    """The run itself where it recorded teacher-forced tensors, else its model's run that did (the
+    ensemble's: ende-sep's, whose member it shares)."""
+    import json
+
+    runs = json.loads((shipped.RUNS / "manifest.json").read_text())["runs"]
+    if runs[run_name]["teacher_forced"]:
+        return run_name
+    return next(r for r, spec in runs.items() if spec["model"] == runs[run_name]["model"] and spec["teacher_forced"]
+                and spec["checkpoints"][0] in runs[run_name]["checkpoints"])
+
+
 def rounds_as_recorded(model: Path, run_name: str) -> bool:
-    """Whether this machine reproduces a recorded run's floats. The recorded instruction set is forced
+    """Whether this machine reproduces a recorded run's floats; `model`: the run's conversion, the run
+    one with teacher-forced tensors (``teacher_forced_run``). The recorded instruction set is forced
     (tests/conftest.py), but math libraries also round by CPU model, and which of their operations a
     model meets depends on its architecture: on an AMD EPYC (2026-12-06) the ende-sep, ende-joined and
     m2m runs replay bitwise and the bart-man and mbart-enro ones (GELU, the embedding's layer norm),
     recorded elsewhere, do not. The probe: the port's exact kernels (fairseq's arithmetic) on the run's
-    first teacher-forced sentence, its embeddings and first encoder layer bitwise as recorded; a run
-    without teacher-forced tensors (the ensemble) takes its model's run that has them."""
+    first teacher-forced sentence, at the recording's thread count, its embeddings and first encoder
+    layer bitwise as recorded."""
     import json
 
     from safetensors.torch import load_file
 
     from porting.model.load import load_ensemble
 
-    runs = json.loads((shipped.RUNS / "manifest.json").read_text())["runs"]
-    if not runs[run_name]["teacher_forced"]:
-        run_name = next(r for r, spec in runs.items() if spec["model"] == runs[run_name]["model"] and spec["teacher_forced"])
+    manifest = json.loads((shipped.RUNS / "manifest.json").read_text())
     member = load_ensemble(model)[1][0]
     recorded = load_file(str(shipped.RUNS / run_name / "teacher_forced.safetensors"))
     seen = {}
-    with torch.no_grad():
-        member(recorded["s0/src_tokens"][None], recorded["s0/prev_output_tokens"][None],
-               hooks=lambda name, x: seen.__setitem__(name, x[:, 0].clone()))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(manifest["threads"])          # as recorded: a layer's sums depend on the split
+    try:
+        with torch.no_grad():
+            member(recorded["s0/src_tokens"][None], recorded["s0/prev_output_tokens"][None],
+                   hooks=lambda name, x: seen.__setitem__(name, x[:, 0].clone()))
+    finally:
+        torch.set_num_threads(threads)
     return all(torch.equal(seen[name], recorded[f"s0/{name}"]) for name in ("encoder.embed", "encoder.layers.0"))
 
 
