@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from porting.format import PAD
 from porting.kernels import attention, native
-from porting.kernels.fast_decoder import additive_mask, fused_qkv, padded
+from porting.kernels.fast_decoder import additive_mask, fused_qkv, pack, padded
 from porting.model.positions import positions_for
 from porting.model.transformer import Embeddings, EncoderOut, Transformer, residual_block
 
@@ -61,25 +61,19 @@ class FastEncoder:
         weights) stay within MAX_PANEL_WEIGHTS; else None."""
         if not (self.use_native and native.available()):
             return None
-        per_layer = []
-        for layer in self.encoder.layers:
-            a = layer.self_attn
-            linears = {"qkv": (a.q_proj, a.k_proj, a.v_proj), "self_out": (a.out_proj,), "fc1": (layer.fc1,),
-                       "fc2": (layer.fc2,)}
-            if (any(type(lin) is not nn.Linear or lin.weight.dtype != torch.float32 or lin.bias is None
-                    for group in linears.values() for lin in group) or not native.activation_supported(layer.activation)):
-                return None
-            per_layer.append(linears)
-        if sum(lin.weight.numel() for linears in per_layer for group in linears.values() for lin in group) > MAX_PANEL_WEIGHTS:
+        layers = self.encoder.layers
+        linears = [lin for layer in layers for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
+                                                       layer.self_attn.out_proj, layer.fc1, layer.fc2)]
+        if (any(type(lin) is not nn.Linear or lin.weight.dtype != torch.float32 or lin.bias is None for lin in linears)
+                or not all(native.activation_supported(layer.activation) for layer in layers)
+                or sum(lin.weight.numel() for lin in linears) > MAX_PANEL_WEIGHTS):
             return None
-        layers = []
-        for layer, linears in zip(self.encoder.layers, per_layer):
-            panels = {name: native.pack(torch.cat([lin.weight for lin in group]), torch.cat([lin.bias for lin in group]))
-                      for name, group in linears.items()}
-            norms = {"self_ln": layer.self_attn_layer_norm, "final_ln": layer.final_layer_norm}
-            layers.append(native.Layer(panels, norms, layer.fc1.out_features, self.heads, layer.pre, layer.activation,
-                                       layer.self_attn.scaling))
-        return native.EncoderLayers(layers)
+        return native.EncoderLayers([
+            native.Layer({"qkv": pack(fused_qkv(layer.self_attn)), "self_out": pack(layer.self_attn.out_proj),
+                          "fc1": pack(layer.fc1), "fc2": pack(layer.fc2)},
+                         {"self_ln": layer.self_attn_layer_norm, "final_ln": layer.final_layer_norm},
+                         layer.fc1.out_features, self.heads, layer.pre, layer.activation, layer.self_attn.scaling)
+            for layer in layers])
 
     def __call__(self, src_tokens: Tensor) -> EncoderOut:
         """src_tokens [B, S] (left-padded) -> EncoderOut with out [S, B, C] (zeros at padding)."""

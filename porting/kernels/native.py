@@ -312,6 +312,16 @@ class _Layers:
         self.c, self.heads = layers[0].c, layers[0].heads
         self.structs = (_Layer * len(layers))(*(layer.struct for layer in layers))
 
+    def _raise_for(self, status: int, out_of_range: str) -> None:
+        """The C call's status as an error (0: none); out_of_range: what -2 means for this call."""
+        name = f"native.{type(self).__name__}"
+        if status == -2:
+            raise ValueError(f"{name}: {out_of_range}")
+        if status == -3:
+            raise ValueError(f"{name}: an activation skinny.c has no case for")
+        if status:
+            raise MemoryError(f"{name}: no scratch memory")
+
 
 class EncoderLayers(_Layers):
     """An encoder's layers as one skinny.c call (``skinny_encoder_layers``), on the real tokens alone:
@@ -338,12 +348,7 @@ class EncoderLayers(_Layers):
         status = _load()[0].skinny_encoder_layers(
             self.structs, len(self.layers), x.data_ptr(), rows, None if keep is None else keep.data_ptr(), sentences,
             src_len, None if mask is None else mask.data_ptr(), gomp, thread_num, torch.get_num_threads())
-        if status == -2:
-            raise ValueError(f"native.EncoderLayers: keep has positions outside 0..{sentences * src_len - 1}")
-        if status == -3:
-            raise ValueError("native.EncoderLayers: an activation skinny.c has no case for")
-        if status:
-            raise MemoryError("native.EncoderLayers: no scratch memory")
+        self._raise_for(status, f"keep has positions outside 0..{sentences * src_len - 1}")
 
 
 @dataclass(frozen=True)
@@ -412,10 +417,5 @@ class DecoderLayers(_Layers):
             self.structs, count, x.data_ptr(), n, t, None if kv is None else kv.data_ptr(), n_old,
             None if order is None else order.data_ptr(), new.data_ptr(), keys.k_pointers, keys.v_pointers,
             None if keys.mask is None else keys.mask.data_ptr(), b, keys.length, gomp, thread_num, torch.get_num_threads())
-        if status == -2:
-            raise ValueError(f"native.DecoderLayers: order has rows outside 0..{n_old - 1}")
-        if status == -3:
-            raise ValueError("native.DecoderLayers: an activation skinny.c has no case for")
-        if status:
-            raise MemoryError("native.DecoderLayers: no scratch memory")
+        self._raise_for(status, f"order has rows outside 0..{n_old - 1}")
         return new
