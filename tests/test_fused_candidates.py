@@ -169,3 +169,31 @@ def test_search_gives_the_same_hypotheses_with_and_without_fusion(converted, mon
             # the parity suites' rule: an order difference only between hypotheses scored within 1e-4
             # (seen: the 4th and 5th of one line, 2.4e-7 apart)
             assert same_up_to_ties(hyps_a, [{"tokens": h.tokens, "score": h.score} for h in hyps_b], 1e-4)
+
+
+def test_forced_tokens_keep_their_own_score():
+    """A forced sentence (fairseq's prefix token; </s> at its max_len) gets one candidate per row, the
+    token's log-prob (less unkpen for <unk>) plus the row's score, ban_eos not applied; the rest of
+    its candidates -inf at <pad>. The other sentences are as without forcing."""
+    torch.manual_seed(1)
+    layer = nn.Linear(64, 300, bias=True).requires_grad_(False)
+    p = native.pack(layer.weight, layer.bias)
+    x, prev = torch.randn(15, 64) * 2, -torch.rand(15) * 3
+    prev[7] = -math.inf                                        # a row kept only to fill its beam
+    rules = dict(pad=PAD, unk=UNK, eos=EOS, unkpen=0.75, ban_eos=True)
+    forced = torch.tensor([EOS, -1, UNK])
+    scores, index = native.candidates(x, p, prev, 5, 10, forced=forced, **rules)
+    lp = torch.log_softmax(x.double() @ layer.weight.double().t() + layer.bias.double(), -1)
+    for s, token in ((0, EOS), (2, UNK)):
+        want = lp[s * 5: s * 5 + 5, token] - (0.75 if token == UNK else 0) + prev[s * 5: s * 5 + 5].double()
+        order = torch.sort(want, descending=True, stable=True)[1]
+        assert torch.equal(index[s, :5], order * 300 + token)
+        assert torch.allclose(scores[s, :5].double(), want[order], atol=1e-5)
+        assert torch.isinf(scores[s, 5:]).all() and (index[s, 5:] == PAD).all()
+    assert (scores[0, :5] > -math.inf).all() and (scores[2, :2] > -math.inf).all()   # row 7 (-inf) sorts last
+    unforced = native.candidates(x[5:10], p, prev[5:10], 5, 10, **rules)
+    assert torch.equal(unforced[1], index[1:2]) and torch.equal(unforced[0], scores[1:2])
+    with pytest.raises(ValueError, match="forced token"):
+        native.candidates(x, p, prev, 5, 10, forced=torch.tensor([300, -1, -1]), **rules)
+    with pytest.raises(ValueError):
+        native.candidates(x, p, prev, 5, 10, forced=torch.tensor([-1, -1]), **rules)

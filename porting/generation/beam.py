@@ -110,6 +110,16 @@ class BeamState:
             return []
         return [p for p, sent in enumerate(self.sentence_of(list(range(self.bsz)))) if self.limits[sent] == step]
 
+    def forced(self, step: int, at_limit: list[int]) -> Tensor | None:
+        """The token each sentence going on must take at this step, [bsz] (-1: none): </s> at its max_len,
+        else the prefix's token (fairseq's prefix_tokens); None where no sentence has one."""
+        if not at_limit and step >= len(self.prefix):
+            return None
+        out = torch.full((self.bsz,), self.prefix[step] if step < len(self.prefix) else -1, dtype=torch.long)
+        if at_limit:
+            out[torch.tensor(at_limit)] = self.end
+        return out
+
     def sentence_of(self, positions: list[int]) -> list[int]:
         """Batch positions of the shrunken batch -> original sentence numbers."""
         unfinished = [sent for sent, f in enumerate(self.finished) if not f]
@@ -196,8 +206,7 @@ def _search(ensemble: Ensemble, encs: list[EncoderOut], opts: GenerationOptions,
         if state.pending_order is not None:
             ensemble.reorder_caches(caches, state.pending_order)
         at_limit = state.at_limit(step)
-        plain = fused and not at_limit and step >= len(state.prefix)     # forcing a token is torch's path
-        cand_scores, cand_indices = _step(ensemble, encs, caches, state, step, opts, plain, at_limit)
+        cand_scores, cand_indices = _step(ensemble, encs, caches, state, step, opts, fused, at_limit)
         flat, values = cand_indices.tolist(), cand_scores.tolist()      # [B][2 x beam]: beam row * V + token
         eos_rows, eos_values, stops = _ends(flat, values, state.ignored, state.beam, vocab, state.end)
         cand_tokens = None if opts.early_stopping == "fairseq" else cand_indices.fmod(vocab)   # only its rule reads them
@@ -220,10 +229,11 @@ def _step(ensemble: Ensemble, encs: list[EncoderOut], caches, state: BeamState, 
     beam_row * V + token) [B, 2 x beam]. at_limit: the batch positions allowed only </s>."""
     beam, vocab = state.beam, ensemble.vocab_size
     tokens = state.tokens[:, : step + 1]
-    if fused:                                      # a sentence's last step allows only </s>: torch's path
+    if fused:
         found, lprobs = ensemble.step_candidates(
             tokens, encs, caches, None if step == 0 else state.scores[:, step - 1], beam,
-            min(2 * beam, (1 if step == 0 else beam) * vocab - 1), opts.unkpen, step < opts.min_len, state.end)
+            min(2 * beam, (1 if step == 0 else beam) * vocab - 1), opts.unkpen, step < opts.min_len, state.end,
+            state.forced(step, at_limit))
         if found is not None:
             return found
     else:

@@ -106,18 +106,19 @@ class Ensemble:
         return len(self.models) == 1 and isinstance(self.decoders[0], FastDecoder) and self.decoders[0].output_panels is not None
 
     def step_candidates(self, tokens: Tensor, encs: list[EncoderOut], caches: list[list], prev_scores: Tensor | None,
-                        beam: int, count: int, unkpen: float, ban_eos: bool,
-                        eos: int = EOS) -> tuple[tuple[Tensor, Tensor] | None, Tensor | None]:
+                        beam: int, count: int, unkpen: float, ban_eos: bool, eos: int = EOS,
+                        forced: Tensor | None = None) -> tuple[tuple[Tensor, Tensor] | None, Tensor | None]:
         """``step`` and the search's choice of candidates in one (``FastDecoder.candidates``; only where
         ``fuses_candidates``): ((scores, flat indices) [B, count], None), or (None, log-probs [N, V])
         where the kernel hands the step back. prev_scores [N] cumulative scores, None at step 0
         (one row per sentence then: all of a sentence's rows are equal). ``eos``: the search's end token
-        (mBART's target language token), banned with ban_eos."""
+        (mBART's target language token), banned with ban_eos. ``forced`` [B]: the one token each sentence
+        may take (``native.candidates``)."""
         decoder, model = self.decoders[0], self.models[0]
         x = decoder.hidden(tokens, encs[0], caches[0])                    # [N, C]
         rows, group = (x, beam) if prev_scores is not None else (x[::beam], 1)
         found = decoder.candidates(rows, prev_scores, group, count, pad=PAD, unk=UNK, eos=eos, unkpen=unkpen,
-                                   ban_eos=ban_eos)
+                                   ban_eos=ban_eos, forced=forced)
         return (found, None) if found is not None else (None, model.log_probs(decoder.logits(x)))
 
     def new_caches(self) -> list[list]:

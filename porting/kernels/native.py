@@ -244,27 +244,35 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
 
 
 def candidates(x: Tensor, p: Panels, prev: Tensor | None, group: int, count: int, *, pad: int, unk: int, eos: int,
-               unkpen: float = 0.0, ban_eos: bool = False) -> tuple[Tensor, Tensor] | None:
+               unkpen: float = 0.0, ban_eos: bool = False, forced: Tensor | None = None) -> tuple[Tensor, Tensor] | None:
     """A beam-search step's candidates straight from the decoder's last states (porting/kernels/skinny_candidates.c):
     x [m, k] float32 with `group` rows per sentence, p the output projection's panels, prev [m]
     the rows' cumulative scores (None: nothing added) -> the `count` best (scores, flat indices
     row_in_group * n + token) per sentence, [m / group, count] each, best first: torch.topk over
     log_softmax(x W^T + b) + prev per sentence, with <pad> never chosen, unkpen subtracted from
-    <unk> and </s> never chosen when ``ban_eos``. None where torch's path must decide (a NaN or
-    infinite logit, or fewer than `count` finite candidates). ``available()`` must be True."""
+    <unk> and </s> never chosen when ``ban_eos``. forced [m / group] int64: the one token a sentence
+    may take (its rows' candidates only, the rest -inf at flat index `pad`), -1 for none. None where
+    torch's path must decide (a NaN or infinite logit, or fewer than `count` finite candidates in a
+    sentence not forced). ``available()`` must be True."""
     m, k = x.shape
     if (k != p.in_features or x.dtype != torch.float32 or group < 1 or m % group or not 1 <= count <= group * p.out_features
-            or (prev is not None and (prev.shape != (m,) or prev.dtype != torch.float32))):
+            or (prev is not None and (prev.shape != (m,) or prev.dtype != torch.float32))
+            or (forced is not None and (forced.shape != (m // group,) or forced.dtype != torch.long))):
         raise ValueError(f"native.candidates: x {tuple(x.shape)} {x.dtype}, prev {None if prev is None else tuple(prev.shape)}, "
-                         f"{group} rows per sentence, {count} candidates for a float32 {p.in_features} -> {p.out_features} layer")
+                         f"forced {None if forced is None else tuple(forced.shape)}, {group} rows per sentence, "
+                         f"{count} candidates for a float32 {p.in_features} -> {p.out_features} layer")
     x = x.contiguous()
     prev = None if prev is None else prev.contiguous()
+    forced = None if forced is None else forced.contiguous()
     scores, index = torch.empty(m // group, count), torch.empty(m // group, count, dtype=torch.long)
     gomp, thread_num = _openmp()
     status = _load()[0].skinny_candidates(
         x.data_ptr(), p.panels.data_ptr(), None if p.bias is None else p.bias.data_ptr(), m, k, p.out_features,
         None if prev is None else prev.data_ptr(), group, count, pad, unk, eos, unkpen, int(ban_eos),
-        scores.data_ptr(), index.data_ptr(), gomp, thread_num, torch.get_num_threads())
+        None if forced is None else forced.data_ptr(), scores.data_ptr(), index.data_ptr(), gomp, thread_num,
+        torch.get_num_threads())
+    if status == -2:
+        raise ValueError(f"native.candidates: a forced token outside -1..{p.out_features - 1}")
     if status < 0:
         raise MemoryError("native.candidates: no scratch memory")
     return (scores, index) if status == 0 else None

@@ -28,7 +28,7 @@ struct layer;
     X(skinny_encoder_layers, int, const struct layer *, int, float *, int, const int64_t *, int, int, const float *, \
       void *, void *, int) \
     X(skinny_candidates, int, const float *, const float *, const float *, int, int, int, const float *, int, int, int, \
-      int, int, float, int, float *, int64_t *, void *, void *, int)
+      int, int, float, int, const int64_t *, float *, int64_t *, void *, void *, int)
 
 #define SKINNY_DECLARE(name, ret, ...) ret name(__VA_ARGS__);
 SKINNY_ENTRY_POINTS(SKINNY_DECLARE)

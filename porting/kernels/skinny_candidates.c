@@ -8,6 +8,10 @@
  * <pad> never, <unk> less `unkpen` (before prev is added, as fairseq subtracts it from the
  * log-probs), </s> not at all when `ban_eos` (step < min_len). Best first; equal scores in column
  * order; flat indices row_in_group * n + column, as torch.topk over a sentence's [group * n] scores.
+ * A sentence whose `forced` entry is a token may continue only with it, at its own score (fairseq's
+ * prefix tokens, and </s> alone at a sentence's max_len; ban_eos does not apply to it): one
+ * candidate per row, the sentence's rest filled with -inf at flat index `pad` (which never ends a
+ * hypothesis: torch.topk would put some other -inf candidate there, and the search keeps neither).
  *
  * Why fused, by hand: torch writes the [m, n] logits, reads them back for log_softmax, writes the
  * log-probs, and reads them again to scrub NaNs, add the scores and find the top candidates; at
@@ -38,7 +42,9 @@ struct job {
     float *sum;             /* [threads][m][8]: sum of exp(logit - max), 8 lanes */
     float *top;             /* [threads][m][count]: the best logits seen, best first (-inf: none) */
     int *col;               /* [threads][m][count]: their columns */
-    float *special;         /* [m][2]: the <unk> and </s> logits */
+    float *special;         /* [m][3]: the <unk>, </s> and forced token's logits */
+    const int64_t *forced;  /* [m / group]: the token a sentence must take, or -1 (NULL: none) */
+    int group;
     int *bad;               /* [threads]: a NaN was seen */
 };
 
@@ -110,9 +116,12 @@ static void absorb(struct job *J, int t, int r, const float *v, int j, int width
     _mm256_storeu_ps(sum, s);
 
     if (J->unk >= j && J->unk < j + width)
-        J->special[(size_t)r * 2] = v[J->unk - j];
+        J->special[(size_t)r * 3] = v[J->unk - j];
     if (J->eos >= j && J->eos < j + width)
-        J->special[(size_t)r * 2 + 1] = v[J->eos - j];
+        J->special[(size_t)r * 3 + 1] = v[J->eos - j];
+    const int64_t forced = J->forced ? J->forced[r / J->group] : -1;
+    if (forced >= j && forced < j + width)
+        J->special[(size_t)r * 3 + 2] = v[forced - j];
     float *top = J->top + row * J->count;
     int *col = J->col + row * J->count;
     const __m256 thr = _mm256_set1_ps(top[J->count - 1]);
@@ -174,7 +183,7 @@ static int better(struct cand a, struct cand b)
 /* Row r's candidates by final score, best first, into out (at most threads * count + 2); returns
  * how many, or -1 when the row has a NaN or no finite maximum. */
 static int row_candidates(const struct job *J, int r, float prev, int has_prev, float unkpen, int ban_eos,
-                          struct cand *out)
+                          int64_t forced, struct cand *out)
 {
     float max = -__builtin_inff();
     for (int t = 0; t < J->threads; t++)
@@ -190,6 +199,12 @@ static int row_candidates(const struct job *J, int r, float prev, int has_prev, 
     }
     const float log_sum = logf(sum);
     int count = 0;
+    if (forced >= 0) {                  /* its own score: unkpen as on every <unk>, <pad> never */
+        const float score = forced == J->pad ? -__builtin_inff()
+                          : ((J->special[(size_t)r * 3 + 2] - max) - log_sum) - (forced == J->unk ? unkpen : 0.f);
+        out[0] = (struct cand){has_prev ? score + prev : score, forced};
+        return 1;
+    }
     for (int t = 0; t < J->threads; t++)
         for (int i = 0; i < J->count; i++) {
             const size_t at = ((size_t)t * J->m + r) * J->count + i;
@@ -198,9 +213,9 @@ static int row_candidates(const struct job *J, int r, float prev, int has_prev, 
             out[count++] = (struct cand){(J->top[at] - max) - log_sum, J->col[at]};
         }
     if (J->unk >= 0 && J->unk != J->pad)
-        out[count++] = (struct cand){((J->special[(size_t)r * 2] - max) - log_sum) - unkpen, J->unk};
+        out[count++] = (struct cand){((J->special[(size_t)r * 3] - max) - log_sum) - unkpen, J->unk};
     if (J->eos >= 0 && J->eos != J->pad && !ban_eos)
-        out[count++] = (struct cand){(J->special[(size_t)r * 2 + 1] - max) - log_sum, J->eos};
+        out[count++] = (struct cand){(J->special[(size_t)r * 3 + 1] - max) - log_sum, J->eos};
     for (int i = 0; i < count; i++)
         if (has_prev)
             out[i].score += prev;
@@ -217,20 +232,27 @@ static int row_candidates(const struct job *J, int r, float prev, int has_prev, 
 }
 
 /* x [m, k]; panels and bias as skinny_linear's; prev [m] or NULL (step 0: one row per sentence);
+ * forced [m / group] or NULL (see the top of this file; a token outside 0..n-1 is refused, -2);
  * out_score [m / group, count], out_index [m / group, count] (int64). gomp/thread_num: torch's
  * GOMP_parallel and omp_get_thread_num, or NULL (one thread). Returns 0; 1 when torch's path must
  * decide (see above; nothing useful written); -1 when scratch memory cannot be had. */
 int skinny_candidates(const float *x, const float *panels, const float *bias, int m, int k, int n,
                       const float *prev, int group, int count, int pad, int unk, int eos, float unkpen, int ban_eos,
-                      float *out_score, int64_t *out_index, void *gomp, void *thread_num, int threads)
+                      const int64_t *forced, float *out_score, int64_t *out_index, void *gomp, void *thread_num,
+                      int threads)
 {
+    for (int s = 0; forced && s < m / group; s++)
+        if (forced[s] < -1 || forced[s] >= n)
+            return -2;
     if (!gomp || !thread_num || threads < 1)
         threads = 1;
     const int per_row = threads * count + 2;
     struct job J = {x, panels, bias, m, k, n, count, threads, pad, unk, eos, (thread_num_fn)thread_num};
+    J.forced = forced;
+    J.group = group;
     const size_t cells = (size_t)threads * m;
     char *scratch = malloc(cells * (sizeof(float) * 9 + (sizeof(float) + sizeof(int)) * count)
-                           + sizeof(float) * 2 * m + sizeof(int) * threads
+                           + sizeof(float) * 3 * m + sizeof(int) * threads
                            + sizeof(struct cand) * ((size_t)group * per_row) + sizeof(int) * 2 * (size_t)group);
     if (!scratch)
         return -1;
@@ -239,7 +261,7 @@ int skinny_candidates(const float *x, const float *panels, const float *bias, in
     J.sum = J.max + cells;
     J.top = J.sum + cells * 8;
     J.special = J.top + cells * count;
-    J.col = (int *)(J.special + 2 * (size_t)m);
+    J.col = (int *)(J.special + 3 * (size_t)m);
     J.bad = J.col + cells * count;
     int *lengths = J.bad + threads, *taken = lengths + group;
     for (size_t i = 0; i < cells; i++) {
@@ -264,9 +286,10 @@ int skinny_candidates(const float *x, const float *panels, const float *bias, in
         status |= J.bad[t];
     /* each sentence: its rows' sorted candidates, merged */
     for (int s = 0; s < m / group && !status; s++) {
+        const int64_t only = forced ? forced[s] : -1;
         for (int g = 0; g < group; g++) {
             const int r = s * group + g;
-            const int got = row_candidates(&J, r, prev ? prev[r] : 0.f, prev != NULL, unkpen, ban_eos,
+            const int got = row_candidates(&J, r, prev ? prev[r] : 0.f, prev != NULL, unkpen, ban_eos, only,
                                            rows + (size_t)g * per_row);
             if (got < 0) {
                 status = 1;
@@ -284,6 +307,13 @@ int skinny_candidates(const float *x, const float *panels, const float *bias, in
                 if (taken[g] < lengths[g] && (best < 0 || better(rows[(size_t)g * per_row + taken[g]],
                                                                     rows[(size_t)best * per_row + taken[best]])))
                     best = g;
+            if (only >= 0 && (best < 0 || !(rows[(size_t)best * per_row + taken[best]].score > -__builtin_inff()))) {
+                for (; o < count; o++) {                        /* the forced sentence's filling (see the top) */
+                    out_score[(size_t)s * count + o] = -__builtin_inff();
+                    out_index[(size_t)s * count + o] = pad;
+                }
+                break;
+            }
             if (best < 0 || !(rows[(size_t)best * per_row + taken[best]].score > -__builtin_inff())) {
                 status = 1;                                     /* fewer than count finite candidates */
                 break;
