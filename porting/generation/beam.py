@@ -20,6 +20,8 @@ Exact agreement with fairseq is possible only by reproducing its rules, not by r
     token (translation_from_pretrained_bart builds its generator with that eos), </s> then being an
     ordinary token. Every rule above that names </s> means that end token (``DecoderStart.end``).
 Greedy decoding is this search with beam 1, as in fairseq.
+For one model on the fast kernels, with fairseq's stopping rule and no n-gram blocking, the same loop
+runs in C (porting/kernels/skinny_search.c, ``_search_natively``); this file's loop is its reference.
 """
 from __future__ import annotations
 
@@ -171,6 +173,7 @@ def generate(ensemble: Ensemble, src_tokens: Tensor, opts: GenerationOptions,
     ``encoder_outs`` (from ``ensemble.encode(src_tokens)``) skips the encoder when already computed.
     ``start``: the decoder's first input token, the tokens forced first and the end token (a
     tokenizer's ``bos``, ``prefix`` and ``end``: a multilingual model's language token, mBART's)."""
+    start = DecoderStart(*start)
     limits = length_limits(src_tokens, opts, ensemble.max_decoder_positions)
     if opts.min_len > min(limits):
         raise ValueError(f"min_len {opts.min_len} is larger than max_len {min(limits)} (max_len_a * "
@@ -180,7 +183,8 @@ def generate(ensemble: Ensemble, src_tokens: Tensor, opts: GenerationOptions,
         # the encoder's output does not depend on generation options: callers may pass it in
         encs = encoder_outs if encoder_outs is not None else ensemble.encode(src_tokens)
         state = BeamState.start(opts.beam, limits, *start)
-        _search(ensemble, ensemble.for_beam(encs, opts.beam), opts, state)
+        if not _search_natively(ensemble, encs, opts, state, start):
+            _search(ensemble, ensemble.for_beam(encs, opts.beam), opts, state)
         return state.hypotheses()
 
 
@@ -190,6 +194,32 @@ def length_limits(src_tokens: Tensor, opts: GenerationOptions, max_positions: in
     bsz, width = src_tokens.shape
     lengths = [width] * bsz if opts.max_len_from == "batch-width" else src_tokens.ne(PAD).sum(1).tolist()
     return [min(int(opts.max_len_a * x + opts.max_len_b), max_positions - 1) for x in lengths]
+
+
+def _search_natively(ensemble: Ensemble, encs: list[EncoderOut], opts: GenerationOptions, state: BeamState,
+                     start: DecoderStart) -> bool:
+    """``_search`` in one native call where it runs (``Ensemble.search``: one model on the fast kernels,
+    fairseq's stopping rule, no n-gram blocking); False where it does not, or a step must be decided by
+    torch's path (``_search`` then runs from the start). Its hypotheses and scores are bitwise
+    ``_search``'s on the same kernels (tests/test_native_search.py)."""
+    if opts.early_stopping != "fairseq" or opts.no_repeat_ngram_size:
+        return False
+    found = ensemble.search(encs, state.beam, state.limits, opts.min_len, opts.unkpen, start)
+    if found is None:
+        return False
+    for sent, hypotheses in enumerate(found):
+        # normalised as _finalize does it: float32 cumulative scores / a Python float, by length
+        by_length: dict[int, list[int]] = {}
+        for h, (tokens, _, _) in enumerate(hypotheses):
+            by_length.setdefault(len(tokens), []).append(h)
+        scores = [0.0] * len(hypotheses)
+        for length, which in by_length.items():
+            normalised = torch.tensor([hypotheses[h][1] for h in which], dtype=torch.float32) / length ** opts.lenpen
+            for h, score in zip(which, normalised.tolist()):
+                scores[h] = score
+        state.finalized[sent] = [Ended(tokens, score, positional) for (tokens, _, positional), score in zip(hypotheses, scores)]
+        state.finished[sent] = True
+    return True
 
 
 def _search(ensemble: Ensemble, encs: list[EncoderOut], opts: GenerationOptions, state: BeamState) -> None:

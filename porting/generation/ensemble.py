@@ -6,7 +6,7 @@ import math
 import torch
 from torch import Tensor
 
-from porting.format import EOS, PAD, UNK
+from porting.format import EOS, PAD, UNK, DecoderStart
 from porting.kernels.fast_decoder import FastDecoder, top_candidates
 from porting.kernels.fast_encoder import FastEncoder
 from porting.model.transformer import EncoderOut, LayerCache, Transformer
@@ -120,6 +120,14 @@ class Ensemble:
         found = decoder.candidates(rows, prev_scores, group, count, pad=PAD, unk=UNK, eos=eos, unkpen=unkpen,
                                    ban_eos=ban_eos, forced=forced)
         return (found, None) if found is not None else (None, model.log_probs(decoder.logits(x)))
+
+    def search(self, encs: list[EncoderOut], beam: int, limits: list[int], min_len: int, unkpen: float,
+               start: DecoderStart) -> list[list[tuple[list[int], float, list[float]]]] | None:
+        """The whole search for one model in one native call (``FastDecoder.search``: each sentence's
+        hypotheses in the order they ended, cumulative scores); None where it does not run."""
+        if len(self.decoders) != 1 or not isinstance(self.decoders[0], FastDecoder):
+            return None
+        return self.decoders[0].search(encs[0], beam, limits, min_len, unkpen, start.bos, start.end, tuple(start.prefix))
 
     def new_caches(self) -> list[list]:
         return [d.new_caches() for d in self.decoders]

@@ -1,5 +1,5 @@
-"""Building porting/kernels/skinny.c and skinny_candidates.c into a shared library, and the cache it
-is kept in.
+"""Building porting/kernels/skinny.c, skinny_candidates.c and skinny_search.c into a shared library, and
+the cache it is kept in.
 
 Compiled on first use with the machine's C compiler (cc, or $CC) into ``$PORTING_CACHE`` (default
 ``$XDG_CACHE_HOME/porting-workbench`` or ``~/.cache/porting-workbench``), under a name hashed
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).parent
-SOURCES = (HERE / "skinny.c", HERE / "skinny_candidates.c")
+SOURCES = (HERE / "skinny.c", HERE / "skinny_candidates.c", HERE / "skinny_search.c")
 HEADERS = (HERE / "skinny_tiles.h", HERE / "skinny_abi.h")
 # C11 for _Generic (skinny_signatures); an ISO mode, so the compiler never fuses a * b + c on its own
 # (-ffp-contract=off): every fused multiply-add is one the source asks for

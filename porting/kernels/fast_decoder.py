@@ -34,6 +34,11 @@ bought, measured: README "Speed".
     reordering as it copies the cache (no separate reorder), and splits products and, from 17
     rows on, attention rows between torch's threads: at batch 1 a layer was ~25 torch calls
     costing more than their arithmetic.
+  * where the whole step runs in those kernels (float32 layers, embedding and output projection), the
+    search's loop too (``FastDecoder.search``, porting/kernels/skinny_search.c): every step and fairseq's
+    bookkeeping in one call per batch, bitwise porting/generation/beam.py's loop on the same kernels;
+    the decoder's layer norms outside the layers (BART's on the embedding, a pre-norm model's final one)
+    then run in skinny.c as well, in the step and in the loop alike.
 Layers that are not plain ``nn.Linear`` (int8-quantized ones) are called as modules.
 """
 from __future__ import annotations
@@ -45,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from porting.format import PAD
+from porting.format import PAD, UNK
 from porting.kernels import attention, native
 from porting.model.transformer import Embeddings, EncoderOut, Transformer, residual_block
 
@@ -200,6 +205,11 @@ class FastDecoder:
         embed = dec.embed_tokens.weight
         self.embedding = (native.Embedding(embed, dec.scale, dec.position_table())
                           if self.layers_c is not None and embed.dtype == torch.float32 else None)
+        # the whole search as one skinny_search.c call where every part of the step runs there
+        self.native_search = None
+        if self.layers_c is not None and self.embedding is not None and self.output_panels is not None:
+            self.native_search = native.Search(self.layers_c, self.embedding, self.output_panels, dec.layer_norm,
+                                               dec.layernorm_embedding, PAD, UNK)
         self.output_t = None
         if type(out) is nn.Linear and self.output_panels is None:
             self.output_t = out.weight.detach().t().contiguous()                          # [C, V]
@@ -248,7 +258,24 @@ class FastDecoder:
                 x = residual_block(x, layer.encoder_attn_layer_norm, lambda h: self._cross_attn(layer, h, enc, cache), layer.pre)
                 x = residual_block(x, layer.final_layer_norm,
                                    lambda h: self._linear(layer.act(self._linear(h, layer.fc1)), layer.fc2), layer.pre)
-        return x if dec.layer_norm is None else dec.layer_norm(x)
+        if dec.layer_norm is None:
+            return x
+        # where the layers ran in skinny.c, its norm too: the same arithmetic as native.Search's
+        return native.layer_norm(x, dec.layer_norm) if self.layers_c is not None else dec.layer_norm(x)
+
+    def search(self, enc: EncoderOut, beam: int, limits: list[int], min_len: int, unkpen: float, bos: int, end: int,
+               prefix: tuple[int, ...]) -> list[list[tuple[list[int], float, list[float]]]] | None:
+        """The whole search in one porting/kernels/skinny.c call (``native.Search``, whose result this is);
+        None where it does not run here (the step not whole in the kernels, positions beyond the table)
+        or a step must be decided by torch's path."""
+        if self.native_search is None or not self.native_search.fits(limits):
+            return None
+        caches = self.new_caches()
+        for layer, cache in zip(self.model.decoder.layers, caches):
+            self._encoder_cache(layer.encoder_attn, enc, cache, enc.out.size(1) * beam)
+        # the caches' own tensors (contiguous already): the call compacts them as sentences finish
+        keys = self.layers_c.encoder_keys([c.enc_k for c in caches], [c.enc_v for c in caches], caches[0].enc_mask)
+        return self.native_search(keys, beam, limits, min_len, unkpen, bos, end, prefix)
 
     def _embed(self, last: Tensor, t: int) -> Tensor:
         """The embeddings of the last tokens [N] at step t (every row at position PAD + t: no padding
@@ -262,7 +289,10 @@ class FastDecoder:
             if PAD + t >= table.size(0):                                  # its errors, and its table extension
                 return Embeddings.forward(dec, last[:, None], torch.full((last.numel(), 1), PAD + t))[:, 0]
             x = dec.scale * F.embedding(last, dec.embed_tokens.weight) + table[PAD + t]
-        return x if dec.layernorm_embedding is None else dec.layernorm_embedding(x)
+        if dec.layernorm_embedding is None:
+            return x
+        # where the layers run in skinny.c, its norm too: the same arithmetic as native.Search's
+        return native.layer_norm(x, dec.layernorm_embedding) if self.layers_c is not None else dec.layernorm_embedding(x)
 
     def logits(self, x: Tensor) -> Tensor:
         """``hidden``'s [N, C] -> logits [N, V]."""

@@ -38,18 +38,30 @@ class _Layer(ctypes.Structure):
         + [("scaling", ctypes.c_float), ("eps", ctypes.c_float)]
 
 
+class _Decoder(ctypes.Structure):
+    """skinny_search.c's struct decoder, field for field (checked against skinny_search_abi when the library loads)."""
+    _fields_ = [(name, ctypes.c_void_p) for name in ("layers", "embed", "positions", "out_w", "out_b", "norm_w", "norm_b",
+                                                         "embed_norm_w", "embed_norm_b")] \
+        + [(name, ctypes.c_int) for name in ("count", "vocab", "c", "heads", "position_rows", "pad", "unk")] \
+        + [(name, ctypes.c_float) for name in ("scale", "norm_eps", "embed_norm_eps")]
+
+
 def abi_mismatch(lib: ctypes.CDLL) -> str | None:
-    """How the library's struct layer differs from _Layer (size, then the first field that moved), or None."""
-    out = (ctypes.c_int64 * 256)()                # room for any struct skinny.c may declare
-    lib.skinny_abi.argtypes, lib.skinny_abi.restype = [ctypes.c_void_p], ctypes.c_int   # before declare(): the struct first
-    written = lib.skinny_abi(out)
-    if written != len(_Layer._fields_) + 1:
-        return f"the library's struct layer has {written - 1} fields, the Python mirror {len(_Layer._fields_)}"
-    if out[0] != ctypes.sizeof(_Layer):
-        return f"the library's struct layer takes {out[0]} bytes, the Python mirror {ctypes.sizeof(_Layer)}"
-    for (name, _), offset in zip(_Layer._fields_, out[1:]):
-        if getattr(_Layer, name).offset != offset:
-            return f"field {name} is at byte {offset} in the library, {getattr(_Layer, name).offset} in the mirror"
+    """How the library's struct layer or struct decoder differs from its mirror, _Layer or _Decoder (size, then
+    the first field that moved), or None."""
+    for struct, name, entry in ((_Layer, "layer", "skinny_abi"), (_Decoder, "decoder", "skinny_search_abi")):
+        out = (ctypes.c_int64 * 256)()            # room for any struct the sources may declare
+        function = getattr(lib, entry)
+        function.argtypes, function.restype = [ctypes.c_void_p], ctypes.c_int   # before declare(): the structs first
+        written = function(out)
+        if written != len(struct._fields_) + 1:
+            return f"the library's struct {name} has {written - 1} fields, the Python mirror {len(struct._fields_)}"
+        if out[0] != ctypes.sizeof(struct):
+            return f"the library's struct {name} takes {out[0]} bytes, the Python mirror {ctypes.sizeof(struct)}"
+        for (field, _), offset in zip(struct._fields_, out[1:]):
+            if getattr(struct, field).offset != offset:
+                return (f"struct {name}'s field {field} is at byte {offset} in the library, "
+                        f"{getattr(struct, field).offset} in the mirror")
     return None
 
 
@@ -57,7 +69,8 @@ def abi_mismatch(lib: ctypes.CDLL) -> str | None:
 CTYPES = {"p": ctypes.c_void_p, "i": ctypes.c_int, "f": ctypes.c_float, "v": None}
 # the entry points this file calls: each must be in the library's table
 CALLED = ("skinny_linear_threads", "skinny_attention", "skinny_embed", "skinny_decoder_layers", "skinny_encoder_layers",
-          "skinny_candidates", "skinny_activation_supported", "skinny_abi")
+          "skinny_candidates", "skinny_activation_supported", "skinny_abi", "skinny_layer_norm", "skinny_search",
+          "skinny_search_abi")
 
 
 def signatures(lib: ctypes.CDLL) -> dict[str, tuple[str, str]]:
@@ -223,6 +236,19 @@ class Embedding:
                                    position, x.data_ptr()):
             raise IndexError(f"native.Embedding: a token id outside 0..{self.vocab - 1}")
         return x
+
+
+def layer_norm(x: Tensor, norm: nn.LayerNorm) -> Tensor:
+    """norm(x) for x [N, C] float32 as skinny.c's layers compute their norms (moments in double): the
+    decoder's final norm, alike in the step and in ``Search``; ``available()`` must be True."""
+    n, c = x.shape
+    if x.dtype != torch.float32 or norm.weight is None or norm.bias is None or norm.weight.shape != (c,):
+        raise ValueError(f"native.layer_norm: x {tuple(x.shape)} {x.dtype} for a norm of "
+                         f"{None if norm.weight is None else tuple(norm.weight.shape)} with weights and biases")
+    x = x.contiguous()
+    y = torch.empty(n, c)
+    _load()[0].skinny_layer_norm(x.data_ptr(), y.data_ptr(), n, c, norm.weight.data_ptr(), norm.bias.data_ptr(), norm.eps)
+    return y
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
@@ -427,3 +453,69 @@ class DecoderLayers(_Layers):
             None if keys.mask is None else keys.mask.data_ptr(), b, keys.length, gomp, thread_num, torch.get_num_threads())
         self._raise_for(status, f"order has rows outside 0..{n_old - 1}")
         return new
+
+
+class Search:
+    """The beam search's loop for one model as one skinny_search.c call (fairseq's stopping rule, no
+    n-gram blocking): the decoder's layers, its embedding and the embedding's layer norm (or none), its
+    final norm (or none) and its output projection's panels. porting/generation/beam.py's search is its
+    reference."""
+
+    def __init__(self, layers: DecoderLayers, embedding: Embedding, output: Panels, norm: nn.LayerNorm | None,
+                 embed_norm: nn.LayerNorm | None, pad: int, unk: int):
+        if embedding.c != layers.c or output.in_features != layers.c or output.out_features != embedding.vocab:
+            raise ValueError(f"native.Search: an embedding {embedding.vocab} x {embedding.c}, {layers.c}-wide layers "
+                             f"and an output projection {output.in_features} -> {output.out_features} do not fit")
+        if any(n is not None and (n.weight is None or n.bias is None or n.weight.dtype != torch.float32
+                                  or n.weight.shape != (layers.c,)) for n in (norm, embed_norm)):
+            raise ValueError(f"native.Search: layer norms need {layers.c} float32 weights and biases")
+        # kept: the struct holds addresses only
+        self.layers, self.embedding, self.output, self.norms = layers, embedding, output, (norm, embed_norm)
+        self.struct = _Decoder(
+            layers=ctypes.cast(layers.structs, ctypes.c_void_p), embed=embedding.table.data_ptr(),
+            positions=embedding.positions.data_ptr(), out_w=output.panels.data_ptr(),
+            out_b=None if output.bias is None else output.bias.data_ptr(),
+            norm_w=None if norm is None else norm.weight.data_ptr(), norm_b=None if norm is None else norm.bias.data_ptr(),
+            embed_norm_w=None if embed_norm is None else embed_norm.weight.data_ptr(),
+            embed_norm_b=None if embed_norm is None else embed_norm.bias.data_ptr(),
+            count=len(layers.layers), vocab=embedding.vocab, c=layers.c, heads=layers.heads,
+            position_rows=embedding.rows, pad=pad, unk=unk, scale=embedding.scale, norm_eps=0.0 if norm is None else norm.eps,
+            embed_norm_eps=0.0 if embed_norm is None else embed_norm.eps)
+
+    def fits(self, limits: list[int]) -> bool:
+        """Whether the position table holds every step these limits allow (else torch's extension runs)."""
+        return self.struct.pad + max(limits) + 1 < self.embedding.rows
+
+    def __call__(self, keys: EncoderKeys, beam: int, limits: list[int], min_len: int, unkpen: float, bos: int,
+                 end: int, prefix: tuple[int, ...] = ()) -> list[list[tuple[list[int], float, list[float]]]] | None:
+        """Each sentence's hypotheses in the order they ended, (tokens ending with `end`, the cumulative score
+        (not yet divided by length ** lenpen), per-position scores), from its encoder keys (``DecoderLayers.encoder_keys``:
+        overwritten, as sentences finish); None where a step must be decided by torch's path (the kernel's
+        hand-back: the caller runs beam.py's search instead)."""
+        b, width = keys.sentences, max(limits) + 1
+        if len(limits) != b or beam < 1 or not self.fits(limits):
+            raise ValueError(f"native.Search: {len(limits)} limits for {b} sentences, beam {beam}, "
+                             f"at most {self.embedding.rows - self.struct.pad - 2} steps")
+        tokens = torch.empty(b, beam, width, dtype=torch.long)
+        positional, scores = torch.empty(b, beam, width), torch.empty(b, beam)
+        lengths, counts = torch.empty(b, beam, dtype=torch.int32), torch.empty(b, dtype=torch.int32)
+        c_limits = (ctypes.c_int * b)(*limits)
+        c_prefix = (ctypes.c_int64 * max(1, len(prefix)))(*prefix)
+        gomp, thread_num = _openmp()
+        status = _load()[0].skinny_search(
+            ctypes.byref(self.struct), keys.k_pointers, keys.v_pointers, None if keys.mask is None else keys.mask.data_ptr(),
+            b, keys.length, beam, c_limits, min_len, unkpen, bos, end, c_prefix, len(prefix), tokens.data_ptr(),
+            positional.data_ptr(), scores.data_ptr(), lengths.data_ptr(), counts.data_ptr(), gomp, thread_num,
+            torch.get_num_threads())
+        if status == 1:
+            return None
+        if status == -4:
+            raise RuntimeError("native.Search: a sentence still going at its max_len (a broken invariant)")
+        self.layers._raise_for(status, "a position beyond the table or a token outside the vocabulary")
+        out = []
+        for s, count in enumerate(counts.tolist()):
+            sent = []
+            for h, length in enumerate(lengths[s, :count].tolist()):
+                sent.append((tokens[s, h, :length].tolist(), scores[s, h].item(), positional[s, h, :length].tolist()))
+            out.append(sent)
+        return out

@@ -252,6 +252,13 @@ static void layer_norm(const float *x, float *y, int n, int c, const float *w, c
     }
 }
 
+/* layer_norm as an entry point: the decoder's final layer norm, in the step (porting/kernels/fast_decoder.py)
+ * and in the search's loop (skinny_search.c) alike */
+void skinny_layer_norm(const float *x, float *y, int n, int c, const float *w, const float *b, float eps)
+{
+    layer_norm(x, y, n, c, w, b, eps);
+}
+
 /* x + f(norm(x)) (pre-norm) or norm(x + f(x)) (post-norm), as porting.model.residual_block: the
  * sublayer's input h is x or its norm; the caller adds f into x through add_norm */
 static const float *sublayer_input(const struct layer *L, const float *x, float *h, int n,
@@ -494,11 +501,13 @@ int skinny_encoder_layers(const struct layer *layers, int count, float *x, int r
 #define SK_CODE(T) _Generic((T)0, int: "i", float: "f", default: "p")
 #define SK_RETURN_CODE(T) _Generic((T(*)(void))0, void (*)(void): "v", int (*)(void): "i", float (*)(void): "f", \
                                    default: "p")
-#define SK_COUNT(...) SK_COUNT_(__VA_ARGS__, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1)
-#define SK_COUNT_(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13, _14, _15, _16, _17, _18, _19, _20, N, ...) N
+#define SK_COUNT(...) SK_COUNT_(__VA_ARGS__, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, \
+                                 4, 3, 2, 1)
+#define SK_COUNT_(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13, _14, _15, _16, _17, _18, _19, _20, _21, _22, \
+                  _23, _24, N, ...) N
 #define SK_JOIN(a, b) SK_JOIN_(a, b)
 #define SK_JOIN_(a, b) a##b
-/* SK_EACH(M, a, b, ...): M(a) M(b) ... for up to 20 arguments */
+/* SK_EACH(M, a, b, ...): M(a) M(b) ... for up to 24 arguments */
 #define SK_EACH(M, ...) SK_JOIN(SK_EACH_, SK_COUNT(__VA_ARGS__))(M, __VA_ARGS__)
 #define SK_EACH_1(M, a) M(a)
 #define SK_EACH_2(M, a, ...) M(a) SK_EACH_1(M, __VA_ARGS__)
@@ -520,13 +529,17 @@ int skinny_encoder_layers(const struct layer *layers, int count, float *x, int r
 #define SK_EACH_18(M, a, ...) M(a) SK_EACH_17(M, __VA_ARGS__)
 #define SK_EACH_19(M, a, ...) M(a) SK_EACH_18(M, __VA_ARGS__)
 #define SK_EACH_20(M, a, ...) M(a) SK_EACH_19(M, __VA_ARGS__)
+#define SK_EACH_21(M, a, ...) M(a) SK_EACH_20(M, __VA_ARGS__)
+#define SK_EACH_22(M, a, ...) M(a) SK_EACH_21(M, __VA_ARGS__)
+#define SK_EACH_23(M, a, ...) M(a) SK_EACH_22(M, __VA_ARGS__)
+#define SK_EACH_24(M, a, ...) M(a) SK_EACH_23(M, __VA_ARGS__)
 #define SK_APPEND(T) strcat(text, SK_CODE(T));
 #define SK_TEXT(name, ret, ...) strcat(text, #name ":"); strcat(text, SK_RETURN_CODE(ret)); strcat(text, ":"); \
                                 SK_EACH(SK_APPEND, __VA_ARGS__) strcat(text, ";");
 
 const char *skinny_signatures(void)
 {
-    static char text[1024];                     /* ~250 characters today; written once, on the first call */
+    static char text[2048];                     /* ~400 characters today; written once, on the first call */
     if (!text[0]) {
         SKINNY_ENTRY_POINTS(SK_TEXT)
     }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 struct layer;
+struct decoder;
 
 #define SKINNY_ENTRY_POINTS(X) \
     X(skinny_linear, void, const float *, const float *, const float *, float *, int, int, int) \
@@ -28,7 +29,11 @@ struct layer;
     X(skinny_encoder_layers, int, const struct layer *, int, float *, int, const int64_t *, int, int, const float *, \
       void *, void *, int) \
     X(skinny_candidates, int, const float *, const float *, const float *, int, int, int, const float *, int, int, int, \
-      int, int, float, int, const int64_t *, float *, int64_t *, void *, void *, int)
+      int, int, float, int, const int64_t *, float *, int64_t *, void *, void *, int) \
+    X(skinny_layer_norm, void, const float *, float *, int, int, const float *, const float *, float) \
+    X(skinny_search_abi, int, int64_t *) \
+    X(skinny_search, int, const struct decoder *, float *const *, float *const *, float *, int, int, int, const int *, \
+      int, float, int, int, const int64_t *, int, int64_t *, float *, float *, int *, int *, void *, void *, int)
 
 #define SKINNY_DECLARE(name, ret, ...) ret name(__VA_ARGS__);
 SKINNY_ENTRY_POINTS(SKINNY_DECLARE)
