@@ -22,11 +22,15 @@ def _model_report(model_dir: Path) -> list[str]:
     decoder, encoder = ensemble.decoders[0], ensemble.encoders[0]
     activation = models[0].decoder.layers[0].activation.fairseq_name if models[0].decoder.layers else "-"
     fused = decoder.output_panels is not None and len(models) == 1
+    searched = decoder.native_search is not None and len(models) == 1
     return [f"{model_dir}: {len(models)} member(s), activation {activation}",
             f"  encoder layers as one C call: {'yes' if encoder.layers_c is not None else 'no'}",
             f"  decoder layers as one C call a step: {'yes' if decoder.layers_c is not None else 'no'}",
             f"  output projection fused with the candidate choice: {'yes' if fused else 'no'}"
-            + ("" if fused or len(models) == 1 else " (an ensemble averages probabilities on torch's path)")]
+            + ("" if fused or len(models) == 1 else " (an ensemble averages probabilities on torch's path)"),
+            f"  the search's loop as one C call: {'yes' if searched else 'no'}"
+            + (" (with fairseq's stopping rule and no n-gram blocking)" if searched else
+               " (an ensemble)" if len(models) > 1 else "")]
 
 
 def run(args) -> int:

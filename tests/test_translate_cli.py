@@ -304,5 +304,7 @@ def test_kernels_command_says_what_runs_in_c(converted, capsys):
     assert main(["kernels", "--model", str(converted["ende-sep"])]) == 0
     out = capsys.readouterr().out
     for part in ("encoder layers as one C call: yes", "decoder layers as one C call a step: yes",
-                 "output projection fused with the candidate choice: yes"):
+                 "output projection fused with the candidate choice: yes", "the search's loop as one C call: yes"):
         assert part in out, out
+    assert main(["kernels", "--model", str(converted["ende-sep-ensemble"])]) == 0
+    assert "the search's loop as one C call: no (an ensemble)" in capsys.readouterr().out

@@ -68,17 +68,17 @@ struct results {                    /* per caller's sentence s, hypothesis h (in
     int *lengths, *counts;          /* [sentences, beam]; [sentences] */
 };
 
-/* A buffer of at least `floats` floats, grown by doubling; 0, or -1 when memory cannot be had. */
+/* A buffer of at least `floats` floats: the one held where it is large enough, else a new one of exactly
+ * that size (the caches grow by a step's keys and values each step: a margin would raise the peak
+ * memory above the step-by-step path's, which holds the old and the new cache and no more); 0, or -1
+ * when memory cannot be had. */
 static int reserve(float **buffer, size_t *capacity, size_t floats)
 {
     if (floats <= *capacity)
         return 0;
-    size_t grown = *capacity ? *capacity : 1;
-    while (grown < floats)
-        grown *= 2;
     free(*buffer);
-    *buffer = malloc(sizeof(float) * grown);
-    *capacity = *buffer ? grown : 0;
+    *buffer = malloc(sizeof(float) * floats);
+    *capacity = *buffer ? floats : 0;
     return *buffer ? 0 : -1;
 }
 
