@@ -131,11 +131,14 @@ def test_positions_offset_by_one(converted, tmp_path, monkeypatch):
     assert first_divergence(tmp_path / "r") == "encoder.embed"
 
 
-def test_decoder_started_from_bos(converted, tmp_path, monkeypatch):
-    """Tensors are fine (teacher forcing feeds fairseq's </s>), generation is not."""
+@pytest.mark.parametrize("loop", ["c", "python"])
+def test_decoder_started_from_bos(converted, tmp_path, monkeypatch, loop):
+    """Tensors are fine (teacher forcing feeds fairseq's </s>), generation is not. The fault is put
+    into the search's loop that runs: the C one (porting/kernels/skinny_search.c), which runs this
+    model's greedy search, or beam.py's, where the C one is turned off."""
     import porting.generation.beam as gen
 
-    real_search = gen._search
+    real_search, real_native = gen._search, gen._search_natively
 
     def search_from_bos(ensemble, encs, opts, state):
         # both ways the search steps the decoder (the fused candidates step and the plain one)
@@ -155,8 +158,17 @@ def test_decoder_started_from_bos(converted, tmp_path, monkeypatch):
         finally:
             for name, original in originals.items():
                 setattr(ensemble, name, original)
+
+    ran_natively = []
+
+    def native_from_bos(ensemble, encs, opts, state, start):
+        ran = loop == "c" and real_native(ensemble, encs, opts, state, start._replace(bos=0))   # <s> first in C
+        ran_natively.append(ran)
+        return ran
     monkeypatch.setattr(gen, "_search", search_from_bos)
+    monkeypatch.setattr(gen, "_search_natively", native_from_bos)
     assert parity(converted["ende-sep"], tmp_path / "r") == 1
+    assert ran_natively and all(ran_natively) == (loop == "c")      # the fault reached the loop that ran
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["tensors"]["ok"] and not report["generation"]["greedy"]["ok"]
     assert report["generation"]["greedy"]["identical"] < 500
