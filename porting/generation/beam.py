@@ -208,14 +208,14 @@ def _search_natively(ensemble: Ensemble, encs: list[EncoderOut], opts: Generatio
     if found is None:
         return False
     for sent, hypotheses in enumerate(found):
-        # normalised as _finalize does it: float32 cumulative scores / a Python float, by length
+        # grouped by length: one normalisation per length, as _finalize makes one per step
         by_length: dict[int, list[int]] = {}
         for h, (tokens, _, _) in enumerate(hypotheses):
             by_length.setdefault(len(tokens), []).append(h)
         scores = [0.0] * len(hypotheses)
         for length, which in by_length.items():
-            normalised = torch.tensor([hypotheses[h][1] for h in which], dtype=torch.float32) / length ** opts.lenpen
-            for h, score in zip(which, normalised.tolist()):
+            cumulative = torch.tensor([hypotheses[h][1] for h in which], dtype=torch.float32)
+            for h, score in zip(which, normalised(cumulative, length, opts.lenpen).tolist()):
                 scores[h] = score
         state.finalized[sent] = [Ended(tokens, score, positional) for (tokens, _, positional), score in zip(hypotheses, scores)]
         state.finished[sent] = True
@@ -369,11 +369,16 @@ def _force(lprobs: Tensor, state: BeamState, token: int, at_limit: list[int]) ->
     lprobs[rows, token] = kept
 
 
+def normalised(cumulative: Tensor, length: int, lenpen: float) -> Tensor:
+    """Finalised scores: float32 cumulative log-probs / length ** lenpen (a Python float), as fairseq divides."""
+    return cumulative / length ** lenpen
+
+
 def _finalize(state: BeamState, step: int, rows: Tensor, eos_scores: Tensor, lenpen: float) -> list[int]:
     """Record hypotheses ending in </s> at this step; returns the batch positions of sentences that
     are now done (fairseq's ``finalize_hypos``)."""
     tokens, pos_scores = state.ended(step, rows, eos_scores)
-    eos_scores /= (step + 1) ** lenpen
+    eos_scores = normalised(eos_scores, step + 1, lenpen)
     unfinished = [row // state.beam for row in rows.tolist()]          # batch positions
     sents = state.sentence_of(unfinished)
     for sent, *ended in zip(sents, tokens.tolist(), eos_scores.tolist(), pos_scores.tolist()):
@@ -390,7 +395,7 @@ def _finalize(state: BeamState, step: int, rows: Tensor, eos_scores: Tensor, len
 def _keep_best(state: BeamState, step: int, rows: Tensor, eos_scores: Tensor, lenpen: float) -> None:
     """transformers' rule: an ended hypothesis joins the kept set if it is among the `beam` best."""
     tokens, pos_scores = state.ended(step, rows, eos_scores)
-    eos_scores = eos_scores / (step + 1) ** lenpen
+    eos_scores = normalised(eos_scores, step + 1, lenpen)
     sents = state.sentence_of([row // state.beam for row in rows.tolist()])
     for sent, *ended in zip(sents, tokens.tolist(), eos_scores.tolist(), pos_scores.tolist()):
         kept = state.finalized[sent]

@@ -247,10 +247,7 @@ class FastDecoder:
             # _embed's result is a tensor of its own (never a view of a weight): the layers update it in place
             x = x.detach().contiguous()
             if caches.keys is None:                                      # the first step, or sentences left
-                for layer, cache in zip(dec.layers, caches):
-                    self._encoder_cache(layer.encoder_attn, enc, cache, n)
-                caches.keys = self.layers_c.encoder_keys([c.enc_k for c in caches], [c.enc_v for c in caches],
-                                                         caches[0].enc_mask)
+                caches.keys = self._encoder_keys(enc, caches, n)
             caches.kv, caches.pending_order = self.layers_c(x, caches.kv, caches.pending_order, caches.keys), None
         else:
             for layer, qkv, cache in zip(dec.layers, self.qkv, caches):
@@ -258,10 +255,19 @@ class FastDecoder:
                 x = residual_block(x, layer.encoder_attn_layer_norm, lambda h: self._cross_attn(layer, h, enc, cache), layer.pre)
                 x = residual_block(x, layer.final_layer_norm,
                                    lambda h: self._linear(layer.act(self._linear(h, layer.fc1)), layer.fc2), layer.pre)
-        if dec.layer_norm is None:
-            return x
-        # where the layers ran in skinny.c, its norm too: the same arithmetic as native.Search's
-        return native.layer_norm(x, dec.layer_norm) if self.layers_c is not None else dec.layer_norm(x)
+        return x if dec.layer_norm is None else self._norm(dec.layer_norm, x)
+
+    def _norm(self, norm: nn.LayerNorm, x: Tensor) -> Tensor:
+        """A decoder layer norm outside the layers (the final one, BART's on the embedding): where the layers
+        run in skinny.c, its arithmetic too, as native.Search's; else the module."""
+        return native.layer_norm(x, norm) if self.layers_c is not None else norm(x)
+
+    def _encoder_keys(self, enc: EncoderOut, caches: FastCaches, n: int) -> native.EncoderKeys:
+        """Each layer's encoder keys and values as skinny.c's calls take them, for n rows (the caches'
+        own tensors, made here where they are missing)."""
+        for layer, cache in zip(self.model.decoder.layers, caches):
+            self._encoder_cache(layer.encoder_attn, enc, cache, n)
+        return self.layers_c.encoder_keys([c.enc_k for c in caches], [c.enc_v for c in caches], caches[0].enc_mask)
 
     def search(self, enc: EncoderOut, beam: int, limits: list[int], min_len: int, unkpen: float, bos: int, end: int,
                prefix: tuple[int, ...]) -> list[list[tuple[list[int], float, list[float]]]] | None:
@@ -270,11 +276,8 @@ class FastDecoder:
         or a step must be decided by torch's path."""
         if self.native_search is None or not self.native_search.fits(limits):
             return None
-        caches = self.new_caches()
-        for layer, cache in zip(self.model.decoder.layers, caches):
-            self._encoder_cache(layer.encoder_attn, enc, cache, enc.out.size(1) * beam)
-        # the caches' own tensors (contiguous already): the call compacts them as sentences finish
-        keys = self.layers_c.encoder_keys([c.enc_k for c in caches], [c.enc_v for c in caches], caches[0].enc_mask)
+        # fresh caches' own tensors (contiguous already): the call compacts them as sentences finish
+        keys = self._encoder_keys(enc, self.new_caches(), enc.out.size(1) * beam)
         return self.native_search(keys, beam, limits, min_len, unkpen, bos, end, prefix)
 
     def _embed(self, last: Tensor, t: int) -> Tensor:
@@ -289,10 +292,7 @@ class FastDecoder:
             if PAD + t >= table.size(0):                                  # its errors, and its table extension
                 return Embeddings.forward(dec, last[:, None], torch.full((last.numel(), 1), PAD + t))[:, 0]
             x = dec.scale * F.embedding(last, dec.embed_tokens.weight) + table[PAD + t]
-        if dec.layernorm_embedding is None:
-            return x
-        # where the layers run in skinny.c, its norm too: the same arithmetic as native.Search's
-        return native.layer_norm(x, dec.layernorm_embedding) if self.layers_c is not None else dec.layernorm_embedding(x)
+        return x if dec.layernorm_embedding is None else self._norm(dec.layernorm_embedding, x)
 
     def logits(self, x: Tensor) -> Tensor:
         """``hidden``'s [N, C] -> logits [N, V]."""

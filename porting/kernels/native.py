@@ -512,10 +512,7 @@ class Search:
         if status == -4:
             raise RuntimeError("native.Search: a sentence still going at its max_len (a broken invariant)")
         self.layers._raise_for(status, "a position beyond the table or a token outside the vocabulary")
-        out = []
-        for s, count in enumerate(counts.tolist()):
-            sent = []
-            for h, length in enumerate(lengths[s, :count].tolist()):
-                sent.append((tokens[s, h, :length].tolist(), scores[s, h].item(), positional[s, h, :length].tolist()))
-            out.append(sent)
-        return out
+        # one conversion per tensor (not one per hypothesis)
+        tokens, positional, scores, lengths = tokens.tolist(), positional.tolist(), scores.tolist(), lengths.tolist()
+        return [[(tokens[s][h][:length], scores[s][h], positional[s][h][:length])
+                 for h, length in enumerate(lengths[s][:count])] for s, count in enumerate(counts.tolist())]
