@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from porting.kernels import build
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -49,6 +51,9 @@ def test_the_wheel_declares_ranges_license_and_the_original(wheel):
                     "converters/fairseq/families/__init__.py"):
         assert shipped in names, shipped
     assert not any(n.startswith(("reference_runs/runs/", "reference_runs/tools/", "tests/")) for n in names)
+    # every file the kernels are compiled from: a missing one leaves an installed wheel without them
+    kernel_files = {f"porting/kernels/{f.name}" for f in (*build.SOURCES, *build.HEADERS)}
+    assert kernel_files <= names, sorted(kernel_files - names)
 
 
 def files_under(d: Path) -> set[str]:
@@ -71,3 +76,6 @@ def test_the_example_runs_from_the_wheel_elsewhere(wheel, tmp_path):
     record = subprocess.run([sys.executable, "-m", "porting_cli", "record"], cwd=cwd, env=env,
                             capture_output=True, text=True)
     assert record.returncode == 2 and "give --out" in record.stderr
+    kernels = subprocess.run([sys.executable, "-m", "porting_cli", "kernels"], cwd=cwd, env=env,
+                             capture_output=True, text=True)
+    assert kernels.returncode == 0 and "C kernels: built" in kernels.stdout, kernels.stdout + kernels.stderr
