@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from porting.generation.beam import left_pad
-from porting.kernels import attention, build, native
+from porting.kernels import attention, build, library, native
 from porting.kernels.attention import FUSED_ATTENTION_ROWS
 from porting.kernels.fast_decoder import ONEDNN_WEIGHTS, linear, pack, top_candidates
 from porting.kernels.fast_encoder import FastEncoder
@@ -345,15 +345,18 @@ def test_compiled_encoder_layers_refuse_what_does_not_fit(converted):
 @pytest.mark.skipif(not native.available(), reason=f"few-row kernels unavailable: {native.unavailable_reason()}")
 def test_compiled_encoder_only_where_its_copy_is_small_and_float32(converted, monkeypatch):
     """An int8 encoder runs its modules (the panels would ignore them); an encoder whose panels would
-    exceed MAX_PANEL_WEIGHTS keeps torch's layers (memory)."""
-    from porting.kernels import fast_encoder
+    exceed MAX_PANEL_WEIGHTS with the rest of the encoder's side keeps torch's layers (memory)."""
+    from porting.kernels import fast_decoder
     from porting.kernels.fast_decoder import FastDecoder
     from porting.kernels.quantize import quantize_int8
 
     _, (model,) = load_ensemble(converted["ende-sep"])
-    monkeypatch.setattr(fast_encoder, "MAX_PANEL_WEIGHTS", 589_823)      # the encoder's products hold 589,824
+    # the encoder's products hold 589,824 weights, the decoder's encoder keys' projections 98,304
+    monkeypatch.setattr(fast_decoder, "MAX_PANEL_WEIGHTS", 688_127)
     assert FastEncoder(model).layers_c is None
-    monkeypatch.setattr(fast_encoder, "MAX_PANEL_WEIGHTS", 589_824)
+    assert model.decoder.layers[0].encoder_attn.k_proj not in FastDecoder(model).packed
+    monkeypatch.setattr(fast_decoder, "MAX_PANEL_WEIGHTS", 688_128)
+    assert type(FastDecoder(model).packed[model.decoder.layers[0].encoder_attn.k_proj]) is native.Panels
     encoder = FastEncoder(model)
     assert encoder.layers_c is not None
     quantize_int8([model], [FastDecoder(model)], [encoder], "int8-all")
@@ -409,18 +412,18 @@ def test_abi_mirror_is_checked(monkeypatch):
     """The ctypes mirror of skinny.c's struct layer matches the compiled one; a mirror that has
     drifted (a field dropped) is named instead of corrupting memory."""
     lib = native._load()[0]
-    assert native.abi_mismatch(lib) is None
+    assert library.abi_mismatch(lib) is None
     import ctypes
 
     class Dropped(ctypes.Structure):                          # a field forgotten
-        _fields_ = [f for f in native._Layer._fields_ if f[0] != "heads"]
-    monkeypatch.setattr(native, "_Layer", Dropped)
-    assert "the Python mirror 24" in native.abi_mismatch(lib)
+        _fields_ = [f for f in library._Layer._fields_ if f[0] != "heads"]
+    monkeypatch.setattr(library, "_Layer", Dropped)
+    assert "the Python mirror 24" in library.abi_mismatch(lib)
 
     class Widened(ctypes.Structure):                          # a field of another type: offsets move
-        _fields_ = [(n, ctypes.c_double if n == "activation" else t) for n, t in native._Layer._fields_]
-    monkeypatch.setattr(native, "_Layer", Widened)
-    assert "bytes" in native.abi_mismatch(lib) or "field" in native.abi_mismatch(lib)
+        _fields_ = [(n, ctypes.c_double if n == "activation" else t) for n, t in library._Layer._fields_]
+    monkeypatch.setattr(library, "_Layer", Widened)
+    assert "bytes" in library.abi_mismatch(lib) or "field" in library.abi_mismatch(lib)
 
 
 @pytest.mark.skipif(not native.available(), reason=f"few-row kernels unavailable: {native.unavailable_reason()}")
@@ -428,14 +431,14 @@ def test_every_entry_point_is_declared_from_the_librarys_own_table():
     """How Python calls C is written once (skinny_abi.h): the library gives its table, types reduced
     to codes by the compiler, and every argtypes/restype is set from it."""
     lib = native._load()[0]
-    table = native.signatures(lib)
-    assert set(native.CALLED) <= set(table)
+    table = library.signatures(lib)
+    assert set(library.CALLED) <= set(table)
     # the codes are the compiler's reading of the declared types: the float and int arguments in place
     assert table["skinny_candidates"] == ("i", "pppiiipiiiiifipppppi")
     assert table["skinny_embed"] == ("i", "pipiifpp") and table["skinny_linear_threads"] == ("v", "ppppiiippi")
     for name, (ret, args) in table.items():
         function = getattr(lib, name)
-        assert function.argtypes == [native.CTYPES[c] for c in args] and function.restype == native.CTYPES[ret]
+        assert function.argtypes == [library.CTYPES[c] for c in args] and function.restype == library.CTYPES[ret]
 
 
 def test_a_library_whose_table_differs_is_refused(monkeypatch):
@@ -445,10 +448,10 @@ def test_a_library_whose_table_differs_is_refused(monkeypatch):
             self.skinny_signatures = lambda: text
             self.skinny_abi = lambda: 0
 
-    assert "skinny_attention, skinny_embed" in native.declare(Library(b"skinny_abi:i:p;"))
-    monkeypatch.setattr(native, "CALLED", ("skinny_abi",))
-    assert "codes ['d']" in native.declare(Library(b"skinny_abi:i:pd;"))
-    assert native.declare(Library(b"skinny_abi:i:p;")) is None
+    assert "skinny_attention, skinny_embed" in library.declare(Library(b"skinny_abi:i:p;"))
+    monkeypatch.setattr(library, "CALLED", ("skinny_abi",))
+    assert "codes ['d']" in library.declare(Library(b"skinny_abi:i:pd;"))
+    assert library.declare(Library(b"skinny_abi:i:p;")) is None
 
 
 def test_a_definition_that_differs_from_its_declared_line_does_not_compile(tmp_path):
@@ -508,7 +511,7 @@ def test_kernel_library_name_covers_the_compiler_version(monkeypatch, tmp_path):
 
 @pytest.mark.skipif(not native.available(), reason=f"few-row kernels unavailable: {native.unavailable_reason()}")
 def test_single_threaded_kernels_are_reported(monkeypatch):
-    monkeypatch.setattr(native, "_openmp", lambda: (None, None))
+    monkeypatch.setattr(library, "_openmp", lambda: (None, None))
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     native.warn_if_single_threaded.cache_clear()
     try:

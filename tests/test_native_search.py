@@ -18,7 +18,7 @@ from porting.generation import beam
 from porting.generation.beam import generate, left_pad
 from porting.generation.ensemble import Ensemble
 from porting.generation.options import GenerationOptions
-from porting.kernels import native
+from porting.kernels import library, native
 from porting.model.load import load_ensemble
 from tests.test_port_reference_runs import MANIFEST, load, start
 
@@ -117,12 +117,12 @@ def test_abi_mirror_of_the_decoder_struct_is_checked(monkeypatch):
     import ctypes
 
     lib = native._load()[0]
-    assert native.abi_mismatch(lib) is None
+    assert library.abi_mismatch(lib) is None
 
     class Dropped(ctypes.Structure):
-        _fields_ = [f for f in native._Decoder._fields_ if f[0] != "unk"]
-    monkeypatch.setattr(native, "_Decoder", Dropped)
-    assert "struct decoder has 19 fields, the Python mirror 18" in native.abi_mismatch(lib)
+        _fields_ = [f for f in library._Decoder._fields_ if f[0] != "unk"]
+    monkeypatch.setattr(library, "_Decoder", Dropped)
+    assert "struct decoder has 19 fields, the Python mirror 18" in library.abi_mismatch(lib)
 
 
 def test_the_recordings_list_these_runs():

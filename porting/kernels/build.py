@@ -18,10 +18,9 @@ import platform
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
-
-import torch
 
 HERE = Path(__file__).parent
 SOURCES = (HERE / "skinny.c", HERE / "skinny_candidates.c", HERE / "skinny_search.c")
@@ -85,7 +84,7 @@ def check_machine() -> str:
         raise Unavailable("disabled by PORTING_NATIVE=0")
     if platform.machine().lower() not in ("x86_64", "amd64"):
         raise Unavailable(f"needs an x86-64 CPU, this is {platform.machine()}")
-    capability = torch.backends.cpu.get_cpu_capability()    # "AVX2" means AVX2 and FMA to ATen too
+    capability = cpu_capability()
     if capability not in ("AVX2", "AVX512"):
         raise Unavailable(f"needs AVX2 and FMA; torch reports this CPU as {capability}")
     asked = os.environ.get(ISA_VARIABLE, "").lower()
@@ -95,6 +94,24 @@ def check_machine() -> str:
     if asked == "avx512" and "avx512f" not in cpu_flags():
         raise Unavailable(f"{ISA_VARIABLE}=avx512, but this CPU has no AVX-512 (no avx512f in /proc/cpuinfo)")
     return asked or capability.lower()
+
+
+# the flags ATen wants for each of its CPU capabilities (aten/src/ATen/native/DispatchStub.cpp)
+ATEN_FLAGS = {"AVX512": {"avx512f", "avx512bw", "avx512vl", "avx512dq"}, "AVX2": {"avx2", "fma"}}
+
+
+def cpu_capability() -> str:
+    """The CPU capability torch dispatches its kernels for ("AVX512", "AVX2", "DEFAULT"...): torch's own
+    answer where torch is already imported; else the same rule from the CPU's flags and
+    ATEN_CPU_CAPABILITY (a process that never imports torch: porting/lean.py)."""
+    if "torch" in sys.modules:
+        return sys.modules["torch"].backends.cpu.get_cpu_capability()
+    widest = next((name for name, flags in ATEN_FLAGS.items() if flags <= cpu_flags()), "DEFAULT")
+    held = os.environ.get("ATEN_CPU_CAPABILITY", "").upper()
+    order = [*ATEN_FLAGS, "DEFAULT"]
+    if held in order and order.index(held) > order.index(widest):       # held to a narrower one
+        return held
+    return widest
 
 
 def cpuinfo(field: str) -> str | None:

@@ -58,6 +58,23 @@ FEW_ROWS = 16               # without skinny.c, at most this many rows: oneDNN's
                             # (from ~20-40 rows on torch's GEMMs are as fast)
 ONEDNN_WEIGHTS = 1 << 18    # without skinny.c, at least this many weights: oneDNN's packed ones
                             # (below, its ~25 us fixed cost per call dominates)
+# Panels are a second copy of a product's weights (the model's own stay, for the other kernel sets). The
+# encoder's side (its layers, porting/kernels/fast_encoder.py, and the decoder's projections of its output
+# into encoder keys and values) gets them up to this many weights (64 MB; the shipped and m2m models hold
+# ~0.7M): the encoder's output is then made in skinny.c on both sides, as porting/lean.py repeats it
+# without torch. A wmt19-size model's (85M, 340 MB) would raise peak memory by a tenth: its encoder side
+# keeps torch's layers and GEMMs, whose products carry its time (its glue is not what costs).
+MAX_PANEL_WEIGHTS = 1 << 24
+
+
+def encoder_side_weights(model: Transformer) -> int:
+    """The weights of the encoder side's products (``MAX_PANEL_WEIGHTS``): the encoder layers' and the decoder
+    layers' encoder-attention key and value projections."""
+    linears = [lin for layer in model.encoder.layers for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj,
+                                                                 layer.self_attn.v_proj, layer.self_attn.out_proj,
+                                                                 layer.fc1, layer.fc2)]
+    linears += [p for layer in model.decoder.layers for p in (layer.encoder_attn.k_proj, layer.encoder_attn.v_proj)]
+    return sum(lin.in_features * lin.out_features for lin in linears)        # int8 modules have no .weight tensor
 
 
 def pack(layer: nn.Module, use_native: bool = True) -> Tensor | native.Panels | None:
@@ -198,6 +215,8 @@ class FastDecoder:
         for layer in dec.layers:
             layers += [layer.self_attn.out_proj, layer.fc1, layer.fc2,
                        layer.encoder_attn.q_proj, layer.encoder_attn.out_proj]
+        if encoder_side_weights(self.model) <= MAX_PANEL_WEIGHTS:        # the encoder keys' projections too
+            layers += [p for layer in dec.layers for p in (layer.encoder_attn.k_proj, layer.encoder_attn.v_proj)]
         self.packed = {layer: w for layer in layers if (w := pack(layer, self.use_native)) is not None}
         self.layers_c = self._whole_layers()                  # None without skinny.c: no panels
         self.output_panels = self.packed.get(out) if type(self.packed.get(out)) is native.Panels else None

@@ -23,23 +23,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from porting.format import PAD
-from porting.kernels import attention, native
+from porting.kernels import attention, fast_decoder, native
 from porting.kernels.fast_decoder import additive_mask, fused_qkv, pack, padded
 from porting.model.positions import positions_for
-from porting.model.transformer import Embeddings, EncoderOut, Transformer, residual_block
-
-# The compiled encoder layers' panels are a second copy of the encoder's product weights (the model's
-# own stay, for the other kernel sets). Up to this many weights (64 MB; the shipped and m2m models'
-# encoders hold ~0.6M) the copy is small; a wmt19-size encoder's (72M, 288 MB) would raise peak memory by a
-# tenth, so that encoder keeps torch's layers, whose GEMMs carry its time (its glue is not what costs).
-MAX_PANEL_WEIGHTS = 1 << 24
+from porting.model.transformer import EncoderOut, Transformer, residual_block
 
 
 class FastEncoder:
     def __init__(self, model: Transformer, use_native: bool = True):
         """use_native: porting/kernels/skinny.c's layers where they are built (False: torch's alone,
         ``--kernels portable``)."""
-        self.encoder = model.encoder
+        self.model, self.encoder = model, model.encoder
         self.use_native = use_native
         self.attention = attention.select(use_native)
         self.heads = model.arch.encoder_attention_heads
@@ -58,7 +52,7 @@ class FastEncoder:
     def _whole_layers(self) -> native.EncoderLayers | None:
         """The layers as one skinny.c call, where it is built and asked for, every product is a float32
         ``nn.Linear`` with a bias, the activation has a C case, and the panels (a second copy of the products'
-        weights) stay within MAX_PANEL_WEIGHTS; else None."""
+        weights) stay within fast_decoder.MAX_PANEL_WEIGHTS with the rest of the encoder's side; else None."""
         if not (self.use_native and native.available()):
             return None
         layers = self.encoder.layers
@@ -66,7 +60,7 @@ class FastEncoder:
                                                        layer.self_attn.out_proj, layer.fc1, layer.fc2)]
         if (any(type(lin) is not nn.Linear or lin.weight.dtype != torch.float32 or lin.bias is None for lin in linears)
                 or not all(native.activation_supported(layer.activation) for layer in layers)
-                or sum(lin.weight.numel() for lin in linears) > MAX_PANEL_WEIGHTS):
+                or fast_decoder.encoder_side_weights(self.model) > fast_decoder.MAX_PANEL_WEIGHTS):
             return None
         return native.EncoderLayers([
             native.Layer({"qkv": pack(fused_qkv(layer.self_attn)), "self_out": pack(layer.self_attn.out_proj),
@@ -82,7 +76,9 @@ class FastEncoder:
         pad = src_tokens.eq(PAD)                                            # [B, S]
         if not bool(pad.any()):
             pad = None
-        x = Embeddings.forward(enc, src_tokens, positions_for(src_tokens, PAD))   # [B, S, C]
+        x = enc.embed(src_tokens, positions_for(src_tokens, PAD))                  # [B, S, C]
+        if enc.layernorm_embedding is not None:
+            x = self._norm(enc.layernorm_embedding, x.view(b * s, -1)).view(b, s, -1)
         c = x.size(-1)
         # real tokens' rows in the batch-major [B*S] order
         keep = None if pad is None else (~pad).view(-1).nonzero().squeeze(1)      # [T]
@@ -99,9 +95,14 @@ class FastEncoder:
                 rows = residual_block(rows, layer.final_layer_norm, lambda h: layer.fc2(layer.act(layer.fc1(h))),
                                       layer.pre)
         if enc.layer_norm is not None:
-            rows = enc.layer_norm(rows)
+            rows = self._norm(enc.layer_norm, rows)
         out = padded(rows, keep, b * s).view(b, s, c).transpose(0, 1)     # [B*S, C] -> [S, B, C]
         return EncoderOut(out, pad, kept=None if keep is None else (rows, keep))
+
+    def _norm(self, norm: nn.LayerNorm, x: Tensor) -> Tensor:
+        """The encoder's layer norms outside its layers (BART's on the embedding, a pre-norm model's final one):
+        where the layers run in skinny.c, its arithmetic too (porting/lean.py repeats it), else the module."""
+        return native.layer_norm(x.contiguous(), norm) if self.layers_c is not None else norm(x)
 
     def _self_attn(self, layer, qkv: nn.Linear, h: Tensor, keep: Tensor | None, b: int, s: int,
                    mask: Tensor | None) -> Tensor:

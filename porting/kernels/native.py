@@ -9,137 +9,34 @@ Where they cannot be built or loaded (no x86-64 with AVX2/FMA, no compiler, an u
 ``PORTING_NATIVE=0``), ``available()`` is False, ``unavailable_reason()`` says why (and a
 RuntimeWarning says it once, unless it was turned off on purpose), and the fast kernels use torch's
 instead (same hypotheses, slower: the parity suites run that path too, as ``--kernels portable``).
-On load, the library's ``struct layer`` is checked against this file's ctypes mirror (size and
-every field's offset): a mismatch refuses the library instead of corrupting memory.
+Loading the library and checking its ABI (``struct layer``, ``struct decoder``, every entry point's
+signature) is porting/kernels/library.py's, which needs no torch.
 """
 from __future__ import annotations
 
 import ctypes
 import functools
-import os
 import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from porting.kernels import build
+from porting.kernels.library import (  # noqa: F401  (the library's names, as this module's callers know them)
+    PANEL,
+    _Decoder,
+    _Layer,
+    _openmp,
+    abi_mismatch,
+    activation_supported,
+    available,
+    describe,
+    isa,
+    threaded,
+    unavailable_reason,
+)
+from porting.kernels.library import load as _load
 from porting.model.activation import Activation
-
-PANEL = 16                  # output columns per panel, as in skinny.c
-
-
-class _Layer(ctypes.Structure):
-    """skinny.c's struct layer, field for field (checked against skinny_abi when the library loads)."""
-    _fields_ = [(name, ctypes.c_void_p) for name in (
-        "qkv_w", "qkv_b", "self_out_w", "self_out_b", "self_ln_w", "self_ln_b", "q_w", "q_b",
-        "cross_out_w", "cross_out_b", "cross_ln_w", "cross_ln_b", "fc1_w", "fc1_b", "fc2_w", "fc2_b",
-        "final_ln_w", "final_ln_b")] + [(name, ctypes.c_int) for name in ("c", "ffn", "heads", "pre_norm", "activation")] \
-        + [("scaling", ctypes.c_float), ("eps", ctypes.c_float)]
-
-
-class _Decoder(ctypes.Structure):
-    """skinny_search.c's struct decoder, field for field (checked against skinny_search_abi when the library loads)."""
-    _fields_ = [(name, ctypes.c_void_p) for name in ("layers", "embed", "positions", "out_w", "out_b", "norm_w", "norm_b",
-                                                         "embed_norm_w", "embed_norm_b")] \
-        + [(name, ctypes.c_int) for name in ("count", "vocab", "c", "heads", "position_rows", "pad", "unk")] \
-        + [(name, ctypes.c_float) for name in ("scale", "norm_eps", "embed_norm_eps")]
-
-
-def abi_mismatch(lib: ctypes.CDLL) -> str | None:
-    """How the library's struct layer or struct decoder differs from its mirror, _Layer or _Decoder (size, then
-    the first field that moved), or None."""
-    for struct, name, entry in ((_Layer, "layer", "skinny_abi"), (_Decoder, "decoder", "skinny_search_abi")):
-        out = (ctypes.c_int64 * 256)()            # room for any struct the sources may declare
-        function = getattr(lib, entry)
-        function.argtypes, function.restype = [ctypes.c_void_p], ctypes.c_int   # before declare(): the structs first
-        written = function(out)
-        if written != len(struct._fields_) + 1:
-            return f"the library's struct {name} has {written - 1} fields, the Python mirror {len(struct._fields_)}"
-        if out[0] != ctypes.sizeof(struct):
-            return f"the library's struct {name} takes {out[0]} bytes, the Python mirror {ctypes.sizeof(struct)}"
-        for (field, _), offset in zip(struct._fields_, out[1:]):
-            if getattr(struct, field).offset != offset:
-                return (f"struct {name}'s field {field} is at byte {offset} in the library, "
-                        f"{getattr(struct, field).offset} in the mirror")
-    return None
-
-
-# skinny_abi.h's type codes -> ctypes (a pointer is passed as an address, a ctypes array or None)
-CTYPES = {"p": ctypes.c_void_p, "i": ctypes.c_int, "f": ctypes.c_float, "v": None}
-# the entry points this file calls: each must be in the library's table
-CALLED = ("skinny_linear_threads", "skinny_attention", "skinny_embed", "skinny_decoder_layers", "skinny_encoder_layers",
-          "skinny_candidates", "skinny_activation_supported", "skinny_abi", "skinny_layer_norm", "skinny_search",
-          "skinny_search_abi")
-
-
-def signatures(lib: ctypes.CDLL) -> dict[str, tuple[str, str]]:
-    """The library's entry points as skinny_abi.h declares them: name -> (return code, argument codes)."""
-    try:
-        lib.skinny_signatures.argtypes, lib.skinny_signatures.restype = [], ctypes.c_char_p
-    except AttributeError:
-        return {}                                   # a library without the table: every entry point missing
-    entries = (entry.split(":") for entry in lib.skinny_signatures().decode().split(";") if entry)
-    return {name: (ret, args) for name, ret, args in entries}
-
-
-def declare(lib: ctypes.CDLL) -> str | None:
-    """Every entry point's argtypes and restype set from the library's own table (skinny_abi.h); what
-    is wrong with the table instead (an entry point this file calls missing, a type it cannot pass)."""
-    table = signatures(lib)
-    if missing := [name for name in CALLED if name not in table]:
-        return f"the library declares no {', '.join(missing)}"
-    for name, (ret, args) in table.items():
-        if unknown := sorted(set(ret + args) - set(CTYPES)):
-            return f"{name} has types of codes {unknown} that native.py cannot pass"
-        function = getattr(lib, name)
-        function.argtypes, function.restype = [CTYPES[code] for code in args], CTYPES[ret]
-    return None
-
-
-@functools.cache
-def _load() -> tuple[ctypes.CDLL | None, str | None, str | None]:
-    """(the library, None, the instruction set it was built for), or (None, why not, None)."""
-    try:
-        isa = build.check_machine()
-        lib = ctypes.CDLL(str(build.library(isa)))
-        mismatch = abi_mismatch(lib)
-        if mismatch:
-            raise build.Unavailable(f"ABI mismatch between porting/kernels/skinny.c and native.py: {mismatch}")
-    except build.Unavailable as e:
-        if os.environ.get("PORTING_NATIVE", "1") != "0":    # not asked for: say so once, it costs speed
-            warnings.warn(f"porting: few-row kernels unavailable ({e}); torch's kernels stand in (slower)",
-                          RuntimeWarning, stacklevel=3)
-        return None, str(e), None
-    except OSError as e:                                    # a library that does not load
-        return None, f"the compiled kernel does not load: {e}", None
-    mismatch = declare(lib)
-    if mismatch:
-        return None, f"the compiled kernels' entry points are not what native.py calls: {mismatch}", None
-    return lib, None, isa
-
-
-@functools.cache
-def _openmp() -> tuple[int | None, int | None]:
-    """torch's GOMP_parallel and omp_get_thread_num, where torch runs on GNU OpenMP (its libgomp is
-    then already loaded: RTLD_NOLOAD finds that copy and never loads a second runtime, whose threads
-    would fight torch's for the cores); (None, None) otherwise, and the kernels run on one thread."""
-    try:
-        gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD)
-        return (ctypes.cast(gomp.GOMP_parallel, ctypes.c_void_p).value,
-                ctypes.cast(gomp.omp_get_thread_num, ctypes.c_void_p).value)
-    except (OSError, AttributeError):
-        return None, None
-
-
-def available() -> bool:
-    return _load()[0] is not None
-
-
-def threaded() -> bool:
-    """Whether large products and attention rows are split between torch's threads (torch on GNU
-    OpenMP); elsewhere (Intel's OpenMP, macOS) the kernels run on one thread."""
-    return _openmp()[0] is not None
 
 
 @functools.cache
@@ -147,25 +44,6 @@ def warn_if_single_threaded() -> None:
     if available() and not threaded() and torch.get_num_threads() > 1:
         warnings.warn(f"porting: torch does not run on GNU OpenMP here, so the compiled kernels use one thread "
                       f"of {torch.get_num_threads()} (slower on large batches)", RuntimeWarning, stacklevel=3)
-
-
-def activation_supported(activation: Activation) -> bool:
-    """Whether skinny.c's ``activate`` has a case for it (``available()`` must be True)."""
-    return bool(_load()[0].skinny_activation_supported(activation.code))
-
-
-def unavailable_reason() -> str | None:
-    return _load()[1]
-
-
-def isa() -> str | None:
-    """The instruction set the loaded kernels were built for ("avx2", "avx512"), None where unavailable."""
-    return _load()[2]
-
-
-def describe() -> str:
-    """What the compiled kernels run as, for a run's signature: "built avx512", "built avx2", or why not."""
-    return f"built {isa()}" if available() else f"unavailable: {unavailable_reason()}"
 
 
 @dataclass(frozen=True)

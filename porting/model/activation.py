@@ -3,21 +3,27 @@
 Each member carries fairseq's name (the config's ``activation_fn``), the code porting/kernels/
 skinny.c's ``enum activation`` gives it (must match the C enum; ``native.activation_supported``
 asks the compiled library, and tests/test_fast_kernels.py fails if a member has no C case), and
-torch's function. Adding one is a line here and a case in skinny.c's ``activate``.
+torch's function (by name: the table is read without torch by porting/lean.py). Adding one is a
+line here and a case in skinny.c's ``activate``.
 """
 from __future__ import annotations
 
 from enum import Enum
 
-import torch.nn.functional as F
-
 
 class Activation(Enum):
-    RELU = ("relu", 0, F.relu)
-    GELU = ("gelu", 1, F.gelu)      # fairseq's "gelu" is the exact (erf) one, as torch's default
+    RELU = ("relu", 0, "relu")
+    GELU = ("gelu", 1, "gelu")      # fairseq's "gelu" is the exact (erf) one, as torch's default
 
-    def __init__(self, fairseq_name: str, code: int, fn):
-        self.fairseq_name, self.code, self.fn = fairseq_name, code, fn
+    def __init__(self, fairseq_name: str, code: int, torch_name: str):
+        self.fairseq_name, self.code, self.torch_name = fairseq_name, code, torch_name
+
+    @property
+    def fn(self):
+        """torch.nn.functional's function."""
+        import torch.nn.functional as F
+
+        return getattr(F, self.torch_name)
 
     @classmethod
     def named(cls, name: str) -> "Activation":

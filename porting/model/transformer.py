@@ -224,13 +224,17 @@ class Embeddings(nn.Module):
 
     def forward(self, tokens: Tensor, positions: Tensor) -> Tensor:
         """tokens, positions: [B, T] -> [B, T, C]"""
+        x = self.embed(tokens, positions)
+        return self.layernorm_embedding(x) if self.layernorm_embedding is not None else x
+
+    def embed(self, tokens: Tensor, positions: Tensor) -> Tensor:
+        """``forward`` before the embedding's layer norm (where the model has one)."""
         table = self.position_table()
         if positions.max() >= table.size(0):
             if self.learned:
                 raise ValueError(f"input needs position {int(positions.max()) - PAD}, the model has {table.size(0) - PAD - 1}")
             table = sinusoidal_table(int(positions.max()) + 1, table.size(1), PAD).to(table)  # fairseq extends too
-        x = self.scale * self.embed_tokens(tokens) + table[positions]
-        return self.layernorm_embedding(x) if self.layernorm_embedding is not None else x
+        return self.scale * self.embed_tokens(tokens) + table[positions]
 
 
 class Encoder(Embeddings):
