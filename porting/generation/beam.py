@@ -34,14 +34,9 @@ from torch import Tensor
 from porting.format import EOS, PAD, UNK, DecoderStart
 from porting.generation.ensemble import Ensemble
 from porting.generation.options import GenerationOptions
+from porting.generation.results import Hypothesis, best_first
+from porting.generation.results import length_limits as limits_for
 from porting.model.transformer import EncoderOut
-
-
-@dataclass
-class Hypothesis:
-    tokens: list[int]                 # ends with the end token (</s>); the decoder's start token is not included
-    score: float
-    positional_scores: list[float]
 
 
 def left_pad(rows: list[list[int]]) -> Tensor:
@@ -160,7 +155,7 @@ class BeamState:
     def hypotheses(self) -> list[list[Hypothesis]]:
         out = []
         for sent in self.finalized:
-            order = torch.sort(torch.tensor([h.score for h in sent]), descending=True)[1].tolist()
+            order = best_first([h.score for h in sent])
             out.append([Hypothesis(sent[i].tokens, sent[i].score, sent[i].positional_scores) for i in order])
         return out
 
@@ -175,10 +170,6 @@ def generate(ensemble: Ensemble, src_tokens: Tensor, opts: GenerationOptions,
     tokenizer's ``bos``, ``prefix`` and ``end``: a multilingual model's language token, mBART's)."""
     start = DecoderStart(*start)
     limits = length_limits(src_tokens, opts, ensemble.max_decoder_positions)
-    if opts.min_len > min(limits):
-        raise ValueError(f"min_len {opts.min_len} is larger than max_len {min(limits)} (max_len_a * "
-                         f"{'the batch width' if opts.max_len_from == 'batch-width' else 'the source length'}"
-                         " + max_len_b, at most the model's positions - 1)")
     with torch.no_grad():
         # the encoder's output does not depend on generation options: callers may pass it in
         encs = encoder_outs if encoder_outs is not None else ensemble.encode(src_tokens)
@@ -189,11 +180,8 @@ def generate(ensemble: Ensemble, src_tokens: Tensor, opts: GenerationOptions,
 
 
 def length_limits(src_tokens: Tensor, opts: GenerationOptions, max_positions: int) -> list[int]:
-    """Each sentence's max_len: the most tokens before </s>. fairseq's rule takes x to be the padded
-    width of src_tokens [B, S] (``batch-width``); by default it is the sentence's own length."""
-    bsz, width = src_tokens.shape
-    lengths = [width] * bsz if opts.max_len_from == "batch-width" else src_tokens.ne(PAD).sum(1).tolist()
-    return [min(int(opts.max_len_a * x + opts.max_len_b), max_positions - 1) for x in lengths]
+    """Each sentence's max_len for src_tokens [B, S] (porting.generation.results.length_limits)."""
+    return limits_for(src_tokens.ne(PAD).sum(1).tolist(), src_tokens.size(1), opts, max_positions)
 
 
 def _search_natively(ensemble: Ensemble, encs: list[EncoderOut], opts: GenerationOptions, state: BeamState,

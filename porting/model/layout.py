@@ -8,10 +8,7 @@ exactly so (porting.model.load refuses to run a tree that disagrees).
 """
 from __future__ import annotations
 
-import torch
-
 from porting.format import PAD, Arch
-from porting.model.positions import sinusoidal_table
 
 PREFIX = "model."
 # The name a group of tied embeddings is stored under (the others are aliases of it): every tie
@@ -76,9 +73,12 @@ def expected_shapes(arch: Arch, src_vocab: int, tgt_vocab: int, padding_idx: int
 
 
 
-def derived_tensors(arch: Arch, padding_idx: int = PAD) -> dict[str, torch.Tensor]:
+def derived_tensors(arch: Arch, padding_idx: int = PAD) -> dict:
     """Tensors that are not in the checkpoint but transformers' FSMT loads: the sinusoidal position
-    tables (fairseq keeps them out of its state dict and regenerates them), in our names."""
+    tables (fairseq keeps them out of its state dict and regenerates them), in our names (torch tensors)."""
+    # imported here: the table is torch's computation, and porting/lean.py reads expected_shapes without torch
+    from porting.model.positions import sinusoidal_table
+
     out = {}
     for side, max_pos in (("encoder", arch.max_source_positions), ("decoder", arch.max_target_positions)):
         if not getattr(arch, f"{side}_learned_pos"):
