@@ -71,3 +71,4 @@ parity: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/speed.py --out .build/bench/speed.json
 	$(BIN)/python benchmarks/speed.py --isa avx2 --rounds 1 --out .build/bench/speed-avx2.json
+	$(BIN)/python benchmarks/startup.py --out .build/bench/startup.json

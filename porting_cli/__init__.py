@@ -91,6 +91,11 @@ def configure_logging(args) -> None:
         logging.getLogger(name).setLevel(ours)
 
 
+# commands that may run without torch, which they import (import_holding_interrupts) when they need it:
+# translate, through porting/lean.py (torch's import alone takes ~1.8 s, more than translating a line)
+TORCH_WHEN_NEEDED = {"porting_cli.translate"}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. What goes wrong outside it is one line, never a traceback: an interrupt
     at any time (exit 130), a reader that closed our output early (`| head`: quiet, exit 141 as a
@@ -100,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
 
         args = build_parser().parse_args(argv)
         configure_logging(args)
-        _import_torch_holding_interrupts()
+        # before the command's module: any torch it imports is then imported already
+        import_holding_interrupts("numpy", *(() if args._module in TORCH_WHEN_NEEDED else ("torch",)))
         return importlib.import_module(args._module).run(args) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -118,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         _forget_interrupts_cpython_remembers()       # here or in a command (bulk translate's 130)
 
 
-def _import_torch_holding_interrupts() -> None:
-    """numpy's and torch's C start-ups turn a Ctrl-C that lands inside them into something else:
+def import_holding_interrupts(*modules: str) -> None:
+    """Import these (numpy, torch: a command's own later import of them is then a lookup). numpy's and
+    torch's C start-ups turn a Ctrl-C that lands inside them into something else:
     - torch's C++ start-up imports numpy by itself and, should that import fail, clears the error
       and goes on without numpy (torch/csrc/utils/tensor_numpy.cpp, is_numpy_available: "Failed to
       initialize NumPy"). The interrupt is lost and the command runs on (exit 0, nothing said), or
@@ -130,19 +137,21 @@ def _import_torch_holding_interrupts() -> None:
     - torch's C++ initialisers (`_c10d_init`, `_dist_autograd_init`, `_multiprocessing_init`)
       import Python modules; an interrupt there becomes a C++ exception nothing catches, and the
       process aborts (SIGABRT).
-    Each was reproduced by raising SIGINT where it lands (tests/test_hostile_input.py). So both are
+    Each was reproduced by raising SIGINT where it lands (tests/test_hostile_input.py). So they are
     imported here with SIGINT blocked: a Ctrl-C in that second waits as pending instead, is
     delivered when the mask is restored, raises in our code and reaches main's handler. Not before
     the arguments are parsed: `--help` needs neither."""
+    import importlib
     import signal
 
     if not hasattr(signal, "pthread_sigmask"):               # Windows: no signal masks
-        import torch  # noqa: F401
+        for module in modules:
+            importlib.import_module(module)
         return
     held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        import numpy  # noqa: F401
-        import torch  # noqa: F401
+        for module in modules:
+            importlib.import_module(module)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 

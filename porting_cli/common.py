@@ -131,8 +131,28 @@ def direction_problem(args, model_dir) -> str | None:
     return None
 
 
-def load_translator(args, **kwargs):
-    """The Translator the generation flags ask for."""
+def load_translator(args, lean: bool = False, **kwargs):
+    """The Translator the generation flags ask for. lean: for one model, porting/lean.py's where it runs that
+    model and runtime (no torch; torch's Translator is made only if a batch needs it: the same hypotheses);
+    torch's otherwise (and with PORTING_LEAN=0 in the environment)."""
+    import os
+
+    if lean and len(args.model) == 1 and os.environ.get("PORTING_LEAN", "1") != "0":
+        import logging
+
+        from porting.lean import LeanTranslator, Unsupported
+
+        try:
+            return LeanTranslator.open(args.model[0], lambda: _torch_translator(args, kwargs), **runtime(args), **kwargs)
+        except Unsupported as e:
+            logging.getLogger("porting").debug("not the lean path: %s", e)
+    return _torch_translator(args, kwargs)
+
+
+def _torch_translator(args, kwargs: dict):
+    from porting_cli import import_holding_interrupts
+
+    import_holding_interrupts("torch")
     from porting.translator import Translator
 
     return Translator.from_pretrained(*args.model, **runtime(args), **kwargs)
@@ -142,7 +162,7 @@ def generation_options(args, model_dir=None) -> dict:
     """The model's defaults (default: the first --model), overridden by the flags given: the
     Translator's own merge (porting.translator.merged_options)."""
     from porting.generation.options import names
-    from porting.translator import default_options, merged_options
+    from porting.translation import default_options, merged_options
 
     defaults = default_options(model_dir if model_dir is not None else args.model[0])
     return merged_options(defaults, {k: getattr(args, k, None) for k in names()})

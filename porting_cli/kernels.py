@@ -12,12 +12,19 @@ def add_arguments(p) -> None:
 def _model_report(model_dir: Path) -> list[str]:
     from porting.format import ConfigError
     from porting.generation.ensemble import Ensemble
+    from porting.lean import Unsupported, read_weights, why_not
     from porting.model.load import load_ensemble
 
     try:
-        _, models = load_ensemble(model_dir)
+        config, models = load_ensemble(model_dir)
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None
+    lean = why_not(model_dir, config)                    # why `porting translate` would not start without torch
+    if lean is None:
+        try:
+            read_weights(model_dir, config)
+        except Unsupported as e:
+            lean = str(e)
     ensemble = Ensemble(models, "fast")
     decoder, encoder = ensemble.decoders[0], ensemble.encoders[0]
     activation = models[0].decoder.layers[0].activation.fairseq_name if models[0].decoder.layers else "-"
@@ -30,7 +37,9 @@ def _model_report(model_dir: Path) -> list[str]:
             + ("" if fused or len(models) == 1 else " (an ensemble averages probabilities on torch's path)"),
             f"  the search's loop as one C call: {'yes' if searched else 'no'}"
             + (" (with fairseq's stopping rule and no n-gram blocking)" if searched else
-               " (an ensemble)" if len(models) > 1 else "")]
+               " (an ensemble)" if len(models) > 1 else ""),
+            "  `porting translate` starts without torch (porting/lean.py): "
+            + ("yes" if lean is None else f"no ({lean}): torch's runtime")]
 
 
 def run(args) -> int:

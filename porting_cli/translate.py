@@ -150,7 +150,7 @@ def run(args) -> int:
     if args.output is not None:
         return bulk(args)
     try:
-        translator = load_translator(args, **text_options(args))
+        translator = load_translator(args, lean=True, **text_options(args))
         options = generation_options(args)
     except (ConfigError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -181,7 +181,7 @@ def run(args) -> int:
 
 def _translate(translator, lines: list[str], warnings: list[str], args, options: dict, total: int = 0) -> int:
     """Translate these lines and write their results, flushed; a bar on a terminal for a whole file."""
-    from porting.translator import InputError
+    from porting.translation import InputError
 
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)

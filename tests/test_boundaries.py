@@ -35,16 +35,18 @@ LAYERS = {
     "porting.tokenizer": 1,
     "porting.kernels": 2,
     "porting.generation": 3,
-    "porting.translator": 4,
-    "porting.engine": 5,          # where translation runs: this process, a process pool, Ray
-    "porting.evaluation": 6,
-    "porting": 7,                 # the package itself: its version, and `from porting import Translator`
-    "converters": 8,              # the package itself
-    "converters.io": 8,
-    "converters.fairseq": 9,
-    "converters.ctranslate2": 9,      # our directories into CTranslate2 models
-    "parity": 10,
-    "porting_cli": 11,            # the command line: a room of its own, above everything
+    "porting.translation": 4,     # lines <-> Translations, without torch: what every runtime shares
+    "porting.translator": 5,      # the runtime on torch
+    "porting.lean": 5,            # the runtime without torch (the start-up path)
+    "porting.engine": 6,          # where translation runs: this process, a process pool, Ray
+    "porting.evaluation": 7,
+    "porting": 8,                 # the package itself: its version, and `from porting import Translator`
+    "converters": 9,              # the package itself
+    "converters.io": 9,
+    "converters.fairseq": 10,
+    "converters.ctranslate2": 10,     # our directories into CTranslate2 models
+    "parity": 11,
+    "porting_cli": 12,            # the command line: a room of its own, above everything
 }
 
 
@@ -136,7 +138,7 @@ def test_an_upward_import_is_caught():
     reaching up into the converters), a sideways one, and one hidden inside a function."""
     planted = "import torch\nfrom converters.fairseq.arch import Architecture\n"
     assert violations("porting.model.transformer", planted) == [
-        "porting.model.transformer:2 imports converters.fairseq.arch: up from porting.model (1) to converters.fairseq (9)"]
+        "porting.model.transformer:2 imports converters.fairseq.arch: up from porting.model (1) to converters.fairseq (10)"]
     sideways = "from porting.tokenizer import Tokenizer\n"
     assert "sideways" in violations("porting.model.load", sideways)[0]
     hidden = "def f():\n    from porting_cli.common import load_translator\n"
@@ -155,7 +157,7 @@ def test_native_packages_do_not_import_fairseq():
 
 def test_cli_parser_needs_neither_fairseq_nor_torch():
     """--help stays quick, and torch's (and numpy's) start-up is left to main, which runs it with
-    interrupts held (porting_cli._import_torch_holding_interrupts)."""
+    interrupts held (porting_cli.import_holding_interrupts)."""
     code = ("import sys\nfrom porting_cli import build_parser\nbuild_parser()\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('fairseq', 'torch', 'numpy'))\n"
             "assert not bad, bad\n")

@@ -206,21 +206,24 @@ else:
 """
 
 
-@pytest.mark.parametrize("point", [
-    "import:numpy._core.multiarray",   # torch's C++ start-up imports numpy and clears what that raises
-    "import:datetime",                 # numpy's C start-up imports it and makes what that raises an ImportError
-    "from:_c10d_init:acquire",         # torch's C++ start-up: an uncaught C++ exception, SIGABRT
-    "import:torch._tensor",            # torch's own Python start-up
-    "import:porting.translator",       # ours, after torch
-    "import:safetensors.torch",        # loading the model
+@pytest.mark.parametrize("point,lean", [
+    ("import:numpy._core.multiarray", "1"),   # torch's C++ start-up imports numpy and clears what that raises
+    ("import:datetime", "1"),                 # numpy's C start-up imports it and makes what that raises an ImportError
+    ("from:_c10d_init:acquire", "0"),         # torch's C++ start-up: an uncaught C++ exception, SIGABRT
+    ("import:torch._tensor", "0"),            # torch's own Python start-up
+    ("import:porting.translator", "0"),       # ours, after torch
+    ("import:safetensors.torch", "0"),        # loading the model
+    ("import:porting.lean", "1"),             # the start-up without torch (porting/lean.py)
+    ("import:safetensors.numpy", "1"),        # loading the model there
 ])
-def test_interrupt_at_each_point_of_the_start_up_is_exit_130(converted, tmp_path, point):
+def test_interrupt_at_each_point_of_the_start_up_is_exit_130(converted, tmp_path, point, lean):
     """Before main imported numpy and torch itself, with SIGINT held, an interrupt at the first
     three points was lost (exit 0, nothing said), a traceback, or an abort. The others stand for the
     rest of the start-up: every import of it, and every Python function a C function calls in it,
-    was tried once so (porting/NOTES.md)."""
+    was tried once so (porting/NOTES.md). torch's start-up is reached with PORTING_LEAN=0 (translate
+    otherwise starts without torch, which it then imports, held alike, only where it needs it)."""
     (tmp_path / "sitecustomize.py").write_text(INTERRUPT_AT)
-    env = {**importing_from(tmp_path), "INTERRUPT_AT": point}
+    env = {**importing_from(tmp_path), "INTERRUPT_AT": point, "PORTING_LEAN": lean}
     r = porting("translate", "--model", converted["ende-sep"], stdin=b"", env=env, preexec_fn=interruptible)
     assert (r.returncode, r.stderr.strip()) == (130, b"interrupted"), (r.returncode, r.stderr[-2000:])
 

@@ -304,7 +304,10 @@ def test_kernels_command_says_what_runs_in_c(converted, capsys):
     assert main(["kernels", "--model", str(converted["ende-sep"])]) == 0
     out = capsys.readouterr().out
     for part in ("encoder layers as one C call: yes", "decoder layers as one C call a step: yes",
-                 "output projection fused with the candidate choice: yes", "the search's loop as one C call: yes"):
+                 "output projection fused with the candidate choice: yes", "the search's loop as one C call: yes",
+                 "`porting translate` starts without torch (porting/lean.py): yes"):
         assert part in out, out
     assert main(["kernels", "--model", str(converted["ende-sep-ensemble"])]) == 0
-    assert "the search's loop as one C call: no (an ensemble)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "the search's loop as one C call: no (an ensemble)" in out
+    assert "without torch (porting/lean.py): no (an ensemble)" in out
