@@ -54,7 +54,8 @@ def _address(a: np.ndarray | None) -> int | None:
 
 class Threads:
     """The kernels' threads: torch's OpenMP runtime (``library.load_torch_openmp``) and torch's count of them
-    (``library.default_threads``, or the caller's): the kernels' results depend on the count, so it is torch's."""
+    (``library.default_threads``, or the caller's): the kernels' results depend on the count, so it is torch's.
+    Process-wide, as torch.set_num_threads is."""
     count = 1
 
     @classmethod
@@ -87,7 +88,7 @@ class Panels:
         self.out_features, self.in_features = n, k
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """x [m, k] float32 -> [m, n] (``skinny_linear_threads`` on this thread)."""
+        """x [m, k] float32 -> [m, n] (``skinny_linear_threads``, on the kernels' threads)."""
         x = np.ascontiguousarray(x)
         y = np.empty((x.shape[0], self.out_features), np.float32)
         library.load()[0].skinny_linear_threads(x.ctypes.data, self.panels.ctypes.data, _address(self.bias),
@@ -116,8 +117,8 @@ class Unsupported(Exception):
 
 
 class LeanModel:
-    """One converted model's weights as the compiled kernels take them (``open``), and its search for a batch
-    of left-padded sources (``search``)."""
+    """One converted model's weights (``read_weights``) as the compiled kernels take them, and its search for a
+    batch of left-padded sources (``search``)."""
 
     def __init__(self, arch: Arch, tensors: dict[str, np.ndarray]):
         self.arch = arch
@@ -128,7 +129,7 @@ class LeanModel:
         self.enc_positions = tensors["encoder.embed_positions.weight"]
         self.enc_embed_norm = self._norm(tensors, "encoder.layernorm_embedding")
         self.enc_norm = self._norm(tensors, "encoder.layer_norm")
-        self.enc_heads, self.dec_heads = arch.encoder_attention_heads, arch.decoder_attention_heads
+        self.dec_heads = arch.decoder_attention_heads
         self.enc_layers = self._structs([self._layer(tensors, f"encoder.layers.{i}", arch.encoder_attention_heads,
                                                      arch.encoder_normalize_before, decoder=False)
                                          for i in range(arch.encoder_layers)])
