@@ -368,29 +368,6 @@ def test_compiled_encoder_only_where_its_copy_is_small_and_float32(converted, mo
     assert (ours.out[real] - theirs.out[real]).abs().max() < TOL   # the int8 modules, as the model runs them
 
 
-def test_int8_encoder_self_attention_where_it_gains(converted, monkeypatch):
-    """Where the encoder's self-attention projections gain from int8 (wide ones; here the thresholds are lowered
-    so that the shipped model's do), the model's and the fast encoder's fused projection are int8 alike: the
-    fast encoder computes what the model's encoder computes."""
-    from porting.kernels import quantize
-    from porting.kernels.fast_decoder import FastDecoder
-
-    _, (model,) = load_ensemble(converted["ende-sep"])
-    encoder = FastEncoder(model)
-    monkeypatch.setattr(quantize, "MIN_INPUTS", 128)
-    monkeypatch.setattr(quantize, "MIN_WEIGHTS", 128 * 128)
-    said = quantize.quantize_int8([model], [FastDecoder(model)], [encoder], "int8")
-    assert "encoder self-attention: int8" in said
-    assert type(model.encoder.layers[0].self_attn.k_proj) is not torch.nn.Linear
-    assert encoder.layers_c is None and all(type(q) is not torch.nn.Linear for q in encoder.qkv)
-    # one sentence: in a padded batch the model's forward quantizes activations over the padding rows too
-    # (one scale per tensor), the fast encoder over the real tokens alone (porting/NOTES.md)
-    src = left_pad([[5, 6, 7, 9, 2]])
-    with torch.no_grad():
-        ours, theirs = encoder(src), model.encoder(src)
-    assert (ours.out - theirs.out).abs().max() < TOL
-
-
 def test_fast_embeddings_equal_the_general_ones(converted):
     """FastDecoder._embed (one position row for all) is Embeddings.forward's arithmetic: bitwise equal,
     inside the position table and beyond it (sinusoidal tables are extended, as fairseq does)."""

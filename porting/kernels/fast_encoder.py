@@ -19,6 +19,7 @@ real rows (``EncoderOut.kept``) so the fast decoder projects encoder keys/values
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from porting.format import PAD
@@ -38,16 +39,15 @@ class FastEncoder:
         self.heads = model.arch.encoder_attention_heads
         self.repack()
 
-    def repack(self, qkv: list[nn.Module] | None = None) -> None:
+    def repack(self) -> None:
         """Derive what the layers run on from the current ones (again after they are replaced:
         porting/kernels/quantize.py): one porting/kernels/skinny.c call (``layers_c``, the products'
         weights packed as panels) where ``_whole_layers`` allows it, else torch's layers on a fused
-        q/k/v projection per layer (``qkv``: these, int8 ones, or fused from the layers' float ones);
-        only one of the two copies is kept."""
+        q/k/v projection per layer (``qkv``); only one of the two copies is kept."""
         self.qkv = None
         self.layers_c = self._whole_layers()
         if self.layers_c is None:
-            self.qkv = qkv or [fused_qkv(layer.self_attn) for layer in self.encoder.layers]
+            self.qkv = [fused_qkv(layer.self_attn) for layer in self.encoder.layers]
 
     def _whole_layers(self) -> native.EncoderLayers | None:
         """The layers as one skinny.c call, where it is built and asked for, every product is a float32
@@ -108,7 +108,7 @@ class FastEncoder:
                    mask: Tensor | None) -> Tensor:
         a = layer.self_attn
         c = h.size(1)
-        full = padded(qkv(h), keep, b * s)                                  # [B*S, 3C] (an int8 module too)
+        full = padded(F.linear(h, qkv.weight, qkv.bias), keep, b * s)      # [B*S, 3C]
         # [B*S, 3C] -> [B, S, 3, H, D] -> [3, B, H, S, D]
         q, k, v = full.view(b, s, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         out = self.attention(q * a.scaling, k, v, mask)                          # [B, H, S, D]

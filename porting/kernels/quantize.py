@@ -11,11 +11,9 @@ Two modes (``QUANTIZE_MODES``, declared in porting/kernels/__init__.py; the comm
 torch's dynamic quantization (weights int8 with one scale per output channel, as CTranslate2's int8;
 activations quantized per call, one scale per tensor; fbgemm kernels) replaces: the fast step's fused
 self-attention projection, its output projection, encoder-attention projections, both feed-forward
-layers of every decoder layer, the decoder's output projection, the encoder's feed-forward layers,
-and the encoder's self-attention projections where they gain (both modes: it runs once per sentence,
-not per step; on a wmt19-size model at batch 32, where a batch decodes few steps, int8 there took
-217 to 243 tok/s, while int8-all's budgets were measured with the small models' float, which it
-keeps). The model's own decoder self-attention projections (the teacher-forced forward's, which the
+layers of every decoder layer, the decoder's output projection, and the encoder's feed-forward
+layers. Encoder self-attention stays float: it runs once per sentence, not per step, so it gains
+little. The model's own decoder self-attention projections (the teacher-forced forward's, which the
 parity harness measures) are quantized too: per output channel, q, k and v each get the rows and
 scales of the fused projection, so both paths compute the same products.
 
@@ -30,7 +28,7 @@ import torch
 from torch import nn
 
 from porting.kernels import QUANTIZE_MODES
-from porting.kernels.fast_decoder import FastDecoder, fused_qkv
+from porting.kernels.fast_decoder import FastDecoder
 from porting.kernels.fast_encoder import FastEncoder
 from porting.model.transformer import Transformer
 
@@ -86,9 +84,7 @@ def quantize_int8(models: list[Transformer], decoders: list[FastDecoder], encode
         parts = {"decoder layers": every or all(map(gains, _decoder_products(model, fast))),
                  "output projection": every or gains(model.decoder.output_projection),
                  "encoder feed-forward": every or all(gains(layer.fc1) and gains(layer.fc2)
-                                                       for layer in model.encoder.layers),
-                 "encoder self-attention": all(gains(getattr(layer.self_attn, name)) for layer in model.encoder.layers
-                                               for name in ("q_proj", "k_proj", "v_proj", "out_proj"))}
+                                                       for layer in model.encoder.layers)}
         if parts["decoder layers"]:
             fast.qkv = [_int8(q) for q in fast.qkv]
             for layer in model.decoder.layers:
@@ -100,18 +96,10 @@ def quantize_int8(models: list[Transformer], decoders: list[FastDecoder], encode
             model.decoder.output_projection = _int8(model.decoder.output_projection)
         if parts["decoder layers"] or parts["output projection"]:
             fast.repack()                         # drops the float copies of replaced layers
-        qkv = None
-        if parts["encoder self-attention"]:
-            # the fused projection from the float ones (per output channel: the rows and scales of q, k and v)
-            qkv = [_int8(fused_qkv(layer.self_attn)) for layer in model.encoder.layers]
-            for layer in model.encoder.layers:
-                for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
-                    setattr(layer.self_attn, name, _int8(getattr(layer.self_attn, name)))
         if parts["encoder feed-forward"]:
             for layer in model.encoder.layers:
                 layer.fc1, layer.fc2 = _int8(layer.fc1), _int8(layer.fc2)
-        if parts["encoder feed-forward"] or parts["encoder self-attention"]:
-            encoder.repack(qkv)                   # its layers run as modules again, the int8 ones among them
+            encoder.repack()                      # its layers run as modules again, the int8 ones among them
         if member == 0:
             why = "" if every else (f" (too small to gain: int8 pays from {MIN_INPUTS} inputs and "
                                     f"{MIN_WEIGHTS:,} weights per product on; porting/kernels/quantize.py)")
