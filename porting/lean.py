@@ -36,7 +36,7 @@ from porting.format import PAD, UNK, Arch, read_config, vocab_sizes
 from porting.generation.options import GenerationOptions
 from porting.generation.results import Hypothesis, best_first, length_limits
 from porting.kernels import library
-from porting.kernels.library import PANEL, _Decoder, _Layer
+from porting.kernels.library import _Decoder, _Layer
 from porting.model.activation import Activation
 from porting.model.layout import PREFIX, expected_shapes
 from porting.tokenizer import open_tokenizer
@@ -75,17 +75,8 @@ class Panels:
     ``porting.kernels.native.pack`` packs a tensor: [ceil(n / 16), k, 16], zero-padded."""
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray | None):
-        n, k = weight.shape
-        n16 = -(-n // PANEL) * PANEL
-        padded = np.zeros((n16, k), np.float32)
-        padded[:n] = weight
-        # [n16, k] -> [n16 / 16, 16, k] -> [n16 / 16, k, 16]
-        self.panels = np.ascontiguousarray(padded.reshape(n16 // PANEL, PANEL, k).transpose(0, 2, 1))
-        self.bias = None
-        if bias is not None:
-            self.bias = np.zeros(n16, np.float32)
-            self.bias[:n] = bias
-        self.out_features, self.in_features = n, k
+        self.panels, self.bias = library.pack_panels(weight, bias)
+        self.out_features, self.in_features = weight.shape
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """x [m, k] float32 -> [m, n] (``skinny_linear_threads``, on the kernels' threads)."""
@@ -130,12 +121,12 @@ class LeanModel:
         self.enc_embed_norm = self._norm(tensors, "encoder.layernorm_embedding")
         self.enc_norm = self._norm(tensors, "encoder.layer_norm")
         self.dec_heads = arch.decoder_attention_heads
-        self.enc_layers = self._structs([self._layer(tensors, f"encoder.layers.{i}", arch.encoder_attention_heads,
+        self.enc_layers = self._array([self._layer(tensors, f"encoder.layers.{i}", arch.encoder_attention_heads,
                                                      arch.encoder_normalize_before, decoder=False)
                                          for i in range(arch.encoder_layers)])
         dec_layers = [self._layer(tensors, f"decoder.layers.{i}", self.dec_heads, arch.decoder_normalize_before,
                                   decoder=True) for i in range(arch.decoder_layers)]
-        self.dec_layers = self._structs(dec_layers)
+        self.dec_layers = self._array(dec_layers)
         self.enc_keys = [(Panels(tensors[f"decoder.layers.{i}.encoder_attn.k_proj.weight"],
                                  tensors[f"decoder.layers.{i}.encoder_attn.k_proj.bias"]),
                           Panels(tensors[f"decoder.layers.{i}.encoder_attn.v_proj.weight"],
@@ -185,7 +176,8 @@ class LeanModel:
                       activation=Activation.named(self.arch.activation_fn).code, scaling=(c // heads) ** -0.5,
                       eps=LAYER_NORM_EPS)
 
-    def _structs(self, layers: list[_Layer]) -> ctypes.Array:
+    @staticmethod
+    def _array(layers: list[_Layer]) -> ctypes.Array:
         return (_Layer * len(layers))(*layers)
 
     def encode(self, src: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -249,9 +241,7 @@ class LeanModel:
             raise Unsupported("a step the kernels hand back (a NaN or infinite logit)")
         if status:
             raise RuntimeError(f"skinny_search returned {status}")
-        tokens, positional, scores, lengths = tokens.tolist(), positional.tolist(), scores.tolist(), lengths.tolist()
-        return [[(tokens[i][h][:n], scores[i][h], positional[i][h][:n]) for h, n in enumerate(lengths[i][:count])]
-                for i, count in enumerate(counts.tolist())]
+        return library.search_results(tokens, positional, scores, lengths, counts)
 
 
 def normalised_hypotheses(found: list[tuple[list[int], float, list[float]]], lenpen: float) -> list[Hypothesis]:

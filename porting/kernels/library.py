@@ -166,6 +166,34 @@ def default_threads() -> int:
     return len(cores) or os.cpu_count() or 1
 
 
+def pack_panels(weight, bias):
+    """A linear layer's weights [n, k] (and bias [n]) as skinny.c reads them: numpy float32 arrays of panels
+    [ceil(n / 16), k, 16] and a bias [ceil(n / 16) * 16] (or None), zero-padded. One packing for
+    porting/kernels/native.py's tensors and porting/lean.py's arrays (a copy, so the same bits)."""
+    import numpy as np
+
+    n, k = weight.shape
+    n16 = -(-n // PANEL) * PANEL
+    padded = np.zeros((n16, k), np.float32)
+    padded[:n] = weight
+    # [n16, k] -> [n16 / 16, 16, k] -> [n16 / 16, k, 16]
+    panels = np.ascontiguousarray(padded.reshape(n16 // PANEL, PANEL, k).transpose(0, 2, 1))
+    padded_bias = None
+    if bias is not None:
+        padded_bias = np.zeros(n16, np.float32)
+        padded_bias[:n] = bias
+    return panels, padded_bias
+
+
+def search_results(tokens, positional, scores, lengths, counts) -> list[list[tuple[list[int], float, list[float]]]]:
+    """``skinny_search``'s outputs (tensors or arrays: tokens and positional [B, beam, W], scores and lengths
+    [B, beam], counts [B]) as each sentence's hypotheses in the order they ended: (tokens, cumulative score,
+    per-position scores); one conversion per output (not one per hypothesis)."""
+    tokens, positional, scores, lengths = tokens.tolist(), positional.tolist(), scores.tolist(), lengths.tolist()
+    return [[(tokens[s][h][:length], scores[s][h], positional[s][h][:length])
+             for h, length in enumerate(lengths[s][:count])] for s, count in enumerate(counts.tolist())]
+
+
 def available() -> bool:
     return load()[0] is not None
 

@@ -32,6 +32,8 @@ from porting.kernels.library import (  # noqa: F401  (the library's names, as th
     available,
     describe,
     isa,
+    pack_panels,
+    search_results,
     threaded,
     unavailable_reason,
 )
@@ -57,18 +59,9 @@ class Panels:
 
 
 def pack(weight: Tensor, bias: Tensor | None) -> Panels:
-    """weight [n, k] (and bias [n]) float32 -> Panels."""
-    n, k = weight.shape
-    n16 = -(-n // PANEL) * PANEL
-    padded = weight.detach().new_zeros(n16, k)
-    padded[:n] = weight.detach()
-    # [n16, k] -> [n16 / 16, 16, k] -> [n16 / 16, k, 16]
-    panels = padded.view(n16 // PANEL, PANEL, k).transpose(1, 2).contiguous()
-    b = None
-    if bias is not None:
-        b = bias.detach().new_zeros(n16)
-        b[:n] = bias.detach()
-    return Panels(panels, b, n, k)
+    """weight [n, k] (and bias [n]) float32 -> Panels (``library.pack_panels``)."""
+    panels, b = pack_panels(weight.detach().numpy(), None if bias is None else bias.detach().numpy())
+    return Panels(torch.from_numpy(panels), None if b is None else torch.from_numpy(b), *weight.shape)
 
 
 def linear(x: Tensor, p: Panels) -> Tensor:
@@ -390,7 +383,4 @@ class Search:
         if status == -4:
             raise RuntimeError("native.Search: a sentence still going at its max_len (a broken invariant)")
         self.layers._raise_for(status, "a position beyond the table or a token outside the vocabulary")
-        # one conversion per tensor (not one per hypothesis)
-        tokens, positional, scores, lengths = tokens.tolist(), positional.tolist(), scores.tolist(), lengths.tolist()
-        return [[(tokens[s][h][:length], scores[s][h], positional[s][h][:length])
-                 for h, length in enumerate(lengths[s][:count])] for s, count in enumerate(counts.tolist())]
+        return search_results(tokens, positional, scores, lengths, counts)
