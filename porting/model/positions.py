@@ -12,14 +12,15 @@ import torch
 
 
 def sinusoidal_table(num_positions: int, dim: int, padding_idx: int | None) -> torch.Tensor:
-    """[num_positions, dim] float32, computed exactly as fairseq computes it."""
+    """[num_positions, dim] float32, computed exactly as fairseq computes it, on the CPU even where the
+    default device is another (porting.model.load builds its module tree on the meta device)."""
     half = dim // 2
     step = math.log(10000) / (half - 1)
-    freqs = torch.exp(torch.arange(half, dtype=torch.float) * -step)                   # [half]
-    angles = torch.arange(num_positions, dtype=torch.float).unsqueeze(1) * freqs.unsqueeze(0)  # [P, half]
+    freqs = torch.exp(torch.arange(half, dtype=torch.float, device="cpu") * -step)                   # [half]
+    angles = torch.arange(num_positions, dtype=torch.float, device="cpu").unsqueeze(1) * freqs.unsqueeze(0)  # [P, half]
     table = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1).view(num_positions, -1)   # [P, 2*half]
     if dim % 2 == 1:
-        table = torch.cat([table, torch.zeros(num_positions, 1)], dim=1)
+        table = torch.cat([table, torch.zeros(num_positions, 1, device="cpu")], dim=1)
     if padding_idx is not None:
         table[padding_idx, :] = 0
     return table

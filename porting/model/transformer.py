@@ -206,15 +206,24 @@ class EncoderOut:
                           None if self.pad_mask is None else self.pad_mask.index_select(0, order))
 
 
+def _embedding(rows: int, dim: int) -> nn.Embedding:
+    """nn.Embedding with fairseq's padding row. Built on the meta device (porting.model.load builds the tree
+    there and fills it from the file) it skips the random initialisation: torch's normal_ on a meta tensor
+    imports ~75 MB of its Python decompositions, more than a small model weighs."""
+    if torch.get_default_device().type == "meta":
+        return nn.Embedding(rows, dim, padding_idx=PAD, _weight=torch.empty(rows, dim))
+    return nn.Embedding(rows, dim, padding_idx=PAD)
+
+
 class Embeddings(nn.Module):
     def __init__(self, vocab: int, a: Arch, learned: bool, max_positions: int):
         super().__init__()
-        self.embed_tokens = nn.Embedding(vocab, a.embed_dim, padding_idx=PAD)
+        self.embed_tokens = _embedding(vocab, a.embed_dim)
         self.scale = 1.0 if a.no_scale_embedding else math.sqrt(a.embed_dim)
         self.learned = learned
         rows = max_positions + PAD + 1
         if learned:
-            self.embed_positions = nn.Embedding(rows, a.embed_dim, padding_idx=PAD)
+            self.embed_positions = _embedding(rows, a.embed_dim)
         else:
             self.register_buffer("sinusoidal", sinusoidal_table(rows, a.embed_dim, PAD), persistent=False)
         self.layernorm_embedding = layer_norm(a.embed_dim) if a.layernorm_embedding else None
