@@ -37,22 +37,23 @@ def main() -> None:
     import torch
     from torch import nn
 
-    from porting.kernels import native
-    from porting.kernels.quantize import _int8, gains
+    from porting.kernels import int8, native
+    from porting.kernels.quantize import gains
 
     if not native.available():
         raise SystemExit(f"the C kernels are unavailable: {native.unavailable_reason()}")
     torch.set_num_threads(args.threads)
-    print(f"threads {args.threads}, kernels {native.describe()}, torch {torch.__version__}; "
+    print(f"threads {args.threads}, kernels {native.describe()}, int8 engines {int8.FEW_ROWS_ENGINE} "
+          f"(then {int8.MANY_ROWS_ENGINE} from {int8.MANY_ROWS} rows), torch {torch.__version__}; "
           "times in us; float32 / int8 > 1: int8 is faster")
     print(f"{'inputs -> outputs':>18} {'weights':>9} {'rows':>5} {'float32':>9} {'int8':>9} {'f32 / int8':>10}  quantized")
     for k, n in SHAPES:
         layer = nn.Linear(k, n)
-        panels, int8 = native.pack(layer.weight, layer.bias), _int8(nn.Linear(k, n))
+        panels, quantized = native.pack(layer.weight, layer.bias), int8.linear(nn.Linear(k, n))
         for m in (5, 160):
             x = torch.randn(m, k)
             reps = max(3, int(3e7 / (m * k * n)))
-            a, b = best_time(lambda: native.linear(x, panels), reps), best_time(lambda: int8(x), reps)
+            a, b = best_time(lambda: native.linear(x, panels), reps), best_time(lambda: quantized(x), reps)
             print(f"{f'{k} -> {n}':>18} {k * n / 1e6:>8.2f}M {m:>5} {a:>9.1f} {b:>9.1f} {a / b:>10.2f}  "
                   f"{'yes' if gains(layer) else 'no'}")
 

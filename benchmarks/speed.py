@@ -335,12 +335,13 @@ def conditions(threads: int) -> dict:
     from importlib import metadata
 
     from parity.record import versions
-    from porting.kernels import build, native
+    from porting.kernels import build, int8, native
 
     # the CPU's model name: ratios between systems move with it (AVX-512's width, VNNI, AMX)
     return {"threads": threads, "beam": BEAM, "cpu": build.cpuinfo("model name") or "unknown", **versions(),
             "ctranslate2": metadata.version("ctranslate2"),
-            "native_kernels": native.describe()}
+            "native_kernels": native.describe(),
+            "port_int8": f"{int8.FEW_ROWS_ENGINE}<{int8.MANY_ROWS}rows<={int8.MANY_ROWS_ENGINE}"}
 
 
 def rows_of(results: dict, model: str, bs: int, ids: list, job: dict, tok, references: list[str]) -> list[dict]:

@@ -56,15 +56,17 @@ def runtime_dtype(dtype: torch.dtype | str, kernels: str, quantize: str | None) 
 
 
 def runtime_ensemble(models: list, kernels: str, quantize: str | None) -> Ensemble:
-    """The members as they decode: the kernel set chosen, int8 applied where asked (the checks:
-    ``runtime_dtype``)."""
-    ensemble = Ensemble(models, kernels)
+    """The members as they decode: int8 applied where asked (before the kernel set's copies are made from
+    the models), the kernel set chosen (the checks: ``runtime_dtype``)."""
     if quantize in QUANTIZE_MODES:
-        from porting.kernels.quantize import quantize_int8
+        if kernels == "exact":
+            raise ValueError("int8 quantization needs the fast kernels")   # the exact path reads float weights
+        from porting.kernels.quantize import quantize_model
 
-        for line in quantize_int8(ensemble.models, ensemble.decoders, ensemble.encoders, quantize):
+        said = [quantize_model(model, quantize) for model in models]
+        for line in said[0]:                      # the members of an ensemble share an architecture
             log.info("%s: %s", quantize, line)
-    return ensemble
+    return Ensemble(models, kernels)
 
 
 class Translator(LineTranslator):

@@ -348,7 +348,7 @@ def test_compiled_encoder_only_where_its_copy_is_small_and_float32(converted, mo
     exceed MAX_PANEL_WEIGHTS with the rest of the encoder's side keeps torch's layers (memory)."""
     from porting.kernels import fast_decoder
     from porting.kernels.fast_decoder import FastDecoder
-    from porting.kernels.quantize import quantize_int8
+    from porting.kernels.quantize import quantize_model
 
     _, (model,) = load_ensemble(converted["ende-sep"])
     # the encoder's products hold 589,824 weights, the decoder's encoder keys' projections 98,304
@@ -357,15 +357,63 @@ def test_compiled_encoder_only_where_its_copy_is_small_and_float32(converted, mo
     assert model.decoder.layers[0].encoder_attn.k_proj not in FastDecoder(model).packed
     monkeypatch.setattr(fast_decoder, "MAX_PANEL_WEIGHTS", 688_128)
     assert type(FastDecoder(model).packed[model.decoder.layers[0].encoder_attn.k_proj]) is native.Panels
+    assert FastEncoder(model).layers_c is not None
+    quantize_model(model, "int8-all")
     encoder = FastEncoder(model)
-    assert encoder.layers_c is not None
-    quantize_int8([model], [FastDecoder(model)], [encoder], "int8-all")
     assert encoder.layers_c is None and len(encoder.qkv) == len(model.encoder.layers)
     src = left_pad([[5, 6, 7, 2], [8, 2]])
     with torch.no_grad():
         ours, theirs = encoder(src), model.encoder(src)
     real = ~theirs.pad_mask.t()                                    # [S, B]
     assert (ours.out[real] - theirs.out[real]).abs().max() < TOL   # the int8 modules, as the model runs them
+
+
+def test_int8_encoder_self_attention_where_it_gains(converted, monkeypatch):
+    """Where the encoder's self-attention projections gain from int8 (wide ones; here the thresholds are lowered
+    so that the shipped model's do), the model's projections and the fast encoder's fused one are int8 alike,
+    the fused one the three's rows and scales: the fast encoder computes what the model's encoder computes."""
+    from porting.kernels import quantize
+
+    _, (model,) = load_ensemble(converted["ende-sep"])
+    monkeypatch.setattr(quantize, "MIN_INPUTS", 128)
+    monkeypatch.setattr(quantize, "MIN_WEIGHTS", 128 * 128)
+    assert "encoder self-attention: int8" in quantize.quantize_model(model, "int8")
+    encoder = FastEncoder(model)
+    a = model.encoder.layers[0].self_attn
+    assert type(a.k_proj) is not torch.nn.Linear and encoder.layers_c is None
+    fused = encoder.qkv[0].weight()
+    stacked = [getattr(a, name).weight() for name in ("q_proj", "k_proj", "v_proj")]
+    assert torch.equal(fused.int_repr(), torch.cat([w.int_repr() for w in stacked]))
+    assert torch.equal(fused.q_per_channel_scales(), torch.cat([w.q_per_channel_scales() for w in stacked]))
+    # one sentence: in a padded batch the model's forward quantizes activations over the padding rows too
+    # (one scale per tensor), the fast encoder over the real tokens alone (porting/NOTES.md)
+    src = left_pad([[5, 6, 7, 9, 2]])
+    with torch.no_grad():
+        ours, theirs = encoder(src), model.encoder(src)
+    assert (ours.out - theirs.out).abs().max() < TOL
+
+
+def test_an_int8_product_runs_each_engine_where_it_is_faster():
+    """porting/kernels/int8.py: fbgemm's packing under MANY_ROWS rows, oneDNN's from there on; the two compute
+    the same quantization (within float32 rounding of each other), and a new weight reaches both."""
+    from porting.kernels import int8
+
+    layer = torch.nn.Linear(256, 384)
+    module = int8.linear(layer)
+    if module.many is None:
+        pytest.skip("this torch has no oneDNN int8 engine")
+    few, many = torch.randn(5, 256), torch.randn(int8.MANY_ROWS, 256)
+    assert torch.equal(module(few), module.few(few)) and torch.equal(module(many), module.many(many))
+    assert not torch.equal(module.few(many), module.many(many))              # two kernels, so the test above tells
+    assert (module.few(many) - module.many(many)).abs().max() < 1e-5
+    assert (module(many) - layer(many)).abs().max() < 0.1                   # int8's own error (weights ~0.06)
+    w = module.weight()
+    doubled = torch._make_per_channel_quantized_tensor(w.int_repr(), w.q_per_channel_scales() * 2,
+                                                       w.q_per_channel_zero_points(), 0)
+    before = module(many)
+    module.set_weight_bias(doubled, module.bias())
+    for packing in (module.few, module.many):
+        assert torch.allclose(packing(many) - module.bias(), 2 * (before - module.bias()), atol=1e-4)
 
 
 def test_fast_embeddings_equal_the_general_ones(converted):

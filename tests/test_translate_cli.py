@@ -131,6 +131,7 @@ def test_int8_quantizes_a_decoder_whole_or_not_at_all(converted, monkeypatch):
     assert type(model.decoder.layers[0].fc1) is torch.nn.Linear and fast.layers_c is not None
     assert type(model.decoder.output_projection) is not torch.nn.Linear           # int8
     assert type(model.encoder.layers[0].fc1) is not torch.nn.Linear               # 128 x 512 and 512 x 128 gain here
+    assert type(model.encoder.layers[0].self_attn.q_proj) is torch.nn.Linear      # 128 x 128 does not
 
 
 def test_ensemble_members_must_share_every_vocabulary_id(converted, tmp_path):

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from porting.format import PAD, UNK
-from porting.kernels import attention, native
+from porting.kernels import attention, int8, native
 from porting.model.transformer import Embeddings, EncoderOut, Transformer, residual_block
 
 FEW_ROWS = 16               # without skinny.c, at most this many rows: oneDNN's packed weights
@@ -112,8 +112,12 @@ def linear(x: Tensor, layer: nn.Module, packed: dict) -> Tensor:
     return torch.addmm(layer.bias.unsqueeze(1), layer.weight, x.t()).t().contiguous()
 
 
-def fused_qkv(a: nn.Module) -> nn.Linear:
-    """One [3C, C] projection for an attention's q, k and v (a copy: the model's stay as they are)."""
+def fused_qkv(a: nn.Module) -> nn.Module:
+    """One [3C, C] projection for an attention's q, k and v (a copy: the model's stay as they are): an
+    nn.Linear, or where the three are int8 (porting/kernels/quantize.py) an int8 one."""
+    parts = (a.q_proj, a.k_proj, a.v_proj)
+    if all(type(p) is int8.Linear for p in parts):
+        return int8.fused(parts)
     fused = nn.Linear(a.q_proj.in_features, 3 * a.q_proj.out_features).to(a.q_proj.weight.dtype)
     with torch.no_grad():
         fused.weight.copy_(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))

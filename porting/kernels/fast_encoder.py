@@ -19,7 +19,6 @@ real rows (``EncoderOut.kept``) so the fast decoder projects encoder keys/values
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from porting.format import PAD
@@ -104,11 +103,11 @@ class FastEncoder:
         where the layers run in skinny.c, its arithmetic too (porting/lean.py repeats it), else the module."""
         return native.layer_norm(x.contiguous(), norm) if self.layers_c is not None else norm(x)
 
-    def _self_attn(self, layer, qkv: nn.Linear, h: Tensor, keep: Tensor | None, b: int, s: int,
+    def _self_attn(self, layer, qkv: nn.Module, h: Tensor, keep: Tensor | None, b: int, s: int,
                    mask: Tensor | None) -> Tensor:
         a = layer.self_attn
         c = h.size(1)
-        full = padded(F.linear(h, qkv.weight, qkv.bias), keep, b * s)      # [B*S, 3C]
+        full = padded(qkv(h), keep, b * s)                                  # [B*S, 3C] (an int8 module too)
         # [B*S, 3C] -> [B, S, 3, H, D] -> [3, B, H, S, D]
         q, k, v = full.view(b, s, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         out = self.attention(q * a.scaling, k, v, mask)                          # [B, H, S, D]
