@@ -393,15 +393,17 @@ def test_int8_encoder_self_attention_where_it_gains(converted, monkeypatch):
     assert (ours.out - theirs.out).abs().max() < TOL
 
 
-def test_an_int8_product_runs_each_engine_where_it_is_faster():
-    """porting/kernels/int8.py: fbgemm's packing under MANY_ROWS rows, oneDNN's from there on; the two compute
-    the same quantization (within float32 rounding of each other), and a new weight reaches both."""
+def test_an_int8_product_runs_each_engine_where_it_is_faster(monkeypatch):
+    """porting/kernels/int8.py: fbgemm's packing under MANY_ROWS rows, oneDNN's from there on (where it has
+    VNNI: the suite holds it to AVX2, so the engine is named here); the two compute the same quantization
+    (within float32 rounding of each other), and a new weight reaches both."""
     from porting.kernels import int8
 
+    if "onednn" not in torch.backends.quantized.supported_engines:
+        pytest.skip("this torch has no oneDNN int8 engine")
+    monkeypatch.setattr(int8, "MANY_ROWS_ENGINE", "onednn")
     layer = torch.nn.Linear(256, 384)
     module = int8.linear(layer)
-    if module.many is None:
-        pytest.skip("this torch has no oneDNN int8 engine")
     few, many = torch.randn(5, 256), torch.randn(int8.MANY_ROWS, 256)
     assert torch.equal(module(few), module.few(few)) and torch.equal(module(many), module.many(many))
     assert not torch.equal(module.few(many), module.many(many))              # two kernels, so the test above tells
@@ -414,6 +416,29 @@ def test_an_int8_product_runs_each_engine_where_it_is_faster():
     module.set_weight_bias(doubled, module.bias())
     for packing in (module.few, module.many):
         assert torch.allclose(packing(many) - module.bias(), 2 * (before - module.bias()), atol=1e-4)
+
+
+def test_int8_runs_onednn_only_where_it_has_vnni(monkeypatch):
+    """Held to AVX2 (as the suite and the AVX2 table hold it) or without AVX-512 VNNI, fbgemm runs every
+    product: oneDNN's int8 there was slower than fbgemm's (porting/kernels/int8.py)."""
+    from porting.kernels import build, int8
+
+    if "onednn" not in torch.backends.quantized.supported_engines:
+        pytest.skip("this torch has no oneDNN int8 engine")
+    vnni = build.cpu_flags() | {"avx512_vnni"}
+    monkeypatch.setattr(build, "cpu_flags", lambda: vnni)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert int8._many_rows_engine() == "onednn"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert int8._many_rows_engine() is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_vnni")
+    assert int8._many_rows_engine() == "onednn"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert int8._many_rows_engine() is None
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(build, "cpu_flags", lambda: vnni - {"avx512_vnni"})
+    assert int8._many_rows_engine() is None
 
 
 def test_fast_embeddings_equal_the_general_ones(converted):

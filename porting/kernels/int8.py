@@ -14,21 +14,42 @@ tokens; a teacher-forced batch). Where to cut, measured whole: a wmt19-size mode
 process taking turns (6 rounds, the same hypotheses), 248 tok/s on fbgemm alone, 248 with oneDNN from
 256 rows, 262-267 from 100 or 128 rows (the output projection, 1024 -> 32000, gains most), 262 on
 oneDNN alone (which loses at batch 1, above).
-A packing runs on the engine it was packed for, whatever the process's engine is later.
+oneDNN's int8 wins through VNNI: held to AVX2 (`ATEN_CPU_CAPABILITY=avx2`, `ONEDNN_MAX_CPU_ISA=AVX2`: the
+suite's and the AVX2 table's setting) it ran a wmt19-size model at batch 32 at 148 tok/s against fbgemm's
+209, so there, and on CPUs without AVX-512 VNNI, fbgemm runs every product. A packing runs on the engine it
+was packed for, whatever the process's engine is later.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 
 import torch
 from torch import Tensor, nn
 from torch.ao.nn.quantized.dynamic import Linear as QuantizedLinear
 
+from porting.kernels import build
+
 MANY_ROWS = 128
 # None: the process's engine (this torch without the named one)
 FEW_ROWS_ENGINE = "fbgemm" if "fbgemm" in torch.backends.quantized.supported_engines else None
-MANY_ROWS_ENGINE = "onednn" if "onednn" in torch.backends.quantized.supported_engines else None
+# oneDNN's ISA limits that leave it no AVX-512 VNNI
+_ONEDNN_WITHOUT_VNNI = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE"}
+
+
+def _many_rows_engine() -> str | None:
+    """oneDNN where this torch has it and it runs AVX-512 VNNI here (the measurements above), else None."""
+    if "onednn" not in torch.backends.quantized.supported_engines or "avx512_vnni" not in build.cpu_flags():
+        return None
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":        # held to AVX2 (ATEN_CPU_CAPABILITY)
+        return None
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper() in _ONEDNN_WITHOUT_VNNI:
+        return None
+    return "onednn"
+
+
+MANY_ROWS_ENGINE = _many_rows_engine()
 
 
 @contextlib.contextmanager
