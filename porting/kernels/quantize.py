@@ -13,11 +13,12 @@ sentence, not per step: int8 there pays on a wide model at batch 32, where a bat
 int8-all's budgets were measured on the small models, whose stay float32).
 
 torch's dynamic quantization (porting/kernels/int8.py: weights int8 with one scale per output channel, as
-CTranslate2's int8; activations quantized per call, one scale per tensor; oneDNN's kernels). The model's own modules are
-replaced (``quantize_model``), before the fast decoder and encoder are made from it: those fuse the
-int8 q, k and v projections into one with their rows and scales (fast_decoder.fused_qkv), so the fast
-path and the model's own forward (the teacher-forced one the parity harness measures) compute the
-same products, and no float copy of a replaced product is ever made.
+CTranslate2's int8; activations quantized per call, one scale per tensor; fbgemm's kernels for few rows,
+oneDNN's for many where it has VNNI). The model's own modules are replaced (``quantize_model``), before
+the fast decoder and encoder are made from it: those fuse the int8 q, k and v projections into one with
+their rows and scales (fast_decoder.fused_qkv), so the fast path and the model's own forward (the
+teacher-forced one the parity harness measures) compute the same products, and no float copy of a
+replaced product is ever made.
 
 This is an approximation of the model, not a port of it: its BLEU and agreement with fairseq are
 measured (benchmarks/speed.py, README), never assumed.
