@@ -58,9 +58,8 @@ def runtime_dtype(dtype: torch.dtype | str, kernels: str, quantize: str | None) 
 def runtime_ensemble(models: list, kernels: str, quantize: str | None) -> Ensemble:
     """The members as they decode: int8 applied where asked (before the kernel set's copies are made from
     the models), the kernel set chosen (the checks: ``runtime_dtype``)."""
+    runtime_dtype(next(models[0].parameters()).dtype, kernels, quantize)   # callers checked; the rule in one place
     if quantize in QUANTIZE_MODES:
-        if kernels == "exact":
-            raise ValueError("int8 quantization needs the fast kernels")   # the exact path reads float weights
         from porting.kernels.quantize import quantize_model
 
         said = [quantize_model(model, quantize) for model in models]

