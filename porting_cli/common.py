@@ -74,8 +74,9 @@ def add_generation_flags(p, nbest: bool = True) -> None:
     p.add_argument("--kernels", choices=["fast", "portable", "exact"], default="fast", help=KERNELS_HELP)
     p.add_argument("--quantize", choices=["none", *QUANTIZE_MODES], default="none",
                    help="int8: dynamic int8 linear layers where int8 is faster (on small models none is: they run "
-                        "float32 and say so); int8-all: every one, whatever it costs. Approximate: see README for "
-                        "the BLEU cost")
+                        "float32 and say so); int8-all: every product of the decoder and the encoder's feed-forward "
+                        "layers, whatever it costs (the encoder's self-attention, in both, only where it gains). "
+                        "Approximate: see README for the BLEU cost")
 
 
 def translation_flags(args) -> list[str]:
