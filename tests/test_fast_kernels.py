@@ -57,6 +57,73 @@ def test_attention_every_kernel_matches_plain_softmax(n, heads, queries, few_row
     assert torch.equal(attend(q, k2, v, mask)[0], attend(q, k, v, mask)[0])
 
 
+def brute_force_cost(pad, heads, queries):
+    """The least cost of ``attention.groups``'s model over every cut of the sentences into runs (2^(B-1))."""
+    real = ~pad
+    b = pad.size(0)
+    best = None
+    for cuts in range(1 << (b - 1)):
+        bounds = [0] + [i + 1 for i in range(b - 1) if cuts >> i & 1] + [b]
+        cost = 0
+        for i, j in zip(bounds, bounds[1:]):
+            cols = real[i:j].any(0).nonzero().flatten()
+            width = int(cols[-1] - cols[0] + 1)
+            cost += attention.GROUP_COST + (j - i) * heads * (width if queries is None else queries) * width
+        best = cost if best is None else min(best, cost)
+    return best
+
+
+def run_cost(runs, heads, queries):
+    return sum(attention.GROUP_COST + (g.end - g.first) * heads * ((g.hi - g.lo) if queries is None else queries)
+               * (g.hi - g.lo) for g in runs)
+
+
+@pytest.mark.parametrize("queries", [None, 5])
+def test_attention_groups_cost_least_and_cover_every_real_token(queries):
+    """``attention.groups``'s runs against every possible cut of a small batch: the least cost, every sentence in
+    one run, every real token inside its run's columns, the mask kept exactly where a run has padding."""
+    torch.manual_seed(0)
+    for trial in range(40):
+        b, s = int(torch.randint(1, 7, ())), int(torch.randint(2, 40, ()))
+        lengths = torch.randint(1, s + 1, (b,))
+        if trial % 2:                                           # left padding (the search's), else right
+            pad = torch.arange(s)[None, :] < (s - lengths)[:, None]
+        else:
+            pad = torch.arange(s)[None, :] >= lengths[:, None]
+        runs = attention.groups(pad, 4, queries)
+        assert [g.first for g in runs] == [0] + [g.end for g in runs[:-1]] and runs[-1].end == b
+        for g in runs:
+            real = ~pad[g.first:g.end]
+            assert not real[:, :g.lo].any() and not real[:, g.hi:].any()
+            assert g.masked == (not bool(real[:, g.lo:g.hi].all()))
+        assert run_cost(runs, 4, queries) == brute_force_cost(pad, 4, queries)
+    assert attention.groups(None, 4) == [attention.WHOLE]
+
+
+@pytest.mark.parametrize("trim_queries", [True, False])
+def test_grouped_attention_equals_attention_over_the_whole_batch(trim_queries, monkeypatch):
+    """Each group over its own columns gives every real query what attention over the padded batch gives it,
+    with the runs as groups chooses them and with every sentence a run of its own (no fixed cost)."""
+    torch.manual_seed(1)
+    lengths = [3, 9, 4, 17, 16, 2]
+    b, s, heads = len(lengths), max(lengths), 4
+    pad = torch.arange(s)[None, :] < (s - torch.tensor(lengths))[:, None]          # left padding
+    mask = torch.zeros(b, s).masked_fill(pad, float("-inf"))[:, None, None, :]
+    k, v = torch.randn(b, heads, s, 16), torch.randn(b, heads, s, 16)
+    q = torch.randn(b, heads, s if trim_queries else 5, 16)
+    attend = attention.select(use_native=False)
+    whole = attend(q, k, v, mask)
+    for cost in (attention.GROUP_COST, 0):
+        monkeypatch.setattr(attention, "GROUP_COST", cost)
+        runs = attention.groups(pad, heads, None if trim_queries else 5)
+        assert cost or len(runs) == b                           # without a fixed cost every sentence alone
+        for g, part in zip(runs, attention.grouped(attend, q, k, v, mask, runs, trim_queries)):
+            expected = whole[g.first:g.end, :, g.lo:g.hi] if trim_queries else whole[g.first:g.end]
+            assert part.shape == expected.shape
+            real_queries = (~pad[g.first:g.end, g.lo:g.hi])[:, None, :, None] if trim_queries else True
+            assert ((part - expected).abs() * real_queries).max() < TOL
+
+
 def test_attention_in_bfloat16_for_few_rows():
     """The few-row C kernel is float32 only; bfloat16 (``--dtype bfloat16``) goes through torch."""
     torch.manual_seed(0)
@@ -292,13 +359,18 @@ def test_whole_layer_kernel_refuses_what_does_not_fit(converted):
         layers(torch.zeros(5, 128), torch.zeros(3, 2, 4, 4, 1, 32), torch.tensor([0, 1, 2, 3, 4]), keys)
 
 
-@pytest.mark.parametrize("kernels,pre_norm", [("c", False), ("c", True), ("torch", False), ("torch", True)])
-def test_fast_encoder_matches_encoder_on_real_tokens(converted, kernels, pre_norm):
+@pytest.mark.parametrize("kernels,pre_norm", [("c", False), ("c", True), ("torch", False), ("torch", True),
+                                              ("torch-groups", False)])
+def test_fast_encoder_matches_encoder_on_real_tokens(converted, kernels, pre_norm, monkeypatch):
     """Padding removed: the real tokens' outputs equal the full encoder's; padding rows are zero. On
     the compiled layers (skinny_encoder_layers: 59 real rows, attention split between threads; one
-    sentence of 18 alone) and on torch's, both norm placements and activations."""
+    sentence of 18 alone) and on torch's, both norm placements and activations; on torch's with every
+    sentence's attention a group of its own (attention.groups without a fixed cost)."""
     if kernels == "c" and not native.available():
         pytest.skip(f"few-row kernels unavailable: {native.unavailable_reason()}")
+    if kernels == "torch-groups":
+        monkeypatch.setattr(attention, "GROUP_COST", 0)
+        kernels = "torch"
     _, (model,) = load_ensemble(converted["ende-sep"])
     for layer in model.encoder.layers:
         layer.pre = pre_norm
@@ -312,6 +384,7 @@ def test_fast_encoder_matches_encoder_on_real_tokens(converted, kernels, pre_nor
     with torch.no_grad():
         exact, ours = model.encoder(src), fast(src)
     real = ~exact.pad_mask.t()                                  # [S, B]
+    assert attention.GROUP_COST or len(attention.groups(exact.pad_mask, fast.heads)) == len(rows)
     assert torch.equal(ours.pad_mask, exact.pad_mask)
     assert (ours.out[real] - exact.out[real]).abs().max() < TOL
     assert torch.count_nonzero(ours.out[~real]) == 0

@@ -119,6 +119,24 @@ def test_few_rows_match_fairseq_one_sentence_at_a_time(converted, replays_bitwis
     assert worst < SCORE_TOL
 
 
+@pytest.mark.parametrize("run", list(MANIFEST["runs"]))
+def test_attention_groups_of_one_sentence_match_fairseq(converted, replays_bitwise, run, monkeypatch):
+    """Torch's fast path (``--kernels portable``; int8 and large models run it) attends over a padded batch in
+    groups of sentences, each over its own columns (porting/kernels/attention.py ``groups``). On the shipped
+    models' batches the fixed cost keeps few groups; without it every sentence is its own, in the encoder
+    and in the decoder's attention to it, also as sentences finish: the first recorded batch, beam 5, n-best 5."""
+    from porting.kernels import attention
+
+    monkeypatch.setattr(attention, "GROUP_COST", 0)
+    torch.set_num_threads(MANIFEST["threads"])
+    ensemble = Ensemble(load_ensemble(converted[run])[1], kernels="portable")
+    rec = load(run, "generation/beam5_nbest5.json")
+    mismatches, worst = replay(ensemble, rec, load(run, "inputs.json")["ids"], rec["batches"][:1],
+                               start(converted, run), replays_bitwise(run))
+    assert mismatches == [], f"{len(mismatches)} differ, first at line {mismatches[:5]}"
+    assert worst < SCORE_TOL
+
+
 @pytest.mark.parametrize("run", [r for r, s in MANIFEST["runs"].items() if s["teacher_forced"]])
 def test_teacher_forced_layers_match_fairseq(converted, replays_bitwise, run):
     """Every layer within 1e-5 of fairseq's recorded tensors; on a machine that rounds otherwise than

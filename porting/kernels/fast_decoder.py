@@ -188,6 +188,7 @@ class FastCaches(list):
         self.kv: Tensor | None = None                   # [layers, 2, N, H, t, D]
         self.keys: native.EncoderKeys | None = None     # None: (re)made from the layers' enc_k/enc_v
         self.pending_order: Tensor | None = None
+        self.groups: list[attention.Group] | None = None   # torch's path: the encoder attention's groups of sentences
 
 
 class FastDecoder:
@@ -273,9 +274,15 @@ class FastDecoder:
                 caches.keys = self._encoder_keys(enc, caches, n)
             caches.kv, caches.pending_order = self.layers_c(x, caches.kv, caches.pending_order, caches.keys), None
         else:
+            for layer, cache in zip(dec.layers, caches):
+                self._encoder_cache(layer.encoder_attn, enc, cache, n)
+            if caches.groups is None:                                    # the first step, or sentences left
+                mask = caches[0].enc_mask
+                caches.groups = attention.groups(None if mask is None else mask[:, 0, 0].isinf(), self.heads, caches[0].beam)
             for layer, qkv, cache in zip(dec.layers, self.qkv, caches):
                 x = residual_block(x, layer.self_attn_layer_norm, lambda h: self._self_attn(layer, qkv, h, cache), layer.pre)
-                x = residual_block(x, layer.encoder_attn_layer_norm, lambda h: self._cross_attn(layer, h, enc, cache), layer.pre)
+                x = residual_block(x, layer.encoder_attn_layer_norm,
+                                   lambda h: self._cross_attn(layer, h, cache, caches.groups), layer.pre)
                 x = residual_block(x, layer.final_layer_norm,
                                    lambda h: self._linear(layer.act(self._linear(h, layer.fc1)), layer.fc2), layer.pre)
         return x if dec.layer_norm is None else self._norm(dec.layer_norm, x)
@@ -349,14 +356,14 @@ class FastDecoder:
         out = self.attention(q, kv[0], kv[1])                                    # [N, H, 1, D]
         return self._linear(out.view(n, c), a.out_proj)
 
-    def _cross_attn(self, layer, h: Tensor, enc: EncoderOut, cache: FastLayerCache) -> Tensor:
+    def _cross_attn(self, layer, h: Tensor, cache: FastLayerCache, runs: list[attention.Group]) -> Tensor:
         a = layer.encoder_attn
         n, c = h.shape
-        self._encoder_cache(a, enc, cache, n)
         k, v, mask = cache.enc_k, cache.enc_v, cache.enc_mask
         b, beam = k.size(0), cache.beam
         q = (self._linear(h, a.q_proj) * a.scaling).view(b, beam, self.heads, -1).transpose(1, 2)  # [B, H, beam, D]
-        out = self.attention(q, k, v, mask)                                                     # [B, H, beam, D]
+        parts = attention.grouped(self.attention, q, k, v, mask, runs, trim_queries=False)       # [b, H, beam, D] each
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)                                # [B, H, beam, D]
         return self._linear(out.transpose(1, 2).reshape(n, c), a.out_proj)
 
     def _encoder_cache(self, a: nn.Module, enc: EncoderOut, cache: FastLayerCache, n: int) -> None:
@@ -402,4 +409,4 @@ class FastDecoder:
             cache.enc_v = cache.enc_v.index_select(0, sentences)
             if cache.enc_mask is not None:
                 cache.enc_mask = cache.enc_mask.index_select(0, sentences)
-        caches.keys = None
+        caches.keys = caches.groups = None

@@ -88,9 +88,10 @@ class FastEncoder:
             rows = rows.detach().contiguous()
             self.layers_c(rows, keep, b, s, mask)
         else:
+            runs = attention.groups(pad, self.heads)                           # the attention's groups of sentences
             for layer, qkv in zip(enc.layers, self.qkv):
                 rows = residual_block(rows, layer.self_attn_layer_norm,
-                                      lambda h: self._self_attn(layer, qkv, h, keep, b, s, mask), layer.pre)
+                                      lambda h: self._self_attn(layer, qkv, h, keep, b, s, mask, runs), layer.pre)
                 rows = residual_block(rows, layer.final_layer_norm, lambda h: layer.fc2(layer.act(layer.fc1(h))),
                                       layer.pre)
         if enc.layer_norm is not None:
@@ -104,14 +105,22 @@ class FastEncoder:
         return native.layer_norm(x.contiguous(), norm) if self.layers_c is not None else norm(x)
 
     def _self_attn(self, layer, qkv: nn.Module, h: Tensor, keep: Tensor | None, b: int, s: int,
-                   mask: Tensor | None) -> Tensor:
+                   mask: Tensor | None, runs: list[attention.Group]) -> Tensor:
         a = layer.self_attn
         c = h.size(1)
         full = padded(qkv(h), keep, b * s)                                  # [B*S, 3C] (an int8 module too)
         # [B*S, 3C] -> [B, S, 3, H, D] -> [3, B, H, S, D]
         q, k, v = full.view(b, s, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        out = self.attention(q * a.scaling, k, v, mask)                          # [B, H, S, D]
-        out = out.transpose(1, 2).reshape(b * s, c)                         # [B, S, H, D] -> [B*S, C]
+        parts = attention.grouped(self.attention, q * a.scaling, k, v, mask, runs, trim_queries=True)
+        if runs == [attention.WHOLE]:
+            out = parts[0].transpose(1, 2).reshape(b * s, c)                # [B, H, S, D] -> [B, S, H, D] -> [B*S, C]
+        else:
+            # each group's [b, H, hi - lo, D] into its sentences' columns of [B, S, H, D]; the columns outside
+            # every group are padding, never read (index_select below keeps the real tokens' rows)
+            out = full.new_empty(b, s, self.heads, c // self.heads)
+            for g, part in zip(runs, parts):
+                out[g.first:g.end, g.lo:g.hi] = part.transpose(1, 2)
+            out = out.view(b * s, c)
         if keep is not None:
             out = out.index_select(0, keep)                                 # [T, C]
         return a.out_proj(out)
