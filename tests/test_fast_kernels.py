@@ -18,7 +18,7 @@ from torch import nn
 from porting.generation.beam import left_pad
 from porting.kernels import attention, build, library, native
 from porting.kernels.attention import FUSED_ATTENTION_ROWS
-from porting.kernels.fast_decoder import ONEDNN_WEIGHTS, linear, pack, top_candidates
+from porting.kernels.fast_decoder import ONEDNN_WEIGHTS, appended, linear, pack, top_candidates
 from porting.kernels.fast_encoder import FastEncoder
 from porting.model.activation import Activation
 from porting.model.load import load_ensemble
@@ -130,6 +130,17 @@ def test_attention_in_bfloat16_for_few_rows():
     q, k, v = (torch.randn(2, 4, 1, 16) for _ in range(3))
     out = attention.select(use_native=True)(q.bfloat16(), k.bfloat16(), v.bfloat16())
     assert out.dtype == torch.bfloat16 and (out.float() - reference_attention(q, k, v, None)).abs().max() < 0.05
+
+
+def test_appended_cache_is_the_reordered_cache_then_the_step():
+    """torch's fast path follows the search's order as it appends a step's keys and values (one copy): equal to
+    the reorder and the concatenation it replaces, with rows repeated and dropped (sentences leaving)."""
+    torch.manual_seed(0)
+    cache, step = torch.randn(2, 6, 4, 3, 8), torch.randn(6, 2, 4, 1, 8).transpose(0, 1)      # a view, as the step's
+    for order in (None, torch.tensor([5, 5, 0, 2, 1, 3]), torch.tensor([4, 1, 1])):
+        rows = step[:, :6 if order is None else order.numel()]
+        expected = torch.cat([cache if order is None else cache.index_select(1, order), rows], 3)
+        assert torch.equal(appended(cache, rows, order), expected)
 
 
 def test_top_candidates_equal_topk_without_ties():

@@ -12,7 +12,7 @@ bought, measured: README "Speed".
   * encoder-attention keys/values once per *sentence*, not once per beam row (fairseq computes and
     carries `beam` identical copies): the beam rows of a sentence attend together, [B, H, beam, S];
   * self-attention q, k and v from one fused projection ([3C, C] weights, concatenated once), and
-    keys and values cached together ([2, N, H, t, D]: one concatenation and one reorder per layer);
+    keys and values cached together ([2, N, H, t, D]: a step's reorder and append in one copy per layer);
   * attention through porting/kernels/attention.py's contract, its implementation chosen once;
     q is pre-scaled as fairseq does; softmax in float32;
   * batch-first [N, C] states for the one-token step: no [1, N, C] time dimension to carry;
@@ -138,6 +138,20 @@ def padded(rows: Tensor, keep: Tensor | None, n: int) -> Tensor:
     if keep is None:
         return rows
     return rows.new_zeros(n, rows.size(1)).index_copy_(0, keep, rows)
+
+
+def appended(cache: Tensor, new: Tensor, order: Tensor | None) -> Tensor:
+    """The self-attention cache [2, N', H, t, D] with its rows in ``order`` (old row per new row; None: as they
+    are) and the step's keys and values [2, N, H, 1, D] after them -> [2, N, H, t + 1, D], in one copy (a
+    reorder, then a concatenation, copied the cache twice a step)."""
+    two, _, heads, t, d = cache.shape
+    out = cache.new_empty(two, new.size(1), heads, t + 1, d)
+    if order is None:
+        out[:, :, :, :t] = cache
+    else:
+        torch.index_select(cache, 1, order, out=out[:, :, :, :t])            # written in place: the shape fits
+    out[:, :, :, t:] = new
+    return out
 
 
 @functools.lru_cache(maxsize=None)
@@ -279,8 +293,10 @@ class FastDecoder:
             if caches.groups is None:                                    # the first step, or sentences left
                 mask = caches[0].enc_mask
                 caches.groups = attention.groups(None if mask is None else mask[:, 0, 0].isinf(), self.heads, caches[0].beam)
+            order, caches.pending_order = caches.pending_order, None     # followed as the caches grow
             for layer, qkv, cache in zip(dec.layers, self.qkv, caches):
-                x = residual_block(x, layer.self_attn_layer_norm, lambda h: self._self_attn(layer, qkv, h, cache), layer.pre)
+                x = residual_block(x, layer.self_attn_layer_norm,
+                                   lambda h: self._self_attn(layer, qkv, h, cache, order), layer.pre)
                 x = residual_block(x, layer.encoder_attn_layer_norm,
                                    lambda h: self._cross_attn(layer, h, cache, caches.groups), layer.pre)
                 x = residual_block(x, layer.final_layer_norm,
@@ -342,7 +358,7 @@ class FastDecoder:
     def _linear(self, x: Tensor, layer: nn.Module) -> Tensor:
         return linear(x, layer, self.packed)
 
-    def _self_attn(self, layer, qkv: nn.Module, h: Tensor, cache: FastLayerCache) -> Tensor:
+    def _self_attn(self, layer, qkv: nn.Module, h: Tensor, cache: FastLayerCache, order: Tensor | None) -> Tensor:
         a = layer.self_attn
         n, c = h.shape
         q, kv = self._linear(h, qkv).split((c, 2 * c), dim=1)                    # [N, C], [N, 2C]
@@ -351,7 +367,7 @@ class FastDecoder:
         # and the values are each contiguous (attention reads them without a copy)
         kv = kv.view(n, 2, self.heads, 1, -1).transpose(0, 1)
         if cache.kv is not None:
-            kv = torch.cat([cache.kv, kv], 3)                               # [2, N, H, t, D]
+            kv = appended(cache.kv, kv, order)                              # [2, N, H, t, D]
         cache.kv = kv
         out = self.attention(q, kv[0], kv[1])                                    # [N, H, 1, D]
         return self._linear(out.view(n, c), a.out_proj)
@@ -391,15 +407,12 @@ class FastDecoder:
         return enc
 
     def reorder(self, caches: FastCaches, order: Tensor) -> None:
-        """Follow the surviving hypotheses (order: old row per new row). Where the next step runs
-        porting/kernels/skinny.c's layers, they follow `order` as they copy the caches (``hidden``), else the
-        cached keys/values are reordered here. Encoder keys/values are per sentence, so they change
-        only when sentences leave: every new sentence's rows come from one old sentence."""
-        if self.layers_c is not None:
-            caches.pending_order = order
-        else:
-            for cache in caches:
-                cache.kv = cache.kv.index_select(1, order)
+        """Follow the surviving hypotheses (order: old row per new row). The next step follows `order` as it
+        copies the self-attention caches to append its own keys and values (``hidden``: porting/kernels/skinny.c's
+        layers, or torch's path through ``appended``), one copy a step instead of two. Encoder keys/values are
+        per sentence, so they change only when sentences leave: every new sentence's rows come from one old
+        sentence."""
+        caches.pending_order = order
         beam = caches[0].beam
         if caches[0].enc_k.size(0) * beam == order.numel():           # the same sentences
             return
