@@ -100,6 +100,29 @@ def test_attention_groups_cost_least_and_cover_every_real_token(queries):
     assert attention.groups(None, 4) == [attention.WHOLE]
 
 
+def test_groups_kept_as_sentences_leave(monkeypatch):
+    """When sentences leave the batch, each run keeps its remaining sentences together (no new cut), over their
+    own columns again, the mask kept exactly where padding is left among them. Runs cut with and without the
+    fixed cost per group (without: runs of one sentence, or of several as wide)."""
+    torch.manual_seed(2)
+    for trial in range(80):
+        monkeypatch.setattr(attention, "GROUP_COST", 0 if trial % 2 else 10_000)
+        b, s = int(torch.randint(2, 12, ())), int(torch.randint(2, 30, ()))
+        pad = torch.arange(s)[None, :] < (s - torch.randint(1, s + 1, (b,)))[:, None]          # left padding
+        runs = attention.groups(pad, 4, 5)
+        survivors = sorted(torch.randperm(b)[:int(torch.randint(1, b + 1, ()))].tolist())
+        left = attention.kept(runs, survivors, pad[survivors])
+        assert [g.first for g in left] == [0] + [g.end for g in left[:-1]] and left[-1].end == len(survivors)
+        for g in left:
+            old = [survivors[i] for i in range(g.first, g.end)]
+            assert len({next(r for r in runs if r.first <= o < r.end) for o in old}) == 1    # from one run
+            real = ~pad[old]
+            assert real[:, g.lo].any() and real[:, g.hi - 1].any()                          # the columns, tight
+            assert not real[:, :g.lo].any() and not real[:, g.hi:].any()
+            assert g.masked == (not bool(real[:, g.lo:g.hi].all()))
+    assert attention.kept([attention.WHOLE], [0, 2], None) == [attention.WHOLE]
+
+
 @pytest.mark.parametrize("trim_queries", [True, False])
 def test_grouped_attention_equals_attention_over_the_whole_batch(trim_queries, monkeypatch):
     """Each group over its own columns gives every real query what attention over the padded batch gives it,
@@ -342,7 +365,7 @@ def test_whole_layer_kernel_matches_the_python_step(converted, pre_norm, sentenc
             order = order.reshape(-1)
             for decoder, cache in zip((fast_c, fast_py), caches):
                 decoder.reorder(cache, order)
-            assert caches[0].pending_order is not None and caches[1].pending_order is None
+            assert all(c.pending_order is order for c in caches)     # both follow it as the next step copies
             prev = torch.cat([prev[order], torch.randint(4, 100, (order.numel(), 1))], 1)
 
 

@@ -290,7 +290,7 @@ class FastDecoder:
         else:
             for layer, cache in zip(dec.layers, caches):
                 self._encoder_cache(layer.encoder_attn, enc, cache, n)
-            if caches.groups is None:                                    # the first step, or sentences left
+            if caches.groups is None:                                    # the first step
                 mask = caches[0].enc_mask
                 caches.groups = attention.groups(None if mask is None else mask[:, 0, 0].isinf(), self.heads, caches[0].beam)
             order, caches.pending_order = caches.pending_order, None     # followed as the caches grow
@@ -422,4 +422,7 @@ class FastDecoder:
             cache.enc_v = cache.enc_v.index_select(0, sentences)
             if cache.enc_mask is not None:
                 cache.enc_mask = cache.enc_mask.index_select(0, sentences)
-        caches.keys = caches.groups = None
+        caches.keys = None
+        if caches.groups is not None:
+            mask = caches[0].enc_mask
+            caches.groups = attention.kept(caches.groups, sentences.tolist(), None if mask is None else mask[:, 0, 0].isinf())
