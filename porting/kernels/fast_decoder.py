@@ -290,9 +290,8 @@ class FastDecoder:
         else:
             for layer, cache in zip(dec.layers, caches):
                 self._encoder_cache(layer.encoder_attn, enc, cache, n)
-            if caches.groups is None:                                    # the first step
-                mask = caches[0].enc_mask
-                caches.groups = attention.groups(None if mask is None else mask[:, 0, 0].isinf(), self.heads, caches[0].beam)
+            if caches.groups is None:                                    # the first step: every sentence
+                caches.groups = attention.groups(enc.pad_mask, self.heads, caches[0].beam)
             order, caches.pending_order = caches.pending_order, None     # followed as the caches grow
             for layer, qkv, cache in zip(dec.layers, self.qkv, caches):
                 x = residual_block(x, layer.self_attn_layer_norm,
@@ -423,6 +422,6 @@ class FastDecoder:
             if cache.enc_mask is not None:
                 cache.enc_mask = cache.enc_mask.index_select(0, sentences)
         caches.keys = None
-        if caches.groups is not None:
-            mask = caches[0].enc_mask
-            caches.groups = attention.kept(caches.groups, sentences.tolist(), None if mask is None else mask[:, 0, 0].isinf())
+        if caches.groups is not None:                                  # the sentences left: [B', S] True at padding
+            pad = None if caches[0].enc_mask is None else caches[0].enc_mask[:, 0, 0].isinf()
+            caches.groups = attention.kept(caches.groups, sentences.tolist(), pad)
